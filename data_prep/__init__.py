@@ -1,0 +1,1 @@
+"""BehaviorLM data preparation: behavior event logs -> samples -> prompts -> LLaMA-Factory datasets."""

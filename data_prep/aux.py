@@ -1,0 +1,142 @@
+"""Auxiliary general conversations for multi-task A-Tuning (paper 3.2, Algorithm 1 line 5, Table 5).
+
+Input: a ShareGPT file, JSON (a list) or JSONL (one conversation a line); each conversation either
+`{"conversations": [{"from": "human"|"gpt"|"system", "value": ...}]}` or
+`{"messages": [{"role": "user"|"assistant"|"system", "content": ...}]}`. Output is normalized to
+`from`/`value` with `human`/`gpt`/`system`, the layout `dataset_info.json` registers for `behavior_aux`.
+
+Length filter (documented choice): a conversation is "much longer than the behavior prompts" when its
+total characters (all turns) exceed `max_length_ratio` (default 1.5) x the median character length of the
+rendered behavior training samples (system + instruction + output). Dropped ones are counted as
+`aux_too_long`; conversations LLaMA-Factory would reject (not human/gpt alternating, empty turns, no
+answer) are dropped and counted as `aux_malformed`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.events import PrepareError
+from data_prep.samples import rng_for
+
+DEFAULT_AUX_PATH = Path(__file__).resolve().parent / "resources" / "aux_conversations.jsonl"
+
+_ROLE_ALIASES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "chatgpt": "gpt",
+                 "bard": "gpt", "bing": "gpt", "model": "gpt", "system": "system"}
+
+
+def _read_items(path: Path) -> list:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PrepareError(f"{path}: auxiliary conversation file not found") from None
+    except UnicodeDecodeError as err:
+        raise PrepareError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
+    stripped = text.lstrip()
+    if not stripped:
+        raise PrepareError(f"{path}: auxiliary conversation file is empty")
+    if stripped[0] == "[":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise PrepareError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
+        return items
+    items = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise PrepareError(f"{path}: line {lineno}: invalid JSON ({err.msg})") from None
+    return items
+
+
+def normalize_conversation(item) -> list[dict] | None:
+    """ShareGPT turns as [{"from", "value"}], or None when LLaMA-Factory's sharegpt reader would reject them:
+    an optional leading system turn, then human/gpt strictly alternating, starting with human and ending
+    with gpt, every value a non-empty string."""
+    if not isinstance(item, dict):
+        return None
+    if isinstance(item.get("conversations"), list):
+        raw, role_key, text_key = item["conversations"], "from", "value"
+    elif isinstance(item.get("messages"), list):
+        raw, role_key, text_key = item["messages"], "role", "content"
+    else:
+        return None
+    turns = []
+    for turn in raw:
+        if not isinstance(turn, dict):
+            return None
+        role = _ROLE_ALIASES.get(str(turn.get(role_key, "")).lower())
+        value = turn.get(text_key)
+        if role is None or not isinstance(value, str) or not value.strip():
+            return None
+        turns.append({"from": role, "value": value})
+    body = turns[1:] if turns and turns[0]["from"] == "system" else turns
+    if len(body) < 2 or len(body) % 2:
+        return None
+    if any(t["from"] != ("human" if i % 2 == 0 else "gpt") for i, t in enumerate(body)):
+        return None
+    return turns
+
+
+def conversation_chars(conversation: list[dict]) -> int:
+    return sum(len(t["value"]) for t in conversation)
+
+
+def aux_sample_size(eps: float, n_anchor: int) -> int:
+    """|C'_ins| = eps * |D^a_ins| (Algorithm 1 line 5), rounded up so any eps > 0 gives at least one."""
+    if eps < 0:
+        raise PrepareError(f"eps must be >= 0, got {eps}")
+    return math.ceil(eps * n_anchor - 1e-9) if eps > 0 else 0
+
+
+@dataclass
+class AuxPool:
+    """The well-formed conversations of one file (read once, before the long rendering steps)."""
+    conversations: list[list[dict]]
+    read: int
+    path: str   # as recorded in stats.json
+
+
+def load_aux(path: str | Path | None = None) -> AuxPool:
+    """Read and normalize a ShareGPT file (None: the shipped default set)."""
+    # The default is recorded by its package-relative name so stats.json does not depend on the checkout.
+    shown = str(path) if path is not None else "data_prep/resources/aux_conversations.jsonl (shipped default)"
+    items = _read_items(Path(path) if path is not None else DEFAULT_AUX_PATH)
+    valid = [c for c in map(normalize_conversation, items) if c is not None]
+    return AuxPool(valid, len(items), shown)
+
+
+@dataclass
+class AuxSelection:
+    conversations: list[list[dict]]
+    stats: dict = field(default_factory=dict)
+
+
+def select_aux(pool: AuxPool | str | Path | None, eps: float, n_anchor: int, prompt_chars_median: float,
+               seed: int, max_length_ratio: float = 1.5) -> AuxSelection:
+    """Filter by length and sample eps x |anchor samples| conversations (seeded), Algorithm 1 line 5.
+
+    `pool`: a loaded AuxPool, or a path (None: the shipped default) read only when eps > 0. When fewer
+    conversations survive the filter than requested, all are taken and the shortfall is recorded."""
+    requested = aux_sample_size(eps, n_anchor)
+    stats = {"eps": eps, "requested": requested, "max_length_ratio": max_length_ratio}
+    if requested == 0:
+        stats.update(path=None, read=0, malformed=0, too_long=0, available=0, written=0, shortfall=0,
+                     max_chars=None)
+        return AuxSelection([], stats)
+    if not isinstance(pool, AuxPool):
+        pool = load_aux(pool)
+    max_chars = int(max_length_ratio * prompt_chars_median)
+    kept = [c for c in pool.conversations if conversation_chars(c) <= max_chars]
+    take = min(requested, len(kept))
+    chosen = rng_for(seed, "aux").choice(len(kept), size=take, replace=False, shuffle=True) if take else []
+    stats.update(path=pool.path, read=pool.read, malformed=pool.read - len(pool.conversations),
+                 too_long=len(pool.conversations) - len(kept), available=len(kept), written=take,
+                 shortfall=requested - take, max_chars=max_chars)
+    return AuxSelection([kept[i] for i in np.asarray(chosen, dtype=np.int64).tolist()], stats)

@@ -1,0 +1,244 @@
+"""Samples, user splits, caps, the two test protocols and behavior frequency groups (paper 2.1, 4.1.1, 4.1.2).
+
+A sample is identified by the index of its *target* event in the EventTable (sorted by user, time): its
+input x is the L events before it (same user, oldest first), its label y is the target's behavior, and the
+target's weekday, hour and place are the "next behavior" context the prompt reveals.
+
+Everything is vectorized: eligible samples are never materialized for the (large) training split; a cap
+draws sample *ranks* and maps them to event indices through per-user cumulative counts, and windows are
+gathered only for the selected samples.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from data_prep.events import PrepareError
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+SPLITS = ("train", "valid", "test")
+FREQ_GROUPS = ("head", "medium", "tail")
+
+
+def rng_for(seed: int, step: str) -> np.random.Generator:
+    """An independent, seeded random stream per pipeline step, so changing one step's parameters (a cap,
+    the protocol-2 size) never reshuffles another step (the user split)."""
+    return np.random.default_rng([int(seed), zlib.crc32(step.encode())])
+
+
+def weekday_hour(time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weekday (0 = Monday) and hour of local wall times encoded as UTC epoch seconds.
+
+    1970-01-01 was a Thursday (weekday 3); floor division keeps pre-1970 times right."""
+    t = np.asarray(time, dtype=np.int64)
+    return ((t // 86400 + 3) % 7).astype(np.int8), ((t // 3600) % 24).astype(np.int8)
+
+
+@dataclass
+class UserRuns:
+    """Where each user's events lie in the (user, time)-sorted table."""
+    codes: np.ndarray   # user codes present in the table, ascending
+    starts: np.ndarray  # index of each user's first event
+    counts: np.ndarray  # events per user
+
+
+def user_runs(user: np.ndarray) -> UserRuns:
+    n = len(user)
+    if n == 0:
+        return UserRuns(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64))
+    boundary = np.flatnonzero(user[1:] != user[:-1]) + 1
+    starts = np.concatenate(([0], boundary)).astype(np.int64)
+    counts = np.diff(np.concatenate((starts, [n]))).astype(np.int64)
+    codes = np.asarray(user[starts], dtype=np.int64)
+    if np.any(np.diff(codes) <= 0):
+        raise PrepareError("event table is not sorted by user (internal error: load_events must sort it)")
+    return UserRuns(codes, starts, counts)
+
+
+def split_sizes(n_users: int, ratios: tuple[float, float, float]) -> tuple[int, int, int]:
+    """User counts for train/valid/test (8:1:1 by default), rounding half up; each split gets at least one."""
+    if n_users < 3:
+        raise PrepareError(f"need at least 3 users with enough events to split train/valid/test, got {n_users}")
+    total = sum(ratios)
+    n_valid = max(1, int(np.floor(n_users * ratios[1] / total + 0.5)))
+    n_test = max(1, int(np.floor(n_users * ratios[2] / total + 0.5)))
+    n_train = n_users - n_valid - n_test
+    if n_train < 1:
+        raise PrepareError(f"split ratios {ratios} leave no training user out of {n_users}")
+    return n_train, n_valid, n_test
+
+
+def split_users(n_users: int, seed: int, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> np.ndarray:
+    """Seeded 8:1:1 user split (paper 4.1.2): returns 0/1/2 (train/valid/test) for each of n_users.
+
+    A random permutation, never the users' order, decides the split."""
+    n_train, n_valid, _ = split_sizes(n_users, ratios)
+    perm = rng_for(seed, "split_users").permutation(n_users)
+    split = np.full(n_users, 2, dtype=np.int8)
+    split[perm[:n_train]] = 0
+    split[perm[n_train:n_train + n_valid]] = 1
+    return split
+
+
+@dataclass
+class EligibleSamples:
+    """The samples of a set of users, addressable by rank 0..n-1 without materializing them."""
+    starts: np.ndarray  # first *target* event of each user (user start + L)
+    counts: np.ndarray  # samples per user (events - L)
+    cum: np.ndarray     # cumulative counts
+
+    @classmethod
+    def of(cls, runs: UserRuns, users: np.ndarray, history_len: int) -> "EligibleSamples":
+        counts = runs.counts[users] - history_len
+        return cls(runs.starts[users] + history_len, counts, np.cumsum(counts))
+
+    @property
+    def n(self) -> int:
+        return int(self.cum[-1]) if len(self.cum) else 0
+
+    def event_index(self, ranks: np.ndarray) -> np.ndarray:
+        """Event index of the target of each sample rank."""
+        ranks = np.asarray(ranks, dtype=np.int64)
+        k = np.searchsorted(self.cum, ranks, side="right")
+        return self.starts[k] + ranks - (self.cum[k] - self.counts[k])
+
+    def all_events(self) -> np.ndarray:
+        return self.event_index(np.arange(self.n, dtype=np.int64))
+
+
+def sample_ranks(n: int, cap: int | None, rng: np.random.Generator) -> np.ndarray:
+    """A seeded random subset of min(cap, n) ranks (all n when cap is None), in random order.
+
+    The order is random too, so any prefix of a written file is itself a random subsample."""
+    if cap is None or cap >= n:
+        return rng.permutation(n).astype(np.int64)
+    return rng.choice(n, size=cap, replace=False, shuffle=True).astype(np.int64)
+
+
+def per_class_sample(labels: np.ndarray, per_class: int, n_classes: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Positions of up to `per_class` randomly drawn items of every class (protocol 2, paper 4.1.2).
+
+    A class with fewer items gives all it has. Returns positions into `labels`, in random order."""
+    perm = rng.permutation(len(labels))
+    order = perm[np.argsort(labels[perm], kind="stable")]    # grouped by class, random within class
+    sorted_labels = labels[order]
+    class_start = np.searchsorted(sorted_labels, np.arange(n_classes))
+    rank_in_class = np.arange(len(order)) - class_start[sorted_labels]
+    chosen = order[rank_in_class < per_class]
+    return chosen[rng.permutation(len(chosen))]
+
+
+@dataclass
+class SampleSets:
+    """Target event indices of every written split, plus what the stats need."""
+    train: np.ndarray
+    valid: np.ndarray
+    test_p1: np.ndarray
+    test_p2: np.ndarray
+    train_label_counts: np.ndarray          # per behavior, over ALL training-user samples (before the cap)
+    available: dict[str, int]               # eligible samples per split before caps
+    users: dict[str, int]                   # users per split
+    user_split: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # user codes per split
+    dropped: dict[str, int] = field(default_factory=dict)
+    runs: UserRuns | None = field(repr=False, default=None)
+
+    def position_in_user(self, targets: np.ndarray, user: np.ndarray) -> np.ndarray:
+        """0-based position of each target event within its user's sequence (a stable sample id part)."""
+        k = np.searchsorted(self.runs.codes, user[targets])
+        return np.asarray(targets, dtype=np.int64) - self.runs.starts[k]
+
+
+def build_sample_sets(user: np.ndarray, behavior: np.ndarray, n_behaviors: int, *, history_len: int = 20,
+                      seed: int = 42, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                      train_cap: int | None = None, valid_cap: int | None = None,
+                      test_cap: int | None = None, p2_per_behavior: int = 500) -> SampleSets:
+    """Windows -> user split -> caps -> protocol 1 and protocol 2 test sets (paper 2.1, 4.1.1, 4.1.2).
+
+    Users with fewer than L+1 events give no sample; they are dropped before the split and counted
+    (`user_too_short` events, `user_too_short_users` users). Training label counts are taken over all
+    training-user samples before the cap (more stable for rare behaviors than the capped set)."""
+    if history_len < 1:
+        raise PrepareError(f"history length must be >= 1, got {history_len}")
+    runs = user_runs(user)
+    long_enough = runs.counts >= history_len + 1
+    dropped = {"user_too_short": int(runs.counts[~long_enough].sum()),
+               "user_too_short_users": int((~long_enough).sum())}
+    eligible_users = np.flatnonzero(long_enough)            # positions into runs, ascending user code
+    if len(eligible_users) < 3:
+        raise PrepareError(
+            f"only {len(eligible_users)} users have at least {history_len + 1} events (history length "
+            f"{history_len} + 1); need at least 3 for the train/valid/test split")
+    split_of = split_users(len(eligible_users), seed, ratios)
+    by_split = {name: eligible_users[split_of == s] for s, name in enumerate(SPLITS)}
+    pools = {name: EligibleSamples.of(runs, users, history_len) for name, users in by_split.items()}
+
+    # Training label counts = all training-user events minus each training user's first L events.
+    train_users = by_split["train"]
+    in_train = np.zeros(len(runs.codes), dtype=bool)
+    in_train[train_users] = True
+    event_in_train = np.repeat(in_train, runs.counts)
+    head_events = (runs.starts[train_users][:, None] + np.arange(history_len)).ravel()
+    train_label_counts = (np.bincount(behavior[event_in_train], minlength=n_behaviors)
+                          - np.bincount(behavior[head_events], minlength=n_behaviors)).astype(np.int64)
+
+    train = pools["train"].event_index(sample_ranks(pools["train"].n, train_cap, rng_for(seed, "cap_train")))
+    valid = pools["valid"].event_index(sample_ranks(pools["valid"].n, valid_cap, rng_for(seed, "cap_valid")))
+
+    # Protocol 1 = a capped draw of the test users' samples; protocol 2 draws from the rest.
+    test_all = pools["test"].all_events()
+    p1_pos = sample_ranks(len(test_all), test_cap, rng_for(seed, "cap_test"))
+    unused = np.ones(len(test_all), dtype=bool)
+    unused[p1_pos] = False
+    rest = test_all[unused]
+    if p2_per_behavior > 0:
+        p2_pos = per_class_sample(behavior[rest], p2_per_behavior, n_behaviors, rng_for(seed, "protocol2"))
+    else:
+        p2_pos = np.empty(0, dtype=np.int64)
+    return SampleSets(
+        train=train, valid=valid, test_p1=test_all[p1_pos], test_p2=rest[p2_pos],
+        train_label_counts=train_label_counts,
+        available={name: pool.n for name, pool in pools.items()},
+        users={name: int(len(u)) for name, u in by_split.items()},
+        user_split={name: runs.codes[u] for name, u in by_split.items()},
+        dropped=dropped, runs=runs)
+
+
+def window_indices(targets: np.ndarray, history_len: int) -> np.ndarray:
+    """(n, L) event indices of each sample's history, oldest first: target-L .. target-1."""
+    return np.asarray(targets, dtype=np.int64)[:, None] - np.arange(history_len, 0, -1, dtype=np.int64)
+
+
+@dataclass
+class BehaviorInfo:
+    """Per-behavior training frequency and the groups derived from it, in label_id order."""
+    names: list[str]
+    train_count: np.ndarray
+    train_freq: np.ndarray
+    is_anchor: np.ndarray
+    freq_group: list[str]
+
+    @property
+    def without_train_samples(self) -> list[str]:
+        return [n for n, c in zip(self.names, self.train_count) if c == 0]
+
+
+def behavior_groups(names: list[str], train_count: np.ndarray, *, anchor_threshold: float = 0.01,
+                    head_threshold: float = 0.05, tail_threshold: float = 0.01) -> BehaviorInfo:
+    """Anchor (freq > anchor_threshold, paper 2.2/3.2) and head/medium/tail (paper 4.1.2: head > 5%,
+    medium 1-5%, tail the rest, i.e. freq <= tail_threshold) from training-split frequencies.
+
+    A behavior with no training sample has frequency 0: it stays a candidate and is a tail behavior."""
+    if not 0 <= tail_threshold <= head_threshold <= 1:
+        raise PrepareError(f"need 0 <= tail threshold ({tail_threshold}) <= head threshold ({head_threshold}) <= 1")
+    if not 0 <= anchor_threshold < 1:
+        raise PrepareError(f"anchor threshold must be in [0, 1), got {anchor_threshold}")
+    counts = np.asarray(train_count, dtype=np.int64)
+    total = counts.sum()
+    if total == 0:
+        raise PrepareError("the training split has no samples")
+    freq = counts / total
+    group = np.where(freq > head_threshold, "head", np.where(freq > tail_threshold, "medium", "tail"))
+    return BehaviorInfo(list(names), counts, freq, freq > anchor_threshold, [str(g) for g in group])

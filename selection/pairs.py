@@ -1,0 +1,109 @@
+"""DPO pairs and the selected-SFT set (Algorithm 1 lines 23-28), plus the selection report.
+
+Outputs (README contracts), beside the prepared split unless another out dir is given:
+``dpo_pairs.jsonl`` ({"system", "instruction", "input", "chosen", "rejected"}, registered as
+``behavior_dpo_pairs`` with ``ranking: true``), ``selected_sft.jsonl`` (alpaca, output = truth;
+``behavior_selected_sft``), ``selection_report.json`` and ``selection_report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def build_pairs(records: Sequence[dict], selection: dict, candidates: Sequence[str]) -> tuple[list[dict], list[dict]]:
+    """(dpo_pairs, selected_sft) rows for the selected line numbers; the prompt fields are copied verbatim."""
+    pairs, sft = [], []
+    for index, label, rejected in zip(selection["index"], selection["label_id"], selection["rejected_id"]):
+        record = records[int(index)]
+        truth = candidates[int(label)]
+        if record.get("output") is not None and record["output"] != truth:
+            raise ValueError(
+                f"line {int(index)}: output {record['output']!r} != stats.json label {truth!r} for label_id {int(label)}"
+            )
+        if int(rejected) == int(label):
+            raise AssertionError("rejected response equals the chosen one")
+        prompt = {
+            "system": record.get("system", ""),
+            "instruction": record["instruction"],
+            "input": record.get("input", ""),
+        }
+        pairs.append({**prompt, "chosen": truth, "rejected": candidates[int(rejected)]})
+        sft.append({**prompt, "output": truth})
+    return pairs, sft
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+    _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _fmt(value, spec=".3f"):
+    return "-" if value is None else format(value, spec)
+
+
+def report_markdown(report: dict) -> str:
+    cfg = report["config"]
+    lines = [
+        "# Selection report",
+        "",
+        (
+            f"mode `{cfg['mode']}`, F = {cfg['F']}, lambda = {cfg['lam']}, Eq. 3 reading `{cfg['eq3']}`, "
+            f"seed {cfg['seed']}; pool {report['pool_size']} samples, {report['pairs']} pairs, "
+            f"pi_ref accuracy on the pool {_fmt(report['pi_ref_accuracy'])}."
+        ),
+        "",
+        "| behavior | anchor | group | pool | pi_ref acc | mean D | mean D selected | selected | pairs |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for b in report["per_behavior"]:
+        lines.append(
+            f"| {b['behavior']} | {'yes' if b['is_anchor'] else 'no'} | {b.get('freq_group') or '-'} | {b['pool_size']} "
+            f"| {_fmt(b['pi_ref_accuracy'])} | {_fmt(b['mean_difficulty'])} | {_fmt(b.get('mean_selected_difficulty'))} "
+            f"| {b['selected']} | {b['pairs']} |"
+        )
+    if report["warnings"]:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(
+    out_dir,
+    records,
+    selection: dict,
+    candidates,
+    per_behavior: list[dict],
+    notes: list[str],
+    config: dict,
+    scores: dict,
+) -> dict:
+    """Write dpo_pairs.jsonl, selected_sft.jsonl, selection_report.{json,md} into out_dir; returns the report."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs, sft = build_pairs(records, selection, candidates)
+    pred, label = np.asarray(scores["pred_id"]), np.asarray(scores["label_id"])
+    report = {
+        "config": config,
+        "pool_size": len(label),
+        "pi_ref_accuracy": float((pred == label).mean()) if len(label) else None,
+        "pairs": len(pairs),
+        "pairs_rejected_is_prediction": int((selection["rejected_id"] == selection["pred_id"]).sum()),
+        "per_behavior": per_behavior,
+        "warnings": notes,
+        "selected_index": [int(i) for i in selection["index"]],
+    }
+    write_jsonl(out_dir / "dpo_pairs.jsonl", pairs)
+    write_jsonl(out_dir / "selected_sft.jsonl", sft)
+    _write_atomic(out_dir / "selection_report.json", json.dumps(report, indent=1, ensure_ascii=False))
+    _write_atomic(out_dir / "selection_report.md", report_markdown(report))
+    return report

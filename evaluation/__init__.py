@@ -1,0 +1,11 @@
+"""BehaviorLM evaluation: predictions, the paper's six metrics (Appendix B), baselines, reports.
+
+Stages talk through files (see README "Files between stages"); this package adds one contract:
+
+``<out>/<dataset>.predictions.jsonl`` -- line i is test sample i of ``<dataset_dir>/<dataset>.jsonl``:
+``index``, ``sample_id``, ``label``, ``label_id``, ``pred`` (a candidate name, or null when a generated
+output is not a candidate), ``pred_id`` (-1 when invalid), ``p_label`` (probability of the true label,
+null when the method has none), ``top`` (up to 3 ``{"name", "p"}``, best first), ``valid``; generation
+adds ``output`` (the raw text), the Markov baseline adds ``source``.
+``<out>/<dataset>.predictions.info.json`` records how the file was made (method, model, adapter, ...).
+"""

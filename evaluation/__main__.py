@@ -1,0 +1,96 @@
+"""CLI: ``python -m evaluation {predict,baseline,report,ablation-table,sweep-table} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .files import TEST_SPLITS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="LLM predictions on a test split (candidate-constrained by default)")
+    p.add_argument("--model", required=True, help="model directory (base model when --adapter is given)")
+    p.add_argument("--adapter", help="LoRA adapter directory on top of --model")
+    p.add_argument("--template", required=True, help="LLaMA-Factory template name used in training")
+    p.add_argument("--dataset-dir", required=True)
+    p.add_argument("--dataset", required=True, choices=TEST_SPLITS)
+    p.add_argument("--out", required=True, help="directory for <dataset>.predictions.jsonl (resumable)")
+    p.add_argument("--generate", action="store_true", help="free greedy generation parsed to a candidate")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="with --generate")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--shard-size", type=int, default=256, help="samples per resumable part file")
+    p.add_argument("--device", help="e.g. cpu, cuda:0 (default: cuda when available)")
+
+    b = sub.add_parser("baseline", help="non-LLM reference predictions")
+    b.add_argument("--dataset-dir", required=True)
+    b.add_argument("--kind", required=True, choices=("most-frequent", "markov"))
+    b.add_argument("--dataset", required=True, choices=TEST_SPLITS)
+    b.add_argument("--out", required=True)
+
+    r = sub.add_parser("report", help="report.md, metrics.json and figures for several models")
+    r.add_argument("--dataset-dir", required=True)
+    r.add_argument("--pred", action="append", required=True, metavar="NAME=DIR[,DIR...]",
+                   help="a model's predictions directory; repeat NAME (or list DIRs) for seeds")
+    r.add_argument("--out", required=True)
+    r.add_argument("--paper-table", choices=("behavior", "app", "foursquare"),
+                   help="show the paper's Table 3 / Table 8 rows beside ours")
+
+    a = sub.add_parser("ablation-table", help="Table-4-style relative drops against full BehaviorLM")
+    a.add_argument("--full", required=True, metavar="NAME=METRICS_JSON[#MODEL]")
+    a.add_argument("--variant", action="append", required=True, metavar="NAME=METRICS_JSON[#MODEL]")
+    a.add_argument("--out", required=True, help="Markdown file")
+    a.add_argument("--paper-table", choices=("behavior", "app"), help="show the paper's Table 4 drops")
+
+    s = sub.add_parser("sweep-table", help="metrics across values of one parameter (Tables 5, 6)")
+    s.add_argument("--param", required=True, help='column title, e.g. "aux ratio"')
+    s.add_argument("--point", action="append", required=True, metavar="VALUE=METRICS_JSON[#MODEL]")
+    s.add_argument("--out", required=True, help="Markdown file")
+    s.add_argument("--paper-table", choices=("aux-ratio", "threshold"), help="show the paper's Table 5 / 6")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "predict":
+            from .predict import predict_constrained, predict_generate
+
+            kwargs = {"adapter": args.adapter, "batch_size": args.batch_size, "shard_size": args.shard_size,
+                      "device": args.device}
+            if args.generate:
+                path = predict_generate(args.model, args.template, args.dataset_dir, args.dataset, args.out,
+                                        max_new_tokens=args.max_new_tokens, **kwargs)
+            else:
+                path = predict_constrained(args.model, args.template, args.dataset_dir, args.dataset, args.out,
+                                           **kwargs)
+            if path is not None:
+                print(path)
+        elif args.command == "baseline":
+            from .baselines import run_baseline
+
+            print(run_baseline(args.dataset_dir, args.kind, args.dataset, args.out))
+        elif args.command == "report":
+            from .report import build_report, parse_named
+
+            build_report(args.dataset_dir, parse_named(args.pred), args.out, args.paper_table)
+            print(f"{args.out}/report.md")
+        elif args.command == "ablation-table":
+            from .ablations import write_ablation_table
+
+            print(write_ablation_table(args.full, args.variant, args.out, args.paper_table), end="")
+        elif args.command == "sweep-table":
+            from .ablations import write_sweep_table
+
+            print(write_sweep_table(args.param, args.point, args.out, args.paper_table), end="")
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

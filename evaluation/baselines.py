@@ -1,0 +1,115 @@
+"""Two non-LLM reference predictors computed from the prepared data (no model, no randomness).
+
+most-frequent: always the behavior with the largest training count (stats.json ``train_count``).
+
+markov: a first-order Markov chain (last behavior -> next). Test users never appear in training, so the
+user's own transitions are read off the history window x itself (counts of b_i -> b_{i+1} inside x);
+the prediction is the most frequent successor of x's last behavior. When that behavior has no successor
+inside x, the row of the global transition table is used (fitted on train_all: every consecutive pair of
+each training history plus history[-1] -> label; overlapping windows of one user count a transition once
+per window that holds it). When the global row is empty too, the most-frequent behavior is predicted.
+The ``source`` field of each prediction says which level answered: ``user``, ``global`` or
+``most_frequent``.
+
+Tie-break (deterministic): among successors with the same count, the one with the larger global
+transition count from the same behavior wins, then the one with the larger training count, then the
+lower label_id (stats.json order). The same key ranks the top-3 list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from itertools import pairwise
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .files import candidate_names, check_split, load_split, load_stats, prediction_row, write_predictions
+
+KINDS = ("most-frequent", "markov")
+
+
+def most_frequent_order(stats: dict) -> list[str]:
+    """Candidates by training count, descending; ties by label_id."""
+    behaviors = stats["behaviors"]
+    order = sorted(range(len(behaviors)), key=lambda i: (-int(behaviors[i]["train_count"]), i))
+    return [behaviors[i]["name"] for i in order]
+
+
+def transition_counts(sequences) -> dict[str, Counter]:
+    """counts[a][b] = number of times b directly follows a in the given behavior sequences."""
+    counts: dict[str, Counter] = {}
+    for seq in sequences:
+        for prev, nxt in pairwise(seq):
+            counts.setdefault(prev, Counter())[nxt] += 1
+    return counts
+
+
+def global_transitions(train_meta: Iterable[dict]) -> dict[str, Counter]:
+    """The global table: each training sample contributes its history followed by its label."""
+    return transition_counts(list(m["history"]) + [m["label"]] for m in train_meta)
+
+
+def iter_jsonl(path: Path) -> Iterator[dict]:
+    """Lines of a JSONL file one at a time: train_all.meta.jsonl can be far larger than memory allows."""
+    if not path.is_file():
+        raise FileNotFoundError(f"missing file: {path}")
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+class MarkovPredictor:
+    def __init__(self, stats: dict, global_table: dict[str, Counter]):
+        self.candidates = candidate_names(stats)
+        self.label_id = {name: i for i, name in enumerate(self.candidates)}
+        self.train_count = {b["name"]: int(b["train_count"]) for b in stats["behaviors"]}
+        self.global_table = global_table
+        self.fallback = most_frequent_order(stats)
+
+    def _rank(self, counts: Counter, last: str) -> list[tuple[str, int]]:
+        global_row = self.global_table.get(last, Counter())
+        return sorted(counts.items(), key=lambda kv: (-kv[1], -global_row[kv[0]], -self.train_count.get(kv[0], 0),
+                                                     self.label_id.get(kv[0], len(self.candidates))))
+
+    def predict(self, history: list[str]) -> tuple[str, str, list[tuple[str, float | None]], dict[str, float]]:
+        """(prediction, source, top-3 ranked, successor distribution at the answering level).
+
+        The distribution is empty when the most-frequent fall-back answered."""
+        if history:
+            last = history[-1]
+            for source, counts in (("user", transition_counts([history]).get(last)),
+                                   ("global", self.global_table.get(last))):
+                if counts:
+                    total = sum(counts.values())
+                    ranked = [(name, c / total) for name, c in self._rank(counts, last)]
+                    return ranked[0][0], source, ranked[:3], dict(ranked)
+        return self.fallback[0], "most_frequent", [(name, None) for name in self.fallback[:3]], {}
+
+
+def run_baseline(dataset_dir: str | os.PathLike, kind: str, dataset: str, out_dir: str | os.PathLike) -> Path:
+    """Predict every sample of ``<dataset_dir>/<dataset>`` with baseline ``kind``; write the predictions file."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    check_split(dataset)
+    stats = load_stats(dataset_dir)
+    candidates = candidate_names(stats)
+    _, meta = load_split(dataset_dir, dataset)
+    rows = []
+    if kind == "most-frequent":
+        order = most_frequent_order(stats)
+        for i, m in enumerate(meta):
+            rows.append(prediction_row(i, m, order[0], candidates, top=[(n, None) for n in order[:3]]))
+    else:
+        train_meta = iter_jsonl(Path(dataset_dir) / "train_all.meta.jsonl")
+        table = global_transitions(tqdm(train_meta, desc="transitions of train_all", unit="sample"))
+        predictor = MarkovPredictor(stats, table)
+        for i, m in enumerate(tqdm(meta, desc=f"markov {dataset}", unit="sample")):
+            pred, source, top, dist = predictor.predict(list(m["history"]))
+            p_label = dist.get(m["label"], 0.0) if dist else None
+            rows.append(prediction_row(i, m, pred, candidates, p_label=p_label, top=top, source=source))
+    return write_predictions(out_dir, dataset, rows, {"method": f"baseline:{kind}", "dataset_dir": str(dataset_dir)})

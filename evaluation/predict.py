@@ -1,0 +1,208 @@
+"""Predictions of an LLM on a test split, written as ``<out>/<dataset>.predictions.jsonl``.
+
+Default, candidate-constrained: the scorer of ``selection`` gives p(c|x) over every candidate behavior
+(softmax of the candidate sequence log-probs, the prompt rendered by LLaMA-Factory's template code exactly
+as in training); the prediction is the argmax. No output can fail to parse. The scores are written as
+Parquet parts under ``<out>/<dataset>.scores/`` first, so an interrupted run resumes where it stopped.
+
+``generate=True``: free greedy generation (transformers ``generate``, the same rendered prompt), as the
+paper's LLM baselines are run; the text is parsed to a candidate by ``parse_generation``, an output that is
+no candidate counts as wrong and the invalid rate is reported. Outputs are kept in JSONL parts under
+``<out>/<dataset>.generate/`` (resumable).
+
+Test samples keep their own instruction template (one of the three, drawn at prepare time): the records
+are used as prepared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .files import (
+    candidate_names,
+    check_split,
+    load_split,
+    load_stats,
+    prediction_row,
+    read_jsonl,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_predictions,
+)
+
+DEFAULT_MAX_NEW_TOKENS = 16
+
+
+def _top(probs: np.ndarray, candidates: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
+    order = np.argsort(-probs, kind="stable")[:k]  # stable: ties go to the lower label_id, as argmax does
+    return [(candidates[i], float(probs[i])) for i in order]
+
+
+def _wait_for_ranks(scores_dir: Path, poll_s: float = 5.0, timeout_s: float = 6 * 3600) -> None:
+    """Under torchrun every rank scores its share; rank 0 assembles once all ``done-<r>.json`` exist."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    deadline = time.monotonic() + timeout_s
+    while not all((scores_dir / f"done-{r}.json").is_file() for r in range(world)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{scores_dir}: other ranks did not finish; rerun predict to assemble")
+        time.sleep(poll_s)
+
+
+def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLike, dataset: str,
+                        out_dir: str | os.PathLike, adapter: str | None = None, batch_size: int = 8,
+                        shard_size: int = 256, device: str | None = None) -> Path | None:
+    """Argmax of the scorer's candidate probabilities for every sample of ``dataset``; returns the file.
+
+    Returns None on ranks other than 0 of a torchrun launch (rank 0 writes the file)."""
+    from selection.scorer import load_scores, score_dataset
+
+    check_split(dataset)
+    stats = load_stats(dataset_dir)
+    candidates = candidate_names(stats)
+    _, meta = load_split(dataset_dir, dataset)
+    scores_dir = Path(out_dir) / f"{dataset}.scores"
+    score_dataset(model, template, dataset_dir, dataset, scores_dir, adapter_path=adapter, batch_size=batch_size,
+                  shard_size=shard_size, with_embeddings=False, device=device)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    _wait_for_ranks(scores_dir)
+    scores = load_scores(scores_dir)
+    if list(scores["candidates"]) != candidates:
+        raise ValueError(f"{scores_dir}: scored candidates differ from {dataset_dir}/stats.json; use a new --out")
+    if not np.array_equal(scores["index"], np.arange(len(meta))):
+        raise ValueError(f"{scores_dir}: scores do not cover {dataset} line by line; use a new --out")
+    rows = []
+    for i, m in enumerate(meta):
+        probs = scores["probs"][i]
+        pred_id = int(scores["pred_id"][i])
+        label_id = candidates.index(m["label"])
+        rows.append(prediction_row(i, m, candidates[pred_id], candidates, p_label=float(probs[label_id]),
+                                   top=_top(probs, candidates)))
+    return write_predictions(out_dir, dataset, rows, {
+        "method": "constrained", "model": str(model), "adapter": None if adapter is None else str(adapter),
+        "template": template, "dataset_dir": str(dataset_dir), "scores_dir": str(scores_dir)})
+
+
+def _normalize(text: str) -> str:
+    return " ".join(text.strip().casefold().split())
+
+
+def parse_generation(output: str, candidates: Sequence[str]) -> str | None:
+    """Map a generated text to a candidate: exact match after strip/case-fold (inner whitespace collapsed);
+    else the longest candidate the output starts with (followed by a non-letter, so "game" does not match
+    "gamer"); else None (invalid)."""
+    text = _normalize(output)
+    if not text:
+        return None
+    for cand in candidates:
+        if _normalize(cand) == text:
+            return cand
+    best = None
+    for cand in candidates:
+        c = _normalize(cand)
+        if not c or not text.startswith(c):
+            continue
+        nxt = text[len(c):len(c) + 1]
+        # a word boundary is needed only between two ASCII letters/digits (CJK names have no spaces)
+        if nxt and nxt.isascii() and nxt.isalnum() and c[-1].isascii() and c[-1].isalnum():
+            continue
+        if best is None or len(c) > len(_normalize(best)):
+            best = cand
+    return best
+
+
+def _generate_manifest(model, adapter, template, dataset_path, max_new_tokens, shard_size) -> dict:
+    return {"model": str(Path(model).resolve()), "adapter": str(Path(adapter).resolve()) if adapter else None,
+            "template": template, "dataset_file": str(Path(dataset_path).resolve()),
+            "max_new_tokens": max_new_tokens, "shard_size": shard_size, "decoding": "greedy"}
+
+
+def generate_outputs(model_path: str, template: str, records: list[dict], parts_dir: Path, manifest: dict,
+                     adapter: str | None = None, batch_size: int = 8, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                     shard_size: int = 256, device: str | None = None) -> list[str]:
+    """Greedy outputs of every record, prompt rendered as in training; resumable JSONL parts in parts_dir."""
+    from tqdm.auto import tqdm
+
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = parts_dir / "manifest.json"
+    if manifest_path.is_file():
+        old = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if old != manifest:
+            diff = sorted(k for k in manifest if old.get(k) != manifest[k])
+            raise ValueError(f"{parts_dir} holds outputs of a different run (differs in {diff}); use a new --out")
+    else:
+        write_json_atomic(manifest_path, manifest)
+    shards = [range(s, min(s + shard_size, len(records))) for s in range(0, len(records), shard_size)]
+    todo = [(n, r) for n, r in enumerate(shards) if not (parts_dir / f"part-{n:05d}.jsonl").is_file()]
+    if todo:
+        import torch
+
+        from selection.models import load_model_and_tokenizer
+        from selection.scorer import encode_pair, load_template
+
+        model, tokenizer = load_model_and_tokenizer(model_path, adapter, device=device)
+        tmpl = load_template(tokenizer, template)
+        stop_ids = sorted(tmpl.get_stop_token_ids(tokenizer))
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+        dev = next(model.parameters()).device
+        bar = tqdm(total=sum(len(r) for _, r in todo), desc="generating", unit="x")
+        for n, shard in todo:
+            outputs = []
+            for start in range(shard.start, shard.stop, batch_size):
+                batch = [records[i] for i in range(start, min(start + batch_size, shard.stop))]
+                # the prompt half of encode_oneturn does not depend on the answer
+                prompts = [encode_pair(tmpl, tokenizer, r, "")[0] for r in batch]
+                width = max(len(p) for p in prompts)
+                ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for row, p in enumerate(prompts):  # left padding: generation continues every row at the end
+                    ids[row, width - len(p):] = torch.tensor(p)
+                    mask[row, width - len(p):] = 1
+                with torch.inference_mode():
+                    generated = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
+                                               max_new_tokens=max_new_tokens, eos_token_id=stop_ids,
+                                               pad_token_id=pad_id)
+                for row in generated[:, width:].tolist():
+                    outputs.append(tokenizer.decode(row, skip_special_tokens=True))
+                bar.update(len(batch))
+            write_jsonl_atomic(parts_dir / f"part-{n:05d}.jsonl",
+                               [{"index": i, "output": o} for i, o in zip(shard, outputs)])
+        bar.close()
+    by_index = {}
+    for n in range(len(shards)):
+        for row in read_jsonl(parts_dir / f"part-{n:05d}.jsonl"):
+            by_index[row["index"]] = row["output"]
+    if sorted(by_index) != list(range(len(records))):
+        raise RuntimeError(f"{parts_dir}: generated outputs do not cover every sample; delete it and rerun")
+    return [by_index[i] for i in range(len(records))]
+
+
+def predict_generate(model: str, template: str, dataset_dir: str | os.PathLike, dataset: str,
+                     out_dir: str | os.PathLike, adapter: str | None = None, batch_size: int = 8,
+                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, shard_size: int = 256,
+                     device: str | None = None) -> Path:
+    """Free generation parsed to a candidate; an output that is no candidate is ``pred: null``."""
+    check_split(dataset)
+    stats = load_stats(dataset_dir)
+    candidates = candidate_names(stats)
+    records, meta = load_split(dataset_dir, dataset)
+    parts_dir = Path(out_dir) / f"{dataset}.generate"
+    manifest = _generate_manifest(model, adapter, template, Path(dataset_dir) / f"{dataset}.jsonl",
+                                  max_new_tokens, shard_size)
+    outputs = generate_outputs(model, template, records, parts_dir, manifest, adapter=adapter,
+                               batch_size=batch_size, max_new_tokens=max_new_tokens, shard_size=shard_size,
+                               device=device)
+    rows = [prediction_row(i, m, parse_generation(o, candidates), candidates, output=o)
+            for i, (m, o) in enumerate(zip(meta, outputs))]
+    path = write_predictions(out_dir, dataset, rows, {**manifest, "method": "generate",
+                                                      "dataset_dir": str(dataset_dir)})
+    invalid = sum(not r["valid"] for r in rows)
+    print(f"{dataset}: {invalid}/{len(rows)} generated outputs are not a candidate "
+          f"(invalid rate {invalid / max(len(rows), 1):.4f})")
+    return path

@@ -1,0 +1,263 @@
+"""Run report: metric table of every model on both protocols, per-behavior chart, confusion matrices, JSON.
+
+``python -m evaluation report --dataset-dir D --pred NAME=DIR [--pred NAME=DIR ...] --out OUT``
+
+Each DIR holds ``test_p1.predictions.jsonl`` and/or ``test_p2.predictions.jsonl``. Giving the same NAME
+several times (or ``NAME=DIR1,DIR2``) treats the directories as repeats with different seeds: the table
+shows mean +- standard deviation. Protocol 1 (test_p1) reports Prec_w and Rec_w, protocol 2 (test_p2)
+Overall/Head/Medium/Tail and anchor/tail accuracy; metrics.json holds every metric of both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics as M
+from .files import TEST_SPLITS, load_predictions, load_stats, write_json_atomic, write_text_atomic
+from .paper_tables import TABLE3
+
+LABELS = {"prec_w": "Prec_w", "rec_w": "Rec_w", "overall": "Overall", "head": "Head", "medium": "Medium",
+          "tail": "Tail", "anchor_accuracy": "Anchor acc", "tail_behavior_accuracy": "Tail-behavior acc"}
+# (metric, split it is reported on)
+METRIC_NOTE = (
+    "Rec_w (Eq. 6) equals accuracy (Hit-Rate@1). Eq. 5 as printed weights class precision by TP+FP, "
+    "which also reduces to accuracy, yet the paper's Table 3 has Prec_w != Rec_w; Prec_w here is "
+    "precision weighted by class support (scikit-learn `average=\"weighted\"`, zero_division=0), "
+    "the reading that matches the paper's numbers. Eq. 5 as printed is in metrics.json as `prec_w_eq5`. "
+    "An output that is not a candidate (generation only) counts as wrong."
+)
+TABLE_COLUMNS = [("prec_w", "test_p1"), ("rec_w", "test_p1"), ("overall", "test_p2"), ("head", "test_p2"),
+                 ("medium", "test_p2"), ("tail", "test_p2"), ("anchor_accuracy", "test_p2"),
+                 ("tail_behavior_accuracy", "test_p2")]
+
+
+def parse_named(specs: list[str], what: str = "--pred") -> dict[str, list[str]]:
+    """["NAME=A,B", "NAME=C", "X=D"] -> {"NAME": [A, B, C], "X": [D]}, keeping first-seen order."""
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ValueError(f"{what} expects NAME=PATH, got {spec!r}")
+        out.setdefault(name.strip(), []).extend(v for v in value.split(",") if v)
+    return out
+
+
+def behaviors_by_frequency(stats: dict) -> list[int]:
+    """label_ids ordered by training count, descending (ties by label_id)."""
+    b = stats["behaviors"]
+    return sorted(range(len(b)), key=lambda i: (-int(b[i]["train_count"]), i))
+
+
+def evaluate_model(stats: dict, pred_dirs: list[str]) -> dict:
+    """Metrics of each run (directory) of one model, their aggregate, and pooled per-behavior figures."""
+    runs = []
+    for pred_dir in pred_dirs:
+        run = {"pred_dir": str(pred_dir)}
+        for split in TEST_SPLITS:
+            loaded = load_predictions(pred_dir, split)
+            if loaded is not None:
+                rows, info = loaded
+                run[split] = M.metrics_from_predictions(rows, stats)
+                run[split]["info"] = info
+        if not any(split in run for split in TEST_SPLITS):
+            raise FileNotFoundError(f"{pred_dir}: no test_p1/test_p2 .predictions.jsonl")
+        runs.append(run)
+    summary, per_behavior, confusion = {}, {}, {}
+    for split in TEST_SPLITS:
+        split_runs = [r[split] for r in runs if split in r]
+        if not split_runs:
+            continue
+        summary[split] = M.aggregate_runs(split_runs)
+        names = list(split_runs[0]["per_behavior"])
+        per_behavior[split] = {
+            name: _mean_or_none([r["per_behavior"][name]["accuracy"] for r in split_runs]) for name in names}
+        confusion[split] = np.sum([np.asarray(r["confusion"]) for r in split_runs], axis=0).tolist()
+    methods = sorted({r[s]["info"].get("method", "?") for r in runs for s in TEST_SPLITS if s in r})
+    return {"runs": runs, "summary": summary, "per_behavior_accuracy": per_behavior,
+            "confusion_pooled": confusion, "methods": methods}
+
+
+def _mean_or_none(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _fmt(stat: dict | None) -> str:
+    if not stat or stat["mean"] is None:
+        return "-"
+    return f"{stat['mean']:.4f}" if stat["std"] is None else f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+
+
+def _uses_invalid(models: dict) -> bool:
+    return any(m.startswith("generate") for model in models.values() for m in model["methods"]) or any(
+        s.get("invalid_rate", {}).get("mean") for model in models.values() for s in model["summary"].values())
+
+
+def render_markdown(report: dict, stats: dict) -> str:
+    models = report["models"]
+    invalid = _uses_invalid(models)
+    header = ["model", "runs"] + [LABELS[m] for m, _ in TABLE_COLUMNS] + (["invalid P1 / P2"] if invalid else [])
+    lines = ["# Evaluation report", "", f"dataset_dir: `{report['dataset_dir']}`", ""]
+    names = [b["name"] for b in stats["behaviors"]]
+    groups = {g: [b["name"] for b in stats["behaviors"] if b["freq_group"] == g] for g in M.GROUPS}
+    anchors = [b["name"] for b in stats["behaviors"] if b["is_anchor"]]
+    lines += [f"{len(names)} behaviors; groups by training frequency: "
+              + ", ".join(f"{g} {len(groups[g])}" for g in M.GROUPS) + f"; anchors {len(anchors)}.", ""]
+    lines += [("Protocol 1 (test_p1, natural distribution): Prec_w, Rec_w. Protocol 2 (test_p2, balanced): "
+               "Overall, Head, Medium, Tail (mean per-behavior accuracy, Eq. 7-10) and anchor / tail-behavior "
+               "accuracy (Fig. 1c). Mean ± std over runs where a model has several."), ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, model in models.items():
+        cells = [name, str(len(model["runs"]))]
+        cells += [_fmt(model["summary"].get(split, {}).get(metric)) for metric, split in TABLE_COLUMNS]
+        if invalid:
+            cells.append(" / ".join(_fmt(model["summary"].get(s, {}).get("invalid_rate")) for s in TEST_SPLITS))
+        lines.append("| " + " | ".join(cells) + " |")
+    if report.get("paper_table"):
+        title, rows = report["paper_table"]["title"], report["paper_table"]["rows"]
+        lines += ["", f"Paper, {title} (their data and backbone; for orientation, not a like-for-like comparison):",
+                  "", "| model | " + " | ".join(LABELS[m] for m, _ in TABLE_COLUMNS[:6]) + " |",
+                  "|" + "---|" * 7]
+        for model, values in rows.items():
+            lines.append(f"| {model} | " + " | ".join(f"{values[m]:.4f}" for m, _ in TABLE_COLUMNS[:6]) + " |")
+    for split, label in (("test_p2", "protocol 2"), ("test_p1", "protocol 1")):
+        excluded = sorted({b for model in models.values() for run in model["runs"] if split in run
+                           for b in run[split]["excluded"]})
+        if excluded:
+            lines += ["", f"Behaviors without {split} samples ({label}; left out of its per-behavior means): "
+                      + ", ".join(excluded)]
+    # per-behavior accuracy on protocol 2, by training frequency
+    order = behaviors_by_frequency(stats)
+    with_p2 = [n for n, m in models.items() if "test_p2" in m["per_behavior_accuracy"]]
+    if with_p2:
+        lines += ["", "## Per-behavior accuracy (protocol 2), by training frequency", "",
+                  "| behavior | train freq | group | anchor | " + " | ".join(with_p2) + " |",
+                  "|" + "---|" * (4 + len(with_p2))]
+        for i in order:
+            b = stats["behaviors"][i]
+            accs = [models[n]["per_behavior_accuracy"]["test_p2"].get(b["name"]) for n in with_p2]
+            lines.append(f"| {b['name']} | {float(b['train_freq']):.4f} | {b['freq_group']} | "
+                         f"{'yes' if b['is_anchor'] else ''} | "
+                         + " | ".join("-" if a is None else f"{a:.3f}" for a in accs) + " |")
+    lines += ["", "## Figures", ""] + [f"- `{f}`" for f in report["figures"]]
+    lines += ["", "## Metric notes", "", METRIC_NOTE]
+    return "\n".join(lines) + "\n"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+def plot_per_behavior(report: dict, stats: dict, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [n for n, m in report["models"].items() if "test_p2" in m["per_behavior_accuracy"]]
+    if not models:
+        return None
+    order = behaviors_by_frequency(stats)
+    behaviors = [stats["behaviors"][i] for i in order]
+    x = np.arange(len(behaviors))
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.45 * len(behaviors) + 3), 4.8))
+    n_anchor = sum(bool(b["is_anchor"]) for b in behaviors)
+    # anchors are the most frequent behaviors, so they form the left block of the frequency order
+    if n_anchor:
+        ax.axvspan(-0.5, n_anchor - 0.5, color="0.92", zorder=0, label="anchor behaviors")
+    for k, name in enumerate(models):
+        acc = report["models"][name]["per_behavior_accuracy"]["test_p2"]
+        values = [np.nan if acc.get(b["name"]) is None else acc[b["name"]] for b in behaviors]
+        ax.bar(x - 0.4 + width * (k + 0.5), values, width, label=name, zorder=2)
+    ax.set_xticks(x)
+    ax.set_xticklabels([b["name"] for b in behaviors], rotation=60, ha="right", fontsize=8)
+    for tick, b in zip(ax.get_xticklabels(), behaviors):
+        tick.set_fontweight("bold" if b["is_anchor"] else "normal")
+    ax.set_xlim(-0.5, len(behaviors) - 0.5)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (protocol 2)")
+    ax.set_title("Per-behavior accuracy, behaviors by training frequency (anchors shaded, bold)")
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_confusion(name: str, model: dict, stats: dict, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split = "test_p2" if "test_p2" in model["confusion_pooled"] else next(iter(model["confusion_pooled"]), None)
+    if split is None:
+        return None
+    cm = np.asarray(model["confusion_pooled"][split], dtype=float)
+    order = behaviors_by_frequency(stats)
+    k = len(order)
+    has_invalid = cm[:, k].sum() > 0
+    cols = order + ([k] if has_invalid else [])
+    cm = cm[order][:, cols]
+    rows_sum = cm.sum(axis=1, keepdims=True)
+    normalized = np.divide(cm, rows_sum, out=np.zeros_like(cm), where=rows_sum > 0)
+    labels = [stats["behaviors"][i]["name"] for i in order]
+    size = max(6.0, 0.32 * k + 3)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels(labels + (["(invalid)"] if has_invalid else []), rotation=90, fontsize=7)
+    ax.set_yticks(range(k))
+    ax.set_yticklabels(labels, fontsize=7)
+    n_anchor = sum(bool(stats["behaviors"][i]["is_anchor"]) for i in order)
+    if 0 < n_anchor < k:
+        ax.axhline(n_anchor - 0.5, color="red", lw=0.8)
+        ax.axvline(n_anchor - 0.5, color="red", lw=0.8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (by training frequency; red line: anchor | tail)")
+    ax.set_title(f"{name}: confusion, {split}, row-normalized")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def build_report(dataset_dir: str | os.PathLike, preds: dict[str, list[str]], out_dir: str | os.PathLike,
+                 paper_table: str | None = None) -> dict:
+    """Write report.md, metrics.json, per_behavior_accuracy.png and confusion_<model>.png into out_dir."""
+    if not preds:
+        raise ValueError("report needs at least one --pred NAME=DIR")
+    if paper_table is not None and paper_table not in TABLE3:
+        raise ValueError(f"--paper-table must be one of {', '.join(TABLE3)}, got {paper_table!r}")
+    stats = load_stats(dataset_dir)
+    out_dir = Path(out_dir)
+    report = {
+        "dataset_dir": str(dataset_dir),
+        "behaviors": [stats["behaviors"][i]["name"] for i in behaviors_by_frequency(stats)],
+        "models": {name: evaluate_model(stats, dirs) for name, dirs in preds.items()},
+        "figures": [],
+    }
+    if paper_table:
+        title, rows = TABLE3[paper_table]
+        report["paper_table"] = {"name": paper_table, "title": title, "rows": rows}
+    if plot_per_behavior(report, stats, out_dir / "per_behavior_accuracy.png"):
+        report["figures"].append("per_behavior_accuracy.png")
+    for name, model in report["models"].items():
+        filename = f"confusion_{_safe(name)}.png"
+        if plot_confusion(name, model, stats, out_dir / filename):
+            report["figures"].append(filename)
+    write_json_atomic(out_dir / "metrics.json", report)
+    write_text_atomic(out_dir / "report.md", render_markdown(report, stats))
+    return report

@@ -1,0 +1,95 @@
+"""Most-frequent and per-user Markov baselines on a hand-made log (predictions checked by hand)."""
+
+import json
+
+import pytest
+
+from evaluation.__main__ import main
+from evaluation.baselines import MarkovPredictor, global_transitions, most_frequent_order, run_baseline
+from evaluation.files import read_jsonl
+
+NAMES = ["sleep", "work", "eat", "game", "taxi"]
+COUNTS = [10, 10, 5, 2, 1]  # sleep and work tie: the lower label_id (sleep) is the most frequent
+STATS = {"behaviors": [{"name": n, "label_id": i, "train_count": c, "train_freq": c / 28, "is_anchor": c >= 5,
+                        "freq_group": "head" if c >= 5 else "tail"} for i, (n, c) in enumerate(zip(NAMES, COUNTS))]}
+TRAIN = [  # global table: sleep->{work 1, eat 1}, work->{eat 2}, eat->{work 1, game 1, sleep 2}, game->{eat 1}
+    {"history": ["sleep", "work", "eat"], "label": "work"},
+    {"history": ["eat", "game", "eat"], "label": "sleep"},
+    {"history": ["work", "eat", "sleep"], "label": "eat"},
+]
+# (history, label, expected prediction, expected source)
+CASES = [
+    # work -> eat 1, work -> game 1 in x: tie broken by the global row of work (eat 2, game 0)
+    (["work", "eat", "work", "game", "work"], "eat", "eat", "user"),
+    # eat is last and never followed inside x: global row of eat, sleep 2 wins
+    (["game", "sleep", "eat"], "game", "sleep", "global"),
+    # taxi never followed, in x or in training: most frequent
+    (["eat", "taxi"], "work", "sleep", "most_frequent"),
+    # eat -> work 2, eat -> game 1 in x
+    (["eat", "work", "eat", "game", "eat", "work", "eat"], "work", "work", "user"),
+    # sleep -> game 1, sleep -> taxi 1; global sleep row has neither: training count game 2 > taxi 1
+    (["sleep", "game", "sleep", "taxi", "sleep"], "taxi", "game", "user"),
+]
+
+
+def write_dataset(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "stats.json").write_text(json.dumps(STATS))
+    with open(d / "train_all.meta.jsonl", "w") as f:
+        f.writelines(json.dumps({"sample_id": f"tr{i}", "user_id": "u0", **m}) + "\n" for i, m in enumerate(TRAIN))
+    for split in ("test_p1", "test_p2"):
+        with open(d / f"{split}.jsonl", "w") as rec, open(d / f"{split}.meta.jsonl", "w") as meta:
+            for i, (hist, label, _, _) in enumerate(CASES):
+                rec.write(json.dumps({"system": "", "instruction": "?", "input": "", "output": label}) + "\n")
+                meta.write(json.dumps({"sample_id": f"{split}-{i}", "user_id": f"u{i}", "label": label,
+                                       "label_id": NAMES.index(label), "history": hist}) + "\n")
+    return d
+
+
+def test_most_frequent_order_ties_by_label_id():
+    assert most_frequent_order(STATS) == ["sleep", "work", "eat", "game", "taxi"]
+
+
+def test_global_transitions_from_histories_and_labels():
+    table = global_transitions(TRAIN)
+    assert dict(table["eat"]) == {"work": 1, "game": 1, "sleep": 2}
+    assert dict(table["work"]) == {"eat": 2}
+    assert "taxi" not in table
+
+
+@pytest.mark.parametrize("history,label,expected,source", CASES)
+def test_markov_hand_checked(history, label, expected, source):
+    pred, got_source, top, dist = MarkovPredictor(STATS, global_transitions(TRAIN)).predict(history)
+    assert (pred, got_source) == (expected, source)
+    assert top[0][0] == expected
+    if source != "most_frequent":
+        assert sum(dist.values()) == pytest.approx(1.0)
+
+
+def test_run_baseline_files(tmp_path):
+    d = write_dataset(tmp_path)
+    out = tmp_path / "markov"
+    rows = read_jsonl(run_baseline(d, "markov", "test_p2", out))
+    assert [r["pred"] for r in rows] == [c[2] for c in CASES]
+    assert [r["source"] for r in rows] == [c[3] for c in CASES]
+    assert [r["index"] for r in rows] == list(range(len(CASES)))
+    assert rows[3]["p_label"] == pytest.approx(2 / 3)  # eat -> work 2 of 3 inside x
+    assert rows[0]["p_label"] == pytest.approx(0.5)
+    assert rows[2]["p_label"] is None
+    info = json.loads((out / "test_p2.predictions.info.json").read_text())
+    assert info["method"] == "baseline:markov" and info["n_invalid"] == 0
+
+    assert main(["baseline", "--dataset-dir", str(d), "--kind", "most-frequent", "--dataset", "test_p1",
+                 "--out", str(tmp_path / "mf")]) == 0
+    mf = read_jsonl(tmp_path / "mf" / "test_p1.predictions.jsonl")
+    assert {r["pred"] for r in mf} == {"sleep"}
+    assert [r["label"] for r in mf] == [c[1] for c in CASES]
+
+
+def test_bad_kind_and_split(tmp_path):
+    d = write_dataset(tmp_path)
+    with pytest.raises(ValueError, match="kind"):
+        run_baseline(d, "random", "test_p1", tmp_path / "x")
+    assert main(["baseline", "--dataset-dir", str(tmp_path / "nowhere"), "--kind", "markov",
+                 "--dataset", "test_p1", "--out", str(tmp_path / "x")]) == 2

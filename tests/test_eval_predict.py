@@ -1,0 +1,108 @@
+"""Predictions on a tiny random Llama: constrained = argmax of the scorer, generation parsed, resumable."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from evaluation.__main__ import main
+from evaluation.files import read_jsonl
+from evaluation.predict import parse_generation, predict_constrained, predict_generate
+from selection.models import build_tiny_llama, texts_from_dataset_dir
+from selection.scorer import load_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ["sleep", "work", "watch a football match", "去医院看病"]
+GROUPS = ["head", "head", "medium", "tail"]
+
+
+def test_parse_generation():
+    cands = ["Game", "Gaming on the phone", "watch videos", "去医院看病"]
+    assert parse_generation("  gAme \n", cands) == "Game"  # exact after strip / case-fold
+    assert parse_generation("Gaming on the phone, then sleep", cands) == "Gaming on the phone"  # longest prefix
+    assert parse_generation("Watch  videos.", cands) == "watch videos"
+    assert parse_generation("Game.", cands) == "Game"
+    assert parse_generation("Gamer", cands) is None  # "game" + a letter is another word
+    assert parse_generation("去医院看病。", cands) == "去医院看病"
+    assert parse_generation("I think the user will sleep", cands) is None
+    assert parse_generation("", cands) is None
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalpred") / "data"
+    root.mkdir()
+    shutil.copy(ROOT / "dataset_info.json", root / "dataset_info.json")
+    rng = np.random.default_rng(0)
+    records, meta = [], []
+    for i in range(7):
+        label_id = int(rng.integers(0, len(NAMES)))
+        history = [NAMES[j] for j in rng.integers(0, len(NAMES), size=4)]
+        records.append({"system": "Predict the next behavior.", "input": "", "output": NAMES[label_id],
+                        "instruction": f"Template {i % 3}. History: {'; '.join(history)}. Options: {'; '.join(NAMES)}."})
+        meta.append({"sample_id": f"s{i}", "user_id": f"u{i}", "label": NAMES[label_id], "label_id": label_id,
+                     "is_anchor": label_id < 2, "freq_group": GROUPS[label_id], "template_id": i % 3,
+                     "history": history, "next_context": ["Mon", 8, "home"]})
+    for stem, rows in (("test_p2.jsonl", records), ("test_p2.meta.jsonl", meta)):
+        (root / stem).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    stats = {"behaviors": [{"name": n, "label_id": i, "train_count": 10 - 2 * i, "train_freq": (10 - 2 * i) / 28,
+                            "is_anchor": i < 2, "freq_group": GROUPS[i]} for i, n in enumerate(NAMES)]}
+    (root / "stats.json").write_text(json.dumps(stats, ensure_ascii=False), encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_model(dataset_dir, tmp_path_factory):
+    return build_tiny_llama(tmp_path_factory.mktemp("evalpred_model") / "tiny", texts_from_dataset_dir(dataset_dir),
+                            seed=0, vocab_size=300)
+
+
+def test_constrained_is_argmax_of_scorer_and_resumes(dataset_dir, tiny_model, tmp_path):
+    out = tmp_path / "pred"
+    path = predict_constrained(str(tiny_model), "smollm2", dataset_dir, "test_p2", out, batch_size=3,
+                               shard_size=4, device="cpu")
+    rows = read_jsonl(path)
+    scores = load_scores(out / "test_p2.scores")
+    assert len(rows) == 7 and [r["index"] for r in rows] == list(range(7))
+    assert [r["pred"] for r in rows] == [NAMES[int(np.argmax(p))] for p in scores["probs"]]
+    assert all(r["valid"] for r in rows)
+    for row, probs in zip(rows, scores["probs"]):
+        assert row["p_label"] == pytest.approx(float(probs[NAMES.index(row["label"])]))
+        assert [t["name"] for t in row["top"]] == [NAMES[i] for i in np.argsort(-probs, kind="stable")[:3]]
+        assert row["top"][0]["name"] == row["pred"]
+    assert json.loads((out / "test_p2.predictions.info.json").read_text())["method"] == "constrained"
+
+    parts = sorted((out / "test_p2.scores").glob("part-*.parquet"))
+    assert len(parts) == 2
+    stamps = [p.stat().st_mtime_ns for p in parts]
+    # rerun through the CLI: every part is on disk, nothing is scored again, same predictions
+    assert main(["predict", "--model", str(tiny_model), "--template", "smollm2", "--dataset-dir", str(dataset_dir),
+                 "--dataset", "test_p2", "--out", str(out), "--device", "cpu", "--shard-size", "4"]) == 0
+    assert [p.stat().st_mtime_ns for p in parts] == stamps
+    assert read_jsonl(path) == rows
+
+
+def test_generate_reports_invalid_rate(dataset_dir, tiny_model, tmp_path):
+    out = tmp_path / "gen"
+    path = predict_generate(str(tiny_model), "smollm2", dataset_dir, "test_p2", out, batch_size=4,
+                            max_new_tokens=4, shard_size=4, device="cpu")
+    rows = read_jsonl(path)
+    assert len(rows) == 7
+    for row in rows:
+        assert row["pred"] == parse_generation(row["output"], NAMES)
+        assert row["valid"] == (row["pred"] is not None) and row["p_label"] is None
+    info = json.loads((out / "test_p2.predictions.info.json").read_text())
+    n_invalid = sum(not r["valid"] for r in rows)
+    assert info["method"] == "generate" and info["n_invalid"] == n_invalid
+    assert info["invalid_rate"] == pytest.approx(n_invalid / 7)
+    # a second run reuses the stored outputs; a run with other settings into the same dir is refused
+    assert read_jsonl(predict_generate(str(tiny_model), "smollm2", dataset_dir, "test_p2", out, max_new_tokens=4,
+                                       shard_size=4, device="cpu")) == rows
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        predict_generate(str(tiny_model), "smollm2", dataset_dir, "test_p2", out, max_new_tokens=8, shard_size=4,
+                         device="cpu")

@@ -1,0 +1,142 @@
+"""The report (Markdown, JSON, PNGs) and the ablation / sweep tables from hand-made prediction files."""
+
+import json
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from evaluation import metrics as M
+from evaluation.__main__ import main
+from evaluation.ablations import load_model_metrics, relative_drop
+from evaluation.files import prediction_row, write_predictions
+from evaluation.report import build_report, parse_named
+
+NAMES = ["A", "B", "C", "D"]
+# listed out of frequency order on purpose: the report must order by train_count
+STATS = {"behaviors": [
+    {"name": "C", "label_id": 0, "train_count": 8, "train_freq": 0.08, "is_anchor": False, "freq_group": "tail"},
+    {"name": "A", "label_id": 1, "train_count": 60, "train_freq": 0.6, "is_anchor": True, "freq_group": "head"},
+    {"name": "D", "label_id": 2, "train_count": 2, "train_freq": 0.02, "is_anchor": False, "freq_group": "tail"},
+    {"name": "B", "label_id": 3, "train_count": 30, "train_freq": 0.3, "is_anchor": True, "freq_group": "medium"},
+]}
+CANDIDATES = [b["name"] for b in STATS["behaviors"]]
+P1_LABELS = ["A", "A", "A", "B", "C"]
+P2_LABELS = ["A", "A", "B", "B", "C", "C"]  # D has no test sample
+
+
+def write_preds(out, split, labels, preds, method="constrained"):
+    meta = [{"sample_id": f"{split}-{i}", "label": y} for i, y in enumerate(labels)]
+    rows = [prediction_row(i, m, p, CANDIDATES, p_label=0.5, top=[(p, 0.5)] if p else [])
+            for i, (m, p) in enumerate(zip(meta, preds))]
+    write_predictions(out, split, rows, {"method": method})
+
+
+@pytest.fixture
+def setup(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "stats.json").write_text(json.dumps(STATS))
+    good, mf1, mf2, gen = (tmp_path / n for n in ("good", "mf_s1", "mf_s2", "gen"))
+    write_preds(good, "test_p1", P1_LABELS, ["A", "A", "B", "B", "C"])
+    write_preds(good, "test_p2", P2_LABELS, ["A", "A", "B", "A", "C", "D"])
+    for out, p2_preds in ((mf1, ["A"] * 6), (mf2, ["A", "B", "A", "A", "A", "A"])):
+        write_preds(out, "test_p1", P1_LABELS, ["A"] * 5)
+        write_preds(out, "test_p2", P2_LABELS, p2_preds)
+    write_preds(gen, "test_p2", P2_LABELS, ["A", None, "B", None, None, "C"], method="generate")
+    return data, {"good": [str(good)], "mf": [str(mf1), str(mf2)], "gen": [str(gen)]}, tmp_path / "report"
+
+
+def test_report_files_table_and_json(setup):
+    data, preds, out = setup
+    report = build_report(data, preds, out, paper_table="behavior")
+    md = (out / "report.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    header = table[0]
+    for column in ("Prec_w", "Rec_w", "Overall", "Head", "Medium", "Tail", "Anchor acc", "invalid P1 / P2"):
+        assert column in header
+    rows = {line.split(" | ")[0][2:]: line for line in table[1:]}
+    assert {"good", "mf", "gen", "BehaviorLM (paper)", "TALLRec (paper)", "LLama-NT (paper)"} <= set(rows)
+    assert "0.6317" in rows["BehaviorLM (paper)"]  # Table 3(b)
+    assert "±" in rows["mf"] and "±" not in rows["good"]  # two seeds -> mean ± std
+    assert rows["gen"].split(" | ")[2:4] == ["-", "-"]  # no protocol-1 file
+    assert "D" in md.split("Behaviors without test_p2 samples")[1].splitlines()[0]
+
+    good_p2 = report["models"]["good"]["summary"]["test_p2"]
+    # per-class recalls A 1, B .5, C .5 (D excluded)
+    assert good_p2["overall"]["mean"] == pytest.approx(2 / 3)
+    assert good_p2["head"]["mean"] == 1.0 and good_p2["medium"]["mean"] == 0.5 and good_p2["tail"]["mean"] == 0.5
+    mf = report["models"]["mf"]
+    assert mf["summary"]["test_p2"]["overall"]["n"] == 2
+    assert mf["summary"]["test_p2"]["overall"]["mean"] == pytest.approx(np.mean([1 / 3, 1 / 6]))
+    assert report["models"]["gen"]["summary"]["test_p2"]["invalid_rate"]["mean"] == pytest.approx(0.5)
+    assert report["behaviors"] == ["A", "B", "C", "D"]  # training frequency order
+
+    loaded = json.loads((out / "metrics.json").read_text())
+    assert loaded == json.loads(json.dumps(report))
+    assert loaded["models"]["good"]["per_behavior_accuracy"]["test_p2"] == {"C": 0.5, "A": 1.0, "D": None, "B": 0.5}
+
+    assert sorted(report["figures"]) == ["confusion_gen.png", "confusion_good.png", "confusion_mf.png",
+                                         "per_behavior_accuracy.png"]
+    for name in report["figures"]:
+        raw = (out / name).read_bytes()
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+        image = matplotlib.image.imread(out / name)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_report_metrics_match_metric_functions(setup):
+    data, preds, out = setup
+    report = build_report(data, {"good": preds["good"]}, out)
+    ids = {n: i for i, n in enumerate(CANDIDATES)}
+    cm = M.confusion_matrix([ids[y] for y in P1_LABELS], [ids[p] for p in ["A", "A", "B", "B", "C"]], 4)
+    p1 = report["models"]["good"]["summary"]["test_p1"]
+    assert p1["prec_w"]["mean"] == pytest.approx(M.prec_w(cm))
+    assert p1["rec_w"]["mean"] == pytest.approx(0.8)
+    header = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| model | runs"))
+    assert "Prec_w" in header and "invalid" not in header  # no generation, no invalid output: no invalid column
+
+
+def test_report_cli_and_errors(setup, tmp_path):
+    data, preds, out = setup
+    args = ["report", "--dataset-dir", str(data), "--out", str(out)]
+    assert main(args + ["--pred", f"good={preds['good'][0]}", "--pred", f"mf={','.join(preds['mf'])}"]) == 0
+    assert set(json.loads((out / "metrics.json").read_text())["models"]) == {"good", "mf"}
+    assert main(args + ["--pred", f"none={tmp_path}"]) == 2  # a directory without predictions
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        parse_named(["oops"])
+    assert parse_named(["a=x,y", "b=z", "a=w"]) == {"a": ["x", "y", "w"], "b": ["z"]}
+
+
+def test_ablation_and_sweep_tables(setup, tmp_path):
+    data, preds, _ = setup
+    full_dir, var_dir = tmp_path / "full", tmp_path / "variants"
+    build_report(data, {"BehaviorLM": preds["good"]}, full_dir)
+    build_report(data, {"no_dpo": preds["mf"], "other": preds["gen"]}, var_dir)
+    full = load_model_metrics(str(full_dir / "metrics.json"))
+    with pytest.raises(ValueError, match="#MODEL"):
+        load_model_metrics(str(var_dir / "metrics.json"))
+    variant = load_model_metrics(f"{var_dir / 'metrics.json'}#no_dpo")
+    assert relative_drop(variant["overall"], full["overall"]) == pytest.approx(
+        100 * (np.mean([1 / 3, 1 / 6]) - 2 / 3) / (2 / 3))
+    assert relative_drop(0.5, None) is None
+
+    out = tmp_path / "ablations.md"
+    assert main(["ablation-table", "--full", f"BehaviorLM={full_dir / 'metrics.json'}",
+                 "--variant", f"no_dpo={var_dir / 'metrics.json'}#no_dpo",
+                 "--variant", f"other={var_dir / 'metrics.json'}#other",
+                 "--out", str(out), "--paper-table", "behavior"]) == 0
+    text = out.read_text()
+    drop_rows = [line for line in text.splitlines() if line.startswith("| no_dpo (B-Tuning w/o DPO)")]
+    assert len(drop_rows) == 1
+    expected = relative_drop(variant["overall"], full["overall"])
+    assert f"{expected:+.2f}%" in drop_rows[0] and "-3.58%" in drop_rows[0]  # ours, then paper Table 4(b)
+
+    sweep = tmp_path / "sweep.md"
+    assert main(["sweep-table", "--param", "aux ratio", "--point", f"0%={var_dir / 'metrics.json'}#other",
+                 "--point", f"5%={full_dir / 'metrics.json'}", "--out", str(sweep),
+                 "--paper-table", "aux-ratio"]) == 0
+    lines = sweep.read_text().splitlines()
+    five = [line for line in lines if line.startswith("| 5% |")]
+    assert five[0].split(" | ")[1:3] == [f"{full['prec_w']:.4f}", f"{full['rec_w']:.4f}"]
+    assert five[1].endswith("0.4520 | 0.3980 |")  # paper Table 5 row beside ours

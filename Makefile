@@ -34,3 +34,143 @@ test: setup
 
 clean-run:
 	rm -rf $(RUN_DIR)
+
+# ---- tuning: A-tune -> merge (pi_ref) -> score -> select -> B-tune (DPO) -> export-final -------------
+# Every LLaMA-Factory call is `llamafactory-cli <train|export> recipes/$(MODEL)/<file>.yaml key=value...`,
+# run from the repository root (recipe paths such as the DeepSpeed JSON are relative to it). Each stage
+# leaves a stamp `<output dir>.done` beside its output: a finished stage is never redone, an interrupted
+# training resumes from its last checkpoint (LLaMA-Factory resumes when output_dir holds checkpoint-*).
+MODEL ?= smollm2-135m-instruct
+BASE_MODEL ?=
+NPROC ?= 1
+NNODES ?= 1
+NODE_RANK ?= 0
+MASTER_ADDR ?=
+MASTER_PORT ?=
+DEEPSPEED ?=
+ARGS ?=
+ATUNE_ARGS ?=
+BTUNE_ARGS ?=
+SCORE_NPROC ?= $(NPROC)
+F ?= 20
+POOL ?= all
+SELECT_MODE ?= dds
+EQ3 ?= text
+LAMBDA ?= 0.5
+# Which recipe each stage runs and where it writes; the ablation targets below change these.
+ATUNE_RECIPE ?= atune_lora_sft
+BTUNE_RECIPE ?= btune_lora_dpo
+STAGE_DIR ?= $(RUN_DIR)
+ATUNE_DIR ?= $(STAGE_DIR)/atune
+PI_REF ?= $(STAGE_DIR)/pi_ref
+SCORES ?= $(STAGE_DIR)/scores
+
+RECIPE_DIR = $(ROOT)/recipes/$(MODEL)
+yaml_key = $(shell sed -n 's/^$(2): *\([^ #]*\).*/\1/p' $(1))
+# The chat template is read from the recipe, its single source.
+TEMPLATE = $(call yaml_key,$(RECIPE_DIR)/atune_lora_sft.yaml,template)
+abs = $(if $(wildcard $(1)),$(abspath $(1)),$(1))
+_stage = $(abspath $(STAGE_DIR))
+_atune = $(abspath $(ATUNE_DIR))
+_data = $(abspath $(DATA_DIR))
+_piref = $(abspath $(PI_REF))
+_scores = $(abspath $(SCORES))
+_base = $(if $(BASE_MODEL),model_name_or_path=$(call abs,$(BASE_MODEL)))
+DS_ARG = $(if $(filter none,$(DEEPSPEED)),deepspeed=null,$(if $(DEEPSPEED),deepspeed=recipes/deepspeed/ds_$(DEEPSPEED)_config.json))
+# LLaMA-Factory's launcher: torchrun when more than one process, more than one node or DeepSpeed is in effect.
+torchrun_needed = $(filter-out 1,$(NPROC) $(NNODES))$(if $(DEEPSPEED),$(filter-out none,$(DEEPSPEED)),$(call yaml_key,$(1),deepspeed))
+LF = PATH=$(VENV)/bin:$$PATH $(VENV)/bin/llamafactory-cli
+lf_train = cd $(ROOT) && NPROC_PER_NODE=$(NPROC) NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) \
+	$(if $(MASTER_ADDR),MASTER_ADDR=$(MASTER_ADDR)) $(if $(MASTER_PORT),MASTER_PORT=$(MASTER_PORT)) \
+	$(if $(call torchrun_needed,$(1)),FORCE_TORCHRUN=1) $(LF) train $(1) $(2) $(DS_ARG) $(ARGS)
+lf_export = cd $(ROOT) && $(LF) export $(RECIPE_DIR)/merge_lora.yaml $(1)
+# Rewrites $@ only when its content changes, so a changed selection parameter reruns what depends on it.
+write_if_changed = mkdir -p $(@D) && echo '$(1)' | cmp -s - $@ || echo '$(1)' > $@
+
+.PHONY: a-tune merge score select b-tune export-final full-ft check-data FORCE a-tune-train b-tune-train
+.PHONY: ablations ablation-wo-aux ablation-wo-dds ablation-wo-kmeans ablation-wo-dpo ablation-wo-atune ablation-reverse
+
+check-data: setup
+	@test -f $(_data)/dataset_info.json || { echo "no prepared dataset in $(_data): run make prepare first" >&2; exit 1; }
+	@test -d $(RECIPE_DIR) || { echo "no recipe folder recipes/$(MODEL)" >&2; exit 1; }
+
+a-tune: setup merge
+merge: setup $(_piref).done
+score: setup $(_scores).done
+select: setup $(_stage)/select.done
+b-tune: setup $(_stage)/btune.done
+export-final: setup $(_stage)/final.done
+
+$(_atune).done: | check-data
+	$(call lf_train,$(RECIPE_DIR)/$(ATUNE_RECIPE).yaml,$(_base) dataset_dir=$(_data) output_dir=$(_atune) $(ATUNE_ARGS))
+	touch $@
+
+# The best checkpoint (load_best_model_at_end) is what the trainer saved last into output_dir.
+$(_piref).done: $(_atune).done
+	rm -rf $(_piref)
+	$(call lf_export,$(_base) adapter_name_or_path=$(_atune) export_dir=$(_piref))
+	touch $@
+
+$(_scores).params: FORCE
+	@$(call write_if_changed,pool=$(POOL))
+$(_scores).done: $(_piref).done $(_scores).params | check-data
+	cd $(ROOT) && $(if $(filter-out 1,$(SCORE_NPROC)),$(VENV)/bin/torchrun --standalone --nproc_per_node $(SCORE_NPROC),$(PY)) \
+	  -m selection score --model $(_piref) --template $(TEMPLATE) --dataset-dir $(_data) \
+	  --pool-per-behavior $(POOL) --out $(_scores)
+	touch $@
+
+$(_stage)/select.params: FORCE
+	@$(call write_if_changed,F=$(F) mode=$(SELECT_MODE) lam=$(LAMBDA) eq3=$(EQ3) seed=$(SEED))
+$(_stage)/select.done: $(_scores).done $(_stage)/select.params
+	cd $(ROOT) && $(PY) -m selection select --scores $(_scores) --dataset-dir $(_data) --F $(F) \
+	  --mode $(SELECT_MODE) --lam $(LAMBDA) --eq3 $(EQ3) --seed $(SEED)
+	touch $@
+
+# DPO starts from the merged pi_ref, so the frozen reference (adapter disabled) is exactly pi_ref.
+$(_stage)/btune.done: $(_stage)/select.done
+	$(call lf_train,$(RECIPE_DIR)/$(BTUNE_RECIPE).yaml,model_name_or_path=$(_piref) dataset_dir=$(_data) output_dir=$(_stage)/btune $(BTUNE_ARGS))
+	touch $@
+
+# Multi-node: the nodes with NODE_RANK > 0 run only the training part (same RUN_DIR on a shared filesystem);
+# node 0 runs the full targets, including merge, scoring and selection.
+a-tune-train: setup $(_atune).done
+b-tune-train: setup check-data
+	@test -f $(_data)/dpo_pairs.jsonl || { echo "no $(_data)/dpo_pairs.jsonl yet: node 0 runs make select first" >&2; exit 1; }
+	$(call lf_train,$(RECIPE_DIR)/$(BTUNE_RECIPE).yaml,model_name_or_path=$(_piref) dataset_dir=$(_data) output_dir=$(_stage)/btune $(BTUNE_ARGS))
+
+$(_stage)/final.done: $(_stage)/btune.done
+	rm -rf $(_stage)/final
+	$(call lf_export,model_name_or_path=$(_piref) adapter_name_or_path=$(_stage)/btune export_dir=$(_stage)/final)
+	touch $@
+
+# ---- ablations (paper Table 4 and 4.5): each under $(RUN_DIR)/ablations/<name>/ with its own dataset dir
+# (links to the prepared files) so its selection never overwrites the main run's dpo_pairs.jsonl.
+ABL_DIR = $(abspath $(RUN_DIR))/ablations
+PREPARED_FILES = dataset_info.json stats.json anchor* train_all* tail_medium* valid* test_p1* test_p2* aux*
+abl_data = mkdir -p $(ABL_DIR)/$(1)/data && cd $(_data) && for f in $(PREPARED_FILES); do ln -sfn $(_data)/$$f $(ABL_DIR)/$(1)/data/$$f; done
+abl_make = $(MAKE) --no-print-directory -f $(ROOT)/Makefile STAGE_DIR=$(ABL_DIR)/$(1) DATA_DIR=$(ABL_DIR)/$(1)/data
+# Reuse the main run's A-tune, pi_ref and scores: these ablations change only B-tuning.
+main_ref = ATUNE_DIR=$(_atune) PI_REF=$(_piref) SCORES=$(_scores)
+
+ablation-wo-aux: check-data       # A-tune without the auxiliary conversations (eps = 0)
+	$(call abl_data,wo_aux)
+	$(call abl_make,wo_aux) export-final ATUNE_ARGS="dataset=behavior_anchor $(ATUNE_ARGS)"
+ablation-reverse: check-data      # tail + medium first, then B-tune (paper 4.5)
+	$(call abl_data,reverse)
+	$(call abl_make,reverse) export-final ATUNE_RECIPE=reverse_lora_sft
+ablation-wo-atune: check-data     # stage 1 on all behaviors, then B-tune
+	$(call abl_data,wo_atune)
+	$(call abl_make,wo_atune) export-final ATUNE_RECIPE=full_lora_sft
+full-ft: check-data               # TALLRec-style full fine-tuning baseline = stage 1 of w/o A-tuning
+	$(call abl_data,wo_atune)
+	$(call abl_make,wo_atune) merge ATUNE_RECIPE=full_lora_sft
+ablation-wo-dds: score            # uniform random selection instead of difficulty-weighted k-means++
+	$(call abl_data,wo_dds)
+	$(call abl_make,wo_dds) export-final $(main_ref) SELECT_MODE=uniform
+ablation-wo-kmeans: score         # top-F by difficulty, no clustering
+	$(call abl_data,wo_kmeans)
+	$(call abl_make,wo_kmeans) export-final $(main_ref) SELECT_MODE=topf
+ablation-wo-dpo: score            # SFT on the selected samples instead of DPO
+	$(call abl_data,wo_dpo)
+	$(call abl_make,wo_dpo) export-final $(main_ref) BTUNE_RECIPE=wo_dpo_lora_sft
+ablations: ablation-wo-aux ablation-wo-dds ablation-wo-kmeans ablation-wo-dpo ablation-wo-atune ablation-reverse

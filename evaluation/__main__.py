@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="LoRA adapter directory on top of --model")
     p.add_argument("--template", required=True, help="LLaMA-Factory template name used in training")
     p.add_argument("--dataset-dir", required=True)
-    p.add_argument("--dataset", required=True, choices=TEST_SPLITS)
+    p.add_argument("--dataset", required=True, nargs="+", choices=TEST_SPLITS,
+                   help="one or more test splits (one process: the libraries are imported once)")
     p.add_argument("--out", required=True, help="directory for <dataset>.predictions.jsonl (resumable)")
     p.add_argument("--generate", action="store_true", help="free greedy generation parsed to a candidate")
     p.add_argument("--max-new-tokens", type=int, default=16, help="with --generate")
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("baseline", help="non-LLM reference predictions")
     b.add_argument("--dataset-dir", required=True)
     b.add_argument("--kind", required=True, choices=("most-frequent", "markov"))
-    b.add_argument("--dataset", required=True, choices=TEST_SPLITS)
+    b.add_argument("--dataset", required=True, nargs="+", choices=TEST_SPLITS)
     b.add_argument("--out", required=True)
 
     r = sub.add_parser("report", help="report.md, metrics.json and figures for several models")
@@ -61,18 +62,20 @@ def main(argv: list[str] | None = None) -> int:
 
             kwargs = {"adapter": args.adapter, "batch_size": args.batch_size, "shard_size": args.shard_size,
                       "device": args.device}
-            if args.generate:
-                path = predict_generate(args.model, args.template, args.dataset_dir, args.dataset, args.out,
-                                        max_new_tokens=args.max_new_tokens, **kwargs)
-            else:
-                path = predict_constrained(args.model, args.template, args.dataset_dir, args.dataset, args.out,
-                                           **kwargs)
-            if path is not None:
-                print(path)
+            for dataset in args.dataset:
+                if args.generate:
+                    path = predict_generate(args.model, args.template, args.dataset_dir, dataset, args.out,
+                                            max_new_tokens=args.max_new_tokens, **kwargs)
+                else:
+                    path = predict_constrained(args.model, args.template, args.dataset_dir, dataset, args.out,
+                                               **kwargs)
+                if path is not None:
+                    print(path)
         elif args.command == "baseline":
             from .baselines import run_baseline
 
-            print(run_baseline(args.dataset_dir, args.kind, args.dataset, args.out))
+            for dataset in args.dataset:
+                print(run_baseline(args.dataset_dir, args.kind, dataset, args.out))
         elif args.command == "report":
             from .report import build_report, parse_named
 

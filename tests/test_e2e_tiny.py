@@ -1,10 +1,12 @@
 """End to end through the stock CLIs and the Make targets on a tiny random Llama (no downloads):
 prepare -> build tiny model -> a-tune (DeepSpeed ZeRO-2 on 2 CPU ranks) -> interrupted-run resume -> merge
--> score -> select -> DPO -> export-final.
+-> score -> select -> DPO -> export-final -> make eval (zero-shot, a-tune, behaviorlm, baselines, report).
 
 Checks: A-tune keeps the best checkpoint and resumes bit-identically after an interrupt; pi_ref differs
 from the base model; DPO started from the merged pi_ref has rewards/chosen = rewards/rejected = 0 at step 1,
-while DPO started from base + A-tune adapter (reference = base) does not. Select with `-m e2e`.
+while DPO started from base + A-tune adapter (reference = base) does not. The report's numbers equal the
+metrics recomputed from its predictions files, and BehaviorLM's predictions are the argmax of a fresh scorer
+on pi_ref + the DPO adapter. Select with `-m e2e`.
 The first run JIT-builds DeepSpeed's CPU communication op (about 70 s, cached afterwards).
 """
 from __future__ import annotations
@@ -116,8 +118,15 @@ def chain(tmp_path_factory):
     _run([str(LF_CLI), "train", str(ROOT / "recipes/tiny/btune_lora_dpo.yaml"), f"model_name_or_path={base}",
           f"adapter_name_or_path={atune}", f"dataset_dir={data}", f"output_dir={tmp / 'dpo-unmerged'}",
           "max_steps=1"], logs / "dpo-unmerged.log")
+    # Evaluation: every model of the run, the baselines and the report; then a generated-output evaluation and
+    # a rerun of make eval, which must redo no finished prediction and report the generated one beside the rest.
+    eval_log = _make(run_dir, base, "eval", log=logs / "eval.log")
+    _make(run_dir, base, "eval-model", "EVAL_NAME=a-tune", f"EVAL_MODEL={run_dir / 'pi_ref'}", "EVAL_GENERATE=1",
+          log=logs / "eval-generate.log")
+    eval_rerun_log = _make(run_dir, base, "eval", log=logs / "eval-rerun.log")
     return {"run": run_dir, "base": base, "tmp": tmp, "uninterrupted": uninterrupted, "first_ckpt": first_ckpt,
-            "first_mtime": first_mtime, "resume_log": resume_log, "rerun_log": rerun_log}
+            "first_mtime": first_mtime, "resume_log": resume_log, "rerun_log": rerun_log, "eval_log": eval_log,
+            "eval_rerun_log": eval_rerun_log}
 
 
 def test_atune_evaluates_each_epoch_and_keeps_the_best(chain):
@@ -160,3 +169,118 @@ def test_dpo_reference_is_pi_ref(chain):
 def test_final_model_is_pi_ref_plus_dpo(chain):
     final, pi_ref = _weights(chain["run"] / "final"), _weights(chain["run"] / "pi_ref")
     assert _max_abs_diff(final, pi_ref) > 0
+
+
+# ---- evaluation ---------------------------------------------------------------------------------------
+REPORTED = ["zero-shot", "a-tune", "a-tune-generate", "behaviorlm", "most-frequent", "markov"]  # make's order
+SIX_COLUMNS = ["Prec_w", "Rec_w", "Overall", "Head", "Medium", "Tail"]
+SIX_METRICS = {"prec_w": "test_p1", "rec_w": "test_p1", "overall": "test_p2", "head": "test_p2",
+               "medium": "test_p2", "tail": "test_p2"}
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _report_table(report_md: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the first Markdown table (the metric table) of report.md."""
+    lines = [line for line in report_md.splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    header, body = cells[0], []
+    for row in cells[2:]:
+        if row[0] == "behavior" or len(row) != len(header):
+            break
+        body.append(row)
+    return header, body
+
+
+def test_eval_test_sets_are_tiny(chain):
+    for split in ("test_p1", "test_p2"):
+        n = len(_jsonl(chain["run"] / "data" / f"{split}.jsonl"))
+        assert 0 < n <= 40, (split, n)
+
+
+def test_eval_skips_missing_models_and_prints_the_report(chain):
+    log = chain["eval_log"]
+    assert "skipping full-ft" in log  # no ablations/wo_atune/pi_ref in this run
+    assert "# Evaluation report" in log
+
+
+def test_eval_report_rows_and_metric_columns(chain):
+    header, rows = _report_table((chain["run"] / "report" / "report.md").read_text())
+    assert all(col in header for col in SIX_COLUMNS), header
+    assert [row[0] for row in rows] == REPORTED
+    assert "invalid P1 / P2" in header  # a generated evaluation is in the report
+    for row in rows:
+        values = [row[header.index(col)] for col in ("Prec_w", "Rec_w", "Overall")]
+        assert all(0.0 <= float(v) <= 1.0 for v in values), row
+
+
+def test_eval_metrics_json_equals_metrics_recomputed_from_predictions(chain):
+    from evaluation import metrics as M
+
+    run = chain["run"]
+    stats = json.loads((run / "data" / "stats.json").read_text())
+    report = json.loads((run / "report" / "metrics.json").read_text())
+    assert list(report["models"]) == REPORTED
+    for name, model in report["models"].items():
+        assert [r["pred_dir"] for r in model["runs"]] == [str(run / "eval" / name)]
+        for split in ("test_p1", "test_p2"):
+            rows = _jsonl(run / "eval" / name / f"{split}.predictions.jsonl")
+            meta = _jsonl(run / "data" / f"{split}.meta.jsonl")
+            assert [r["label"] for r in rows] == [m["label"] for m in meta]  # line i is test sample i
+            expected = M.metrics_from_predictions(rows, stats)
+            summary = model["summary"][split]
+            for key in (*SIX_METRICS, "anchor_accuracy", "tail_behavior_accuracy", "invalid_rate"):
+                assert summary[key]["mean"] == pytest.approx(expected[key]), (name, split, key)
+            # Rec_w is accuracy (Hit-Rate@1), counted here without the metrics module
+            accuracy = sum(r["pred"] == r["label"] for r in rows) / len(rows)
+            assert summary["rec_w"]["mean"] == pytest.approx(accuracy)
+
+
+def test_eval_figures_are_png_files(chain):
+    from PIL import Image
+
+    out = chain["run"] / "report"
+    report = json.loads((out / "metrics.json").read_text())
+    expected = {"per_behavior_accuracy.png"} | {f"confusion_{name}.png" for name in REPORTED}
+    assert set(report["figures"]) == expected
+    for name in expected:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        with Image.open(out / name) as image:
+            image.verify()
+            assert image.format == "PNG" and min(image.size) > 100
+
+
+def test_behaviorlm_predictions_are_the_scorer_argmax_on_pi_ref_plus_dpo_adapter(chain):
+    from selection.scorer import CandidateScorer
+
+    run = chain["run"]
+    stats = json.loads((run / "data" / "stats.json").read_text())
+    candidates = [b["name"] for b in stats["behaviors"]]
+    scorer = CandidateScorer(run / "pi_ref", "smollm2", adapter_path=run / "btune", batch_size=2, device="cpu")
+    for split in ("test_p1", "test_p2"):
+        records = _jsonl(run / "data" / f"{split}.jsonl")[:3]
+        rows = _jsonl(run / "eval" / "behaviorlm" / f"{split}.predictions.jsonl")[:3]
+        batch = scorer.score(records, candidates, with_embeddings=False)
+        assert [r["pred"] for r in rows] == [candidates[i] for i in batch.pred_id]
+        for row, probs in zip(rows, batch.probs):
+            assert row["p_label"] == pytest.approx(float(probs[candidates.index(row["label"])]), abs=1e-5)
+    # The adapter was applied: BehaviorLM's probabilities differ from pi_ref's (a-tune) on the same samples.
+    a_tune = _jsonl(run / "eval" / "a-tune" / "test_p2.predictions.jsonl")
+    behaviorlm = _jsonl(run / "eval" / "behaviorlm" / "test_p2.predictions.jsonl")
+    assert max(abs(a["p_label"] - b["p_label"]) for a, b in zip(a_tune, behaviorlm)) > 0
+
+
+def test_generated_evaluation_is_parsed_and_counted(chain):
+    out = chain["run"] / "eval" / "a-tune-generate"
+    info = json.loads((out / "test_p2.predictions.info.json").read_text())
+    rows = _jsonl(out / "test_p2.predictions.jsonl")
+    assert info["method"] == "generate" and info["n_samples"] == len(rows)
+    assert all("output" in r and r["valid"] == (r["pred"] is not None) for r in rows)
+    assert info["n_invalid"] == sum(not r["valid"] for r in rows)
+
+
+def test_finished_evaluation_is_not_redone(chain):
+    assert "evaluation predict" not in chain["eval_rerun_log"]
+    assert "evaluation report" in chain["eval_rerun_log"]

@@ -1,0 +1,176 @@
+"""The evaluation Make targets, as dry runs (`make -n`): which runs, models and files each one wires together.
+Nothing is trained or evaluated; prediction files are empty placeholders where a target looks for them."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BOTH = ("test_p1", "test_p2")
+
+
+def _dry(run_dir: Path, *args: str) -> str:
+    out = subprocess.run(["make", "-n", "--no-print-directory", "-f", str(ROOT / "Makefile"), "MODEL=tiny",
+                          f"RUN_DIR={run_dir}", *args], capture_output=True, text=True, cwd=ROOT, check=True)
+    return out.stdout
+
+
+def _lines(out: str, needle: str) -> list[str]:
+    """Logical command lines (backslash continuations joined) that contain needle."""
+    return [line for line in out.replace("\\\n", " ").splitlines() if needle in line]
+
+
+def _fake_predictions(run_dir: Path, name: str, splits=BOTH) -> Path:
+    out = run_dir / "eval" / name
+    out.mkdir(parents=True, exist_ok=True)
+    for split in splits:
+        (out / f"{split}.predictions.jsonl").write_text("")
+    return out
+
+
+def _pred_args(report_line: str) -> list[str]:
+    words = report_line.split()
+    return [words[i + 1] for i, w in enumerate(words) if w == "--pred"]
+
+
+def test_eval_model_predicts_both_splits_with_the_recipe_template(tmp_path):
+    run = tmp_path / "run"
+    out = _dry(run, "eval-model", "EVAL_NAME=mine", f"EVAL_MODEL={tmp_path}/m", f"EVAL_ADAPTER={tmp_path}/a",
+               "EVAL_BATCH=3")
+    (predict,) = _lines(out, "-m evaluation predict")
+    for part in (f"--model {tmp_path}/m", f"--adapter {tmp_path}/a", "--template smollm2", "--dataset test_p1 test_p2",
+                 f"--out {run}/eval/mine ", "--batch-size 3", f"--dataset-dir {run}/data"):
+        assert part in predict + " ", part
+    assert "--generate" not in predict and f"touch {run}/eval/mine.done" in out
+    generate = _dry(run, "eval-model", "EVAL_NAME=mine", f"EVAL_MODEL={tmp_path}/m", "EVAL_GENERATE=1")
+    (predict,) = _lines(generate, "-m evaluation predict")
+    assert "--generate" in predict and f"--out {run}/eval/mine-generate" in predict and "--adapter" not in predict
+    assert not run.exists()  # a dry run writes nothing
+
+
+def test_eval_model_needs_a_name_and_a_model(tmp_path):
+    proc = subprocess.run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "check-eval-model",
+                           "EVAL_NAME=x"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and "usage: make eval-model" in proc.stderr
+
+
+def test_eval_evaluates_the_models_that_exist(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for stamp in ("pi_ref.done", "btune.done"):
+        (run / stamp).touch()
+    out = _dry(run, "eval", f"BASE_MODEL={tmp_path}/base")
+    predicts = _lines(out, "-m evaluation predict")
+    assert len(predicts) == 3
+    zero_shot, a_tune, behaviorlm = predicts
+    assert f"--model {tmp_path}/base " in zero_shot and f"--out {run}/eval/zero-shot " in zero_shot
+    assert f"--model {run}/pi_ref " in a_tune and "--adapter" not in a_tune and f"{run}/eval/a-tune " in a_tune
+    assert f"--model {run}/pi_ref --adapter {run}/btune " in behaviorlm and f"{run}/eval/behaviorlm " in behaviorlm
+    assert f"skipping full-ft: no {run}/ablations/wo_atune/pi_ref.done" in out
+    baselines = _lines(out, "-m evaluation baseline")
+    assert len(baselines) == 1 and "most-frequent markov" in baselines[0] and f"--out {run}/eval/$kind" in baselines[0]
+    assert _lines(out, "-m evaluation report")
+
+
+def test_report_lists_finished_predictions_in_a_fixed_order(tmp_path):
+    run = tmp_path / "run"
+    for name in ("markov", "zz-other", "behaviorlm", "abl-wo_dds", "zero-shot", "a-tune-generate", "a-tune",
+                 "most-frequent", "full-ft"):
+        _fake_predictions(run, name)
+    _fake_predictions(run, "half-done", splits=("test_p1",))  # no test_p2 yet: left out
+    (report,) = _lines(_dry(run, "report", "PAPER_TABLE=behavior"), "-m evaluation report")
+    names = [p.split("=", 1)[0] for p in _pred_args(report)]
+    assert names == ["zero-shot", "full-ft", "a-tune", "a-tune-generate", "behaviorlm", "most-frequent", "markov",
+                     "abl-wo_dds", "zz-other"]
+    assert f"behaviorlm={run}/eval/behaviorlm" in _pred_args(report)
+    assert f"--out {run}/report" in report and "--paper-table behavior" in report
+
+
+def test_report_without_predictions_fails_clearly(tmp_path):
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "data" / "dataset_info.json").write_text("{}")
+    proc = subprocess.run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "report", "MODEL=tiny",
+                           f"RUN_DIR={run}"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and "run make eval first" in proc.stderr
+
+
+def test_ablation_table_maps_ablation_dirs_to_table4_names(tmp_path):
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    for name in ("wo_aux", "reverse", "wo_atune"):
+        (run / "eval" / f"abl-{name}.done").touch()
+    (table,) = _lines(_dry(run, "ablation-table"), "-m evaluation ablation-table")
+    metrics = f"{run}/report/metrics.json"
+    assert f"--full behaviorlm={metrics}#behaviorlm" in table
+    words = table.split()
+    variants = [words[i + 1] for i, w in enumerate(words) if w == "--variant"]
+    assert variants == [f"no_aux={metrics}#abl-wo_aux", f"no_atune={metrics}#abl-wo_atune",
+                        f"reverse={metrics}#abl-reverse"]
+    assert f"--out {run}/report/ablations.md" in table
+
+
+def test_ablation_report_evaluates_each_finished_ablation(tmp_path):
+    run = tmp_path / "run"
+    (run / "ablations" / "wo_dds").mkdir(parents=True)
+    (run / "ablations" / "wo_dds" / "final.done").touch()
+    out = _dry(run, "ablation-report", f"BASE_MODEL={tmp_path}/base")
+    predict = [line for line in _lines(out, "-m evaluation predict") if "abl-" in line]
+    assert len(predict) == 1
+    assert f"--model {run}/ablations/wo_dds/final " in predict[0] and f"--out {run}/eval/abl-wo_dds " in predict[0]
+    assert "skipping abl-wo_aux" in out
+
+
+def test_sweep_eps_runs_the_chain_per_value(tmp_path):
+    run = tmp_path / "run"
+    out = _dry(run, "sweep-eps", "EPS_SWEEP=0 0.05", "DATA_DIR=/elsewhere/data")
+    for value in ("0", "0.05"):
+        sub = f"{run}-eps{value}"
+        (prepare,) = _lines(out, f"--out {sub}/data ")
+        assert f"--eps {value} " in prepare + " " and "--seed 42" in prepare
+        train = _lines(out, "llamafactory-cli train")
+        assert any(f"output_dir={sub}/atune" in t and f"dataset_dir={sub}/data" in t for t in train)
+        assert any(f"model_name_or_path={sub}/pi_ref" in t and f"output_dir={sub}/btune" in t for t in train)
+        assert any(f"--out {sub}/eval/zero-shot" in p for p in _lines(out, "-m evaluation predict"))
+        assert any(f"--out {sub}/report" in r for r in _lines(out, "-m evaluation report"))
+    (table,) = _lines(out, "-m evaluation sweep-table")
+    assert (f"--point 0={run}-eps0/report/metrics.json#behaviorlm "
+            f"--point 0.05={run}-eps0.05/report/metrics.json#behaviorlm") in table
+    assert f"--out {run}/report/sweep_eps.md" in table
+    assert "/elsewhere" not in out  # each value prepares its own data
+    assert not tmp_path.joinpath("run-eps0").exists()
+
+
+def test_sweep_anchor_changes_the_anchor_threshold(tmp_path):
+    run = tmp_path / "run"
+    out = _dry(run, "sweep-anchor", "ANCHOR_SWEEP=0.005 0.02", "PAPER_TABLE=behavior")
+    for value in ("0.005", "0.02"):
+        (prepare,) = _lines(out, f"--out {run}-anchor{value}/data ")
+        assert f"--anchor-threshold {value} " in prepare
+    (table,) = _lines(out, "-m evaluation sweep-table")
+    assert f"--out {run}/report/sweep_anchor.md" in table and "--paper-table threshold" in table
+
+
+def test_repeats_train_each_seed_on_the_shared_data(tmp_path):
+    run = tmp_path / "run"
+    out = _dry(run, "repeats", "SEEDS=1 2", "ARGS=num_train_epochs=1")
+    assert len(_lines(out, "-m data_prep prepare")) == 1  # this run's data, once, linked into each seed run
+    assert _lines(out, f"ln -sfn {run}/data/$f {run}-seed$s/data/$f")
+    for seed in ("1", "2"):
+        sub = f"{run}-seed{seed}"
+        train = [t for t in _lines(out, "llamafactory-cli train") if f"output_dir={sub}/" in t]
+        assert len(train) == 2 and all(f"seed={seed} num_train_epochs=1" in t for t in train)
+        (select,) = _lines(out, f"--scores {sub}/scores")
+        assert f"--seed {seed}" in select and f"--dataset-dir {sub}/data" in select
+        assert any(f"--out {sub}/eval/zero-shot" in p for p in _lines(out, "-m evaluation predict"))
+
+
+def test_report_seeds_pools_each_model_over_the_seed_runs(tmp_path):
+    run = tmp_path / "run"
+    for seed in (1, 2):
+        for name in ("behaviorlm", "zero-shot", "markov"):
+            _fake_predictions(tmp_path / f"run-seed{seed}", name)
+    (report,) = _lines(_dry(run, "report-seeds", "SEEDS=1 2"), "-m evaluation report")
+    assert _pred_args(report) == [f"{n}={tmp_path}/run-seed1/eval/{n},{tmp_path}/run-seed2/eval/{n}"
+                                  for n in ("zero-shot", "behaviorlm", "markov")]
+    assert f"--dataset-dir {run}/data" in report and f"--out {run}/report-seeds" in report

@@ -50,6 +50,13 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
         raise
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` through atomic_open; returns the path."""
+    with atomic_open(path) as f:
+        f.write(text)
+    return Path(path)
+
+
 def json_line(obj) -> str:
     """One JSONL line: keys in the dict's own (fixed) order, UTF-8 text kept as is."""
     return json.dumps(obj, ensure_ascii=False) + "\n"
@@ -71,9 +78,8 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
     return n
 
 
-def write_json(path: str | Path, obj) -> None:
-    with atomic_open(path) as f:
-        f.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+def write_json(path: str | Path, obj) -> Path:
+    return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
 def copy_dataset_info(dataset_dir: str | Path, source: str | Path = PACKAGE_DATASET_INFO) -> Path:

@@ -35,14 +35,13 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import functools
-import os
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from data_prep.events import PrepareError
+from data_prep.outputs import atomic_open
 
 # (name, global share, parent anchor or None). 16 anchors (share > 1%) hold 97.0%, 21 tails hold 3.0%.
 # Head (> 5%): the first four; medium (1-5%): the other twelve anchors; tail (< 1%): the rest.
@@ -551,8 +550,6 @@ def write_events(path, n_users: int, n_days: int, seed: int = 0, behaviors=None,
         raise SyntheticError(f"{path}: unsupported extension {suffix!r} (use .parquet, .csv or .jsonl)")
     _check_sizes(n_users, n_days, events_per_day)
     names = behavior_names(behaviors)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     rows = 0
     writer = None
     chunks = iter_event_chunks(n_users, n_days, seed, behaviors, start, chunk_users, events_per_day)
@@ -560,29 +557,24 @@ def write_events(path, n_users: int, n_days: int, seed: int = 0, behaviors=None,
         from tqdm import tqdm
         chunks = tqdm(chunks, total=-(-n_users // (max(1, -(-chunk_users // _RNG_BLOCK)) * _RNG_BLOCK)),
                       unit="chunk", file=sys.stderr)
-    try:
-        with open(tmp, "xb") as sink:
-            for first, stop, user, time, place, behavior in chunks:
-                table = _arrow_chunk(first, stop, n_users, user, time, place, behavior, names,
-                                     as_dictionary=suffix == ".parquet")
-                rows += table.num_rows
-                if suffix == ".parquet":
-                    # Parquet dictionary-encodes text anyway; without the stored Arrow schema the columns
-                    # read back as plain strings, with no per-row cast on the way in.
-                    writer = writer or pq.ParquetWriter(sink, table.schema, compression="zstd",
-                                                        store_schema=False)
-                    writer.write_table(table, row_group_size=1 << 20)
-                elif suffix == ".csv":
-                    writer = writer or pa_csv.CSVWriter(sink, table.schema)
-                    writer.write_table(table)
-                else:
-                    sink.write(table.to_pandas().to_json(orient="records", lines=True).encode())
-            if writer is not None:
-                writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as sink:
+        for first, stop, user, time, place, behavior in chunks:
+            table = _arrow_chunk(first, stop, n_users, user, time, place, behavior, names,
+                                 as_dictionary=suffix == ".parquet")
+            rows += table.num_rows
+            if suffix == ".parquet":
+                # Parquet dictionary-encodes text anyway; without the stored Arrow schema the columns
+                # read back as plain strings, with no per-row cast on the way in.
+                writer = writer or pq.ParquetWriter(sink, table.schema, compression="zstd",
+                                                    store_schema=False)
+                writer.write_table(table, row_group_size=1 << 20)
+            elif suffix == ".csv":
+                writer = writer or pa_csv.CSVWriter(sink, table.schema)
+                writer.write_table(table)
+            else:
+                sink.write(table.to_pandas().to_json(orient="records", lines=True).encode())
+        if writer is not None:
+            writer.close()
     return rows
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from data_prep.outputs import write_json as write_json_atomic
+from data_prep.outputs import write_jsonl, write_text_atomic  # noqa: F401 (write_text_atomic is re-exported)
 
 TEST_SPLITS = ("test_p1", "test_p2")
 
@@ -27,32 +29,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def _write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write to a temp file in the same directory, then os.replace: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    return _write_atomic(path, text)
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    return _write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
-    return _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_jsonl(path, rows)
+    return Path(path)
 
 
 def load_stats(dataset_dir: str | os.PathLike) -> dict:

@@ -16,7 +16,6 @@ are used as prepared.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -31,7 +30,6 @@ from .files import (
     load_stats,
     prediction_row,
     read_jsonl,
-    write_json_atomic,
     write_jsonl_atomic,
     write_predictions,
 )
@@ -129,15 +127,10 @@ def generate_outputs(model_path: str, template: str, records: list[dict], parts_
     """Greedy outputs of every record, prompt rendered as in training; resumable JSONL parts in parts_dir."""
     from tqdm.auto import tqdm
 
+    from selection.scorer import check_or_write_manifest
+
     parts_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = parts_dir / "manifest.json"
-    if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if old != manifest:
-            diff = sorted(k for k in manifest if old.get(k) != manifest[k])
-            raise ValueError(f"{parts_dir} holds outputs of a different run (differs in {diff}); use a new --out")
-    else:
-        write_json_atomic(manifest_path, manifest)
+    check_or_write_manifest(parts_dir, manifest, "outputs")
     shards = [range(s, min(s + shard_size, len(records))) for s in range(0, len(records), shard_size)]
     todo = [(n, r) for n, r in enumerate(shards) if not (parts_dir / f"part-{n:05d}.jsonl").is_file()]
     if todo:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.outputs import atomic_open
+
 from . import metrics as M
 from .files import TEST_SPLITS, load_predictions, load_stats, write_json_atomic, write_text_atomic
 from .paper_tables import TABLE3
@@ -184,12 +186,15 @@ def plot_per_behavior(report: dict, stats: dict, path: Path) -> Path | None:
     ax.set_title("Per-behavior accuracy, behaviors by training frequency (anchors shaded, bold)")
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    _save_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
+
+
+def _save_figure(fig, path: Path) -> None:
+    """PNG through atomic_open (a file object has no extension to infer the format from)."""
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
 
 
 def plot_confusion(name: str, model: dict, stats: dict, path: Path) -> Path | None:
@@ -226,11 +231,8 @@ def plot_confusion(name: str, model: dict, stats: dict, path: Path) -> Path | No
     ax.set_title(f"{name}: confusion, {split}, row-normalized")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    _save_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

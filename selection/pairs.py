@@ -9,11 +9,12 @@ Outputs (README contracts), beside the prepared split unless another out dir is 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from data_prep.outputs import write_jsonl, write_text_atomic
 
 
 def build_pairs(records: Sequence[dict], selection: dict, candidates: Sequence[str]) -> tuple[list[dict], list[dict]]:
@@ -36,16 +37,6 @@ def build_pairs(records: Sequence[dict], selection: dict, candidates: Sequence[s
         pairs.append({**prompt, "chosen": truth, "rejected": candidates[int(rejected)]})
         sft.append({**prompt, "output": truth})
     return pairs, sft
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def _fmt(value, spec=".3f"):
@@ -104,6 +95,6 @@ def write_outputs(
     }
     write_jsonl(out_dir / "dpo_pairs.jsonl", pairs)
     write_jsonl(out_dir / "selected_sft.jsonl", sft)
-    _write_atomic(out_dir / "selection_report.json", json.dumps(report, indent=1, ensure_ascii=False))
-    _write_atomic(out_dir / "selection_report.md", report_markdown(report))
+    write_text_atomic(out_dir / "selection_report.json", json.dumps(report, indent=1, ensure_ascii=False))
+    write_text_atomic(out_dir / "selection_report.md", report_markdown(report))
     return report

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.outputs import atomic_open, write_json, write_text_atomic
+
 from .models import load_model_and_tokenizer, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -369,12 +371,6 @@ def dist_env() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_part(path: Path, rows: dict) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -392,9 +388,21 @@ def _write_part(path: Path, rows: dict) -> None:
             "embedding": pa.array(list(emb) if emb is not None else [None] * len(rows["index"]), list32),
         }
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as handle:
+        pq.write_table(table, handle)
+
+
+def check_or_write_manifest(out_dir: Path, manifest: dict, what: str) -> None:
+    """Pin a resumable run's inputs: write out_dir/manifest.json on the first run; on a rerun refuse (ValueError,
+    naming the differing keys) if it differs, so parts of two different runs never mix."""
+    path = Path(out_dir) / "manifest.json"
+    if not path.is_file():
+        write_json(path, manifest)
+        return
+    old = json.loads(path.read_text(encoding="utf-8"))
+    if old != manifest:
+        diff = sorted(k for k in manifest if old.get(k) != manifest[k])
+        raise ValueError(f"{str(out_dir)!r} holds {what} of a different run (differs in {diff}); use a new --out")
 
 
 def _manifest(model_path, adapter_path, template, dataset_path, candidates, indices, world_size, shard_size):
@@ -447,14 +455,7 @@ def score_dataset(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = _manifest(model_path, adapter_path, template, data.path, data.candidates, indices, world, shard_size)
-    manifest_path = out_dir / "manifest.json"
-    if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if old != manifest:
-            diff = sorted(k for k in manifest if old.get(k) != manifest[k])
-            raise ValueError(f"{str(out_dir)!r} holds scores of a different run (differs in {diff}); use a new --out")
-    else:
-        _atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
+    check_or_write_manifest(out_dir, manifest, "scores")
 
     mine = indices[rank::world]
     parts = [mine[s : s + shard_size] for s in range(0, len(mine), shard_size)]
@@ -482,7 +483,7 @@ def score_dataset(
             bar.update(len(part))
         bar.close()
     done = {"rank": rank, "world_size": world, "n_rows": len(mine), "n_parts": len(parts)}
-    _atomic_write_text(out_dir / f"done-{rank}.json", json.dumps(done))
+    write_text_atomic(out_dir / f"done-{rank}.json", json.dumps(done))
     return out_dir
 
 

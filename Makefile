@@ -57,6 +57,13 @@ SMOLLM2_DIR ?= $(ROOT)/.cache/smollm2-135m-instruct
 smollm2: setup
 	cd $(ROOT) && $(PY) -m selection convert-gguf --out $(SMOLLM2_DIR)
 
+# ---- the demo: the whole chain on SmolLM2-135M-Instruct, offline, timed stage by stage ------------------
+# DEMO_PROFILE holds its Make variables; DEMO_ARGS adds NAME=value overrides (e.g. DEMO_ARGS="F=5").
+DEMO_PROFILE ?= $(ROOT)/recipes/smollm2-135m-instruct/demo.env
+DEMO_ARGS ?=
+demo: setup
+	cd $(ROOT) && $(PY) -m evaluation.demo --profile $(DEMO_PROFILE) $(DEMO_ARGS)
+
 # ---- benchmarks (printed figures with a naive baseline in the same run; never part of make test) ----
 bench: setup
 	cd $(ROOT) && $(PY) tests/benchmarks/bench_prepare.py

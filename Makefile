@@ -198,7 +198,9 @@ $(_stage)/final.done: $(_stage)/btune.done
 # (links to the prepared files) so its selection never overwrites the main run's dpo_pairs.jsonl.
 ABL_DIR = $(abspath $(RUN_DIR))/ablations
 PREPARED_FILES = dataset_info.json stats.json anchor* train_all* tail_medium* valid* test_p1* test_p2* aux*
-abl_data = mkdir -p $(ABL_DIR)/$(1)/data && cd $(_data) && for f in $(PREPARED_FILES); do ln -sfn $(_data)/$$f $(ABL_DIR)/$(1)/data/$$f; done
+# $(1): a dataset dir made of links to this run's prepared files
+link_data = mkdir -p $(1) && cd $(_data) && for f in $(PREPARED_FILES); do ln -sfn $(_data)/$$f $(1)/$$f; done
+abl_data = $(call link_data,$(ABL_DIR)/$(1)/data)
 abl_make = $(MAKE) --no-print-directory -f $(ROOT)/Makefile STAGE_DIR=$(ABL_DIR)/$(1) DATA_DIR=$(ABL_DIR)/$(1)/data
 # Reuse the main run's A-tune, pi_ref and scores: these ablations change only B-tuning.
 main_ref = ATUNE_DIR=$(_atune) PI_REF=$(_piref) SCORES=$(_scores)
@@ -281,7 +283,6 @@ chain = $(call sub_run,$(1),$(2)) prepared && $(call tune_eval,$(1),$(2))
 # $(1) column title, $(2) run suffix, $(3) values, $(4) output stem, $(5) paper table option
 sweep_table = cd $(ROOT) && $(PY) -m evaluation sweep-table --param "$(1)" \
 	$(foreach v,$(3),--point $(v)=$(abspath $(RUN_DIR))-$(2)$(v)/report/metrics.json$(HASH)behaviorlm) --out $(REPORT_DIR)/$(4).md $(5)
-link_data = mkdir -p $(1) && cd $(_data) && for f in $(PREPARED_FILES); do ln -sfn $(_data)/$$f $(1)/$$f; done
 
 .PHONY: eval-model eval-baselines eval report ablation-report ablation-table sweep-eps sweep-anchor repeats report-seeds prepared check-eval-model
 

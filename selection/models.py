@@ -91,6 +91,18 @@ def _publish_dir(tmp: Path, out_dir: Path) -> None:
     os.replace(tmp, out_dir)
 
 
+def _save_model_dir(model, tokenizer, out_dir: Path) -> Path:
+    """save_pretrained model + tokenizer into a temp dir, then move it into place (never half a model dir)."""
+    tmp = _atomic_dir(out_dir)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        _publish_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
 def is_complete(out_dir: str | os.PathLike) -> bool:
     return (Path(out_dir) / COMPLETE_MARKER).is_file()
 
@@ -131,14 +143,7 @@ def convert_gguf(gguf_path: str | os.PathLike | None, out_dir: str | os.PathLike
         tokenizer.eos_token = tokenizer.pad_token = "<|im_end|>"
         model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
-    tmp = _atomic_dir(out_dir)
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        _publish_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return _save_model_dir(model, tokenizer, out_dir)
 
 
 def train_chatml_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
@@ -216,14 +221,7 @@ def build_tiny_llama(
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    tmp = _atomic_dir(out_dir)
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        _publish_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return _save_model_dir(model, tokenizer, out_dir)
 
 
 def texts_from_dataset_dir(dataset_dir: str | os.PathLike, stems: Iterable[str] | None = None) -> list[str]:

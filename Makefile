@@ -165,6 +165,8 @@ $(_piref).done: $(_atune).done
 $(_scores).params: FORCE
 	@$(call write_if_changed,pool=$(POOL))
 $(_scores).done: $(_piref).done $(_scores).params | check-data
+	@# scores of other settings (params changed after them) are stale; an interrupted run of these resumes
+	@if [ $(_scores).params -nt $(_scores)/manifest.json ] || [ $(_piref).done -nt $(_scores)/manifest.json ]; then rm -rf $(_scores); fi
 	cd $(ROOT) && $(if $(filter-out 1,$(SCORE_NPROC)),$(VENV)/bin/torchrun --standalone --nproc_per_node $(SCORE_NPROC),$(PY)) \
 	  -m selection score --model $(_piref) --template $(TEMPLATE) --dataset-dir $(_data) \
 	  --pool-per-behavior $(POOL) --out $(_scores)
@@ -290,7 +292,9 @@ check-eval-model:
 	@test -n "$(EVAL_NAME)" -a -n "$(EVAL_MODEL)" || { echo "usage: make eval-model EVAL_NAME=<name> EVAL_MODEL=<model dir> [EVAL_ADAPTER=<adapter dir>] [EVAL_GENERATE=1]" >&2; exit 1; }
 
 eval-model: setup $(_eval_out).done
-$(_eval_out).done: $(wildcard $(_eval_model).done $(_eval_adapter).done) | check-data check-eval-model
+# The model's own files (not its stage stamps, whose rules would retrain with this call's variables) say
+# whether it changed since it was evaluated.
+$(_eval_out).done: $(wildcard $(_eval_model)/config.json $(_eval_adapter)/adapter_config.json) | check-data check-eval-model
 	@test ! -f $@ || rm -rf $(_eval_out)
 	cd $(ROOT) && $(_eval_py) -m evaluation predict --model $(_eval_model) $(if $(_eval_adapter),--adapter $(_eval_adapter)) \
 	  --template $(TEMPLATE) --dataset-dir $(_data) --dataset test_p1 test_p2 --out $(_eval_out) \

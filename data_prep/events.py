@@ -313,7 +313,7 @@ def _read_parquet(path: Path, source: str, cols: dict[str, str]) -> dict[str, pa
             table = parquet.read_row_group(group, columns=wanted)
             end = pos + table.num_rows
             for name in codes:
-                _append_codes(table.column(name), vocab[name], codes[name][pos:end], source)
+                _append_codes(table.column(name), vocab[name], codes[name][pos:end], source, name)
             column = table.column(cols["time"])
             if numeric_time:
                 time_numpy[pos:end], time_valid[pos:end] = _to_numpy(column, time_numpy.dtype)
@@ -334,25 +334,29 @@ def _read_parquet(path: Path, source: str, cols: dict[str, str]) -> dict[str, pa
     return {k: (time if k == "time" else text[v]) for k, v in cols.items()}
 
 
-def _append_codes(column: pa.ChunkedArray, vocab: dict, out: np.ndarray, source: str) -> None:
+def _string_dictionary(values, source: str, what: str):
+    """A text column (Array or ChunkedArray) as a dictionary of strings; one-line error if not UTF-8 text."""
+    typ = values.type
+    try:
+        if not pa.types.is_dictionary(typ):
+            if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+                values = values.cast(pa.string())
+            return pc.dictionary_encode(values)
+        if not (pa.types.is_string(typ.value_type) or pa.types.is_large_string(typ.value_type)):
+            values = values.cast(pa.dictionary(typ.index_type, pa.string()))
+    except pa.ArrowException as exc:
+        raise PrepareError(f"{source}: column '{what}' ({typ}) cannot be read as UTF-8 text "
+                           f"({_one_line(exc)})") from None
+    return values
+
+
+def _append_codes(column: pa.ChunkedArray, vocab: dict, out: np.ndarray, source: str, what: str) -> None:
     """Codes of one row group's text column into ``out``; ``vocab`` (value -> code, insertion
     ordered, None for null) grows across row groups."""
     pos = 0
     for chunk in column.chunks:
-        if not pa.types.is_dictionary(chunk.type):
-            if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
-                try:
-                    chunk = chunk.cast(pa.string())
-                except pa.ArrowException as exc:
-                    raise PrepareError(f"{source}: column '{column._name if hasattr(column, '_name') else ''}' "
-                                       f"cannot be read as UTF-8 text ({_one_line(exc)})") from None
-            chunk = pc.dictionary_encode(chunk)
+        chunk = _string_dictionary(chunk, source, what)
         dictionary = chunk.dictionary
-        if not (pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type)):
-            try:
-                dictionary = dictionary.cast(pa.string())
-            except pa.ArrowException as exc:
-                raise PrepareError(f"{source}: a text column is not valid UTF-8 ({_one_line(exc)})") from None
         lut = np.fromiter((vocab.setdefault(v, len(vocab)) for v in dictionary.to_pylist()),
                           dtype=np.int32, count=len(dictionary))
         indices = chunk.indices
@@ -801,20 +805,7 @@ def _dictionary(values, n: int, source: str, what: str) -> tuple[pa.ChunkedArray
                                             type=pa.string())])
     if len(chunks) != n:
         raise PrepareError(f"{source}: column '{what}' has {len(chunks)} rows, expected {n}")
-    typ = chunks.type
-    if not pa.types.is_dictionary(typ):
-        if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
-            try:
-                chunks = chunks.cast(pa.string())
-            except pa.ArrowException as exc:
-                raise PrepareError(f"{source}: column '{what}' ({typ}) cannot be read as UTF-8 text "
-                                   f"({_one_line(exc)})") from None
-        chunks = pc.dictionary_encode(chunks)
-    elif not (pa.types.is_string(typ.value_type) or pa.types.is_large_string(typ.value_type)):
-        try:
-            chunks = chunks.cast(pa.dictionary(typ.index_type, pa.string()))
-        except pa.ArrowException as exc:
-            raise PrepareError(f"{source}: column '{what}' cannot be read as UTF-8 text ({_one_line(exc)})") from None
+    chunks = _string_dictionary(chunks, source, what)
     if chunks.num_chunks > 1:
         chunks = pa.table({"c": chunks}).unify_dictionaries().column("c")
     if chunks.num_chunks == 0:

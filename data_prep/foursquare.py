@@ -24,7 +24,7 @@ as UTF-8; if that fails, each line that is not valid UTF-8 is decoded as latin-1
 ``notes["encoding"]`` says so and counts those lines (``notes["latin1_lines"]``, first line
 numbers in ``notes["latin1_line_examples"]``).
 
-Bad input: a line without 8 fields -> :class:`~data_prep.events.PrepareError` naming the row
+Bad input: a line without 8 fields -> :class:`~data_prep.errors.PrepareError` naming the row
 (= line). Dropped and counted: ``bad_timestamp`` (unparseable utcTimestamp, or timezoneOffset not an
 integer within +-14 h), ``bad_coordinates`` (latitude/longitude missing or out of range), then the
 events module's reasons (``empty_user``, ``empty_label``, ``duplicate_event``).
@@ -39,8 +39,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data_prep.events import (MAX_EXAMPLES, EventTable, PrepareError, _days_from_civil, _days_in_month,
-                              events_from_arrays)
+from data_prep.encode import events_from_arrays
+from data_prep.errors import MAX_EXAMPLES, PrepareError
+from data_prep.table import EventTable
+from data_prep.timestamps import days_from_civil, days_in_month
 
 COLUMNS = ("userId", "venueId", "venueCategoryId", "venueCategory", "latitude", "longitude",
            "timezoneOffset", "utcTimestamp")
@@ -160,11 +162,11 @@ def _local_times(utc_text: pa.ChunkedArray, offset_text: pa.ChunkedArray) -> tup
     y, d, h, mi, s, z = (number(k) for k in ("y", "d", "h", "mi", "s", "z"))
     ok &= (month >= 1) & (d >= 1) & (h <= 23) & (mi <= 59) & (s <= 59)
     month = np.clip(month, 1, 12)
-    ok &= d <= _days_in_month(y, month)
+    ok &= d <= days_in_month(y, month)
     # "+0000" style offset of the timestamp itself (always +0000 in TSMC2014, honoured anyway)
     sign = np.where(pc.equal(pc.struct_field(parts, "zs"), "-").to_numpy(zero_copy_only=False), -1, 1)
     stamp_offset = sign * ((z // 100) * 60 + z % 100)
-    utc = _days_from_civil(y, month, d) * 86_400 + h * 3_600 + mi * 60 + s - stamp_offset * 60
+    utc = days_from_civil(y, month, d) * 86_400 + h * 3_600 + mi * 60 + s - stamp_offset * 60
 
     offsets = offset_text.combine_chunks()
     offset_ok = pc.match_substring_regex(offsets, _INTEGER).to_numpy(zero_copy_only=False)

@@ -10,10 +10,11 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
 
-from data_prep.events import PrepareError
+from data_prep.errors import PrepareError
 
 PACKAGE_DATASET_INFO = Path(__file__).resolve().parent.parent / "dataset_info.json"
 # Alpaca datasets written by prepare (stem -> file "<stem>.jsonl" with a "<stem>.meta.jsonl" side file).

@@ -25,15 +25,15 @@ SYSTEM_PROMPT = f"{ROLE_PLAYING} {TASK_DEFINITION}"
 # {history}: "(weekday, hour, place, behavior), ..." oldest first; {next_context}: "(weekday, hour, place)";
 # {candidates}: every behavior, by name, comma separated. [Output] is the assistant response.
 TEMPLATES = (
-    "This user has done behaviors {history} in the previous. Day of the week, the hour, and the place of the "
-    "next behavior are {next_context}, respectively. Choose the answer from the following behavior candidate "
-    "set: {candidates}. The answer is",
-    "The user's historical behavior information sequence is: {history}. Day of the week, the hour, and the "
-    "place of the next behavior are {next_context}, respectively. Given the following behavior candidate set: "
-    "{candidates}, recommend one intention for this user to do next. The intent you recommend is",
-    "The behavior history of this user is: {history}. Day of the week, the hour, and the place of the next "
-    "behavior are {next_context}, respectively. Recommend a next intention for this user to do from the "
-    "following behavior candidate set: {candidates}. The recommendation is",
+    ("This user has done behaviors {history} in the previous. Day of the week, the hour, and the place of the "
+     "next behavior are {next_context}, respectively. Choose the answer from the following behavior candidate "
+     "set: {candidates}. The answer is"),
+    ("The user's historical behavior information sequence is: {history}. Day of the week, the hour, and the "
+     "place of the next behavior are {next_context}, respectively. Given the following behavior candidate set: "
+     "{candidates}, recommend one intention for this user to do next. The intent you recommend is"),
+    ("The behavior history of this user is: {history}. Day of the week, the hour, and the place of the next "
+     "behavior are {next_context}, respectively. Recommend a next intention for this user to do from the "
+     "following behavior candidate set: {candidates}. The recommendation is"),
 )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data_prep.events import PrepareError
+from data_prep.errors import PrepareError
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 SPLITS = ("train", "valid", "test")
@@ -90,7 +90,7 @@ class EligibleSamples:
     cum: np.ndarray     # cumulative counts
 
     @classmethod
-    def of(cls, runs: UserRuns, users: np.ndarray, history_len: int) -> "EligibleSamples":
+    def of(cls, runs: UserRuns, users: np.ndarray, history_len: int) -> EligibleSamples:
         counts = runs.counts[users] - history_len
         return cls(runs.starts[users] + history_len, counts, np.cumsum(counts))
 
@@ -201,7 +201,7 @@ def build_sample_sets(user: np.ndarray, behavior: np.ndarray, n_behaviors: int, 
         train=train, valid=valid, test_p1=test_all[p1_pos], test_p2=rest[p2_pos],
         train_label_counts=train_label_counts,
         available={name: pool.n for name, pool in pools.items()},
-        users={name: int(len(u)) for name, u in by_split.items()},
+        users={name: len(u) for name, u in by_split.items()},
         user_split={name: runs.codes[u] for name, u in by_split.items()},
         dropped=dropped, runs=runs)
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from data_prep.aux import aux_sample_size, conversation_chars, normalize_conversation, select_aux
+from data_prep.auxiliary import aux_sample_size, conversation_chars, normalize_conversation, select_aux
 from data_prep.events import PrepareError
 
 

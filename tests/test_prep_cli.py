@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep.cli import PrepareConfig, main, prepare
+from data_prep.cli import main
+from data_prep.config import PrepareConfig
 from data_prep.events import PrepareError, events_from_arrays
 from data_prep.outputs import BEHAVIOR_STEMS, PACKAGE_DATASET_INFO, atomic_open, json_line, write_jsonl
+from data_prep.prepare import prepare
 from data_prep.prompts import SYSTEM_PROMPT, TEMPLATES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +54,8 @@ def aux_file(tmp_path_factory):
     return path
 
 
-CONFIG = dict(history_len=5, seed=3, train_cap=300, valid_cap=60, test_cap=40, p2_per_behavior=15, eps=0.05)
+CONFIG = {"history_len": 5, "seed": 3, "train_cap": 300, "valid_cap": 60, "test_cap": 40, "p2_per_behavior": 15,
+          "eps": 0.05}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +101,7 @@ def test_lines_are_exactly_what_json_dumps_writes(prepared):
 
 
 def test_meta_history_matches_the_event_log(prepared):
-    out, _, table = prepared
+    out, _, _ = prepared
     by_user = {}
     for u, t, p, b in sorted(event_rows()):
         by_user.setdefault(u, []).append((t, p, b))
@@ -136,7 +139,7 @@ def test_no_user_shared_between_training_validation_and_tests(prepared):
 
 
 def test_stats_counts(prepared):
-    out, stats, table = prepared
+    out, stats, _ = prepared
     on_disk = json.loads((out / "stats.json").read_text())
     assert on_disk == json.loads(json.dumps(stats))
     names = [b["name"] for b in stats["behaviors"]]
@@ -206,17 +209,16 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         write_jsonl(target, records())
     assert target.read_text() == '{"a": 1}\n'              # the old file is untouched
     assert os.listdir(tmp_path) == ["x.jsonl"]              # and no temp file is left behind
-    with pytest.raises(RuntimeError):
-        with atomic_open(tmp_path / "new.json") as f:
-            f.write("{")
-            raise RuntimeError
+    with pytest.raises(RuntimeError), atomic_open(tmp_path / "new.json") as f:
+        f.write("{")
+        raise RuntimeError
     assert os.listdir(tmp_path) == ["x.jsonl"]
 
 
 def run_cli(*args):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "data_prep", "prepare", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=120)
+                          env=env, cwd=ROOT, timeout=120, check=False)
 
 
 def test_cli_prepares_a_csv_log(tmp_path, aux_file, capsys):

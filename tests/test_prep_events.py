@@ -1,16 +1,24 @@
 """data_prep.events: readers, schema, column/label mapping, timezone rule, bad input, sort, dedup."""
 import calendar
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_prep import events as ev
-from data_prep.events import (PrepareError, events_from_arrays, hour_of, load_events, load_label_map,
-                              parse_columns_option, parse_times, weekday_of)
+from data_prep import encode
+from data_prep.events import (
+    PrepareError,
+    events_from_arrays,
+    hour_of,
+    load_events,
+    load_label_map,
+    parse_columns_option,
+    parse_times,
+    weekday_of,
+)
 
 
 def wall(text: str) -> int:
@@ -113,7 +121,7 @@ def test_parquet_integer_user_ids_and_timestamp_columns(tmp_path):
     assert table.user_ids == ["5"]
     assert list(table.time) == [wall("2024-03-01 08:00:00"), wall("2024-03-01 09:00:00")]
     # A zone-aware column is an instant: its own zone by default, `tz` when given.
-    instant = datetime(2024, 3, 1, 0, 0, tzinfo=timezone.utc)
+    instant = datetime(2024, 3, 1, 0, 0, tzinfo=UTC)
     aware = pa.array([instant], pa.timestamp("s", tz="Asia/Tokyo"))
     pq.write_table(pa.table({"user_id": ["u"], "timestamp": aware, "place": ["home"], "behavior": ["a"]}),
                    tmp_path / "aware.parquet")
@@ -221,14 +229,14 @@ def test_naive_iso_is_already_local_and_tz_does_not_touch_it():
 
 
 def test_epoch_seconds_are_utc_unless_tz_is_given():
-    instant = datetime(2024, 7, 1, 12, 0, tzinfo=timezone.utc)
+    instant = datetime(2024, 7, 1, 12, 0, tzinfo=UTC)
     epoch = int(instant.timestamp())
     assert list(parse_times([epoch])[0]) == [wall("2024-07-01 12:00:00")]
     assert list(parse_times([epoch + 0.9])[0]) == [wall("2024-07-01 12:00:00")]  # fractions floored
     assert list(parse_times([epoch], tz="+08:00")[0]) == [wall("2024-07-01 20:00:00")]
     assert list(parse_times([epoch], tz="-05:30")[0]) == [wall("2024-07-01 06:30:00")]
     # IANA zones follow daylight saving: New York is UTC-4 in July and UTC-5 in January.
-    january = int(datetime(2024, 1, 1, 12, 0, tzinfo=timezone.utc).timestamp())
+    january = int(datetime(2024, 1, 1, 12, 0, tzinfo=UTC).timestamp())
     assert list(parse_times([epoch, january], tz="America/New_York")[0]) == [
         wall("2024-07-01 08:00:00"), wall("2024-01-01 07:00:00")]
 
@@ -239,7 +247,7 @@ def test_iso_z_is_utc_and_follows_tz():
 
 
 def test_epoch_strings_in_csv_and_timezone_option(tmp_path):
-    epoch = int(datetime(2024, 3, 1, 0, 0, tzinfo=timezone.utc).timestamp())
+    epoch = int(datetime(2024, 3, 1, 0, 0, tzinfo=UTC).timestamp())
     path = write_csv(tmp_path / "e.csv", HEADER, [["u", epoch, "home", "a"]])
     assert list(load_events(path).time) == [wall("2024-03-01 00:00:00")]
     assert list(load_events(path, tz="Asia/Shanghai").time) == [wall("2024-03-01 08:00:00")]
@@ -330,7 +338,7 @@ def test_empty_inputs_are_errors(tmp_path):
 
 def test_non_utf8_csv_error_names_file_row_and_byte(tmp_path):
     path = tmp_path / "latin.csv"
-    good = "user_id,timestamp,place,behavior\nu,2024-03-01 08:00:00,home,a\n".encode()
+    good = b"user_id,timestamp,place,behavior\nu,2024-03-01 08:00:00,home,a\n"
     path.write_bytes(good + b"u,2024-03-01 09:00:00,home,Caf\xe9\n")
     with pytest.raises(PrepareError) as err:
         load_events(path)
@@ -379,8 +387,8 @@ def test_packed_sort_matches_lexsort_fallback():
     t = rng.integers(0, 500, n).astype(np.int64) + 1_700_000_000
     p = rng.integers(0, 4, n).astype(np.int32)
     b = rng.integers(0, 6, n).astype(np.int32)
-    packed = ev._sort_and_dedup([u.copy(), t.copy(), p.copy(), b.copy()], 30, 4, 6)
-    fallback = ev._sort_and_dedup_lexsort(u.copy(), t.copy(), p.copy(), b.copy())
+    packed = encode.sort_and_dedup([u.copy(), t.copy(), p.copy(), b.copy()], 30, 4, 6)
+    fallback = encode.sort_and_dedup_lexsort(u.copy(), t.copy(), p.copy(), b.copy())
     for a, c in zip(packed[:4], fallback[:4]):
         assert np.array_equal(a, c)
     assert packed[4] == fallback[4] > 0 and packed[5] == fallback[5]

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from data_prep.events import PrepareError
-from data_prep.foursquare import (ELSEWHERE, FREQUENT_AREA, HOME_AREA, _check_no_label_leak, area_places,
-                                  load_foursquare)
+from data_prep.foursquare import (
+    COLUMNS,
+    ELSEWHERE,
+    FREQUENT_AREA,
+    HOME_AREA,
+    _check_no_label_leak,
+    area_places,
+    load_foursquare,
+)
 
 # 1 km cells: 0.01 degrees of latitude are ~1.1 km, so these spots fall in distinct cells.
 HOME, OFFICE, GYM, PARK = (40.7000, -74.0000), (40.7500, -73.9800), (40.6500, -73.9500), (40.8000, -73.9000)
@@ -102,8 +109,7 @@ def test_bad_rows_are_dropped_and_counted(tmp_path):
 
 
 def test_header_line_is_skipped_and_row_numbers_follow_lines(tmp_path):
-    header = "\t".join(["userId", "venueId", "venueCategoryId", "venueCategory", "latitude", "longitude",
-                        "timezoneOffset", "utcTimestamp"])
+    header = "\t".join(COLUMNS)
     bad = "\t".join(line(1, "Bar", HOME, 0, T0).split("\t")[:7] + ["never"])
     table = load_foursquare(write(tmp_path / "tsmc.txt", [header, line(1, "Bar", HOME, 0, T0), bad]))
     assert table.notes["header_skipped"] is True and len(table) == 1

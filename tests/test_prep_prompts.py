@@ -1,8 +1,16 @@
 """Prompt text: the three Appendix D templates, the 3.1.1 system prompt, seeded template choice, rendering."""
 import numpy as np
 
-from data_prep.prompts import (SYSTEM_PROMPT, TEMPLATES, draw_template_ids, format_candidates, format_event,
-                               format_next_context, render_histories, render_instruction)
+from data_prep.prompts import (
+    SYSTEM_PROMPT,
+    TEMPLATES,
+    draw_template_ids,
+    format_candidates,
+    format_event,
+    format_next_context,
+    render_histories,
+    render_instruction,
+)
 
 HISTORY = "(Monday, 8, home, Music), (Monday, 9, workplace, Reading)"
 NEXT = "(Monday, 12, workplace)"

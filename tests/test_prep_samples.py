@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 
 from data_prep.events import PrepareError, events_from_arrays
-from data_prep.samples import (behavior_groups, build_sample_sets, per_class_sample, sample_ranks, split_users,
-                               weekday_hour, window_indices)
+from data_prep.samples import (
+    behavior_groups,
+    build_sample_sets,
+    per_class_sample,
+    sample_ranks,
+    split_users,
+    weekday_hour,
+    window_indices,
+)
 
 T0 = calendar.timegm((2024, 3, 4, 0, 0, 0))  # a Monday, 00:00
 

@@ -15,7 +15,7 @@ PARENT = {name: parent for name, _, parent in syn.BEHAVIORS}
 
 
 def _arrays(n_users, n_days, seed=0, behaviors=None, **kw):
-    return syn._generate_arrays(n_users, n_days, seed=seed, behaviors=behaviors, **kw)
+    return syn.generate_arrays(n_users, n_days, seed=seed, behaviors=behaviors, **kw)
 
 
 def _weekend_hour(time):

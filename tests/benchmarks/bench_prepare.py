@@ -55,7 +55,7 @@ print(json.dumps({"load_s": t1 - t0, "prepare_s": t2 - t1, "events": len(table.u
 
 def time_pipeline(log: Path, out: Path) -> dict:
     t0 = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", CHILD, str(log), str(out)], capture_output=True,
+    result = subprocess.run([sys.executable, "-c", CHILD, str(log), str(out)], check=False, capture_output=True,
                             text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"})
     if result.returncode:
         sys.exit(f"prepare failed:\n{result.stderr}")
@@ -113,7 +113,7 @@ def main() -> None:
           f"-> {naive_per_event / per_event:.1f}x; naive extrapolated to {fig['events']:,} events: "
           f"{naive_per_event * fig['events']:.0f}s")
     target = fig["events"] >= 50_000_000
-    print(f"target (50M events <= 120 s, <= 6 GB): "
+    print("target (50M events <= 120 s, <= 6 GB): "
           + ("met" if target and fig["wall_s"] <= 120 and fig["peak_rss_gb"] <= 6 else
              "not met" if target else "n/a at this size"))
 

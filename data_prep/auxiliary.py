@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.events import PrepareError
+from data_prep.errors import PrepareError
 from data_prep.samples import rng_for
 
 DEFAULT_AUX_PATH = Path(__file__).resolve().parent / "resources" / "aux_conversations.jsonl"

@@ -1,0 +1,79 @@
+"""The settings of one `prepare` run and their defaults: the single declaration of each default.
+
+`python -m data_prep prepare` builds its options from these fields (flag, parser, help and default all come
+from here), and the Makefile's documented defaults are these values. The defaults are the paper's: history
+L = 20 (4.1.1), 200 000 / 50 000 / 50 000 train / valid / test samples (4.1.1), 500 protocol-2 samples per
+behavior (4.1.2), anchors above 1 % of the training samples (2.2), head above 5 % (4.1.2), eps = 5 %
+auxiliary conversations (3.2, Table 5), seed 42.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from data_prep import prompts
+from data_prep.errors import PrepareError
+
+
+def parse_cap(text: str) -> int | None:
+    """A sample cap on the command line: an integer, or ``none`` for no cap (all eligible samples)."""
+    if text.strip().lower() in ("none", "all", ""):
+        return None
+    return int(text)
+
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    """``0.8,0.1,0.1`` -> (0.8, 0.1, 0.1); the three user-split ratios (train, valid, test)."""
+    parts = tuple(float(part) for part in text.split(","))
+    if len(parts) != 3:
+        raise ValueError(f"expected three comma-separated numbers, got {text!r}")
+    return parts
+
+
+def _option(default, help: str, parse=None, flag: str | None = None):
+    """A config field that is also a `prepare` command-line option (flag: --name-with-dashes by default)."""
+    return field(default=default, metadata={"help": help, "parse": parse or type(default), "flag": flag})
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    history_len: int = _option(20, "events of history per sample (L, paper 4.1.1)")
+    seed: int = _option(42, "seed of every random step (user split, caps, templates, aux; also the synthetic log)")
+    split_ratios: tuple[float, float, float] = _option(
+        (0.8, 0.1, 0.1), "train,valid,test shares of users (paper 4.1.1)", parse_ratios)
+    train_cap: int | None = _option(200_000, "training samples at most ('none': no cap)", parse_cap)
+    valid_cap: int | None = _option(50_000, "validation samples at most ('none': no cap)", parse_cap)
+    test_cap: int | None = _option(
+        50_000, "protocol 1 size ('none': no cap); protocol 2 draws from the rest of the test users' samples, "
+                "so without a cap it is empty", parse_cap)
+    anchor_cap: int | None = _option(
+        None, "at most this many anchor samples (the A-tune set; budget runs); the auxiliary set is eps x this",
+        parse_cap)
+    p2_per_behavior: int = _option(500, "protocol 2 samples per behavior (paper 4.1.2)")
+    anchor_threshold: float = _option(0.01, "anchor = training share above this (paper 2.2)")
+    head_threshold: float = _option(0.05, "head group = training share above this (paper 4.1.2)")
+    tail_threshold: float = _option(0.01, "tail group = training share below this (paper 4.1.2)")
+    aux_path: str | None = _option(
+        None, "ShareGPT JSON/JSONL of general conversations (none: the shipped set)", str, flag="--aux")
+    eps: float = _option(0.05, "auxiliary conversations per anchor sample (paper 3.2, Table 5)")
+    aux_max_length_ratio: float = _option(
+        1.5, "drop conversations longer than this x the median behavior prompt (characters)")
+    system_prompt: str = _option(prompts.SYSTEM_PROMPT, "system prompt of every sample (paper 3.1.1)")
+
+    def validate(self) -> None:
+        for name in ("train_cap", "valid_cap", "test_cap", "anchor_cap"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise PrepareError(f"{name.replace('_', '-')} must be >= 1 (or 'none' for no cap), got {value}")
+        if self.p2_per_behavior < 0:
+            raise PrepareError(f"p2-per-behavior must be >= 0, got {self.p2_per_behavior}")
+        if len(self.split_ratios) != 3 or min(self.split_ratios) <= 0:
+            raise PrepareError(f"split ratios must be three positive numbers, got {self.split_ratios}")
+        if not 0 <= self.tail_threshold <= self.head_threshold <= 1:
+            raise PrepareError(f"need 0 <= tail threshold ({self.tail_threshold}) <= head threshold "
+                               f"({self.head_threshold}) <= 1")
+        if not 0 <= self.anchor_threshold < 1:
+            raise PrepareError(f"anchor threshold must be in [0, 1), got {self.anchor_threshold}")
+        if self.eps < 0:
+            raise PrepareError(f"eps must be >= 0, got {self.eps}")
+        if self.aux_max_length_ratio <= 0:
+            raise PrepareError(f"aux max length ratio must be > 0, got {self.aux_max_length_ratio}")

@@ -1,0 +1,280 @@
+"""Encoding into the canonical :class:`~data_prep.table.EventTable`: dictionary codes, label map,
+drop accounting, sort and de-duplication (the rules are in :mod:`data_prep.events`).
+
+Text columns are handled as Arrow dictionaries, so the Python work is per distinct value, never per row.
+"""
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data_prep.errors import PrepareError, fmt_counts, one_line
+from data_prep.table import UNKNOWN_PLACE, EventTable
+
+
+def events_from_arrays(user, time, place, behavior, *, label_map: Mapping[str, str] | None = None,
+                       strict_labels: bool = False, reject: Mapping[str, np.ndarray] | None = None,
+                       dropped: dict[str, int] | None = None, notes: dict | None = None,
+                       source: str = "<arrays>", row_numbers: np.ndarray | None = None) -> EventTable:
+    """The shared finishing step: encode, validate, map labels, sort by (user, time) and de-duplicate.
+
+    ``user``/``place``/``behavior``: sequences of str (None = empty), numpy arrays, or pyarrow
+    (Chunked)Arrays, dictionary-encoded ones included (the cheap way to pass codes:
+    ``pa.DictionaryArray.from_arrays(codes, names)``). ``time``: local-epoch int64 seconds.
+    ``reject``: reason -> bool mask of rows the caller rejects (e.g. ``{"bad_timestamp": ~ok}``); they
+    are dropped and counted under that reason (after ``empty_user``, in the mapping's order), and their
+    ``time`` may hold anything. ``dropped``/``notes``: counts and notes to start from.
+    ``row_numbers``: the row number each row has in the source (default: position + 1), for errors.
+    """
+    columns = {"user": user, "time": time, "place": place, "behavior": behavior}
+    del user, time, place, behavior
+    return finish_columns(columns, label_map=label_map, strict_labels=strict_labels, reject=reject,
+                   dropped=dropped, notes=notes, source=source, row_numbers=row_numbers)
+
+
+def finish_columns(columns: dict, *, label_map, strict_labels, reject, dropped, notes, source,
+            row_numbers) -> EventTable:
+    """events_from_arrays on a dict it may empty: each input column is released as soon as it is
+    encoded, so peak memory stays near 30 bytes an event."""
+    dropped = dict(dropped or {})
+    notes = dict(notes or {})
+    time = np.asarray(columns.pop("time"))
+    if time.dtype.kind == "M":
+        time = time.astype("datetime64[s]").astype(np.int64)
+    time = time.astype(np.int64, copy=False)
+    n = time.shape[0]
+    notes.setdefault("rows_read", n)
+    notes.setdefault("source", source)
+
+    user_chunks, user_values = _dictionary(columns.pop("user"), n, source, "user")
+    user_ids, lut = _lookup([_clean(v) for v in user_values])
+    u = _gather(user_chunks, lut, n)
+    del user_chunks
+
+    place_chunks, place_values = _dictionary(columns.pop("place"), n, source, "place")
+    places, lut = _lookup([_clean(v) for v in place_values])  # empty places are code -1 for now
+    p = _gather(place_chunks, lut, n)
+    del place_chunks
+
+    behavior_chunks, behavior_values = _dictionary(columns.pop("behavior"), n, source, "behavior")
+    raw_labels = [_clean(v) for v in behavior_values]
+    if label_map is not None:
+        cleaned_map = {str(k).strip(): str(v).strip() for k, v in label_map.items()}
+        mapped = [cleaned_map.get(v, _NOT_IN_MAP) if v else "" for v in raw_labels]
+    else:
+        mapped = raw_labels
+    behaviors, lut = _lookup(mapped)
+    b = _gather(behavior_chunks, lut, n)
+    if label_map is not None and strict_labels:
+        outside = np.flatnonzero(b == _CODE_NOT_IN_MAP)
+        if outside.size:
+            first = int(outside[0])
+            row = int(row_numbers[first]) if row_numbers is not None else first + 1
+            raise PrepareError(f"{source}: row {row}: label '{_clean(behavior_chunks[first].as_py())}' is not "
+                               f"in the label map ({outside.size} rows have labels outside it)")
+    del behavior_chunks
+
+    # Each dropped row is counted once, under the first reason that applies.
+    ok = np.ones(n, bool)
+    reasons = [("empty_user", u == _CODE_EMPTY)]
+    reasons += [(reason, np.asarray(mask, bool)) for reason, mask in (reject or {}).items()]
+    reasons += [("empty_label", b == _CODE_EMPTY), ("label_not_in_map", b == _CODE_NOT_IN_MAP)]
+    for reason, bad in reasons:
+        if bad.shape != (n,):
+            raise PrepareError(f"{source}: reject mask '{reason}' has shape {bad.shape}, expected ({n},)")
+        count = int(np.count_nonzero(bad & ok))
+        if count:
+            dropped[reason] = dropped.get(reason, 0) + count
+            ok &= ~bad
+    del reasons, bad
+    if not ok.all():
+        u, time, p, b = u[ok], time[ok], p[ok], b[ok]
+    del ok
+    if u.size == 0:
+        raise PrepareError(f"{source}: no events left after dropping rows ({fmt_counts(dropped)})")
+
+    user_ids, u = _compact(user_ids, u)
+    behaviors, b = _compact(behaviors, b)
+    filled_code = len(places)  # empty places get their own code until de-duplication is done
+    p[p == _CODE_EMPTY] = filled_code
+    arrays = [u, time, p, b]
+    del u, time, p, b  # sort_and_dedup releases each column once it is packed into the sort key
+    u, time, p, b, n_dup, sort_notes = sort_and_dedup(arrays, len(user_ids), len(places) + 1, len(behaviors))
+    if n_dup:
+        dropped["duplicate_event"] = dropped.get("duplicate_event", 0) + n_dup
+    notes.update(sort_notes)
+    places, p = _fill_unknown_place(places, p, filled_code, notes)
+    places, p = _compact(places, p)
+    notes["events"] = int(u.size)
+    return EventTable(user=u, user_ids=user_ids, time=time, place=p, places=places,
+                      behavior=b, behaviors=behaviors, dropped=dropped, notes=notes)
+
+
+def _fill_unknown_place(places: list[str], p: np.ndarray, filled_code: int, notes: dict):
+    """Rows whose place was empty (code ``filled_code``) become UNKNOWN_PLACE, counted in notes."""
+    filled = p == filled_code
+    count = int(np.count_nonzero(filled))
+    if not count:
+        return places, p
+    notes.setdefault("filled", {})["empty_place"] = count
+    if UNKNOWN_PLACE in places:
+        p[filled] = places.index(UNKNOWN_PLACE)
+        return places, p
+    at = bisect.bisect_left(places, UNKNOWN_PLACE)
+    p[p >= at] += 1  # also moves filled_code out of the way; reset just below
+    p[filled] = at
+    return places[:at] + [UNKNOWN_PLACE] + places[at:], p
+
+
+_CODE_EMPTY, _CODE_NOT_IN_MAP = -1, -2
+_NOT_IN_MAP = object()
+
+
+def _clean(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ("" if value is None else str(value).strip())
+
+
+def _lookup(names: list) -> tuple[list[str], np.ndarray]:
+    """Dictionary entries -> (sorted distinct names, lut). lut maps entry index -> code; the extra
+    last slot answers index -1 (null) with _CODE_EMPTY."""
+    distinct = sorted({v for v in names if isinstance(v, str) and v})
+    code = {v: i for i, v in enumerate(distinct)}
+    lut = np.fromiter((code[v] if isinstance(v, str) and v else (_CODE_NOT_IN_MAP if v is _NOT_IN_MAP else _CODE_EMPTY)
+                       for v in names), dtype=np.int32, count=len(names))
+    return distinct, np.append(lut, np.int32(_CODE_EMPTY))
+
+
+def _compact(names: list[str], codes: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Drop names no kept row uses, keeping sorted order."""
+    used = np.bincount(codes, minlength=len(names)) > 0
+    if used.all():
+        return names, codes
+    remap = np.cumsum(used, dtype=np.int32) - 1
+    return [name for name, u in zip(names, used) if u], remap[codes]
+
+
+def _dictionary(values, n: int, source: str, what: str) -> tuple[pa.ChunkedArray, list]:
+    """Any text column -> (dictionary ChunkedArray whose chunks share one dictionary, its values)."""
+    if isinstance(values, pa.ChunkedArray):
+        chunks = values
+    elif isinstance(values, pa.Array):
+        chunks = pa.chunked_array([values])
+    else:
+        array = np.asarray(values)
+        if array.dtype.kind in "iufb":
+            array = array.astype(str)
+        chunks = pa.chunked_array([pa.array(array.tolist() if array.dtype.kind == "O" else array,
+                                            type=pa.string())])
+    if len(chunks) != n:
+        raise PrepareError(f"{source}: column '{what}' has {len(chunks)} rows, expected {n}")
+    chunks = string_dictionary(chunks, source, what)
+    if chunks.num_chunks > 1:
+        chunks = pa.table({"c": chunks}).unify_dictionaries().column("c")
+    if chunks.num_chunks == 0:
+        return chunks, []
+    return chunks, chunks.chunk(0).dictionary.to_pylist()
+
+
+def _gather(chunks: pa.ChunkedArray, lut: np.ndarray, n: int) -> np.ndarray:
+    """lut[dictionary index] for every row, chunk by chunk (index -1 = null picks lut's last slot)."""
+    out = np.empty(n, lut.dtype)
+    pos = 0
+    for chunk in chunks.chunks:
+        indices = chunk.indices
+        if indices.null_count:
+            indices = pc.fill_null(indices, -1)
+        end = pos + len(indices)
+        take_blocked(lut, indices.to_numpy(zero_copy_only=False), out[pos:end])
+        pos = end
+    return out
+
+
+def take_blocked(lut: np.ndarray, indices: np.ndarray, out: np.ndarray, block: int = 1 << 22) -> None:
+    """out[:] = lut[indices] in blocks: np.take would first copy all indices to int64."""
+    for start in range(0, indices.size, block):
+        out[start:start + block] = lut[indices[start:start + block]]
+
+
+def sort_and_dedup(arrays: list[np.ndarray], n_users: int, n_places: int, n_behaviors: int):
+    """Sort rows by (user, time, behavior, place) and drop repeated (user, time, behavior) rows,
+    keeping the one with the smallest place code. ``arrays`` is [user, time, place, behavior] and is
+    emptied. Returns (u, time, p, b, duplicates, notes).
+
+    Speed and memory: the four columns are packed into one int64 key, sorted by value (numpy's SIMD
+    sort, ~10x faster than an argsort) and unpacked, so no permutation array is ever built. Which
+    duplicate survives therefore depends on the place, never on the file's row order."""
+    u, time = arrays[0], arrays[1]
+    n = u.size
+    tmin = int(time.min())
+    span = int(time.max()) - tmin + 1
+    nb, npl = max(n_behaviors, 1), max(n_places, 1)
+    if n_users * span * nb * npl >= 2 ** 62:  # enormous time spans: the packed key would overflow
+        return sort_and_dedup_lexsort(*arrays)
+    key = u.astype(np.int64)
+    del u, time
+    key *= span
+    key += arrays[1]
+    key -= tmin
+    arrays[:2] = [None, None]
+    out_of_order = int(np.count_nonzero(key[1:] < key[:-1]))
+    key *= nb
+    key += arrays[3]
+    arrays[3] = None
+    key *= npl
+    key += arrays[2]
+    arrays.clear()
+    if np.count_nonzero(key[1:] < key[:-1]):
+        key.sort()
+    p = np.remainder(key, npl, out=np.empty(n, np.int32), casting="unsafe")
+    key //= npl
+    unique = np.empty(n, bool)
+    unique[0] = True
+    np.not_equal(key[1:], key[:-1], out=unique[1:])
+    n_dup = int(n - np.count_nonzero(unique))
+    if n_dup:
+        key, p = key[unique], p[unique]
+    del unique
+    b = np.remainder(key, nb, out=np.empty(key.size, np.int32), casting="unsafe")
+    key //= nb
+    time = key % span
+    time += tmin
+    key //= span
+    u = key.astype(np.int32)
+    return u, time, p, b, n_dup, {"input_sorted": out_of_order == 0, "out_of_order_rows": out_of_order}
+
+
+def sort_and_dedup_lexsort(u, time, p, b):
+    back = (u[1:] < u[:-1]) | ((u[1:] == u[:-1]) & (time[1:] < time[:-1]))
+    out_of_order = int(np.count_nonzero(back))
+    order = np.lexsort((p, b, time, u))
+    u, time, p, b = u[order], time[order], p[order], b[order]
+    unique = np.empty(u.size, bool)
+    unique[0] = True
+    unique[1:] = (u[1:] != u[:-1]) | (time[1:] != time[:-1]) | (b[1:] != b[:-1])
+    n_dup = int(u.size - np.count_nonzero(unique))
+    if n_dup:
+        u, time, p, b = u[unique], time[unique], p[unique], b[unique]
+    return u, time, p, b, n_dup, {"input_sorted": out_of_order == 0, "out_of_order_rows": out_of_order}
+
+
+
+def string_dictionary(values, source: str, what: str):
+    """A text column (Array or ChunkedArray) as a dictionary of strings; one-line error if not UTF-8 text."""
+    typ = values.type
+    try:
+        if not pa.types.is_dictionary(typ):
+            if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+                values = values.cast(pa.string())
+            return pc.dictionary_encode(values)
+        if not (pa.types.is_string(typ.value_type) or pa.types.is_large_string(typ.value_type)):
+            values = values.cast(pa.dictionary(typ.index_type, pa.string()))
+    except pa.ArrowException as exc:
+        raise PrepareError(f"{source}: column '{what}' ({typ}) cannot be read as UTF-8 text "
+                           f"({one_line(exc)})") from None
+    return values
+

@@ -1,0 +1,122 @@
+"""The prepare pipeline: events -> samples -> splits -> prompts -> one LLaMA-Factory dataset_dir.
+
+`prepare(table, out_dir, config)` is the library entry point (`python -m data_prep prepare` parses its
+arguments into a :class:`~data_prep.config.PrepareConfig` and calls it).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from data_prep import auxiliary, outputs, prompts, samples
+from data_prep.config import PrepareConfig
+from data_prep.render import Renderer, write_split
+
+
+def prepare(table, out_dir: str | Path, config: PrepareConfig | None = None, source: dict | None = None,
+            log=print) -> dict:
+    """Write the whole dataset_dir for one run (README contracts) and return its stats.
+
+    Order: user split and caps (samples), training frequencies and groups, render + write the training
+    datasets (anchor / train_all / tail_medium from one pass), valid, test_p1, test_p2, aux, then
+    dataset_info.json and finally stats.json (its presence marks a complete run)."""
+    config = config if config is not None else PrepareConfig()
+    config.validate()
+    out_dir = Path(out_dir)
+    names = list(table.behaviors)
+    # read the auxiliary file first: a bad --aux fails before minutes of rendering, not after
+    aux_pool = auxiliary.load_aux(config.aux_path) if config.eps > 0 else None
+    sets = samples.build_sample_sets(
+        table.user, table.behavior, len(names), history_len=config.history_len, seed=config.seed,
+        ratios=tuple(config.split_ratios), train_cap=config.train_cap, valid_cap=config.valid_cap,
+        test_cap=config.test_cap, p2_per_behavior=config.p2_per_behavior)
+    info = samples.behavior_groups(names, sets.train_label_counts, anchor_threshold=config.anchor_threshold,
+                                   head_threshold=config.head_threshold, tail_threshold=config.tail_threshold)
+    warnings = []
+    if info.without_train_samples:
+        warnings.append(f"{len(info.without_train_samples)} behavior(s) have no training sample; kept as tail "
+                        f"candidates: {', '.join(info.without_train_samples)}")
+    split_counts, prompt_chars = _write_behavior_splits(Renderer(table, info, sets, config), out_dir)
+
+    # Algorithm 1 line 5: eps x |anchor samples| general conversations, no longer than the behavior prompts
+    median_chars = float(np.median(prompt_chars)) if len(prompt_chars) else 0.0
+    aux_sel = auxiliary.select_aux(aux_pool, config.eps, int(split_counts["anchor"].sum()), median_chars,
+                                   config.seed, config.aux_max_length_ratio)
+    outputs.write_jsonl(out_dir / f"{outputs.AUX_STEM}.jsonl",
+                        ({"conversations": c} for c in aux_sel.conversations))
+    if aux_sel.stats["shortfall"]:
+        warnings.append(f"auxiliary conversations: {aux_sel.stats['requested']} requested, only "
+                        f"{aux_sel.stats['available']} available after filtering")
+    outputs.copy_dataset_info(out_dir)
+
+    p2_short = [n for n, c in zip(names, split_counts["test_p2"]) if c < config.p2_per_behavior]
+    if config.p2_per_behavior and p2_short:
+        warnings.append(f"protocol 2: {len(p2_short)} behavior(s) have fewer than {config.p2_per_behavior} "
+                        f"samples (see protocol2_counts)")
+    stats = _stats(table, sets, info, split_counts, aux_sel, median_chars, warnings, source, config)
+    outputs.write_json(out_dir / "stats.json", stats)
+    for warning in warnings:
+        log(f"warning: {warning}", file=sys.stderr)
+    return stats
+
+
+def _write_behavior_splits(renderer: Renderer, out_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Render and write the six behavior datasets; the three training ones come from one pass over the
+    training split. Returns per-stem label counts and the training prompts' lengths (characters)."""
+    info, sets, config = renderer.info, renderer.sets, renderer.config
+    every = np.ones(len(renderer.behaviors), dtype=bool)
+    not_head = np.array([g != "head" for g in info.freq_group], dtype=bool)
+    split_counts: dict[str, np.ndarray] = {}
+    prompt_chars = np.empty(0, dtype=np.int64)
+    for split, stem_routes in (
+            ("train", {"train_all": every, "anchor": info.is_anchor, "tail_medium": not_head}),
+            ("valid", {"valid": every}), ("test_p1", {"test_p1": every}), ("test_p2", {"test_p2": every})):
+        targets = getattr(sets, split)
+        template_ids = prompts.draw_template_ids(len(targets), samples.rng_for(config.seed, f"templates_{split}"))
+        caps = {"anchor": config.anchor_cap} if split == "train" and config.anchor_cap else None
+        counts, chars = write_split(renderer, targets, template_ids, out_dir, stem_routes, desc=split, caps=caps)
+        split_counts.update(counts)
+        if split == "train":
+            prompt_chars = chars
+    return split_counts, prompt_chars
+
+
+def _stats(table, sets, info, split_counts, aux_sel, median_chars, warnings, source, config) -> dict:
+    """The content of stats.json (README "Files between stages"); key order is fixed."""
+    names = list(table.behaviors)
+    dropped = dict(getattr(table, "dropped", {}) or {})
+    dropped.update(sets.dropped)
+    dropped["aux_malformed"] = aux_sel.stats["malformed"]
+    dropped["aux_too_long"] = aux_sel.stats["too_long"]
+    return {
+        "behaviors": [
+            {"name": n, "label_id": i, "train_count": int(info.train_count[i]),
+             "train_freq": float(info.train_freq[i]), "is_anchor": bool(info.is_anchor[i]),
+             "freq_group": info.freq_group[i],
+             "samples": {stem: int(c[i]) for stem, c in split_counts.items()}}
+            for i, n in enumerate(names)],
+        "anchors": [n for i, n in enumerate(names) if info.is_anchor[i]],
+        "tails": [n for i, n in enumerate(names) if not info.is_anchor[i]],
+        "head": [n for i, n in enumerate(names) if info.freq_group[i] == "head"],
+        "medium": [n for i, n in enumerate(names) if info.freq_group[i] == "medium"],
+        "tail": [n for i, n in enumerate(names) if info.freq_group[i] == "tail"],
+        "behaviors_without_train_samples": info.without_train_samples,
+        "samples": {**{stem: int(split_counts[stem].sum()) for stem in outputs.BEHAVIOR_STEMS},
+                    outputs.AUX_STEM: len(aux_sel.conversations)},
+        "available_samples": sets.available,
+        "users": sets.users,
+        "events": {"events": len(table.user), "users": len(table.user_ids),
+                   "behaviors": len(names), "places": len(table.places)},
+        "protocol2_counts": {n: int(c) for n, c in zip(names, split_counts["test_p2"])},
+        "dropped": {k: int(dropped[k]) for k in sorted(dropped)},
+        "aux": aux_sel.stats,
+        "frequency_basis": "training-split samples before the train cap",
+        "median_prompt_chars": median_chars,
+        "warnings": warnings,
+        "notes": getattr(table, "notes", {}) or {},
+        "source": source or {},
+        "config": {**asdict(config), "split_ratios": list(config.split_ratios)},
+    }

@@ -1,0 +1,135 @@
+"""The CSV / TSV and JSONL readers, and format detection (rules: :mod:`data_prep.events`).
+
+Each reader returns the four canonical columns as Arrow arrays (text as strings or dictionaries, time as
+raw strings), plus what the caller needs to name rows in errors.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from data_prep.errors import PrepareError, one_line
+from data_prep.table import CANONICAL, SCHEMA_COLUMNS
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+           ".parquet": "parquet", ".pq": "parquet"}
+_DICT = pa.dictionary(pa.int32(), pa.string())
+
+
+def detect_format(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        fmt = fmt.lower().lstrip(".")
+        if fmt not in set(FORMATS.values()):
+            raise PrepareError(f"{path}: unknown format '{fmt}' (expected one of csv, tsv, jsonl, parquet)")
+        return fmt
+    found = FORMATS.get(path.suffix.lower())
+    if found is None:
+        raise PrepareError(f"{path}: cannot tell the format from the extension '{path.suffix}' "
+                           f"(use .csv, .tsv, .jsonl or .parquet, or pass the format)")
+    return found
+
+
+def missing_columns_error(source: str, cols: dict[str, str], found: list[str]) -> None:
+    missing = [(k, v) for k, v in cols.items() if v not in found]
+    if missing:
+        what = ", ".join(f"'{v}'" + ("" if SCHEMA_COLUMNS[k] == v else f" (mapped from {k})")
+                         for k, v in missing)
+        raise PrepareError(f"{source}: missing column {what}; columns found: {', '.join(found) or '(none)'}")
+
+
+
+def read_csv(path: Path, source: str, cols: dict[str, str], delimiter: str) -> dict[str, pa.ChunkedArray]:
+    import pyarrow.csv as pcsv
+
+    header = _csv_header(path, source, delimiter)
+    missing_columns_error(source, cols, header)
+    types = {cols[k]: _DICT for k in ("user", "place", "behavior")}
+    types[cols["time"]] = pa.string()  # never let arrow guess: it would turn offsets into UTC
+    try:
+        table = pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(block_size=1 << 24),
+            parse_options=pcsv.ParseOptions(delimiter=delimiter),
+            convert_options=pcsv.ConvertOptions(include_columns=list(dict.fromkeys(cols.values())),
+                                                column_types=types, strings_can_be_null=False))
+    except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc) or "utf8" in str(exc).lower():
+            _raise_bad_utf8(path, source, header_lines=1)
+        raise PrepareError(f"{source}: {one_line(exc)}") from None
+    return {k: table.column(v) for k, v in cols.items()}
+
+
+def _csv_header(path: Path, source: str, delimiter: str) -> list[str]:
+    with open(path, "rb") as f:
+        first = f.readline()
+    try:
+        line = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PrepareError(f"{source}: header (line 1, byte {exc.start}): not valid UTF-8") from None
+    row = next(csv.reader([line], delimiter=delimiter), [])
+    return [name.strip() for name in row]
+
+
+def _raise_bad_utf8(path: Path, source: str, header_lines: int) -> None:
+    offset = 0
+    with open(path, "rb") as f:
+        for line_no, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise PrepareError(f"{source}: row {line_no - header_lines}: not valid UTF-8 "
+                                   f"(line {line_no}, byte offset {offset + exc.start})") from None
+            offset += len(line)
+    raise PrepareError(f"{source}: not valid UTF-8")
+
+
+def read_jsonl(path: Path, source: str, cols: dict[str, str]):
+    """Line by line (JSONL may mix number and string types per row); slower than the Parquet path."""
+    values: dict[str, list] = {k: [] for k in CANONICAL}
+    line_numbers: list[int] = []
+    blank = 0
+    offset = 0
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise PrepareError(f"{source}: row {line_no}: not valid UTF-8 "
+                                   f"(line {line_no}, byte offset {offset + exc.start})") from None
+            offset += len(raw)
+            if not line.strip():
+                blank += 1
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PrepareError(f"{source}: row {line_no}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise PrepareError(f"{source}: row {line_no}: expected one JSON object a line, "
+                                   f"got {type(obj).__name__}")
+            if not line_numbers:
+                missing_columns_error(source, cols, list(obj))
+            for key in CANONICAL:
+                name = cols[key]
+                if name not in obj:
+                    raise PrepareError(f"{source}: row {line_no}: missing key '{name}'; keys found: {', '.join(obj)}")
+                values[key].append(_json_scalar(obj[name], source, line_no, name))
+            line_numbers.append(line_no)
+    data = {k: pa.chunked_array([pa.array(v, type=pa.string())]) for k, v in values.items()}
+    return data, np.asarray(line_numbers, dtype=np.int64), blank
+
+
+def _json_scalar(value: Any, source: str, line_no: int, name: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PrepareError(f"{source}: row {line_no}: field '{name}' must be a string or a number, "
+                           f"got {json.dumps(value)}")
+    return repr(value) if isinstance(value, float) else str(value)
+
+

@@ -1,0 +1,3 @@
+from data_prep.synthetic.files import main
+
+raise SystemExit(main())

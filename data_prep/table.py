@@ -1,0 +1,48 @@
+"""The canonical event table every reader produces (schema and timezone rule: :mod:`data_prep.events`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CANONICAL = ("user", "time", "place", "behavior")
+SCHEMA_COLUMNS = {"user": "user_id", "time": "timestamp", "place": "place", "behavior": "behavior"}
+UNKNOWN_PLACE = "unknown"
+
+
+@dataclass
+class EventTable:
+    """Canonical events, sorted by (user, time, behavior, place), duplicate events removed.
+
+    ``time`` is local wall-clock time encoded as a UTC epoch (int64 seconds). Code arrays are int32
+    indices into the sorted name lists ``user_ids`` / ``places`` / ``behaviors``.
+    """
+
+    user: np.ndarray
+    user_ids: list[str]
+    time: np.ndarray
+    place: np.ndarray
+    places: list[str]
+    behavior: np.ndarray
+    behaviors: list[str]
+    dropped: dict[str, int] = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    def user_offsets(self) -> np.ndarray:
+        """Row offsets (len(user_ids) + 1): user u's events are rows offsets[u]:offsets[u+1]."""
+        counts = np.bincount(self.user, minlength=len(self.user_ids))
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+def weekday_of(time: np.ndarray) -> np.ndarray:
+    """Weekday of local-epoch seconds, Monday = 0 (1970-01-01 was a Thursday)."""
+    return ((np.asarray(time) // 86_400 + 3) % 7).astype(np.int8)
+
+
+def hour_of(time: np.ndarray) -> np.ndarray:
+    """Hour of day 0-23 of local-epoch seconds."""
+    return ((np.asarray(time) // 3_600) % 24).astype(np.int8)
+

@@ -40,8 +40,9 @@ CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
 from data_prep.events import load_events
-from data_prep.aux import DEFAULT_AUX_PATH
-from data_prep.cli import PrepareConfig, prepare
+from data_prep.auxiliary import DEFAULT_AUX_PATH
+from data_prep.config import PrepareConfig
+from data_prep.prepare import prepare
 table = load_events(sys.argv[1])
 t1 = time.perf_counter()
 stats = prepare(table, sys.argv[2], PrepareConfig(train_cap=200_000, valid_cap=50_000, test_cap=50_000,

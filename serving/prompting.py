@@ -1,0 +1,108 @@
+"""Prompts for new users, rendered exactly as prepare rendered training samples (paper 3.1.1, Appendix D).
+
+A record is the alpaca dict LLaMA-Factory trained on: the run's system prompt, one of the three Appendix D
+instruction templates filled with the last L events "(weekday, hour, place, behavior), ...", the next
+event's "(weekday, hour, place)" and every candidate behavior in label_id order, and an empty input. Only
+data_prep's public formatting functions are used, so a test_p2 sample rendered here equals its line.
+
+Template choice at prediction time (``mode``): a fixed template id ("0", "1", "2"), or "mean": the mean of
+each candidate's log-probability over the three templates, then the softmax (an ensemble over the
+instruction wordings training sampled from; see `python -m serving template-eval`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from serving.upstream import (
+    TEMPLATES,
+    WEEKDAYS,
+    format_candidates,
+    format_event,
+    format_next_context,
+    hour_of,
+    render_instruction,
+    weekday_of,
+)
+
+MODES = ("mean", "0", "1", "2")
+DEFAULT_MODE = "mean"   # measured on protocol 2 (README, serving section): the better of fixed and mean
+
+
+@dataclass(frozen=True)
+class Event:
+    time: int        # local wall time as a UTC epoch (data_prep's timezone rule)
+    place: str
+    behavior: str
+
+
+@dataclass
+class Query:
+    """One user's prediction request, validated: at most L history events, oldest first."""
+    user_id: str | None
+    history: list[Event]
+    next_time: int
+    next_place: str
+    top_k: int
+    mode: str = DEFAULT_MODE
+    warning: str | None = None
+
+    @property
+    def template_ids(self) -> list[int]:
+        return template_ids(self.mode)
+
+    @property
+    def context(self) -> dict:
+        weekday, hour = weekday_hour(self.next_time)
+        return {"weekday": WEEKDAYS[weekday], "hour": hour, "place": self.next_place}
+
+
+def template_ids(mode: str) -> list[int]:
+    if mode == "mean":
+        return list(range(len(TEMPLATES)))
+    if mode in MODES:
+        return [int(mode)]
+    raise ValueError(f"instruction template must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+def weekday_hour(time: int) -> tuple[int, int]:
+    return int(weekday_of(time)), int(hour_of(time))
+
+
+def render_history(history: list[Event]) -> str:
+    """"(weekday, hour, place, behavior), ..." oldest first, as data_prep.prompts.render_histories joins them."""
+    return ", ".join(format_event(*weekday_hour(e.time), e.place, e.behavior) for e in history)
+
+
+def render_record(query: Query, behaviors: list[str], system_prompt: str, template_id: int) -> dict:
+    """The alpaca record of `query` with instruction template `template_id` (no output: it is predicted)."""
+    instruction = render_instruction(template_id, render_history(query.history),
+                                     format_next_context(*weekday_hour(query.next_time), query.next_place),
+                                     format_candidates(behaviors))
+    return {"system": system_prompt, "instruction": instruction, "input": ""}
+
+
+def render_records(query: Query, behaviors: list[str], system_prompt: str) -> list[dict]:
+    """One record per template the query's mode uses (three for "mean")."""
+    return [render_record(query, behaviors, system_prompt, t) for t in query.template_ids]
+
+
+def _template_pattern(template_id: int) -> re.Pattern:
+    literal = re.split(r"\{(history|next_context|candidates)\}", TEMPLATES[template_id])
+    parts = [re.escape(p) if i % 2 == 0 else f"(?P<{p}>.*)" for i, p in enumerate(literal)]
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def split_instruction(instruction: str, template_id: int) -> tuple[str, str, str]:
+    """(history, next_context, candidates) of a prepared instruction: lets a prepared sample be re-rendered
+    with the other templates (template-eval). The literal parts of a template never occur inside a field."""
+    match = _template_pattern(template_id).fullmatch(instruction)
+    if match is None:
+        raise ValueError(f"instruction does not follow template {template_id}")
+    return match["history"], match["next_context"], match["candidates"]
+
+
+def rerender(record: dict, template_id: int, new_template_id: int) -> dict:
+    """A prepared record with its instruction re-rendered in template `new_template_id`."""
+    history, next_context, candidates = split_instruction(record["instruction"], template_id)
+    return {**record, "instruction": render_instruction(new_template_id, history, next_context, candidates)}

@@ -1,0 +1,118 @@
+"""A trained run as the serving code sees it: candidate behaviors, history length, system prompt, model paths.
+
+Run layout (README): ``<run>/data/stats.json`` (behaviors in candidate order and the prepare config, history
+length L and system prompt included), the merged final model ``<run>/final`` or, before export, the merged
+reference ``<run>/pi_ref`` with the DPO adapter ``<run>/btune``. The chat template is not stored in the run:
+it comes from the recipe (``recipes/<MODEL>/atune_lora_sft.yaml``, key ``template``) and is passed in.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ServingError(ValueError):
+    """Bad input or a bad run for predict/serve; the message is one line."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_dir: Path
+    stats: dict
+    behaviors: list[str]          # candidate names in label_id order (the order training listed them in)
+    history_len: int              # L of the prepare config
+    system_prompt: str
+    model_path: Path
+    adapter_path: Path | None
+    template: str                 # LLaMA-Factory chat template name, from the recipe
+
+    @property
+    def run_name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def model_name(self) -> str:
+        """What produced a prediction: the model dir (and adapter), relative to the run dir when inside it."""
+        def short(path: Path) -> str:
+            try:
+                return str(path.resolve().relative_to(self.run_dir.resolve()))
+            except ValueError:
+                return str(path)
+        return short(self.model_path) + (f"+{short(self.adapter_path)}" if self.adapter_path else "")
+
+    @property
+    def source(self) -> dict:
+        """How prepare read its events (columns, label map, time zone): the defaults for reading new events."""
+        return self.stats.get("source") or {}
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def resolve_model(run_dir: Path, model: str | None, adapter: str | None) -> tuple[Path, Path | None]:
+    """--model/--adapter when given, else final/, else pi_ref/ + btune/ (the adapter before export-final)."""
+    if model:
+        path = Path(model)
+        if not _is_model_dir(path):
+            raise ServingError(f"--model {model}: not a model directory (no config.json)")
+        return path, _adapter(adapter)
+    if adapter:
+        raise ServingError("--adapter needs --model (the base the adapter was trained on)")
+    final, pi_ref, btune = run_dir / "final", run_dir / "pi_ref", run_dir / "btune"
+    if _is_model_dir(final):
+        return final, None
+    if _is_model_dir(pi_ref) and (btune / "adapter_config.json").is_file():
+        return pi_ref, btune
+    raise ServingError(f"{run_dir}: no trained model (neither final/ nor pi_ref/ + btune/); run make b-tune "
+                       f"export-final, or pass --model")
+
+
+def _adapter(adapter: str | None) -> Path | None:
+    if adapter is None:
+        return None
+    path = Path(adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise ServingError(f"--adapter {adapter}: not a PEFT adapter directory (no adapter_config.json)")
+    return path
+
+
+def load_run(run_dir: str | Path, template: str, model: str | None = None, adapter: str | None = None,
+             data_dir: str | Path | None = None) -> RunInfo:
+    """Read a run dir; errors are one line naming the missing piece."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ServingError(f"--run-dir {run_dir}: no such directory")
+    if not template:
+        raise ServingError("--template is required (the recipe's `template` key, e.g. smollm2, llama3, qwen)")
+    stats_path = Path(data_dir) / "stats.json" if data_dir else run_dir / "data" / "stats.json"
+    if not stats_path.is_file():
+        raise ServingError(f"{stats_path}: not found (run make prepare for this run first)")
+    try:
+        stats = json.loads(stats_path.read_text(encoding="utf-8"))
+        behaviors = [b["name"] for b in sorted(stats["behaviors"], key=lambda b: b["label_id"])]
+        config = stats["config"]
+        history_len, system_prompt = int(config["history_len"]), str(config["system_prompt"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ServingError(f"{stats_path}: not a prepare stats.json ({type(err).__name__}: {err})") from None
+    if len(behaviors) < 2:
+        raise ServingError(f"{stats_path}: needs at least two behaviors, found {len(behaviors)}")
+    model_path, adapter_path = resolve_model(run_dir, model, adapter)
+    return RunInfo(run_dir, stats, behaviors, history_len, system_prompt, model_path, adapter_path, template)
+
+
+def template_from_recipe(recipe: str | Path) -> str:
+    """The `template` key of a recipe YAML (what the Make layer passes as --template)."""
+    import yaml
+
+    try:
+        value = (yaml.safe_load(Path(recipe).read_text(encoding="utf-8")) or {}).get("template")
+    except (OSError, yaml.YAMLError) as err:
+        raise ServingError(f"{recipe}: cannot read the recipe ({err})") from None
+    if not value:
+        raise ServingError(f"{recipe}: no `template` key")
+    return str(value)
+
+
+__all__ = ["RunInfo", "ServingError", "load_run", "resolve_model", "template_from_recipe"]

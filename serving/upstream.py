@@ -1,0 +1,68 @@
+"""Every name `serving` takes from the other packages, in one place.
+
+data_prep and selection are being reorganized; only their public names are used, and only here, so a moved
+function is re-pointed in this one file.
+"""
+from __future__ import annotations
+
+from data_prep.events import (
+    UNKNOWN_PLACE,
+    PrepareError,
+    hour_of,
+    load_events,
+    load_label_map,
+    parse_columns_option,
+    parse_times,
+    weekday_of,
+)
+from data_prep.outputs import write_json, write_jsonl
+from data_prep.prompts import (
+    TEMPLATES,
+    format_candidates,
+    format_event,
+    format_next_context,
+    render_instruction,
+)
+from data_prep.samples import WEEKDAYS
+
+__all__ = [
+    "TEMPLATES",
+    "UNKNOWN_PLACE",
+    "WEEKDAYS",
+    "PrepareError",
+    "all_metrics",
+    "format_candidates",
+    "format_event",
+    "format_next_context",
+    "hour_of",
+    "load_events",
+    "load_label_map",
+    "new_scorer",
+    "parse_columns_option",
+    "parse_times",
+    "render_instruction",
+    "resolve_device",
+    "weekday_of",
+    "write_json",
+    "write_jsonl",
+]
+
+
+def new_scorer(model_path, template: str, adapter_path=None, batch_size: int = 8, device=None, dtype=None):
+    """selection's cached-prefix candidate scorer (imported lazily: torch and transformers are slow to import)."""
+    from selection.scorer import CandidateScorer
+
+    return CandidateScorer(model_path, template, adapter_path, batch_size, device, dtype)
+
+
+def resolve_device(device: str | None = None) -> str:
+    from selection.models import resolve_device as resolve
+
+    return resolve(device)
+
+
+def all_metrics(label_ids, pred_ids, stats: dict) -> dict:
+    """evaluation's Appendix B metrics of one set of predictions (Overall / Head / Medium / Tail, ...)."""
+    from evaluation.metrics import all_metrics as metrics
+
+    return metrics(label_ids, pred_ids, stats)

@@ -83,6 +83,27 @@ def write_json(path: str | Path, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    """The JSON objects of a JSONL file one at a time (blank lines skipped): meta files can outgrow memory.
+
+    A missing file is FileNotFoundError, a bad line ValueError naming the file and line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing file: {path}")
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Every JSON object of a JSONL file (see iter_jsonl)."""
+    return list(iter_jsonl(path))
+
+
 def copy_dataset_info(dataset_dir: str | Path, source: str | Path = PACKAGE_DATASET_INFO) -> Path:
     """Copy the committed dataset_info.json into this run's dataset_dir, so that two prepared runs have
     their own registry and never overwrite each other."""

@@ -18,16 +18,18 @@ lower label_id (stats.json order). The same key ranks the top-3 list.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from itertools import pairwise
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .files import candidate_names, check_split, load_split, load_stats, prediction_row, write_predictions
+from data_prep.outputs import iter_jsonl
+from data_prep.prepared import candidate_names, load_prepared
+
+from .files import check_split, prediction_row, write_predictions
 
 KINDS = ("most-frequent", "markov")
 
@@ -51,16 +53,6 @@ def transition_counts(sequences) -> dict[str, Counter]:
 def global_transitions(train_meta: Iterable[dict]) -> dict[str, Counter]:
     """The global table: each training sample contributes its history followed by its label."""
     return transition_counts(list(m["history"]) + [m["label"]] for m in train_meta)
-
-
-def iter_jsonl(path: Path) -> Iterator[dict]:
-    """Lines of a JSONL file one at a time: train_all.meta.jsonl can be far larger than memory allows."""
-    if not path.is_file():
-        raise FileNotFoundError(f"missing file: {path}")
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
 
 
 class MarkovPredictor:
@@ -96,15 +88,15 @@ def run_baseline(dataset_dir: str | os.PathLike, kind: str, dataset: str, out_di
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     check_split(dataset)
-    stats = load_stats(dataset_dir)
-    candidates = candidate_names(stats)
-    _, meta = load_split(dataset_dir, dataset)
+    split = load_prepared(dataset_dir, dataset, records=False)
+    stats, candidates, meta = split.stats, split.candidates, split.meta
     rows = []
     if kind == "most-frequent":
         order = most_frequent_order(stats)
         for i, m in enumerate(meta):
             rows.append(prediction_row(i, m, order[0], candidates, top=[(n, None) for n in order[:3]]))
     else:
+        # streamed: train_all.meta.jsonl can be far larger than memory allows
         train_meta = iter_jsonl(Path(dataset_dir) / "train_all.meta.jsonl")
         table = global_transitions(tqdm(train_meta, desc="transitions of train_all", unit="sample"))
         predictor = MarkovPredictor(stats, table)

@@ -1,4 +1,6 @@
-"""Reading the prepared dataset_dir and writing evaluation files atomically."""
+"""Evaluation files: the predictions contract (see the package docstring), written atomically.
+
+The prepared dataset_dir is read with ``data_prep.prepared`` (one loader for every package)."""
 
 from __future__ import annotations
 
@@ -8,25 +10,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from data_prep.outputs import read_jsonl, write_jsonl, write_text_atomic  # noqa: F401 (write_text_atomic is re-exported)
 from data_prep.outputs import write_json as write_json_atomic
-from data_prep.outputs import write_jsonl, write_text_atomic  # noqa: F401 (write_text_atomic is re-exported)
 
 TEST_SPLITS = ("test_p1", "test_p2")
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"missing file: {path}")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
-    return rows
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
@@ -34,35 +21,10 @@ def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     return Path(path)
 
 
-def load_stats(dataset_dir: str | os.PathLike) -> dict:
-    path = Path(dataset_dir) / "stats.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"missing {path}: run the prepare stage first")
-    stats = json.loads(path.read_text(encoding="utf-8"))
-    if not stats.get("behaviors"):
-        raise ValueError(f"{path}: no 'behaviors' list")
-    return stats
-
-
-def candidate_names(stats: dict) -> list[str]:
-    """The candidate set in the order of stats.json (index = label_id)."""
-    return [b["name"] for b in stats["behaviors"]]
-
-
 def check_split(dataset: str) -> str:
     if dataset not in TEST_SPLITS:
         raise ValueError(f"dataset must be one of {', '.join(TEST_SPLITS)}, got {dataset!r}")
     return dataset
-
-
-def load_split(dataset_dir: str | os.PathLike, split: str) -> tuple[list[dict], list[dict]]:
-    """(records, meta) of ``<split>.jsonl`` and ``<split>.meta.jsonl``, checked to be line-aligned."""
-    dataset_dir = Path(dataset_dir)
-    records = read_jsonl(dataset_dir / f"{split}.jsonl")
-    meta = read_jsonl(dataset_dir / f"{split}.meta.jsonl")
-    if len(records) != len(meta):
-        raise ValueError(f"{dataset_dir}: {split}.jsonl has {len(records)} lines, its meta {len(meta)}")
-    return records, meta
 
 
 def predictions_path(out_dir: str | os.PathLike, dataset: str) -> Path:

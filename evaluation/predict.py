@@ -23,16 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import (
-    candidate_names,
-    check_split,
-    load_split,
-    load_stats,
-    prediction_row,
-    read_jsonl,
-    write_jsonl_atomic,
-    write_predictions,
-)
+from data_prep.outputs import read_jsonl
+from data_prep.prepared import load_prepared
+
+from .files import check_split, prediction_row, write_jsonl_atomic, write_predictions
 
 DEFAULT_MAX_NEW_TOKENS = 16
 
@@ -58,12 +52,12 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
     """Argmax of the scorer's candidate probabilities for every sample of ``dataset``; returns the file.
 
     Returns None on ranks other than 0 of a torchrun launch (rank 0 writes the file)."""
-    from selection.scorer import load_scores, score_dataset
+    from selection.scorer import score_dataset
+    from selection.shards import load_scores
 
     check_split(dataset)
-    stats = load_stats(dataset_dir)
-    candidates = candidate_names(stats)
-    _, meta = load_split(dataset_dir, dataset)
+    split = load_prepared(dataset_dir, dataset, records=False)
+    candidates, meta = split.candidates, split.meta
     scores_dir = Path(out_dir) / f"{dataset}.scores"
     score_dataset(model, template, dataset_dir, dataset, scores_dir, adapter_path=adapter, batch_size=batch_size,
                   shard_size=shard_size, with_embeddings=False, device=device)
@@ -127,7 +121,7 @@ def generate_outputs(model_path: str, template: str, records: list[dict], parts_
     """Greedy outputs of every record, prompt rendered as in training; resumable JSONL parts in parts_dir."""
     from tqdm.auto import tqdm
 
-    from selection.scorer import check_or_write_manifest
+    from selection.shards import check_or_write_manifest
 
     parts_dir.mkdir(parents=True, exist_ok=True)
     check_or_write_manifest(parts_dir, manifest, "outputs")
@@ -136,8 +130,9 @@ def generate_outputs(model_path: str, template: str, records: list[dict], parts_
     if todo:
         import torch
 
+        from selection.kernel import left_pad
         from selection.models import load_model_and_tokenizer
-        from selection.scorer import encode_pair, load_template
+        from selection.rendering import encode_pair, load_template
 
         model, tokenizer = load_model_and_tokenizer(model_path, adapter, device=device)
         tmpl = load_template(tokenizer, template)
@@ -151,14 +146,11 @@ def generate_outputs(model_path: str, template: str, records: list[dict], parts_
                 batch = [records[i] for i in range(start, min(start + batch_size, shard.stop))]
                 # the prompt half of encode_oneturn does not depend on the answer
                 prompts = [encode_pair(tmpl, tokenizer, r, "")[0] for r in batch]
-                width = max(len(p) for p in prompts)
-                ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for row, p in enumerate(prompts):  # left padding: generation continues every row at the end
-                    ids[row, width - len(p):] = torch.tensor(p)
-                    mask[row, width - len(p):] = 1
+                # left padding: generation continues every row at the end
+                ids, mask, _, _ = left_pad(prompts, pad_id, dev)
+                width = ids.shape[1]
                 with torch.inference_mode():
-                    generated = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
+                    generated = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                                max_new_tokens=max_new_tokens, eos_token_id=stop_ids,
                                                pad_token_id=pad_id)
                 for row in generated[:, width:].tolist():
@@ -182,11 +174,10 @@ def predict_generate(model: str, template: str, dataset_dir: str | os.PathLike, 
                      device: str | None = None) -> Path:
     """Free generation parsed to a candidate; an output that is no candidate is ``pred: null``."""
     check_split(dataset)
-    stats = load_stats(dataset_dir)
-    candidates = candidate_names(stats)
-    records, meta = load_split(dataset_dir, dataset)
+    split = load_prepared(dataset_dir, dataset)
+    candidates, records, meta = split.candidates, split.records, split.meta
     parts_dir = Path(out_dir) / f"{dataset}.generate"
-    manifest = _generate_manifest(model, adapter, template, Path(dataset_dir) / f"{dataset}.jsonl",
+    manifest = _generate_manifest(model, adapter, template, split.path,
                                   max_new_tokens, shard_size)
     outputs = generate_outputs(model, template, records, parts_dir, manifest, adapter=adapter,
                                batch_size=batch_size, max_new_tokens=max_new_tokens, shard_size=shard_size,

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.outputs import atomic_open
+from data_prep.prepared import load_stats
 
 from . import metrics as M
-from .files import TEST_SPLITS, load_predictions, load_stats, write_json_atomic, write_text_atomic
+from .files import TEST_SPLITS, load_predictions, write_json_atomic, write_text_atomic
 from .paper_tables import TABLE3
 
 LABELS = {"prec_w": "Prec_w", "rec_w": "Rec_w", "overall": "Overall", "head": "Head", "medium": "Medium",

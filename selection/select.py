@@ -7,11 +7,10 @@ import warnings
 
 import numpy as np
 
+from .config import MODES, SelectConfig, check_F, default
 from .difficulty import DIFFICULTY, d_confusion, normalize_within_behavior
 
 logger = logging.getLogger(__name__)
-
-MODES = ("dds", "uniform", "topf")
 
 
 def behavior_seed(seed: int, label_id: int) -> int:
@@ -32,8 +31,7 @@ def select_for_behavior(embeddings, weights, F: int, seed: int, mode: str = "dds
     topf (w/o KMeans): the F highest weights, ties broken by position (stable).
     A behavior with at most F samples keeps them all.
     """
-    if F <= 0:
-        raise ValueError(f"F must be positive, got {F}")
+    check_F(F)
     if mode not in MODES:
         raise ValueError(f"unknown selection mode {mode!r} (choose from {', '.join(MODES)})")
     weights = np.asarray(weights, dtype=np.float64)
@@ -94,22 +92,23 @@ def rejected_ids(logprobs, label_id, pred_id) -> np.ndarray:
 
 
 def select_all(
-    scores: dict, stats: dict, F: int = 20, mode: str = "dds", lam: float = 0.5, eq3: str = "text", seed: int = 42
+    scores: dict,
+    stats: dict,
+    F: int = default(SelectConfig, "F"),
+    mode: str = default(SelectConfig, "mode"),
+    lam: float = default(SelectConfig, "lam"),
+    eq3: str = default(SelectConfig, "eq3"),
+    seed: int = default(SelectConfig, "seed"),
 ) -> tuple[dict, list[dict], list[str]]:
     """Difficulty (Eq. 2/3), per-behavior normalization and selection over a scored pool.
 
-    scores: ``scorer.load_scores`` output (index, label_id, pred_id, p_true, logprobs, embedding).
+    scores: ``shards.load_scores`` output (index, label_id, pred_id, p_true, logprobs, embedding).
     Returns (selection, report, warnings): selection holds the chosen rows' ``index`` (line numbers),
     ``label_id``, ``pred_id``, ``rejected_id``, ``difficulty`` arrays in behavior order; report one dict per
     behavior of stats["behaviors"] (pool_size, pi_ref_accuracy, mean_difficulty, selected, pairs).
     A behavior without pool samples is reported with zeros and a warning.
     """
-    if F <= 0:
-        raise ValueError(f"F must be positive, got {F}")
-    if eq3 not in DIFFICULTY:
-        raise ValueError(f"unknown Eq. 3 reading {eq3!r} (choose from {', '.join(DIFFICULTY)})")
-    if mode not in MODES:
-        raise ValueError(f"unknown selection mode {mode!r} (choose from {', '.join(MODES)})")
+    SelectConfig(F=F, mode=mode, lam=lam, eq3=eq3, seed=seed)  # validates every setting in one place
     behaviors = stats["behaviors"]
     labels = np.asarray(scores["label_id"], dtype=np.int64)
     if len(labels) == 0:
@@ -170,22 +169,23 @@ def select_all(
 def run_selection(
     scores_dir,
     dataset_dir,
-    dataset: str = "train_all",
-    F: int = 20,
-    mode: str = "dds",
-    lam: float = 0.5,
-    eq3: str = "text",
-    seed: int = 42,
+    dataset: str = default(SelectConfig, "dataset"),
+    F: int = default(SelectConfig, "F"),
+    mode: str = default(SelectConfig, "mode"),
+    lam: float = default(SelectConfig, "lam"),
+    eq3: str = default(SelectConfig, "eq3"),
+    seed: int = default(SelectConfig, "seed"),
     out_dir=None,
 ) -> dict:
     """load_scores -> select_all -> pairs.write_outputs (into out_dir, default dataset_dir). Returns the report."""
     from pathlib import Path
 
-    from .pairs import write_outputs
-    from .scorer import load_prepared, load_scores
+    from data_prep.prepared import load_prepared
 
-    if F <= 0:
-        raise ValueError(f"F must be positive, got {F}")
+    from .pairs import write_outputs
+    from .shards import load_scores
+
+    SelectConfig(dataset=dataset, F=F, mode=mode, lam=lam, eq3=eq3, seed=seed)  # fail before loading anything
     data = load_prepared(dataset_dir, dataset)
     scores = load_scores(scores_dir)
     if scores["candidates"] != data.candidates:

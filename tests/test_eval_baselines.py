@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from data_prep.outputs import read_jsonl
 from evaluation.__main__ import main
 from evaluation.baselines import MarkovPredictor, global_transitions, most_frequent_order, run_baseline
-from evaluation.files import read_jsonl
 
 NAMES = ["sleep", "work", "eat", "game", "taxi"]
 COUNTS = [10, 10, 5, 2, 1]  # sleep and work tie: the lower label_id (sleep) is the most frequent

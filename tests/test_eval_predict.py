@@ -10,11 +10,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from data_prep.outputs import read_jsonl
 from evaluation.__main__ import main
-from evaluation.files import read_jsonl
 from evaluation.predict import parse_generation, predict_constrained, predict_generate
 from selection.models import build_tiny_llama, texts_from_dataset_dir
-from selection.scorer import load_scores
+from selection.shards import load_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["sleep", "work", "watch a football match", "去医院看病"]

@@ -10,20 +10,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from data_prep.prepared import load_prepared, resolve_dataset_file
 from selection.__main__ import main as cli
+from selection.kernel import cached_candidate_logprobs, naive_candidate_logprobs, prefix_tree
 from selection.models import build_tiny_llama, load_model_and_tokenizer, texts_from_dataset_dir
-from selection.scorer import (
-    CandidateScorer,
-    PromptEncoder,
-    cached_candidate_logprobs,
-    load_prepared,
-    load_scores,
-    load_template,
-    naive_candidate_logprobs,
-    prefix_tree,
-    resolve_dataset_file,
-    score_dataset,
-)
+from selection.rendering import PromptEncoder, load_template
+from selection.scorer import CandidateScorer, score_dataset
+from selection.shards import load_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two anchors, five tails; long and non-Latin names so the tiny BPE splits them into many tokens, and two
@@ -296,7 +289,7 @@ def test_rendering_matches_llamafactory_dpo_preprocessing(loaded, dataset_dir):
     from llamafactory.data.processor import PairwiseDatasetProcessor
     from llamafactory.hparams import DataArguments
 
-    from selection.scorer import encode_pair
+    from selection.rendering import encode_pair
 
     _, tokenizer, template = loaded
     data = load_prepared(dataset_dir)
@@ -315,7 +308,7 @@ def test_rendering_matches_llamafactory_dpo_preprocessing(loaded, dataset_dir):
 
 
 def test_prompt_sharing_is_checked():
-    from selection.scorer import encode_candidates
+    from selection.rendering import encode_candidates
 
     class LeakyTemplate:  # a template whose prompt depends on the answer cannot share a prefix
         efficient_eos = False

@@ -97,14 +97,9 @@ def timed(fn, repeat: int = 1):
 def bench_scoring(name: str, model_dir: Path, n_prompts: int, n_naive: int, batch_size: int) -> None:
     import torch
 
+    from selection.kernel import cached_candidate_logprobs, naive_candidate_logprobs, prefix_tree
     from selection.models import load_model_and_tokenizer
-    from selection.scorer import (
-        PromptEncoder,
-        cached_candidate_logprobs,
-        load_template,
-        naive_candidate_logprobs,
-        prefix_tree,
-    )
+    from selection.rendering import PromptEncoder, load_template
 
     model, tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
     template = load_template(tokenizer, "smollm2")
@@ -129,11 +124,11 @@ def bench_scoring(name: str, model_dir: Path, n_prompts: int, n_naive: int, batc
         )
 
     def prompt_only():  # the floor: one forward over the (padded) prompts, as the cached path's first step
-        from selection.scorer import _left_pad
+        from selection.kernel import left_pad
 
         with torch.inference_mode():
             for s in range(0, len(prompts), batch_size):
-                ids, mask, pos, _ = _left_pad(prompts[s : s + batch_size], tokenizer.pad_token_id, "cpu")
+                ids, mask, pos, _ = left_pad(prompts[s : s + batch_size], tokenizer.pad_token_id, "cpu")
                 model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=1)
 
     cached()  # warm-up

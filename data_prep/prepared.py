@@ -1,0 +1,89 @@
+"""Reading a prepared dataset_dir back (README "Files between stages"): data_prep writes it, so it reads it.
+
+A split is ``<stem>.jsonl`` (alpaca records, what LLaMA-Factory trains on) with a line-aligned
+``<stem>.meta.jsonl``; ``stats.json`` lists the behaviors in label_id order, which is the candidate order
+everywhere (scorer, selection, evaluation).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_prep.outputs import read_jsonl
+
+
+def resolve_dataset_file(dataset_dir: str | os.PathLike, dataset: str) -> Path:
+    """`dataset` as a dataset_info.json name (``behavior_train_all``) or its stem (``train_all``) -> jsonl path.
+
+    Without a dataset_info.json (evaluation-only dirs) the stem names ``<dataset_dir>/<stem>.jsonl``."""
+    dataset_dir = Path(dataset_dir)
+    info_path = dataset_dir / "dataset_info.json"
+    if not info_path.is_file():
+        path = dataset_dir / f"{dataset}.jsonl"
+        if path.is_file():
+            return path
+        raise FileNotFoundError(f"{str(path)!r} not found and no dataset_info.json: is {str(dataset_dir)!r} a "
+                                "prepared dataset dir?")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    for name in (dataset, f"behavior_{dataset}"):
+        if name in info:
+            path = dataset_dir / info[name]["file_name"]
+            if not path.is_file():
+                raise FileNotFoundError(f"dataset {dataset!r} is registered but {str(path)!r} does not exist")
+            return path
+    for entry in info.values():
+        if Path(entry.get("file_name", "")).stem == dataset:
+            return dataset_dir / entry["file_name"]
+    raise ValueError(f"dataset {dataset!r} is not in {str(info_path)!r} (known: {', '.join(sorted(info))})")
+
+
+def meta_path(path: str | os.PathLike) -> Path:
+    """The meta side file of a split: ``x.jsonl`` -> ``x.meta.jsonl``."""
+    path = Path(path)
+    return path.with_name(path.name[: -len(".jsonl")] + ".meta.jsonl")
+
+
+def load_stats(dataset_dir: str | os.PathLike) -> dict:
+    """stats.json, checked to list the behaviors in label_id order 0..K-1."""
+    path = Path(dataset_dir) / "stats.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"missing {path}: run the prepare stage first")
+    stats = json.loads(path.read_text(encoding="utf-8"))
+    behaviors = stats.get("behaviors")
+    if not behaviors:
+        raise ValueError(f"{path}: no 'behaviors' list")
+    if [b["label_id"] for b in behaviors] != list(range(len(behaviors))):
+        raise ValueError(f"{path}: behaviors must be ordered by label_id 0..K-1")
+    return stats
+
+
+def candidate_names(stats: dict) -> list[str]:
+    """The candidate set in the order of stats.json (index = label_id)."""
+    return [b["name"] for b in stats["behaviors"]]
+
+
+@dataclass
+class PreparedDataset:
+    path: Path
+    records: list[dict] | None  # None when loaded with records=False
+    meta: list[dict]
+    stats: dict
+    candidates: list[str]
+
+
+def load_prepared(dataset_dir: str | os.PathLike, dataset: str = "train_all", records: bool = True) -> PreparedDataset:
+    """A prepared split with its meta lines (checked line-aligned), stats.json and the candidate list.
+
+    records=False reads only the meta side file (baselines need no prompts)."""
+    path = resolve_dataset_file(dataset_dir, dataset)
+    stats = load_stats(dataset_dir)  # before the (large) split, so a half-prepared dir fails fast
+    side = meta_path(path)
+    if not side.is_file():
+        raise FileNotFoundError(f"{str(side)!r} not found (written by data_prep)")
+    meta = read_jsonl(side)
+    rows = read_jsonl(path) if records else None
+    if rows is not None and len(rows) != len(meta):
+        raise ValueError(f"{path.name} has {len(rows)} lines but {side.name} has {len(meta)}")
+    return PreparedDataset(path, rows, meta, stats, candidate_names(stats))

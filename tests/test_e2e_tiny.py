@@ -45,9 +45,19 @@ def _run(cmd: list[str], log: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-def _make(run_dir: Path, base: Path, *args: str, log: Path) -> str:
+PREPARE = ("USERS=12", "DAYS=5", "HISTORY_LEN=5", "TRAIN_CAP=40", "VALID_CAP=6", "TEST_CAP=6", "P2_PER_BEHAVIOR=1",
+           "EPS=0.2", "SEED=7")
+
+
+def _make(run_dir: Path, base: Path | None, *args: str, log: Path) -> str:
     return _run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), *args, f"MODEL={RECIPE_FOLDER}",
-                 f"RUN_DIR={run_dir}", f"BASE_MODEL={base}", f"VENV={Path(sys.executable).parents[1]}"], log)
+                 f"RUN_DIR={run_dir}", *([f"BASE_MODEL={base}"] if base else []),
+                 f"VENV={Path(sys.executable).parents[1]}"], log)
+
+
+def _ran(log: str) -> list[str]:
+    """The stages a pipeline log says it ran ("==> <stage> (<why>)"), in order."""
+    return [line[4:].split(" (")[0] for line in log.splitlines() if line.startswith("==> ")]
 
 
 def _weights(model_dir: Path) -> dict:
@@ -78,6 +88,26 @@ def _first_log(output_dir: Path) -> dict:
     return first
 
 
+def _invalidation(finished_run: Path, base: Path, tmp: Path, logs: Path) -> dict[str, list[str]]:
+    """Which stages of `make b-tune` run after each kind of change (pipeline/graph.py), on a copy of the run
+    (stamps record content and location-free parameters, so a moved run is still up to date)."""
+    run_dir = tmp / "moved-run"
+    shutil.copytree(finished_run, run_dir, symlinks=True)
+    ran = {"nothing": _ran(_make(run_dir, base, "b-tune", f"F={F}", log=logs / "inv-nothing.log")),
+           "F": _ran(_make(run_dir, base, "b-tune", f"F={F - 1}", log=logs / "inv-f.log"))}
+    recipes = tmp / "recipes"
+    shutil.copytree(ROOT / "recipes", recipes)
+    dpo = recipes / RECIPE_FOLDER / "btune_lora_dpo.yaml"
+    dpo.write_text(dpo.read_text().replace("pref_beta: 0.1", "pref_beta: 0.2"))
+    ran["recipe"] = _ran(_make(run_dir, base, "b-tune", f"F={F - 1}", f"RECIPES={recipes}", log=logs / "inv-r.log"))
+    shutil.rmtree(run_dir / "scores")
+    ran["deleted"] = _ran(_make(run_dir, base, "b-tune", f"F={F - 1}", f"RECIPES={recipes}", log=logs / "inv-d.log"))
+    prepare = [v if not v.startswith("EPS=") else "EPS=0.4" for v in PREPARE]
+    ran["eps_prepare"] = _ran(_make(run_dir, None, "prepare", *prepare, log=logs / "inv-eps-prepare.log"))
+    ran["eps"] = _ran(_make(run_dir, base, "b-tune", f"F={F - 1}", f"RECIPES={recipes}", log=logs / "inv-eps.log"))
+    return ran
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
@@ -85,9 +115,7 @@ def chain(tmp_path_factory):
     logs.mkdir()
     data = run_dir / "data"
     py = sys.executable
-    _run([py, "-m", "data_prep", "prepare", "--synthetic", "--out", str(data), "--users", "12", "--days", "5",
-          "--history-len", "5", "--train-cap", "40", "--valid-cap", "6", "--test-cap", "6",
-          "--p2-per-behavior", "1", "--eps", "0.2", "--seed", "7"], logs / "prepare.log")
+    _make(run_dir, None, "prepare", *PREPARE, log=logs / "prepare.log")
     base = tmp / "tiny-model"
     _run([py, "-m", "selection", "build-tiny", "--out", str(base), "--dataset-dir", str(data)], logs / "build.log")
 
@@ -106,8 +134,6 @@ def chain(tmp_path_factory):
     shutil.rmtree(last_ckpt)
     for name in ("adapter_model.safetensors", "adapter_config.json", "trainer_state.json"):
         (atune / name).unlink()
-    for stamp in ("atune.done", "pi_ref.done"):
-        (run_dir / stamp).unlink()
     resume_log = _make(run_dir, base, "a-tune", *distributed, log=logs / "atune-resume.log")
     rerun_log = _make(run_dir, base, "a-tune", *distributed, log=logs / "atune-rerun.log")
 
@@ -124,7 +150,8 @@ def chain(tmp_path_factory):
     _make(run_dir, base, "eval-model", "EVAL_NAME=a-tune", f"EVAL_MODEL={run_dir / 'pi_ref'}", "EVAL_GENERATE=1",
           log=logs / "eval-generate.log")
     eval_rerun_log = _make(run_dir, base, "eval", log=logs / "eval-rerun.log")
-    return {"run": run_dir, "base": base, "tmp": tmp, "uninterrupted": uninterrupted, "first_ckpt": first_ckpt,
+    invalidation = _invalidation(run_dir, base, tmp, logs)
+    return {"invalidation": invalidation, "run": run_dir, "base": base, "tmp": tmp, "uninterrupted": uninterrupted, "first_ckpt": first_ckpt,
             "first_mtime": first_mtime, "resume_log": resume_log, "rerun_log": rerun_log, "eval_log": eval_log,
             "eval_rerun_log": eval_rerun_log}
 
@@ -147,6 +174,31 @@ def test_interrupted_atune_resumes_from_last_checkpoint(chain):
 
 def test_finished_stage_is_not_redone(chain):
     assert "llamafactory-cli" not in chain["rerun_log"]
+    assert "up to date: a-tune: train (atune_lora_sft)" in chain["rerun_log"]
+
+
+# ---- invalidation: a stage reruns exactly when an input's content or a parameter changed ------------------
+def test_changing_nothing_runs_nothing(chain):
+    assert chain["invalidation"]["nothing"] == []
+
+
+def test_changing_f_reruns_select_and_btune_only(chain):
+    assert chain["invalidation"]["F"] == ["select", "b-tune: train (btune_lora_dpo)"]
+
+
+def test_editing_a_recipe_reruns_its_stage(chain):
+    assert chain["invalidation"]["recipe"] == ["b-tune: train (btune_lora_dpo)"]
+
+
+def test_deleting_an_output_reruns_its_stage(chain):
+    ran = chain["invalidation"]["deleted"]
+    assert ran[0] == "score" and "a-tune: train (atune_lora_sft)" not in ran
+
+
+def test_changing_eps_reruns_atune_and_everything_after(chain):
+    assert chain["invalidation"]["eps_prepare"] == ["prepare"]
+    assert chain["invalidation"]["eps"] == ["a-tune: train (atune_lora_sft)", "a-tune: merge", "score", "select",
+                                            "b-tune: train (btune_lora_dpo)"]
 
 
 def test_pi_ref_differs_from_base(chain):

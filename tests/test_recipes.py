@@ -11,8 +11,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
-MODEL_DIRS = sorted(p for p in RECIPES.iterdir() if p.is_dir() and p.name != "deepspeed")
-RECIPE_FILES = sorted(RECIPES.glob("*/*.yaml"))
+# deepspeed/ holds ZeRO configs, sasrec/ the non-LLM baseline's settings (python -m sasrec): no LLaMA-Factory recipes
+NOT_LLAMAFACTORY = {"deepspeed", "sasrec"}
+MODEL_DIRS = sorted(p for p in RECIPES.iterdir() if p.is_dir() and p.name not in NOT_LLAMAFACTORY)
+RECIPE_FILES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name not in NOT_LLAMAFACTORY)
+TRAIN_FILES = [p for p in RECIPE_FILES if p.name != "merge_lora.yaml"]
+PAPER_FLOOR = 1e-6  # paper 4.1: warm-up from 1e-6, cosine down to 1e-6
 EXPECTED_FILES = {"atune_lora_sft.yaml", "merge_lora.yaml", "btune_lora_dpo.yaml", "full_lora_sft.yaml",
                   "wo_dpo_lora_sft.yaml", "reverse_lora_sft.yaml"}
 EXPECTED_TEMPLATES = {"llama3.1-8b-instruct": "llama3", "qwen2.5-1.5b-instruct": "qwen",
@@ -88,15 +92,14 @@ def test_paper_hyperparameters_in_8b_atune():
     assert a["dataset"] == "behavior_anchor,behavior_aux"
     assert a["optim"].startswith("adamw")
     assert a["learning_rate"] == pytest.approx(1e-4)
-    assert a["lr_scheduler_type"] == "cosine_with_min_lr"
-    assert a["learning_rate"] * a["lr_scheduler_kwargs"]["min_lr_rate"] == pytest.approx(1e-6)
+    assert a["lr_scheduler_type"] == "cosine_warmup_with_min_lr"
     assert a["warmup_steps"] == pytest.approx(0.1)  # < 1: a ratio of the total steps
     assert a["num_train_epochs"] <= 8
     gpus = 8
     assert a["per_device_train_batch_size"] * gpus * a["gradient_accumulation_steps"] == 8
     assert a["bf16"] is True
     assert a["deepspeed"] == "recipes/deepspeed/ds_z2_config.json"
-    assert a["eval_dataset"] == "behavior_valid"
+    assert a["eval_dataset"] == "behavior_valid_5k"  # the per-epoch best-checkpoint choice (seeded subset)
     assert a["eval_strategy"] == a["save_strategy"] == "epoch"
     assert a["load_best_model_at_end"] is True and a["metric_for_best_model"] == "eval_loss"
     assert a["save_total_limit"] >= 1
@@ -143,3 +146,108 @@ def test_make_wires_template_launcher_and_overrides(tmp_path):
     assert f"model_name_or_path={tmp_path}/pi_ref" in train[1] and "btune_lora_dpo.yaml" in train[1]
     cpu = _make_dry_run("a-tune", "MODEL=tiny", f"RUN_DIR={tmp_path}", "DEEPSPEED=none")
     assert "FORCE_TORCHRUN" not in cpu and "deepspeed=null" in cpu
+
+
+# ---- learning-rate schedule (paper 4.1: linear warm-up over 10 % of the steps from 1e-6, cosine to 1e-6) ----
+class ZeroLikeOptimizer:
+    """What the HF Trainer hands to create_scheduler under DeepSpeed ZeRO: accelerate's wrapper whose `defaults`
+    forwards to DeepSpeed's ZeRO optimizer, which has none. Built on torch's Optimizer so LambdaLR accepts it."""
+
+    @classmethod
+    def make(cls, lr: float):
+        import torch
+
+        class _Zero(torch.optim.Optimizer):
+            def __init__(self):  # no super().__init__: DeepSpeed's optimizer never sets `defaults` either
+                self.param_groups, self.state = [{"params": [], "lr": lr}], {}
+
+            @property
+            def defaults(self):
+                raise AttributeError("'DeepSpeedZeroOptimizer' object has no attribute 'defaults'")
+
+            def step(self, closure=None):
+                return None
+
+        return _Zero()
+
+
+def schedule(training_args, total_steps: int, kwargs: dict | None = None) -> list[float]:
+    """Learning rate of every optimizer step, from the scheduler built exactly as Trainer.create_scheduler does."""
+    from transformers.optimization import get_scheduler
+
+    optimizer = ZeroLikeOptimizer.make(training_args.learning_rate)
+    scheduler = get_scheduler(training_args.lr_scheduler_type, optimizer=optimizer,
+                              num_warmup_steps=training_args.get_warmup_steps(total_steps),
+                              num_training_steps=total_steps,
+                              scheduler_specific_kwargs=training_args.lr_scheduler_kwargs if kwargs is None else kwargs)
+    lrs = []
+    for _ in range(total_steps):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize("path", TRAIN_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_schedule_warms_up_from_and_anneals_to_the_floor(path, tmp_path):
+    training_args = parse_recipe(path, tmp_path)[2]
+    peak, kwargs, steps = training_args.learning_rate, training_args.lr_scheduler_kwargs, 200
+    lrs = schedule(training_args, steps)
+    warmup = training_args.get_warmup_steps(steps)
+    assert warmup == 20  # warmup_steps 0.1 of 200
+    assert lrs[0] == pytest.approx(peak * kwargs["warmup_lr_rate"])  # the first step, not 0
+    assert lrs[warmup - 1] == pytest.approx(peak) and max(lrs) == pytest.approx(peak)
+    assert all(a < b for a, b in zip(lrs[:warmup - 1], lrs[1:warmup]))  # linear rise
+    assert all(a >= b for a, b in zip(lrs[warmup - 1:], lrs[warmup:]))  # cosine fall
+    assert lrs[-1] == pytest.approx(peak * kwargs["min_lr_rate"]) and min(lrs) == pytest.approx(lrs[-1])
+    if path.parent.name != "tiny":  # the tiny model keeps the paper's ratios around its larger peak
+        assert lrs[0] == pytest.approx(PAPER_FLOOR) and lrs[-1] == pytest.approx(PAPER_FLOOR)
+
+
+def test_min_lr_would_break_under_deepspeed(tmp_path):
+    """Why the floor is a ratio: `min_lr` reads optimizer.defaults, which the ZeRO-wrapped optimizer lacks."""
+    training_args = parse_recipe(PAPER / "atune_lora_sft.yaml", tmp_path)[2]
+    with pytest.raises(AttributeError, match="defaults"):
+        schedule(training_args, 10, {"min_lr": PAPER_FLOOR, "warmup_lr_rate": 0.01})
+
+
+def test_previous_scheduler_started_at_zero(tmp_path):
+    """The scheduler this replaces (`cosine_with_min_lr`) spends its first step at learning rate 0."""
+    training_args = parse_recipe(PAPER / "atune_lora_sft.yaml", tmp_path)[2]
+    training_args.lr_scheduler_type = "cosine_with_min_lr"
+    assert schedule(training_args, 200, {"min_lr_rate": 0.01})[0] == 0.0
+
+
+# ---- several nodes, validation subset, throughput profile ----
+@pytest.mark.parametrize("folder", ["llama3.1-8b-instruct", "qwen2.5-1.5b-instruct"])
+def test_multi_gpu_recipes_fail_fast_and_tokenize_once(folder, tmp_path):
+    for path in (RECIPES / folder).glob("*.yaml"):
+        if path.name == "merge_lora.yaml":
+            continue
+        _, data_args, training_args, *_ = parse_recipe(path, tmp_path)
+        assert 600 <= training_args.ddp_timeout <= 3 * 3600, path.name  # a dead rank fails within hours
+        assert data_args.data_shared_file_system and not data_args.overwrite_cache, path.name
+
+
+def test_validation_subset_is_the_seeded_head_of_valid(tmp_path):
+    """behavior_valid_5k reads the first 5,000 rows of valid.jsonl (prepare writes it in seeded random order)
+    through the `split` that LLaMA-Factory passes to datasets.load_dataset; fewer rows give them all."""
+    from datasets import load_dataset
+    from llamafactory.data.parser import get_dataset_list
+
+    (attr,) = get_dataset_list(["behavior_valid_5k"], str(ROOT))
+    (full,) = get_dataset_list(["behavior_valid"], str(ROOT))
+    assert attr.dataset_name == full.dataset_name == "valid.jsonl"
+    for rows in (6000, 30):
+        path = tmp_path / f"{rows}.jsonl"
+        path.write_text("".join(json.dumps({"instruction": f"q{i}", "output": "a"}) + "\n" for i in range(rows)))
+        subset = load_dataset("json", data_files=str(path), split=attr.split, cache_dir=str(tmp_path / "c"))
+        assert subset["instruction"] == [f"q{i}" for i in range(min(rows, 5000))]
+
+
+def test_sft_recipes_choose_the_checkpoint_on_the_subset():
+    for path in TRAIN_FILES:
+        args = load(path)
+        if args.get("eval_strategy") == "epoch":
+            assert args["eval_dataset"] == "behavior_valid_5k", path
+            assert args.get("early_stopping_steps") is None, path  # opt-in only: the paper trains up to 8 epochs

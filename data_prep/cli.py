@@ -14,6 +14,7 @@ from pathlib import Path
 from data_prep import events
 from data_prep.config import PrepareConfig
 from data_prep.errors import PrepareError
+from data_prep.options import resolve_columns
 from data_prep.prepare import prepare
 from data_prep.synthetic import DEFAULT_DAYS, DEFAULT_USERS, generate_events
 
@@ -57,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--synthetic", action="store_true", help="the embedded synthetic default")
     p.add_argument("--format", choices=("csv", "jsonl", "parquet"), help="input format (default: by suffix)")
     p.add_argument("--columns", help="column mapping, e.g. user=uid,time=ts,place=loc,behavior=label")
-    p.add_argument("--label-map", help="JSON file merging raw labels into categories")
-    p.add_argument("--tz", help="time zone for timestamps without an offset (e.g. Asia/Shanghai)")
+    p.add_argument("--label-map", help="JSON or CSV file merging (or renaming) raw labels into categories "
+                                       "(--input and --foursquare)")
+    p.add_argument("--tz", help="convert timestamps that name their instant (Z, offsets, epoch seconds) to this "
+                                "zone's local time, e.g. Asia/Shanghai or +08:00 (naive times are already local)")
     p.add_argument("--users", type=int, default=DEFAULT_USERS, help="synthetic: number of users")
     p.add_argument("--days", type=int, default=DEFAULT_DAYS, help="synthetic: number of days")
     p.add_argument("--behaviors", help="synthetic: comma-separated subset of behaviors (demo profile)")
@@ -69,12 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args) -> tuple[object, dict]:
     if args.input:
         columns = events.parse_columns_option(args.columns) if args.columns else None
+        resolve_columns(columns, distinct=True)   # prepare needs four different columns
         label_map = events.load_label_map(args.label_map) if args.label_map else None
         table = events.load_events(args.input, fmt=args.format, columns=columns, label_map=label_map, tz=args.tz)
         return table, {"kind": "events", "path": args.input, "format": args.format, "columns": args.columns,
                        "label_map": args.label_map, "tz": args.tz}
     if args.foursquare:
-        return events.load_foursquare(args.foursquare), {"kind": "foursquare", "path": args.foursquare}
+        label_map = events.load_label_map(args.label_map) if args.label_map else None
+        source = {"kind": "foursquare", "path": args.foursquare}
+        if args.label_map:
+            source["label_map"] = args.label_map
+        return events.load_foursquare(args.foursquare, label_map=label_map), source
     behaviors = [b.strip() for b in args.behaviors.split(",") if b.strip()] if args.behaviors else None
     table = generate_events(n_users=args.users, n_days=args.days, seed=args.seed, behaviors=behaviors)
     return table, {"kind": "synthetic", "users": args.users, "days": args.days, "seed": args.seed,

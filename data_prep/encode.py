@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from data_prep import labels
 from data_prep.errors import PrepareError, fmt_counts, one_line
 from data_prep.table import UNKNOWN_PLACE, EventTable
 
@@ -34,11 +35,11 @@ def events_from_arrays(user, time, place, behavior, *, label_map: Mapping[str, s
     columns = {"user": user, "time": time, "place": place, "behavior": behavior}
     del user, time, place, behavior
     return finish_columns(columns, label_map=label_map, strict_labels=strict_labels, reject=reject,
-                   dropped=dropped, notes=notes, source=source, row_numbers=row_numbers)
+                          dropped=dropped, notes=notes, source=source, row_numbers=row_numbers)
 
 
 def finish_columns(columns: dict, *, label_map, strict_labels, reject, dropped, notes, source,
-            row_numbers) -> EventTable:
+                   row_numbers) -> EventTable:
     """events_from_arrays on a dict it may empty: each input column is released as soon as it is
     encoded, so peak memory stays near 30 bytes an event."""
     dropped = dict(dropped or {})
@@ -51,23 +52,30 @@ def finish_columns(columns: dict, *, label_map, strict_labels, reject, dropped, 
     notes.setdefault("rows_read", n)
     notes.setdefault("source", source)
 
+    at = _RowFinder(n, source, row_numbers)
     user_chunks, user_values = _dictionary(columns.pop("user"), n, source, "user")
-    user_ids, lut = _lookup([_clean(v) for v in user_values])
+    user_values = [_clean(v) for v in user_values]
+    at.refuse(user_chunks, [labels.float_id_problem(v) for v in user_values])
+    user_ids, lut = _lookup(user_values)
     u = _gather(user_chunks, lut, n)
     del user_chunks
 
     place_chunks, place_values = _dictionary(columns.pop("place"), n, source, "place")
-    places, lut = _lookup([_clean(v) for v in place_values])  # empty places are code -1 for now
+    place_values = _clean_labels(place_chunks, place_values, "place", at, notes)
+    at.refuse(place_chunks, [labels.label_problem(v, "place") for v in place_values])
+    places, lut = _lookup(place_values)  # empty places are code -1 for now
     p = _gather(place_chunks, lut, n)
     del place_chunks
 
     behavior_chunks, behavior_values = _dictionary(columns.pop("behavior"), n, source, "behavior")
-    raw_labels = [_clean(v) for v in behavior_values]
+    raw_labels = _clean_labels(behavior_chunks, behavior_values, "behavior", at, notes)
     if label_map is not None:
-        cleaned_map = {str(k).strip(): str(v).strip() for k, v in label_map.items()}
+        cleaned_map = {labels.clean_label(k)[0]: labels.clean_label(v)[0] for k, v in label_map.items()}
         mapped = [cleaned_map.get(v, _NOT_IN_MAP) if v else "" for v in raw_labels]
     else:
         mapped = raw_labels
+    at.refuse(behavior_chunks, [labels.label_problem(v, "behavior") if isinstance(v, str) else None
+                                for v in mapped])
     behaviors, lut = _lookup(mapped)
     b = _gather(behavior_chunks, lut, n)
     if label_map is not None and strict_labels:
@@ -113,6 +121,47 @@ def finish_columns(columns: dict, *, label_map, strict_labels, reject, dropped, 
     notes["events"] = int(u.size)
     return EventTable(user=u, user_ids=user_ids, time=time, place=p, places=places,
                       behavior=b, behaviors=behaviors, dropped=dropped, notes=notes)
+
+
+class _RowFinder:
+    """Finds the source row of a dictionary entry, for one-line errors (only on the error path)."""
+
+    def __init__(self, n: int, source: str, row_numbers: np.ndarray | None):
+        self.n, self.source, self.row_numbers = n, source, row_numbers
+
+    def rows(self, chunks: pa.ChunkedArray, entries: list[int]) -> np.ndarray:
+        """Bool mask of the rows whose dictionary entry is one of ``entries``."""
+        flags = np.zeros(len(chunks.chunk(0).dictionary) + 1 if chunks.num_chunks else 1, bool)
+        flags[entries] = True
+        return _gather(chunks, flags, self.n)
+
+    def refuse(self, chunks: pa.ChunkedArray, problems: list[str | None]) -> None:
+        """Error on the first row whose entry has a problem (problems: one per dictionary entry)."""
+        bad = [i for i, problem in enumerate(problems) if problem]
+        if not bad:
+            return
+        rows = self.rows(chunks, bad)
+        first = int(np.flatnonzero(rows)[0])
+        row = int(self.row_numbers[first]) if self.row_numbers is not None else first + 1
+        entry_of_row = _gather(chunks, np.arange(len(problems) + 1, dtype=np.int64), self.n)
+        entry = int(entry_of_row[first])
+        raise PrepareError(f"{self.source}: row {row}: {problems[entry]}")
+
+
+def _clean_labels(chunks: pa.ChunkedArray, values: list, what: str, at: _RowFinder, notes: dict) -> list[str]:
+    """labels.clean_label on every dictionary entry; the rows each fix touched are counted in
+    notes["text_fixed"] ("<what>_nfc", "<what>_line_breaks")."""
+    cleaned, fixes = [], []
+    for value in values:
+        text, fixed = labels.clean_label(value)
+        cleaned.append(text)
+        fixes.append(fixed)
+    for fix in ("nfc", "line_breaks"):
+        entries = [i for i, fixed in enumerate(fixes) if fix in fixed]
+        if entries:
+            count = int(np.count_nonzero(at.rows(chunks, entries)))
+            notes.setdefault("text_fixed", {})[f"{what}_{fix}"] = count
+    return cleaned
 
 
 def _fill_unknown_place(places: list[str], p: np.ndarray, filled_code: int, notes: dict):
@@ -166,10 +215,15 @@ def _dictionary(values, n: int, source: str, what: str) -> tuple[pa.ChunkedArray
         chunks = pa.chunked_array([values])
     else:
         array = np.asarray(values)
-        if array.dtype.kind in "iufb":
+        if array.dtype.kind in "iub":
             array = array.astype(str)
-        chunks = pa.chunked_array([pa.array(array.tolist() if array.dtype.kind == "O" else array,
-                                            type=pa.string())])
+        try:
+            # floats go through Arrow, which turns NaN into a missing value (see string_dictionary)
+            chunks = pa.chunked_array([pa.array(array) if array.dtype.kind == "f" else pa.array(
+                array.tolist() if array.dtype.kind == "O" else array, type=pa.string())])
+        except (UnicodeEncodeError, pa.ArrowException) as exc:
+            raise PrepareError(f"{source}: column '{what}' holds values that are not text or numbers, or text "
+                               f"that is not valid Unicode ({one_line(exc)[:120]})") from None
     if len(chunks) != n:
         raise PrepareError(f"{source}: column '{what}' has {len(chunks)} rows, expected {n}")
     chunks = string_dictionary(chunks, source, what)
@@ -267,6 +321,8 @@ def string_dictionary(values, source: str, what: str):
     """A text column (Array or ChunkedArray) as a dictionary of strings; one-line error if not UTF-8 text."""
     typ = values.type
     try:
+        if pa.types.is_floating(typ):   # NaN is a missing value, not a user "nan"; 12345.0 is written "12345"
+            values = pc.if_else(pc.is_nan(values), pa.scalar(None, typ), values)
         if not pa.types.is_dictionary(typ):
             if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
                 values = values.cast(pa.string())

@@ -18,43 +18,66 @@ Timezone rule
 ``EventTable.time`` is the event's LOCAL wall-clock time written as if it were a UTC epoch, so
 weekday and hour come out of plain UTC arithmetic (see :func:`weekday_of`, :func:`hour_of`).
 
-* ISO-8601 with a numeric offset (``2024-03-01T08:00:00+08:00``): the wall time as written, i.e. the
-  local time at that offset (08:00 here). ``+00:00`` is an offset like any other.
-* naive ISO-8601 (``2024-03-01 08:00:00``): already local, taken as written.
-* ISO-8601 ending in ``Z`` and epoch seconds (int, float or a numeric string; fractions are floored):
-  an instant in UTC. It stays UTC unless ``tz`` is given (IANA name such as ``Asia/Shanghai``, or a
-  fixed offset such as ``+08:00``), in which case it is converted to that zone's local time.
-* Parquet timestamp columns: naive ones are local (like naive ISO); zone-aware ones are instants,
-  converted to ``tz`` when given, else to the column's own zone.
-* ISO needs at least hours and minutes (a date alone has no hour); fractional seconds are dropped.
-  Local times outside [1970, 2100) are unparseable. Epoch values that look like milliseconds
-  (most above 1e11) are an error rather than 30 000-year-old dates.
+* naive ISO-8601 (``2024-03-01 08:00:00``): already local, taken as written, with or without ``tz``.
+* Timestamps that name their instant: ISO-8601 with an offset (``2024-03-01T08:00:00+08:00``) or ``Z``,
+  epoch seconds (int, float or a numeric string; fractions are floored), zone-aware Parquet timestamps.
+  With ``tz`` (IANA name such as ``Asia/Shanghai``, or a fixed offset such as ``+08:00``) every one of
+  them is converted to that zone's local time. Without ``tz`` an offset keeps the wall time written at
+  it (the event's own local time, 08:00 here), ``Z`` and epoch seconds stay UTC, and a zone-aware
+  Parquet column uses its own zone. So ``Z`` and ``+00:00`` are the same instant either way (a pandas
+  UTC frame written to CSV and to JSONL gives the same times).
+* One file uses one kind: naive local times next to timestamps that name their instant are an error
+  naming the first row of the smaller kind (they would be hours apart in ways no rule can guess).
+* ISO needs at least hours and minutes (a date alone has no hour); fractional seconds are dropped; an
+  offset beyond +-14:00 is a bad timestamp. Local times outside [1971, 2100) are bad timestamps
+  (dropped: a 1900 or 3000 sentinel, epoch 0).
+* Epoch numbers: when most of them look like milliseconds (above 1e11), or most fall before 1971 (a
+  column of compact dates ``20240301`` or spreadsheet serial dates ``45352.35``, not epoch seconds), it
+  is an error naming the first row and what the number looks like; a few such values are dropped as
+  ``bad_timestamp``.
 
 Bad input (nothing is lost silently)
 ------------------------------------
 Errors are :class:`PrepareError` with one line ``"<file>: row <n>: <problem>"`` (row n counts data
-records from 1: CSV line n+1 below the header, JSONL line n, Parquet record n).
+records from 1: CSV record n below the header (CSV errors also give the line), JSONL line n, Parquet
+record n).
 
-* missing or misnamed column -> error naming the file, the missing column and the columns found.
-* empty file, or a file with no data rows -> error. Every row dropped -> error listing the counts.
+* missing or misnamed column -> error naming the file, the missing column and the columns found;
+  ``columns`` mapping two fields to one column (``--columns place=behavior``) -> error.
+* empty file, or a file with no data rows (a header-only CSV, with or without its final newline) ->
+  error. Every row dropped -> error listing the counts.
 * not UTF-8 (CSV/JSONL) -> error naming the file, the row, the line and the byte offset; a Parquet
-  text column that is not UTF-8 -> error naming the file.
-* malformed CSV row / JSONL line that is not a JSON object -> error with the row.
+  text column that is not UTF-8 -> error naming the file. A lone surrogate in JSONL (``"A \\ud83d"``, a
+  cut emoji) or in a label map -> error naming the row (label map: the line), as it is not Unicode text.
+* CSV record with a different number of fields than the header, JSONL line that is not a JSON object
+  -> error with the row. CSV values may hold quoted newlines at any file size.
+* ids: a user id that is an integer written as a float beyond 2**53 (``1.2345678901234568e+18``; digits
+  lost, users merged) -> error. NaN / infinite ids and labels (Parquet floats, JSON ``NaN``) are missing
+  values (so ``empty_user`` / ``empty_label``), never a user "nan"; a float holding a whole number is
+  written as the integer (``12345.0`` -> ``"12345"``).
+* labels: a behavior name containing ``", "`` (it separates the candidates in the prompt) or a behavior
+  or place name over 200 characters -> error naming the row (rename with the label map).
 * label map: a raw label outside the map is dropped and counted (``label_not_in_map``), or with
   ``strict_labels`` an error naming the first such row.
 
 Dropped rows are counted in ``EventTable.dropped`` (reason -> rows); a row with several problems is
 counted once, under the first reason of this order:
 ``empty_user`` (empty/null user id), ``bad_timestamp`` (unparseable or out of range; the first row
-numbers and raw values are kept in ``notes["bad_timestamp_rows"]``/``["bad_timestamp_examples"]``),
-``empty_label`` (empty/null behavior), ``label_not_in_map``, ``duplicate_event`` (same user, local
-time and behavior as another row; the one kept is the one whose place sorts first, so the result
-never depends on the file's row order).
+numbers and raw values are kept in ``notes["bad_timestamp_rows"]``/``["bad_timestamp_examples"]``,
+values that are not JSON text or numbers written as text), ``empty_label`` (empty/null behavior),
+``label_not_in_map``, ``duplicate_event`` (same user, local time and behavior as another row; the one
+kept is the one whose place sorts first, so the result never depends on the file's row order).
+Always ``notes["rows_read"] == len(table) + sum(dropped.values())``; `prepare` prints one warning line
+(also in stats.json ``warnings``) when more than 2 % of the rows were dropped.
 
 Kept but changed, counted in ``notes``: an empty place becomes ``"unknown"``
 (``notes["filled"]["empty_place"]``); surrounding whitespace is stripped from every text field;
-unsorted input is sorted by (user, time, behavior, place) (``notes["input_sorted"]`` is False and
-``notes["out_of_order_rows"]`` counts the rows where the file's (user, time) order steps back).
+behavior and place names are normalized to Unicode NFC, so NFC and NFD spellings of "Café" are one
+label (rows changed: ``notes["text_fixed"]["behavior_nfc"]`` / ``["place_nfc"]``), and every run of
+newlines, other control characters and line/paragraph separators inside them becomes one space
+(``["behavior_line_breaks"]`` / ``["place_line_breaks"]``); unsorted input is sorted by (user, time,
+behavior, place) (``notes["input_sorted"]`` is False and ``notes["out_of_order_rows"]`` counts the
+rows where the file's (user, time) order steps back).
 Blank JSONL lines are skipped and counted (``notes["blank_lines"]``).
 Users with too few events are not this module's business (the sample builder drops and counts them).
 
@@ -68,12 +91,14 @@ format detection), :mod:`data_prep.parquet` (Parquet), :mod:`data_prep.timestamp
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from data_prep.encode import events_from_arrays, finish_columns
 from data_prep.errors import MAX_EXAMPLES, PrepareError
@@ -118,14 +143,14 @@ def load_events(path: str | os.PathLike, fmt: str | None = None, columns: Mappin
     if n_rows == 0:
         raise PrepareError(f"{source}: no events (the file has no data rows)")
     raw_time = data.pop("time")
-    data["time"], ok, time_notes = parse_times(raw_time, tz=tz, source=source)
+    data["time"], ok, time_notes = parse_times(raw_time, tz=tz, source=source, row_numbers=row_numbers)
     notes.update(time_notes)
     bad = np.flatnonzero(~ok)
     if bad.size:
         examples = bad[:MAX_EXAMPLES]
         rows = row_numbers[examples] if row_numbers is not None else examples + 1
         notes["bad_timestamp_rows"] = [int(r) for r in rows]
-        notes["bad_timestamp_examples"] = [{"row": int(r), "value": raw_time[int(i)].as_py()}
+        notes["bad_timestamp_examples"] = [{"row": int(r), "value": _json_value(raw_time[int(i)])}
                                            for r, i in zip(rows, examples)]
     del raw_time, bad
     bad_time = ~ok
@@ -135,3 +160,16 @@ def load_events(path: str | os.PathLike, fmt: str | None = None, columns: Mappin
                           reject={"bad_timestamp": bad_time}, dropped={}, notes=notes, source=source,
                           row_numbers=row_numbers)
 
+
+def _json_value(scalar):
+    """A raw value for stats.json: numbers and text as they are; dates, NaN and the like as text (a Parquet
+    timestamp in the year 3000 is a datetime, and one past 9999 cannot even become one)."""
+    try:
+        value = scalar.as_py()
+    except (ValueError, OverflowError, pa.ArrowException):
+        return str(scalar)
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return str(value)

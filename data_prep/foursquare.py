@@ -17,7 +17,11 @@ Mapping to the event schema:
   check-ins (ties: lower cell id first). The place is ``"home area"`` for the user's most visited
   cell, ``"frequent area"`` for the next ``frequent_cells`` cells and ``"elsewhere"`` otherwise.
   The ranking uses all of the user's valid check-ins (like a home label, it describes the user, not
-  one moment). None of these names contains a category's text: this is checked on every import.
+  one moment). The three names are fixed and computed from coordinates only, so they carry no label
+  information even when a category shares a word with them (a category named "Home" or "Home
+  (private)" is imported like any other).
+* ``label_map``: as for :func:`data_prep.events.load_events` (``--label-map``), e.g. to merge
+  categories or rename one that contains ", ".
 
 Encoding: the files in the wild mix UTF-8 with latin-1 bytes (e.g. "Caf\\xe9"). The file is decoded
 as UTF-8; if that fails, each line that is not valid UTF-8 is decoded as latin-1 instead, and
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +60,8 @@ _INTEGER = r"^\s*[+-]?\d+\s*$"
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 
 
-def load_foursquare(path: str | os.PathLike, *, cell_km: float = 1.0, frequent_cells: int = 2) -> EventTable:
+def load_foursquare(path: str | os.PathLike, *, cell_km: float = 1.0, frequent_cells: int = 2,
+                    label_map: Mapping[str, str] | None = None) -> EventTable:
     """Read a TSMC2014 check-in file into a canonical EventTable (see the module docstring)."""
     source = str(path)
     path = Path(path)
@@ -96,10 +102,9 @@ def load_foursquare(path: str | os.PathLike, *, cell_km: float = 1.0, frequent_c
     valid = time_ok & coords_ok
     places = area_places(pc.dictionary_encode(users).combine_chunks().indices.to_numpy(zero_copy_only=False),
                          lat, lon, valid, cell_km=cell_km, frequent_cells=frequent_cells)
-    _check_no_label_leak(places.dictionary.to_pylist(), pc.unique(categories).to_pylist(), source)
     notes["place_rule"] = f"spatial cells of ~{cell_km:g} km ranked per user: home area, " \
                           f"{frequent_cells} frequent areas, elsewhere"
-    return events_from_arrays(users, local, places, categories,
+    return events_from_arrays(users, local, places, categories, label_map=label_map,
                               reject={"bad_timestamp": bad_time, "bad_coordinates": ~coords_ok},
                               notes=notes, source=source, row_numbers=np.arange(n) + row_offset)
 
@@ -206,11 +211,3 @@ def area_places(user: np.ndarray, lat: np.ndarray, lon: np.ndarray, valid: np.nd
     label[pairs < 0] = 2
     codes = label[inverse.reshape(-1)]
     return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array([HOME_AREA, FREQUENT_AREA, ELSEWHERE]))
-
-
-def _check_no_label_leak(places: list[str], categories: list[str], source: str) -> None:
-    for category in categories:
-        for place in places:
-            if category and category.strip().lower() in place.lower():
-                raise PrepareError(f"{source}: the place name '{place}' contains the category '{category}'; "
-                                   f"the place would leak the label")

@@ -14,6 +14,7 @@ import numpy as np
 from data_prep import auxiliary, outputs, prompts, samples
 from data_prep.config import PrepareConfig
 from data_prep.render import Renderer, write_split
+from data_prep.table import drop_warning
 
 
 def prepare(table, out_dir: str | Path, config: PrepareConfig | None = None, source: dict | None = None,
@@ -35,7 +36,7 @@ def prepare(table, out_dir: str | Path, config: PrepareConfig | None = None, sou
         test_cap=config.test_cap, p2_per_behavior=config.p2_per_behavior)
     info = samples.behavior_groups(names, sets.train_label_counts, anchor_threshold=config.anchor_threshold,
                                    head_threshold=config.head_threshold, tail_threshold=config.tail_threshold)
-    warnings = []
+    warnings = [w for w in (drop_warning(table),) if w]
     if info.without_train_samples:
         warnings.append(f"{len(info.without_train_samples)} behavior(s) have no training sample; kept as tail "
                         f"candidates: {', '.join(info.without_train_samples)}")

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from data_prep.errors import PrepareError, one_line
+from data_prep.labels import number_text, refuse_surrogates
 from data_prep.table import CANONICAL, SCHEMA_COLUMNS
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -48,20 +49,57 @@ def read_csv(path: Path, source: str, cols: dict[str, str], delimiter: str) -> d
 
     header = _csv_header(path, source, delimiter)
     missing_columns_error(source, cols, header)
+    if not _has_data_after_header(path):
+        raise PrepareError(f"{source}: no events (the file has no data rows)")
     types = {cols[k]: _DICT for k in ("user", "place", "behavior")}
     types[cols["time"]] = pa.string()  # never let arrow guess: it would turn offsets into UTC
-    try:
-        table = pcsv.read_csv(
-            path,
-            read_options=pcsv.ReadOptions(block_size=1 << 24),
-            parse_options=pcsv.ParseOptions(delimiter=delimiter),
-            convert_options=pcsv.ConvertOptions(include_columns=list(dict.fromkeys(cols.values())),
-                                                column_types=types, strings_can_be_null=False))
-    except pa.ArrowInvalid as exc:
-        if "UTF8" in str(exc) or "utf8" in str(exc).lower():
+    convert = pcsv.ConvertOptions(include_columns=list(dict.fromkeys(cols.values())), column_types=types,
+                                  strings_can_be_null=False)
+    # The fast reader splits the file at newlines; a quoted newline that falls on a block boundary (16 MiB)
+    # breaks that, so any structural error is retried once with newlines inside quoted values allowed.
+    for newlines_in_values in (False, True):
+        try:
+            table = pcsv.read_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 24),
+                                  parse_options=pcsv.ParseOptions(delimiter=delimiter,
+                                                                  newlines_in_values=newlines_in_values),
+                                  convert_options=convert)
+            return {k: table.column(v) for k, v in cols.items()}
+        except pa.ArrowInvalid as exc:
+            if "UTF8" in str(exc) or "utf8" in str(exc).lower():
+                _raise_bad_utf8(path, source, header_lines=1)
+            error = exc
+    _raise_csv_structure(path, source, delimiter, len(header))
+    raise PrepareError(f"{source}: {one_line(error)}")
+
+
+def _has_data_after_header(path: Path) -> bool:
+    """Whether anything but whitespace follows the header line (a header-only file may lack its newline)."""
+    with open(path, "rb") as f:
+        f.readline()
+        while block := f.read(1 << 16):
+            if block.strip():
+                return True
+    return False
+
+
+def _raise_csv_structure(path: Path, source: str, delimiter: str, n_fields: int) -> None:
+    """Find the first record whose field count differs from the header's (records may span lines)."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        record = 0
+        try:
+            next(reader, None)
+            for row in reader:
+                if not row:   # blank lines are not records (the fast reader skips them too)
+                    continue
+                record += 1
+                if len(row) != n_fields:
+                    raise PrepareError(f"{source}: row {record}: expected {n_fields} fields (as in the header), "
+                                       f"got {len(row)} (line {reader.line_num})")
+        except csv.Error as exc:
+            raise PrepareError(f"{source}: row {record + 1}: {one_line(exc)} (line {reader.line_num})") from None
+        except UnicodeDecodeError:
             _raise_bad_utf8(path, source, header_lines=1)
-        raise PrepareError(f"{source}: {one_line(exc)}") from None
-    return {k: table.column(v) for k, v in cols.items()}
 
 
 def _csv_header(path: Path, source: str, delimiter: str) -> list[str]:
@@ -118,18 +156,23 @@ def read_jsonl(path: Path, source: str, cols: dict[str, str]):
                 name = cols[key]
                 if name not in obj:
                     raise PrepareError(f"{source}: row {line_no}: missing key '{name}'; keys found: {', '.join(obj)}")
-                values[key].append(_json_scalar(obj[name], source, line_no, name))
+                value = _json_scalar(obj[name], source, line_no, name)
+                if "\\u" in line and isinstance(value, str):   # only a \u escape can make a lone surrogate
+                    refuse_surrogates(value, f"{source}: row {line_no}: field '{name}'")
+                values[key].append(value)
             line_numbers.append(line_no)
     data = {k: pa.chunked_array([pa.array(v, type=pa.string())]) for k, v in values.items()}
     return data, np.asarray(line_numbers, dtype=np.int64), blank
 
 
 def _json_scalar(value: Any, source: str, line_no: int, name: str) -> str | None:
+    """A JSON value as text: NaN / Infinity (as json.dumps writes a missing number) are null, and a float
+    holding a whole number is written as the integer, as the Parquet reader writes it."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PrepareError(f"{source}: row {line_no}: field '{name}' must be a string or a number, "
                            f"got {json.dumps(value)}")
-    return repr(value) if isinstance(value, float) else str(value)
+    return number_text(value)
 
 

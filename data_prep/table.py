@@ -8,6 +8,7 @@ import numpy as np
 CANONICAL = ("user", "time", "place", "behavior")
 SCHEMA_COLUMNS = {"user": "user_id", "time": "timestamp", "place": "place", "behavior": "behavior"}
 UNKNOWN_PLACE = "unknown"
+DROP_WARN_SHARE = 0.02   # prepare warns on the console (and in stats.json) when more input rows are dropped
 
 
 @dataclass
@@ -46,3 +47,13 @@ def hour_of(time: np.ndarray) -> np.ndarray:
     """Hour of day 0-23 of local-epoch seconds."""
     return ((np.asarray(time) // 3_600) % 24).astype(np.int8)
 
+
+def drop_warning(table) -> str | None:
+    """One line when more than DROP_WARN_SHARE of the input rows were dropped, with the count by reason."""
+    dropped = dict(getattr(table, "dropped", {}) or {})
+    rows = int((getattr(table, "notes", {}) or {}).get("rows_read") or 0)
+    lost = sum(dropped.values())
+    if not rows or lost <= DROP_WARN_SHARE * rows:
+        return None
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1]))
+    return f"{lost} of {rows} input rows ({lost / rows:.1%}) were dropped: {reasons} (stats.json 'dropped')"

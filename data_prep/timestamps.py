@@ -14,9 +14,20 @@ import pyarrow.compute as pc
 
 from data_prep.errors import PrepareError
 
-# Local times must fall in [1970, 2100): wider ranges are almost always unit mistakes.
-MIN_TIME, MAX_TIME = 0, 4_102_444_800
+# Local times must fall in [1971, 2100): wider ranges are almost always unit mistakes, and 1970 holds only
+# sentinels (epoch 0) and numbers that are not epoch seconds (compact dates 20240301, spreadsheet serials).
+MIN_TIME, MAX_TIME = 31_536_000, 4_102_444_800
 MILLISECOND_HINT = 1e11  # epoch seconds pass this only after the year 5138
+SERIAL_MAX = 2_958_466   # spreadsheet serial day number of 10000-01-01
+MAX_OFFSET_MINUTES = 14 * 60
+
+
+class _TimeValueError(Exception):
+    """A problem with the whole time column, shown at position ``index`` (parse_times names the row)."""
+
+    def __init__(self, message: str, index: int):
+        super().__init__(message)
+        self.index = index
 
 _ISO = re.compile(
     r"^\s*(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[Tt ](?P<h>\d{2}):(?P<mi>\d{2})"
@@ -24,11 +35,22 @@ _ISO = re.compile(
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 
 
-def parse_times(values, tz: str | None = None, source: str = "<times>") -> tuple[np.ndarray, np.ndarray, dict]:
-    """Raw timestamps -> (local-epoch int64 seconds, valid mask, notes) by the module's timezone rule.
+def parse_times(values, tz: str | None = None, source: str = "<times>",
+                row_numbers: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Raw timestamps -> (local-epoch int64 seconds, valid mask, notes) by the timezone rule of
+    :mod:`data_prep.events`.
 
     ``values``: a pyarrow (Chunked)Array or anything ``pa.array`` accepts (ISO strings, epoch numbers).
+    ``row_numbers``: each value's row in the source, for errors (default: position + 1).
     """
+    try:
+        return _parse_times(values, tz, source)
+    except _TimeValueError as exc:
+        row = int(row_numbers[exc.index]) if row_numbers is not None else exc.index + 1
+        raise PrepareError(f"{source}: row {row}: {exc}") from None
+
+
+def _parse_times(values, tz: str | None, source: str) -> tuple[np.ndarray, np.ndarray, dict]:
     if isinstance(values, OwnedTimes):  # numeric times the Parquet reader already copied: reuse them
         local, ok = _epoch_to_local(values.values, values.valid, tz, source)
         typ, counts = None, {"epoch": int(local.size)}
@@ -107,7 +129,25 @@ def _epoch_to_local(raw: np.ndarray, ok: np.ndarray, tz: str | None, source: str
     if looks_ms and looks_ms * 2 > np.count_nonzero(ok):
         example = int(secs[ok & (secs > MILLISECOND_HINT)][0])
         raise PrepareError(f"{source}: epoch timestamps look like milliseconds (e.g. {example}); expected seconds")
+    # Most values before 1971 mean the column is not epoch seconds at all; a few are sentinels (dropped later).
+    early = ok & (secs < MIN_TIME)
+    if np.count_nonzero(early) * 2 > np.count_nonzero(ok):
+        first = int(np.flatnonzero(early)[0])
+        raise _TimeValueError(_not_epoch_seconds(raw[first].item()), first)
     return _utc_to_local(secs, tz, source), ok
+
+
+def _not_epoch_seconds(value) -> str:
+    """Why a number is taken for something other than epoch seconds (most of its column is before 1971)."""
+    shown = str(int(value)) if float(value).is_integer() else repr(float(value))
+    text = f"timestamp {shown} "
+    if float(value).is_integer() and 19_000_101 <= value <= 21_001_231 and 1 <= int(value) // 100 % 100 <= 12:
+        return text + ("looks like a compact date YYYYMMDD, which has no time of day; write ISO 8601 with the "
+                       "hour (2024-03-01T08:00) or epoch seconds")
+    if 0 < value < SERIAL_MAX:
+        return text + ("looks like a spreadsheet serial date (days since 1899-12-30); export the column as "
+                       "ISO 8601 text or epoch seconds")
+    return text + "is epoch seconds before 1971 in most rows; expected epoch seconds of the events' time"
 
 
 _FIXED_OFFSET = re.compile(r"^(?:UTC|GMT)?\s*([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
@@ -158,37 +198,90 @@ def _strings_to_local(arr: pa.Array, tz: str | None, source: str):
         pass
     filled = pc.fill_null(arr, "")
     is_number = pc.match_substring_regex(filled, _NUMBER).to_numpy(zero_copy_only=False)
+    zoned = np.zeros(n, bool)   # parsed rows that name their instant (epoch, Z, offset)
     if is_number.any():
         idx = np.flatnonzero(is_number)
         numbers = pc.cast(pc.utf8_trim_whitespace(filled.take(pa.array(idx))), pa.float64())
-        local[idx], ok[idx] = _epoch_to_local(numbers.to_numpy(zero_copy_only=False), np.ones(idx.size, bool),
-                                              tz, source)
+        try:
+            local[idx], ok[idx] = _epoch_to_local(numbers.to_numpy(zero_copy_only=False), np.ones(idx.size, bool),
+                                                  tz, source)
+        except _TimeValueError as exc:
+            raise _TimeValueError(str(exc), int(idx[exc.index])) from None
+        zoned[idx] = ok[idx]
         counts["epoch"] = int(idx.size)
     rest = np.flatnonzero(~is_number)
     if rest.size:
-        parts = pc.extract_regex(filled.take(pa.array(rest)), _ISO.pattern)
-        matched = parts.is_valid().to_numpy(zero_copy_only=False)
-        rest, parts = rest[matched], parts.filter(pa.array(matched))
-        if rest.size:
-            def field_(name: str) -> np.ndarray:
-                col = pc.struct_field(parts, name)
-                col = pc.if_else(pc.equal(col, ""), "0", col)
-                return pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
-
-            y, mo, d, h, mi, s = (field_(k) for k in ("y", "mo", "d", "h", "mi", "s"))
-            zone = pc.struct_field(parts, "z").to_numpy(zero_copy_only=False).astype(str)
-            fields_ok = ((mo >= 1) & (mo <= 12) & (d >= 1) & (d <= days_in_month(y, np.clip(mo, 1, 12)))
-                         & (h <= 23) & (mi <= 59) & (s <= 59))
-            wall = days_from_civil(y, np.clip(mo, 1, 12), d) * 86_400 + h * 3_600 + mi * 60 + s
-            is_utc = np.char.upper(zone) == "Z"
-            has_offset = (zone != "") & ~is_utc
-            if is_utc.any():
-                wall[is_utc] = _utc_to_local(wall[is_utc], tz, source)
-            local[rest], ok[rest] = wall, fields_ok
-            for name, mask in (("iso_offset", has_offset), ("iso_utc", is_utc), ("iso_naive", zone == "")):
-                if mask.any():
-                    counts[name] = int(np.count_nonzero(mask))
+        _iso_to_local(filled, rest, local, ok, zoned, counts, tz, source)
+    _refuse_mixed_kinds(filled, ok, zoned)
     return local, ok, counts
+
+
+def _iso_to_local(filled: pa.Array, rest: np.ndarray, local: np.ndarray, ok: np.ndarray, zoned: np.ndarray,
+                  counts: dict, tz: str | None, source: str) -> None:
+    """ISO 8601 rows ``rest`` of ``filled`` -> local, ok, zoned and counts (in place)."""
+    parts = pc.extract_regex(filled.take(pa.array(rest)), _ISO.pattern)
+    matched = parts.is_valid().to_numpy(zero_copy_only=False)
+    rest, parts = rest[matched], parts.filter(pa.array(matched))
+    if not rest.size:
+        return
+
+    def field_(name: str) -> np.ndarray:
+        col = pc.struct_field(parts, name)
+        col = pc.if_else(pc.equal(col, ""), "0", col)
+        return pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
+
+    y, mo, d, h, mi, s = (field_(k) for k in ("y", "mo", "d", "h", "mi", "s"))
+    zone = pc.struct_field(parts, "z").to_numpy(zero_copy_only=False).astype(str)
+    fields_ok = ((mo >= 1) & (mo <= 12) & (d >= 1) & (d <= days_in_month(y, np.clip(mo, 1, 12)))
+                 & (h <= 23) & (mi <= 59) & (s <= 59))
+    wall = days_from_civil(y, np.clip(mo, 1, 12), d) * 86_400 + h * 3_600 + mi * 60 + s
+    is_utc = np.char.upper(zone) == "Z"
+    has_offset = (zone != "") & ~is_utc
+    offset, offset_ok = _offset_seconds(zone, has_offset)
+    fields_ok &= offset_ok
+    # Z and +00:00 are the same instant: both stay UTC without tz. Under tz every instant becomes tz's local
+    # time; without tz an offset keeps the wall time written at that offset (the event's own local time).
+    if tz is not None and has_offset.any():
+        wall[has_offset] = _utc_to_local(wall[has_offset] - offset[has_offset], tz, source)
+    if is_utc.any():
+        wall[is_utc] = _utc_to_local(wall[is_utc], tz, source)
+    local[rest], ok[rest], zoned[rest] = wall, fields_ok, fields_ok & (zone != "")
+    for name, mask in (("iso_offset", has_offset), ("iso_utc", is_utc), ("iso_naive", zone == "")):
+        if mask.any():
+            counts[name] = int(np.count_nonzero(mask))
+
+
+def _offset_seconds(zone: np.ndarray, has_offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds east of UTC of ``+08:00`` / ``+0800`` / ``+08`` zone texts, and whether each is a real offset."""
+    seconds = np.zeros(zone.size, np.int64)
+    valid = np.ones(zone.size, bool)
+    if has_offset.any():
+        texts, inverse = np.unique(zone[has_offset], return_inverse=True)
+        digits = [t[1:].replace(":", "") for t in texts]
+        minutes = np.array([int(g[:2]) * 60 + int(g[2:] or 0) for g in digits], np.int64)
+        good = np.array([int(g[2:] or 0) < 60 for g in digits]) & (minutes <= MAX_OFFSET_MINUTES)
+        sign = np.array([-1 if t[0] == "-" else 1 for t in texts], np.int64)
+        seconds[has_offset] = (sign * minutes * 60)[inverse.reshape(-1)]
+        valid[has_offset] = good[inverse.reshape(-1)]
+    return seconds, valid
+
+
+def _refuse_mixed_kinds(filled: pa.Array, ok: np.ndarray, zoned: np.ndarray) -> None:
+    """Naive local times next to timestamps that name their instant (Z, offset, epoch) in one column are
+    hours apart in ways no rule can guess: refuse them, naming the first row of the smaller kind."""
+    n_zoned = int(np.count_nonzero(zoned))
+    n_naive = int(np.count_nonzero(ok)) - n_zoned
+    if not n_zoned or not n_naive:
+        return
+    naive = ok & ~zoned
+    minority, majority = (naive, zoned) if n_naive <= n_zoned else (zoned, naive)
+    first, example = int(np.flatnonzero(minority)[0]), int(np.flatnonzero(majority)[0])
+    what = "has no time zone" if n_naive <= n_zoned else "names its time zone (Z, an offset or epoch seconds)"
+    others = "name their zone" if n_naive <= n_zoned else "are naive local times"
+    raise _TimeValueError(
+        f"timestamp {filled[first].as_py()!r} {what}, while {max(n_naive, n_zoned)} other rows {others} "
+        f"(e.g. {filled[example].as_py()!r}); use one kind in a file (naive local times, or Z / offsets / "
+        f"epoch seconds)", first)
 
 
 def days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:

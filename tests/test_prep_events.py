@@ -92,7 +92,7 @@ def test_jsonl_mixed_types_and_blank_lines(tmp_path):
     path = tmp_path / "e.jsonl"
     path.write_text('{"user_id": 7, "timestamp": 1709280000, "place": "home", "behavior": "Gaming"}\n'
                     "\n"
-                    '{"user_id": "7", "timestamp": "2024-03-01 09:00:00", "place": "home", "behavior": "Taxi"}\n',
+                    '{"user_id": "7", "timestamp": "1709283600", "place": "home", "behavior": "Taxi"}\n',
                     encoding="utf-8")
     table = load_events(path)
     assert rows_of(table) == [("7", 1709280000, "home", "Gaming"), ("7", wall("2024-03-01 09:00:00"), "home", "Taxi")]
@@ -130,12 +130,13 @@ def test_parquet_integer_user_ids_and_timestamp_columns(tmp_path):
 
 
 def test_parquet_null_values(tmp_path):
+    T = 1_700_000_000
     pq.write_table(pa.table({"user_id": ["u", "u", None, "u"],
-                             "timestamp": pa.array([100, None, 300, 400], pa.int64()),
+                             "timestamp": pa.array([T + 100, None, T + 300, T + 400], pa.int64()),
                              "place": ["home", "home", "home", None], "behavior": ["a", "b", "c", None]}),
                    tmp_path / "e.parquet")
     table = load_events(tmp_path / "e.parquet")
-    assert rows_of(table) == [("u", 100, "home", "a")]
+    assert rows_of(table) == [("u", T + 100, "home", "a")]
     assert table.dropped == {"bad_timestamp": 1, "empty_user": 1, "empty_label": 1}
     assert table.notes["bad_timestamp_examples"] == [{"row": 2, "value": None}]
 
@@ -216,11 +217,18 @@ def test_label_map_errors(tmp_path, name, content, message):
 
 # ----------------------------------------------------------------------------- timezone rule
 
-def test_iso_with_offset_keeps_the_wall_time_at_that_offset():
+def test_iso_with_offset_keeps_the_wall_time_at_that_offset_without_tz():
     local, ok, notes = parse_times(["2024-03-01T08:00:00+08:00", "2024-03-01T08:00:00-0500",
-                                    "2024-03-01T08:00:00+00:00"], tz="Asia/Tokyo")
+                                    "2024-03-01T08:00:00+00:00"])
     assert ok.all() and set(local) == {wall("2024-03-01 08:00:00")}
     assert notes["time_formats"] == {"iso_offset": 3}
+
+
+def test_under_tz_an_offset_is_an_instant_converted_like_z():
+    local, ok, _ = parse_times(["2024-03-01T08:00:00+08:00", "2024-03-01T08:00:00-0500",
+                                "2024-03-01T08:00:00+00:00", "2024-03-01T08:00:00Z"], tz="Asia/Tokyo")
+    assert ok.all() and list(local) == [wall("2024-03-01 09:00:00"), wall("2024-03-01 22:00:00"),
+                                        wall("2024-03-01 17:00:00"), wall("2024-03-01 17:00:00")]
 
 
 def test_naive_iso_is_already_local_and_tz_does_not_touch_it():
@@ -366,7 +374,7 @@ def test_malformed_rows_are_errors_with_row_numbers(tmp_path):
         load_events(path)
     csv_path = tmp_path / "e.csv"
     csv_path.write_text("user_id,timestamp,place,behavior\nu,1700000000,home,a,extra\n")
-    with pytest.raises(PrepareError, match=r"e\.csv: .*Expected 4 columns, got 5"):
+    with pytest.raises(PrepareError, match=r"e\.csv: row 1: expected 4 fields \(as in the header\), got 5 \(line 2\)"):
         load_events(csv_path)
 
 

@@ -11,7 +11,6 @@ from data_prep.foursquare import (
     ELSEWHERE,
     FREQUENT_AREA,
     HOME_AREA,
-    _check_no_label_leak,
     area_places,
     load_foursquare,
 )
@@ -77,10 +76,11 @@ def test_area_places_ranks_ties_deterministically():
     assert names == [HOME_AREA, HOME_AREA, FREQUENT_AREA, ELSEWHERE]  # the tie goes to the lower cell
 
 
-def test_leak_check_rejects_a_place_that_contains_a_category():
-    with pytest.raises(PrepareError, match="leak"):
-        _check_no_label_leak([HOME_AREA], ["Home", "Bar"], "f.txt")
-    _check_no_label_leak([HOME_AREA, FREQUENT_AREA, ELSEWHERE], ["Home (private)", "Bar"], "f.txt")
+def test_a_category_named_home_is_imported_places_come_from_coordinates(tmp_path):
+    lines = [line(1, "Home", HOME, 0, T0), line(1, "Home (private)", HOME, 0, T0 + timedelta(hours=1)),
+             line(1, "Bar", PARK, 0, T0 + timedelta(hours=2))]
+    table = load_foursquare(write(tmp_path / "tsmc.txt", lines))
+    assert table.behaviors == ["Bar", "Home", "Home (private)"] and set(table.places) <= {HOME_AREA, FREQUENT_AREA}
 
 
 def test_mixed_utf8_and_latin1_lines_decode_to_one_category(tmp_path):

@@ -105,7 +105,8 @@ CORPUS = {
                                + '{"user_id": "u1", "timestamp": 1709280060, "place": "home", '
                                  '"behavior": "A \\ud83d"}\n'),
         error(r"e\.jsonl: row 2: field 'behavior' holds a lone surrogate '\\ud83d'")),
-    "label_map_lone_surrogate": (label_map_with_surrogate, error(r"map\.json: line 3 \(key 'Cafe'\): .*lone surrogate")),
+    "label_map_lone_surrogate": (
+        label_map_with_surrogate, error(r"map\.json: line 3 \(key 'Cafe'\): .*lone surrogate")),
     # --- ids: NaN is a missing user, never a user "nan"; big integer ids stored as floats are refused
     "parquet_nan_user": (
         lambda tmp: parquet_file(tmp, {"user_id": pa.array([1.0, math.nan, 2.0, 1.0]),

@@ -24,7 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=16, help="with --generate")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--shard-size", type=int, default=256, help="samples per resumable part file")
-    p.add_argument("--device", help="e.g. cpu, cuda:0 (default: cuda when available)")
+    p.add_argument("--device", help="e.g. cpu, cuda:0 (default: cuda:LOCAL_RANK; an error, not a CPU fallback, "
+                                    "when several ranks or a >1B model expect a GPU and none is usable)")
+    p.add_argument("--cutoff-len", type=int, help="the recipe's cutoff_len: refuse samples whose prompt + longest "
+                                                  "candidate is longer (they were trained on a truncated prompt)")
 
     b = sub.add_parser("baseline", help="non-LLM reference predictions")
     b.add_argument("--dataset-dir", required=True)
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             from .predict import predict_constrained, predict_generate
 
             kwargs = {"adapter": args.adapter, "batch_size": args.batch_size, "shard_size": args.shard_size,
-                      "device": args.device}
+                      "device": args.device, "cutoff_len": args.cutoff_len}
             for dataset in args.dataset:
                 if args.generate:
                     path = predict_generate(args.model, args.template, args.dataset_dir, dataset, args.out,

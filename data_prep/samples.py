@@ -131,6 +131,26 @@ def per_class_sample(labels: np.ndarray, per_class: int, n_classes: int,
     return chosen[rng.permutation(len(chosen))]
 
 
+def protocol1_size(n_test: int, test_cap: int | None, p2_per_behavior: int, n_behaviors: int) -> int:
+    """Protocol 1's size: the test cap, lowered when test samples are scarce so that protocol 2 keeps some.
+
+    Protocol 2 asks for K x B samples (P2_PER_BEHAVIOR x behaviors) from the test users' samples that
+    protocol 1 leaves. When the N test samples cannot fill both (N < TEST_CAP + K x B), protocol 1 gives way
+    to protocol 2, but never below half of N:
+
+        p1 = min(TEST_CAP, max(N - K x B, ceil(N / 2)))      (TEST_CAP 'none' = no cap; K = 0: min(TEST_CAP, N))
+
+    Why half: protocol 1 is the headline (natural distribution, Prec_w / Rec_w); keeping at least half the
+    samples keeps its estimate within ~1.4x the standard error of using all of them, and the other half gives
+    protocol 2 samples of every behavior the test users have with 2 or more samples (in expectation). With ample
+    data (N >= TEST_CAP + K x B, e.g. the paper's 50 000 + 500 x 37) the rule never applies and outputs are
+    those of a plain cap."""
+    if p2_per_behavior <= 0:
+        return n_test if test_cap is None else min(test_cap, n_test)
+    wanted = n_test if test_cap is None else test_cap
+    return min(wanted, max(n_test - p2_per_behavior * n_behaviors, (n_test + 1) // 2))
+
+
 @dataclass
 class SampleSets:
     """Target event indices of every written split, plus what the stats need."""
@@ -144,6 +164,7 @@ class SampleSets:
     user_split: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # user codes per split
     dropped: dict[str, int] = field(default_factory=dict)
     runs: UserRuns | None = field(repr=False, default=None)
+    protocol1_lowered: bool = False         # the scarce-test-sample rule lowered protocol 1 (protocol1_size)
 
     def position_in_user(self, targets: np.ndarray, user: np.ndarray) -> np.ndarray:
         """0-based position of each target event within its user's sequence (a stable sample id part)."""
@@ -156,6 +177,10 @@ def build_sample_sets(user: np.ndarray, behavior: np.ndarray, n_behaviors: int, 
                       train_cap: int | None = None, valid_cap: int | None = None,
                       test_cap: int | None = None, p2_per_behavior: int = 500) -> SampleSets:
     """Windows -> user split -> caps -> protocol 1 and protocol 2 test sets (paper 2.1, 4.1.1, 4.1.2).
+
+    Protocol 1 is a seeded random draw of protocol1_size(...) test samples (the test cap, lowered when test
+    samples are scarce); protocol 2 draws up to p2_per_behavior samples of each behavior from the rest, so it
+    is never empty while p2_per_behavior > 0 (fewer than 2 test samples is an error).
 
     Users with fewer than L+1 events give no sample; they are dropped before the split and counted
     (`user_too_short` events, `user_too_short_users` users). Training label counts are taken over all
@@ -187,9 +212,15 @@ def build_sample_sets(user: np.ndarray, behavior: np.ndarray, n_behaviors: int, 
     train = pools["train"].event_index(sample_ranks(pools["train"].n, train_cap, rng_for(seed, "cap_train")))
     valid = pools["valid"].event_index(sample_ranks(pools["valid"].n, valid_cap, rng_for(seed, "cap_valid")))
 
-    # Protocol 1 = a capped draw of the test users' samples; protocol 2 draws from the rest.
+    # Protocol 1 = a capped draw of the test users' samples; protocol 2 draws from the rest (protocol1_size
+    # lowers the cap when the rest would not be enough for protocol 2).
     test_all = pools["test"].all_events()
-    p1_pos = sample_ranks(len(test_all), test_cap, rng_for(seed, "cap_test"))
+    n_p1 = protocol1_size(len(test_all), test_cap, p2_per_behavior, n_behaviors)
+    if p2_per_behavior > 0 and n_p1 >= len(test_all):
+        raise PrepareError(
+            f"the test users have {len(test_all)} sample(s): too few for protocol 1 and protocol 2 (need at "
+            f"least 2); add users or events, lower --history-len, or set --p2-per-behavior 0 to skip protocol 2")
+    p1_pos = sample_ranks(len(test_all), n_p1, rng_for(seed, "cap_test"))
     unused = np.ones(len(test_all), dtype=bool)
     unused[p1_pos] = False
     rest = test_all[unused]
@@ -203,7 +234,8 @@ def build_sample_sets(user: np.ndarray, behavior: np.ndarray, n_behaviors: int, 
         available={name: pool.n for name, pool in pools.items()},
         users={name: len(u) for name, u in by_split.items()},
         user_split={name: runs.codes[u] for name, u in by_split.items()},
-        dropped=dropped, runs=runs)
+        dropped=dropped, runs=runs,
+        protocol1_lowered=n_p1 < (len(test_all) if test_cap is None else min(test_cap, len(test_all))))
 
 
 def window_indices(targets: np.ndarray, history_len: int) -> np.ndarray:
@@ -227,7 +259,7 @@ class BehaviorInfo:
 
 def behavior_groups(names: list[str], train_count: np.ndarray, *, anchor_threshold: float = 0.01,
                     head_threshold: float = 0.05, tail_threshold: float = 0.01) -> BehaviorInfo:
-    """Anchor (freq > anchor_threshold, paper 2.2/3.2) and head/medium/tail (paper 4.1.2: head > 5%,
+    """Anchor (freq > anchor_threshold, paper 2.2/3.2; Algorithm 1 line 1: D^a vs D^t) and head/medium/tail (paper 4.1.2: head > 5%,
     medium 1-5%, tail the rest, i.e. freq <= tail_threshold) from training-split frequencies.
 
     A behavior with no training sample has frequency 0: it stays a candidate and is a tail behavior."""

@@ -154,7 +154,8 @@ def select(s: Settings, lay: Layout) -> Stage:
 
 
 def btune_train(s: Settings, lay: Layout) -> Stage:
-    """DPO starts from the merged pi_ref, so the frozen reference (adapter disabled) is exactly pi_ref."""
+    """LoRA-DPO on the pairs (Algorithm 1 line 31, Eq. 4). DPO starts from the merged pi_ref, so the frozen
+    reference (adapter disabled) is exactly pi_ref."""
     recipe = launch.Recipe(s, s["BTUNE_RECIPE"])
     inputs = [lay.data / "dataset_info.json", *lay.selected()[:2]]
     return _train(s, recipe, str(lay.pi_ref), lay.data, lay.btune, s.words("BTUNE_ARGS"), inputs,

@@ -80,7 +80,8 @@ def prefix_tree(cand_ids: Sequence[Sequence[int]]) -> PrefixTree:
 
 
 def cached_candidate_logprobs(model, prompts, cand_ids, pad_id: int, with_embeddings: bool = True):
-    """log P(answer_k | prompt_b) for every prompt b and candidate k with the prompt encoded once.
+    """log P(answer_k | prompt_b) for every prompt b and candidate k with the prompt encoded once: the E(x),
+    y_hat and p(y|x) of Algorithm 1 lines 13-14 (y_hat and p come from the softmax over candidates).
 
     Returns (logprob [B, K] float32 numpy, embedding [B, H] float32 numpy or None), embedding = mean of the
     last hidden state over the real (non-pad) prompt tokens (the paper's E(x)).

@@ -18,7 +18,8 @@ from data_prep.outputs import write_jsonl, write_text_atomic
 
 
 def build_pairs(records: Sequence[dict], selection: dict, candidates: Sequence[str]) -> tuple[list[dict], list[dict]]:
-    """(dpo_pairs, selected_sft) rows for the selected line numbers; the prompt fields are copied verbatim."""
+    """(dpo_pairs, selected_sft) rows for the selected line numbers (Algorithm 1 lines 23-28): chosen = y,
+    rejected = y_hat; the prompt fields are copied verbatim."""
     pairs, sft = [], []
     for index, label, rejected in zip(selection["index"], selection["label_id"], selection["rejected_id"]):
         record = records[int(index)]

@@ -85,7 +85,7 @@ class CandidateScorer:
 
 
 def pool_indices(meta: Sequence[dict], per_behavior: int | str | None, seed: int) -> np.ndarray:
-    """The scoring pool (paper footnote: F is small, so not every sample needs scoring).
+    """The scoring pool, Algorithm 1 line 10 (paper footnote: F is small, so not every sample needs scoring).
 
     A seeded random subset of at most `per_behavior` samples of each behavior, anchors and tails alike;
     None or "all" keeps every sample.  Returns sorted line numbers.

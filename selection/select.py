@@ -19,7 +19,7 @@ def behavior_seed(seed: int, label_id: int) -> int:
 
 
 def select_for_behavior(embeddings, weights, F: int, seed: int, mode: str = "dds") -> np.ndarray:
-    """Positions (into this behavior's rows) of the F selected samples, distinct, sorted.
+    """Positions (into this behavior's rows) of the F selected samples, distinct, sorted (Algorithm 1 line 22).
 
     dds: ``sklearn.cluster.kmeans_plusplus`` seeding on E(x) with the normalized difficulty as sample_weight.
       sklearn draws centers with probability proportional to weight * distance^2; a zero-weight sample is then

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import auxiliary, outputs, prompts, samples
+from data_prep import auxiliary, outputs, prompts, rundir, samples
 from data_prep.config import PrepareConfig
 from data_prep.render import Renderer, write_split
 from data_prep.table import drop_warning
@@ -21,15 +21,31 @@ def prepare(table, out_dir: str | Path, config: PrepareConfig | None = None, sou
             log=print) -> dict:
     """Write the whole dataset_dir for one run (README contracts) and return its stats.
 
+    The run is built in a hidden sibling of out_dir and swapped in whole at the end (data_prep.rundir): a
+    failed or killed prepare leaves the earlier run as it was, and no file of the earlier run survives.
     Order: user split and caps (samples), training frequencies and groups, render + write the training
     datasets (anchor / train_all / tail_medium from one pass), valid, test_p1, test_p2, aux, then
-    dataset_info.json and finally stats.json (its presence marks a complete run)."""
+    dataset_info.json and finally stats.json.
+
+    Protocol 2 is never silently empty: when the test users' samples cannot fill both TEST_CAP and
+    P2_PER_BEHAVIOR x behaviors, protocol 1 gives way down to half of them (samples.protocol1_size; stated in
+    stats.json `protocols.rule` with a warning); fewer than 2 test samples stop prepare. How many behaviors
+    each protocol covers is printed and kept in stats.json `protocols`."""
     config = config if config is not None else PrepareConfig()
     config.validate()
-    out_dir = Path(out_dir)
-    names = list(table.behaviors)
     # read the auxiliary file first: a bad --aux fails before minutes of rendering, not after
     aux_pool = auxiliary.load_aux(config.aux_path) if config.eps > 0 else None
+    with rundir.staged(out_dir) as build_dir:
+        stats = _prepare_into(table, build_dir, config, aux_pool, source)
+    log(_coverage_line(stats["protocols"], len(stats["behaviors"])), file=sys.stderr)
+    for warning in stats["warnings"]:
+        log(f"warning: {warning}", file=sys.stderr)
+    return stats
+
+
+def _prepare_into(table, out_dir: Path, config: PrepareConfig, aux_pool, source: dict | None) -> dict:
+    """Every file of one run into the (empty, staged) directory out_dir; returns the stats."""
+    names = list(table.behaviors)
     sets = samples.build_sample_sets(
         table.user, table.behavior, len(names), history_len=config.history_len, seed=config.seed,
         ratios=tuple(config.split_ratios), train_cap=config.train_cap, valid_cap=config.valid_cap,
@@ -54,14 +70,43 @@ def prepare(table, out_dir: str | Path, config: PrepareConfig | None = None, sou
     outputs.copy_dataset_info(out_dir)
 
     p2_short = [n for n, c in zip(names, split_counts["test_p2"]) if c < config.p2_per_behavior]
+    if sets.protocol1_lowered:
+        warnings.append(
+            f"protocol 1: test cap {config.test_cap if config.test_cap else 'none'} lowered to "
+            f"{len(sets.test_p1)} of the test users' {sets.available['test']} samples so that protocol 2 keeps "
+            f"samples (stats.json protocols.rule); set --test-cap and --p2-per-behavior to choose otherwise")
     if config.p2_per_behavior and p2_short:
         warnings.append(f"protocol 2: {len(p2_short)} behavior(s) have fewer than {config.p2_per_behavior} "
                         f"samples (see protocol2_counts)")
     stats = _stats(table, sets, info, split_counts, aux_sel, median_chars, warnings, source, config)
     outputs.write_json(out_dir / "stats.json", stats)
-    for warning in warnings:
-        log(f"warning: {warning}", file=sys.stderr)
     return stats
+
+
+PROTOCOL_RULE = ("test_p1 = min(TEST_CAP, max(N - P2_PER_BEHAVIOR x behaviors, ceil(N / 2))) of the test users' "
+                 "N samples (TEST_CAP none = no cap; P2_PER_BEHAVIOR 0: min(TEST_CAP, N)); test_p2 = up to "
+                 "P2_PER_BEHAVIOR samples of each behavior from the rest")
+
+
+def _protocols(sets, split_counts, config: PrepareConfig) -> dict:
+    """stats.json `protocols`: the rule, its inputs, and each protocol's size and behavior coverage."""
+    p1, p2 = split_counts["test_p1"], split_counts["test_p2"]
+    return {
+        "rule": PROTOCOL_RULE,
+        "test_samples": sets.available["test"],
+        "test_p1": {"cap": config.test_cap, "samples": int(p1.sum()), "behaviors": int((p1 > 0).sum()),
+                    "lowered_by_rule": sets.protocol1_lowered},
+        "test_p2": {"per_behavior": config.p2_per_behavior, "requested": config.p2_per_behavior * len(p2),
+                    "samples": int(p2.sum()), "behaviors": int((p2 > 0).sum()),
+                    "behaviors_short": int((p2 < config.p2_per_behavior).sum())},
+    }
+
+
+def _coverage_line(protocols: dict, n_behaviors: int) -> str:
+    p1, p2 = protocols["test_p1"], protocols["test_p2"]
+    return (f"protocol 1 (test_p1): {p1['samples']} samples, {p1['behaviors']} of {n_behaviors} behaviors; "
+            f"protocol 2 (test_p2): {p2['samples']} samples, {p2['behaviors']} of {n_behaviors} behaviors "
+            f"(up to {p2['per_behavior']} each; {p2['behaviors_short']} with fewer)")
 
 
 def _write_behavior_splits(renderer: Renderer, out_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -112,6 +157,7 @@ def _stats(table, sets, info, split_counts, aux_sel, median_chars, warnings, sou
         "events": {"events": len(table.user), "users": len(table.user_ids),
                    "behaviors": len(names), "places": len(table.places)},
         "protocol2_counts": {n: int(c) for n, c in zip(names, split_counts["test_p2"])},
+        "protocols": _protocols(sets, split_counts, config),
         "dropped": {k: int(dropped[k]) for k in sorted(dropped)},
         "aux": aux_sel.stats,
         "frequency_basis": "training-split samples before the train cap",

@@ -9,6 +9,7 @@ from data_prep.samples import (
     behavior_groups,
     build_sample_sets,
     per_class_sample,
+    protocol1_size,
     sample_ranks,
     split_users,
     weekday_hour,
@@ -68,7 +69,7 @@ def test_no_user_in_two_splits_and_samples_come_from_their_split():
 def test_window_is_the_L_previous_events_of_the_same_user_oldest_first():
     table = make_table([12, 9, 15, 11, 10], seed=3)
     s = sets_for(table, history_len=4)
-    targets = np.concatenate([s.train, s.valid, s.test_p1])
+    targets = np.concatenate([s.train, s.valid, s.test_p1, s.test_p2])   # uncapped: P2 takes all P1 leaves
     win = window_indices(targets, 4)
     for target, row in zip(targets.tolist(), win.tolist()):
         assert row == [target - 4, target - 3, target - 2, target - 1]
@@ -139,9 +140,39 @@ def test_protocol2_is_disjoint_from_protocol1_and_from_test_users_only():
     assert got[5] == 0 and len(s.test_p1) == 40
 
 
-def test_protocol2_is_empty_without_a_test_cap():
+def test_without_a_test_cap_protocol1_leaves_protocol2_half_of_scarce_test_samples():
     s = sets_for(make_table([20] * 10), p2_per_behavior=500)
-    assert len(s.test_p2) == 0 and len(s.test_p1) == s.available["test"]
+    n = s.available["test"]
+    assert len(s.test_p1) == (n + 1) // 2 and s.protocol1_lowered
+    assert len(s.test_p2) == n - len(s.test_p1)            # every class is under 500: P2 takes all the rest
+    assert not set(s.test_p1.tolist()) & set(s.test_p2.tolist())
+    only_p1 = sets_for(make_table([20] * 10), p2_per_behavior=0)
+    assert len(only_p1.test_p1) == n and len(only_p1.test_p2) == 0 and not only_p1.protocol1_lowered
+
+
+@pytest.mark.parametrize("n, cap, k, b", [(754, 50_000, 500, 192), (68_500, 50_000, 500, 37), (60_000, 50_000, 500, 37),
+                                          (626, 200, 20, 33), (2, 1, 1, 1), (101, None, 5, 10), (7, 3, 0, 5)])
+def test_protocol1_size_gives_way_to_protocol2_but_keeps_half(n, cap, k, b):
+    p1 = protocol1_size(n, cap, k, b)
+    limit = n if cap is None else min(cap, n)
+    assert min(limit, (n + 1) // 2) <= p1 <= limit          # P1 keeps at least half (or its cap)
+    if k == 0 or n - limit >= k * b:                        # enough for both (or no P2): a plain cap
+        assert p1 == limit
+    else:
+        assert n - p1 >= 1                                  # P2 keeps samples
+        assert p1 == limit or n - p1 == min(k * b, n // 2)  # lowered only as far as P2's request needs
+
+
+def test_protocol2_keeps_samples_when_the_test_cap_would_take_them_all():
+    table = make_table([30] * 30, seed=5)                  # 3 test users x 25 samples
+    full = sets_for(table, test_cap=10_000, p2_per_behavior=50)
+    n = full.available["test"]
+    assert len(full.test_p1) == (n + 1) // 2 and len(full.test_p2) == n - len(full.test_p1)
+    assert full.protocol1_lowered
+    ample = sets_for(table, test_cap=20, p2_per_behavior=2)  # 20 + 2 x 6 <= n: the cap as given
+    assert len(ample.test_p1) == 20 and not ample.protocol1_lowered
+    with pytest.raises(PrepareError, match="too few for protocol 1 and protocol 2"):
+        sets_for(make_table([6, 6, 6, 6, 6, 6, 6, 6, 6, 6]), test_cap=5, p2_per_behavior=1)
 
 
 def test_training_label_counts_cover_all_training_samples_before_the_cap():

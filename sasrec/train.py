@@ -1,0 +1,221 @@
+"""Training SASRec on the prepared train_all windows, epoch chosen on the validation split, test predictions.
+
+The loss is SASRec's objective (Kang and McAuley 2018): cross-entropy over all behaviors for the next event at
+every position of the window (``loss_positions: all``; ``last`` trains on the window's label only). After each
+epoch the model predicts the validation windows' labels; the epoch with the best validation accuracy is kept
+(paper 4.1.4: "selecting the best-performing model on the validation set"), and training stops after
+``patience`` epochs without improvement or at ``max_epochs``. Seeded and deterministic on CPU: fixed thread
+count, ``torch.use_deterministic_algorithms``, one seeded generator for the batch order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from data_prep.outputs import atomic_open
+from evaluation.files import (
+    TEST_SPLITS,
+    candidate_names,
+    load_stats,
+    prediction_row,
+    write_json_atomic,
+    write_predictions,
+)
+
+from .data import Windows, read_split
+from .model import ModelConfig, SASRec
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "sasrec" / "sasrec.yaml"
+LOSS_POSITIONS = ("all", "last")
+
+
+@dataclass
+class TrainConfig:
+    loss_positions: str = "all"
+    batch_size: int = 128
+    eval_batch_size: int = 1024
+    learning_rate: float = 1e-3
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.0
+    max_epochs: int = 30
+    patience: int = 3
+    seed: int = 42
+    threads: int = 2
+    valid_cap: int | None = None
+
+
+MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"n_behaviors", "n_places", "seq_len"}
+TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> tuple[dict, TrainConfig]:
+    """(model settings, TrainConfig) from the YAML's ``model:`` and ``training:`` sections, then ``KEY=VALUE``
+    overrides (values read as YAML, keys of either section)."""
+    path = Path(path or DEFAULT_CONFIG)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing SASRec config {path}")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    unknown_sections = set(raw) - {"model", "training"}
+    if unknown_sections:
+        raise ValueError(f"{path}: unknown section(s) {sorted(unknown_sections)} (expected model, training)")
+    model, train = dict(raw.get("model") or {}), dict(raw.get("training") or {})
+    for spec in overrides:
+        key, sep, value = spec.partition("=")
+        if not sep:
+            raise ValueError(f"override {spec!r} is not KEY=VALUE")
+        (model if key in MODEL_KEYS else train)[key.strip()] = yaml.safe_load(value)
+    for section, keys, name in ((model, MODEL_KEYS, "model"), (train, TRAIN_KEYS, "training")):
+        unknown = set(section) - keys
+        if unknown:
+            raise ValueError(f"{path}: unknown {name} setting(s) {sorted(unknown)}")
+    tcfg = TrainConfig(**train)
+    tcfg.adam_betas = tuple(tcfg.adam_betas)
+    if tcfg.loss_positions not in LOSS_POSITIONS:
+        raise ValueError(f"loss_positions must be one of {', '.join(LOSS_POSITIONS)}, got {tcfg.loss_positions!r}")
+    if tcfg.batch_size < 1 or tcfg.max_epochs < 1 or tcfg.patience < 1:
+        raise ValueError("batch_size, max_epochs and patience must be positive")
+    return model, tcfg
+
+
+def set_determinism(seed: int, threads: int, device: str) -> None:
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    # on CUDA some kernels have no deterministic version: warn instead of failing there
+    torch.use_deterministic_algorithms(True, warn_only=device != "cpu")
+
+
+def to_tensors(w: Windows, device: str) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(getattr(w, k)).to(device) for k in ("behavior", "weekday", "hour", "place", "label")}
+
+
+def batch_of(t: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v[index] for k, v in t.items()}
+
+
+@torch.no_grad()
+def predict_probs(model: SASRec, t: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor:
+    """Softmax over all behaviors of each window's next event, [N, K]."""
+    model.eval()
+    n = len(t["label"])
+    out = [F.softmax(model(b["behavior"], b["weekday"], b["hour"], b["place"], last_only=True), dim=-1)
+           for b in (batch_of(t, torch.arange(i, min(i + batch_size, n))) for i in range(0, n, batch_size))]
+    return torch.cat(out).cpu()
+
+
+def train_epoch(model, optimizer, t, tcfg: TrainConfig, generator: torch.Generator, desc: str) -> float:
+    model.train()
+    order = torch.randperm(len(t["label"]), generator=generator)
+    batches = order.split(tcfg.batch_size)
+    total = 0.0
+    bar = tqdm(batches, desc=desc, unit="batch", leave=False)
+    for index in bar:
+        b = batch_of(t, index.to(t["label"].device))
+        last = tcfg.loss_positions == "last"
+        logits = model(b["behavior"], b["weekday"], b["hour"], b["place"], last_only=last)
+        target = b["label"] if last else torch.cat([b["behavior"][:, 1:], b["label"][:, None]], dim=1)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(index)
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    return total / len(order)
+
+
+def fit(train: Windows, valid: Windows, model_cfg: ModelConfig, tcfg: TrainConfig, device: str = "cpu",
+        desc: str = "sasrec") -> tuple[SASRec, dict]:
+    """Train with early stopping on validation accuracy; returns the best epoch's model and the history."""
+    set_determinism(tcfg.seed, tcfg.threads, device)
+    model = SASRec(model_cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.learning_rate, betas=tcfg.adam_betas,
+                                 weight_decay=tcfg.weight_decay)
+    generator = torch.Generator().manual_seed(tcfg.seed)
+    t_train, t_valid = to_tensors(train, device), to_tensors(valid, device)
+    best = {"epoch": 0, "valid_accuracy": -1.0, "state": None, "seconds_to_best": 0.0}
+    history, elapsed = [], 0.0
+    for epoch in range(1, tcfg.max_epochs + 1):
+        start = time.perf_counter()
+        loss = train_epoch(model, optimizer, t_train, tcfg, generator, f"{desc} epoch {epoch}")
+        probs = predict_probs(model, t_valid, tcfg.eval_batch_size)
+        acc = float((probs.argmax(-1) == t_valid["label"].cpu()).float().mean())
+        seconds = time.perf_counter() - start
+        elapsed += seconds
+        history.append({"epoch": epoch, "train_loss": loss, "valid_accuracy": acc, "seconds": seconds})
+        tqdm.write(f"{desc} epoch {epoch}: loss {loss:.4f}, valid accuracy {acc:.4f}, {seconds:.1f} s")
+        if acc > best["valid_accuracy"]:
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best.update(epoch=epoch, valid_accuracy=acc, state=state, seconds_to_best=elapsed)
+        elif epoch - best["epoch"] >= tcfg.patience:
+            break
+    model.load_state_dict(best.pop("state"))
+    model.eval()
+    return model, {**best, "epochs": len(history), "seconds_total": elapsed, "history": history}
+
+
+def prediction_rows(probs: torch.Tensor, w: Windows, candidates: list[str]) -> list[dict]:
+    """Rows of the evaluation's predictions contract: argmax, p(label), top-3."""
+    top_p, top_i = probs.topk(min(3, probs.shape[1]), dim=-1)
+    rows = []
+    for i, meta in enumerate(w.meta):
+        top = [(candidates[j], p) for j, p in zip(top_i[i].tolist(), top_p[i].tolist())]
+        rows.append(prediction_row(i, meta, top[0][0], candidates, p_label=float(probs[i, w.label[i]]), top=top))
+    return rows
+
+
+def model_config(stats: dict, places: dict[str, int], train: Windows, settings: dict) -> ModelConfig:
+    return ModelConfig(n_behaviors=len(stats["behaviors"]), n_places=len(places), seq_len=train.behavior.shape[1],
+                       **settings)
+
+
+def load_splits(dataset_dir, valid_cap: int | None = None, seed: int = 0) -> dict:
+    """stats, candidates, place vocabulary and the encoded train_all, valid, test_p1, test_p2 windows."""
+    stats = load_stats(dataset_dir)
+    candidates = candidate_names(stats)
+    train, places = read_split(dataset_dir, "train_all", candidates)
+    valid, _ = read_split(dataset_dir, "valid", candidates, places)
+    if valid_cap is not None and len(valid) > valid_cap:
+        valid = valid.subset(np.sort(np.random.default_rng(seed).permutation(len(valid))[:valid_cap]))
+    tests = {s: read_split(dataset_dir, s, candidates, places, keep_meta=True)[0] for s in TEST_SPLITS}
+    return {"stats": stats, "candidates": candidates, "places": places, "train": train, "valid": valid,
+            "tests": tests}
+
+
+def write_outputs(model: SASRec, data: dict, result: dict, tcfg: TrainConfig, out_dir, extra: dict) -> list[Path]:
+    """<out>/{test_p1,test_p2}.predictions.jsonl (+ info), model.pt and train_log.json."""
+    out_dir = Path(out_dir)
+    info = {"method": "sasrec", "model_config": asdict(model.cfg), "train_config": asdict(tcfg),
+            "best_epoch": result["epoch"], "valid_accuracy": result["valid_accuracy"],
+            "train_windows": len(data["train"]), **extra}
+    paths = []
+    for split, w in data["tests"].items():
+        probs = predict_probs(model, to_tensors(w, next(model.parameters()).device.type), tcfg.eval_batch_size)
+        paths.append(write_predictions(out_dir, split, prediction_rows(probs, w, data["candidates"]), info))
+    with atomic_open(out_dir / "model.pt", "wb") as handle:
+        torch.save({"model_config": asdict(model.cfg), "state_dict": model.state_dict(),
+                    "places": data["places"], "behaviors": data["candidates"]}, handle)
+    write_json_atomic(out_dir / "train_log.json", {**info, "history": result["history"],
+                                                   "seconds_to_best": result["seconds_to_best"],
+                                                   "seconds_total": result["seconds_total"],
+                                                   "epochs": result["epochs"]})
+    return paths
+
+
+def run_train(dataset_dir, out_dir, config: str | None = None, overrides: list[str] = (),
+              device: str = "cpu") -> list[Path]:
+    """``python -m sasrec train``: train on train_all, choose the epoch on valid, predict both test splits."""
+    settings, tcfg = load_config(config, overrides)
+    data = load_splits(dataset_dir, tcfg.valid_cap, tcfg.seed)
+    model, result = fit(data["train"], data["valid"], model_config(data["stats"], data["places"], data["train"],
+                                                                   settings), tcfg, device)
+    tqdm.write(f"sasrec: best epoch {result['epoch']} of {result['epochs']} (valid accuracy "
+               f"{result['valid_accuracy']:.4f}), {result['seconds_to_best']:.1f} s to the best epoch")
+    return write_outputs(model, data, result, tcfg, out_dir, {"dataset_dir": str(dataset_dir)})

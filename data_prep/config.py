@@ -5,6 +5,11 @@ from here), and the Makefile's documented defaults are these values. The default
 L = 20 (4.1.1), 200 000 / 50 000 / 50 000 train / valid / test samples (4.1.1), 500 protocol-2 samples per
 behavior (4.1.2), anchors above 1 % of the training samples (2.2), head above 5 % (4.1.2), eps = 5 %
 auxiliary conversations (3.2, Table 5), seed 42.
+
+Scarce test samples (issue 9): protocol 1 (TEST_CAP) and protocol 2 (P2_PER_BEHAVIOR x behaviors) draw from
+the same N test-user samples. When N < TEST_CAP + P2_PER_BEHAVIOR x behaviors, protocol 1 gives way to
+protocol 2 but keeps at least half: test_p1 = min(TEST_CAP, max(N - P2_PER_BEHAVIOR x behaviors, ceil(N/2)))
+(data_prep.samples.protocol1_size), so protocol 2 is never empty; with ample data the caps act as given.
 """
 from __future__ import annotations
 
@@ -43,8 +48,9 @@ class PrepareConfig:
     train_cap: int | None = _option(200_000, "training samples at most ('none': no cap)", parse_cap)
     valid_cap: int | None = _option(50_000, "validation samples at most ('none': no cap)", parse_cap)
     test_cap: int | None = _option(
-        50_000, "protocol 1 size ('none': no cap); protocol 2 draws from the rest of the test users' samples, "
-                "so without a cap it is empty", parse_cap)
+        50_000, "protocol 1 size ('none': no cap); protocol 2 draws from the rest of the test users' samples: "
+                "when they cannot fill both, protocol 1 gives way down to half of them (stats.json "
+                "protocols.rule)", parse_cap)
     anchor_cap: int | None = _option(
         None, "at most this many anchor samples (the A-tune set; budget runs); the auxiliary set is eps x this",
         parse_cap)

@@ -140,3 +140,30 @@ def test_ablation_and_sweep_tables(setup, tmp_path):
     five = [line for line in lines if line.startswith("| 5% |")]
     assert five[0].split(" | ")[1:3] == [f"{full['prec_w']:.4f}", f"{full['rec_w']:.4f}"]
     assert five[1].endswith("0.4520 | 0.3980 |")  # paper Table 5 row beside ours
+
+
+def test_many_behaviors_without_test_samples_are_counted_with_a_few_names(tmp_path):
+    # 40 behaviors, training counts 40..1; protocol 2 has samples of the 3 most frequent only
+    names = [f"category {k:02d}" for k in range(40)]
+    behaviors = [{"name": n, "label_id": k, "train_count": 40 - k, "train_freq": (40 - k) / 820,
+                  "is_anchor": k < 3, "freq_group": "head" if k < 3 else "tail"} for k, n in enumerate(names)]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "stats.json").write_text(json.dumps({"behaviors": behaviors}))
+    labels = names[:3] * 2
+    meta = [{"sample_id": f"p2-{i}", "label": y} for i, y in enumerate(labels)]
+    rows = [prediction_row(i, m, y, names, p_label=0.5, top=[(y, 0.5)]) for i, (m, y) in enumerate(zip(meta, labels))]
+    write_predictions(tmp_path / "model", "test_p2", rows, {"method": "constrained"})
+    report = build_report(data, {"model": [str(tmp_path / "model")]}, tmp_path / "report")
+
+    missing = names[3:]                                     # training-frequency order, most frequent first
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["behaviors_without_samples"] == {
+        "test_p2": missing}
+    assert report["behaviors_without_samples"]["test_p2"] == missing
+    md = (tmp_path / "report" / "report.md").read_text()
+    line = md.split("Behaviors without test_p2 samples")[1].splitlines()[0]
+    assert f"{len(missing)} of {len(names)}, e.g. " in line
+    named = [n for n in names if n in line]
+    assert named == missing[:len(named)] and 1 <= len(named) < 10
+    assert f"and {len(missing) - len(named)} more" in line and "behaviors_without_samples.test_p2" in line
+    assert "test_p1 samples" not in md                      # no protocol-1 file: nothing claimed about it

@@ -47,7 +47,8 @@ class Layout:
 
     @classmethod
     def of_data(cls, data: Path) -> Layout:
-        return cls(data.parent, data, data.parent, data.parent / "atune", data.parent / "pi_ref", data.parent / "scores")
+        run = data.parent
+        return cls(run, data, run, run / "atune", run / "pi_ref", run / "scores")
 
     def ablation(self, name: str, reuse_tuning: bool) -> Layout:
         """ablations/<name>/ with its own data/ (links), reusing this run's A-tune, pi_ref and scores when the

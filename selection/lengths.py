@@ -133,3 +133,49 @@ def check_cutoff(lengths: np.ndarray, cutoff_len: int | None, what: str) -> None
             f"LLaMA-Factory trains on a truncated prompt there, so set cutoff_len: {longest} (or more) in the "
             "recipe and pass the same --cutoff-len"
         )
+
+
+def split_token_budget(dataset_dir, model_path, template_name: str, cutoff_len: int | None,
+                       splits: Sequence[str] = ("anchor", "train_all", "tail_medium", "valid", "test_p1", "test_p2")
+                       ) -> dict:
+    """Token lengths of every prepared split under the recipe's tokenizer and chat template (issue 9.1):
+    per split min / median / p99 / max of prompt + answer (what LLaMA-Factory trains on) and the longest
+    prompt + longest candidate (what the scorer and DPO see), and the verdict against ``cutoff_len``."""
+    from data_prep.prepared import load_prepared
+
+    from .rendering import load_tokenizer_and_template
+
+    tokenizer, template = load_tokenizer_and_template(model_path, template_name)
+    counter = LengthCounter(template, tokenizer)
+    report = {"model": str(model_path), "template": template_name, "cutoff_len": cutoff_len, "splits": {}}
+    longest_scored = 0
+    for split in splits:
+        data = load_prepared(dataset_dir, split)
+        if not data.records:
+            continue
+        prompts = prompt_token_lengths(template, tokenizer, data.records, counter=counter)
+        answers = np.fromiter((counter.answer(r["output"]) for r in data.records), np.int64, len(prompts))
+        longest_answer = max(counter.answer(c) for c in data.candidates)
+        total = prompts + answers
+        scored = int(prompts.max()) + longest_answer
+        longest_scored = max(longest_scored, scored)
+        report["splits"][split] = {
+            "samples": len(total), "min": int(total.min()), "median": float(np.median(total)),
+            "p99": float(np.percentile(total, 99)), "max": int(total.max()),
+            "max_prompt_plus_longest_candidate": scored,
+            "over_cutoff": int((prompts + longest_answer > cutoff_len).sum()) if cutoff_len else 0}
+    report["max_prompt_plus_longest_candidate"] = longest_scored
+    report["fits"] = cutoff_len is None or longest_scored <= cutoff_len
+    return report
+
+
+def budget_error(report: dict) -> str | None:
+    """One line when some sample does not fit: how many, the longest, the cutoff_len to set."""
+    if report["fits"]:
+        return None
+    over = sum(s["over_cutoff"] for s in report["splits"].values())
+    total = sum(s["samples"] for s in report["splits"].values())
+    longest = report["max_prompt_plus_longest_candidate"]
+    return (f"{over} of {total} prepared samples do not fit cutoff_len={report['cutoff_len']} with their longest "
+            f"candidate (longest {longest} tokens): LLaMA-Factory would train on truncated prompts. Set "
+            f"cutoff_len: {longest} (or more) in the recipes, or shorten the prompts (HISTORY_LEN, fewer behaviors)")

@@ -151,9 +151,9 @@ def chain(tmp_path_factory):
           log=logs / "eval-generate.log")
     eval_rerun_log = _make(run_dir, base, "eval", log=logs / "eval-rerun.log")
     invalidation = _invalidation(run_dir, base, tmp, logs)
-    return {"invalidation": invalidation, "run": run_dir, "base": base, "tmp": tmp, "uninterrupted": uninterrupted, "first_ckpt": first_ckpt,
-            "first_mtime": first_mtime, "resume_log": resume_log, "rerun_log": rerun_log, "eval_log": eval_log,
-            "eval_rerun_log": eval_rerun_log}
+    return {"invalidation": invalidation, "run": run_dir, "base": base, "tmp": tmp, "uninterrupted": uninterrupted,
+            "first_ckpt": first_ckpt, "first_mtime": first_mtime, "resume_log": resume_log, "rerun_log": rerun_log,
+            "eval_log": eval_log, "eval_rerun_log": eval_rerun_log}
 
 
 def test_atune_evaluates_each_epoch_and_keeps_the_best(chain):
@@ -197,8 +197,8 @@ def test_deleting_an_output_reruns_its_stage(chain):
 
 def test_changing_eps_reruns_atune_and_everything_after(chain):
     assert chain["invalidation"]["eps_prepare"] == ["prepare"]
-    assert chain["invalidation"]["eps"] == ["a-tune: train (atune_lora_sft)", "a-tune: merge", "score", "select",
-                                            "b-tune: train (btune_lora_dpo)"]
+    assert chain["invalidation"]["eps"] == ["token check", "a-tune: train (atune_lora_sft)", "a-tune: merge",
+                                            "score", "select", "b-tune: train (btune_lora_dpo)"]
 
 
 def test_pi_ref_differs_from_base(chain):

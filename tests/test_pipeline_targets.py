@@ -14,7 +14,7 @@ BOTH = ("test_p1", "test_p2")
 def _pipeline(run_dir: Path, *args: str, dry: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pipeline", *(["--dry-run"] if dry else []), "MODEL=tiny", f"RUN_DIR={run_dir}",
            *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT)
 
 
 def _dry(run_dir: Path, *args: str) -> str:
@@ -229,7 +229,8 @@ def test_make_passes_its_variables_to_the_pipeline(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.run(["make", "-s", "--no-print-directory", "-f", str(ROOT / "Makefile"), "prepare", "DRY_RUN=1",
                            f"RUN_DIR={run}", "EPS=0.3", "ARGS=save_strategy='no' x=1",
-                           f"VENV={Path(sys.executable).parents[1]}"], capture_output=True, text=True, cwd=ROOT)
+                           f"VENV={Path(sys.executable).parents[1]}"], check=False, capture_output=True, text=True,
+                          cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     (prepare,) = _lines(proc.stdout, "-m data_prep prepare")
     assert f"--out {run}/data " in prepare and "--eps 0.3" in prepare and not run.exists()

@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--llm", action="append", default=[], metavar="NAME=METRICS_JSON#MODEL[@SAMPLES]",
                    help="an LLM row of a report's metrics.json, drawn at SAMPLES training samples "
                         "(default: the dataset's train_all size)")
+    s.add_argument("--skip-missing-llm", action="store_true",
+                   help="leave out an --llm row whose metrics.json or model does not exist (make passes both "
+                        "behaviorlm and a-tune whether trained or not)")
     s.add_argument("--work-dir", help="per-size predictions (default: <out>/sample_efficiency)")
     return parser
 
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             from .efficiency import run_sample_efficiency
 
             for path in run_sample_efficiency(args.dataset_dir, args.sizes, args.out, args.llm, args.config,
-                                              args.overrides, args.device, args.work_dir):
+                                              args.overrides, args.device, args.work_dir,
+                                              args.skip_missing_llm):
                 print(path)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -116,15 +116,24 @@ def plot(points: list[dict], llms: list[tuple[str, int, dict]], path: Path) -> P
 
 
 def run_sample_efficiency(dataset_dir, sizes: list[int], out_dir, llm_specs: list[str] = (), config=None,
-                          overrides: list[str] = (), device: str = "cpu", work_dir=None) -> list[Path]:
-    """``python -m sasrec sample-efficiency``: sample_efficiency.{png,md,json} in out_dir."""
+                          overrides: list[str] = (), device: str = "cpu", work_dir=None,
+                          skip_missing_llm: bool = False) -> list[Path]:
+    """``python -m sasrec sample-efficiency``: sample_efficiency.{png,md,json} in out_dir. ``skip_missing_llm``
+    leaves out (with a note) an LLM row whose metrics.json or model does not exist yet, instead of failing."""
     settings, tcfg = load_config(config, overrides)
     out_dir = Path(out_dir)
     work_dir = Path(work_dir) if work_dir else out_dir / "sample_efficiency"
-    # the LLM rows are read first, so that a wrong spec fails before minutes of training
     named = {n: v[-1] for n, v in parse_named(list(llm_specs), "--llm").items()}
     data = load_splits(dataset_dir, tcfg.valid_cap, tcfg.seed)
-    llms = [parse_llm(name, spec, len(data["train"])) for name, spec in named.items()]
+    # the LLM rows are read before any training, so that a wrong spec fails before minutes of work
+    llms = []
+    for name, spec in named.items():
+        try:
+            llms.append(parse_llm(name, spec, len(data["train"])))
+        except (FileNotFoundError, ValueError) as err:
+            if not skip_missing_llm:
+                raise
+            tqdm.write(f"sample-efficiency: no {name} row ({err}): left out")
     points = []
     for requested, used, index in nested_subsets(len(data["train"]), sizes, tcfg.seed):
         if used < requested:

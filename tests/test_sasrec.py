@@ -138,15 +138,23 @@ def test_sample_efficiency_table_and_plot(dataset_dir, with_context, tmp_path):
     build_report(dataset_dir, {"sasrec-full": [str(with_context)]}, tmp_path / "report")
     n_train = json.loads((dataset_dir / "stats.json").read_text())["samples"]["train_all"]
     paths = run_sample_efficiency(dataset_dir, [50, 10**6], tmp_path / "out",
-                                  [f"llm={tmp_path / 'report' / 'metrics.json'}#sasrec-full@777"],
-                                  overrides=[*TINY, "max_epochs=3"])
+                                  [f"llm={tmp_path / 'report' / 'metrics.json'}#sasrec-full@777",
+                                   f"a-tune={tmp_path / 'report' / 'metrics.json'}#a-tune"],
+                                  overrides=[*TINY, "max_epochs=3"], skip_missing_llm=True)
     assert {p.name for p in paths} == {"sample_efficiency.md", "sample_efficiency.png", "sample_efficiency.json"}
     assert (tmp_path / "out" / "sample_efficiency.png").read_bytes()[:4] == b"\x89PNG"
     result = json.loads((tmp_path / "out" / "sample_efficiency.json").read_text())
     assert [p["used"] for p in result["sasrec"]] == [50, n_train]
-    assert result["llm"][0]["samples"] == 777
+    assert [(r["name"], r["samples"]) for r in result["llm"]] == [("llm", 777)]  # a-tune: not in the report
     rows, _ = load_predictions(tmp_path / "out" / "sample_efficiency" / f"sasrec-n{n_train}", "test_p2")
     assert result["sasrec"][1]["overall"] == pytest.approx(
         metrics_from_predictions(rows, json.loads((dataset_dir / "stats.json").read_text()))["overall"])
     table = (tmp_path / "out" / "sample_efficiency.md").read_text()
     assert f"| sasrec | {n_train} (asked 1000000) |" in table and "| llm | 777 |" in table
+
+
+def test_sample_efficiency_refuses_a_missing_llm_row_before_training(dataset_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="metrics file"):
+        run_sample_efficiency(dataset_dir, [50], tmp_path, [f"behaviorlm={tmp_path / 'none.json'}#behaviorlm"],
+                              overrides=TINY)
+    assert not (tmp_path / "sample_efficiency").exists()

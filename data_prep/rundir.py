@@ -78,6 +78,8 @@ def check_replaceable(out: Path) -> None:
         return
     if not out.is_dir():
         raise PrepareError(f"--out {out} exists and is not a directory")
+    if os.path.ismount(out):   # a mount point cannot be renamed: the run could never be swapped in
+        raise PrepareError(f"--out {out} is a mount point; give a directory inside it, e.g. {out / 'data'}")
     names = {p.name for p in out.iterdir()}
     if names and not names & PREPARE_FILES:
         raise PrepareError(f"--out {out} is not empty and holds no earlier prepare output (no stats.json, "

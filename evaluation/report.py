@@ -35,6 +35,10 @@ METRIC_NOTE = (
     "An output that is not a candidate (generation only) counts as wrong."
 )
 FEW_NAMES = 5   # behaviors named in the report's "without samples" lines; metrics.json lists all
+# Figures grow with the behaviors up to these widths (inches); beyond, labels shrink. A 200-category data set
+# otherwise draws a 66-inch confusion matrix (7000 x 7000 px, half a minute per model to encode).
+MAX_CHART_INCHES = 40.0
+MAX_CONFUSION_INCHES = 24.0
 TABLE_COLUMNS = [("prec_w", "test_p1"), ("rec_w", "test_p1"), ("overall", "test_p2"), ("head", "test_p2"),
                  ("medium", "test_p2"), ("tail", "test_p2"), ("anchor_accuracy", "test_p2"),
                  ("tail_behavior_accuracy", "test_p2")]
@@ -190,7 +194,8 @@ def plot_per_behavior(report: dict, stats: dict, path: Path) -> Path | None:
     behaviors = [stats["behaviors"][i] for i in order]
     x = np.arange(len(behaviors))
     width = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.45 * len(behaviors) + 3), 4.8))
+    width = min(max(8.0, 0.45 * len(behaviors) + 3), MAX_CHART_INCHES)
+    fig, ax = plt.subplots(figsize=(width, 4.8))
     n_anchor = sum(bool(b["is_anchor"]) for b in behaviors)
     # anchors are the most frequent behaviors, so they form the left block of the frequency order
     if n_anchor:
@@ -200,7 +205,8 @@ def plot_per_behavior(report: dict, stats: dict, path: Path) -> Path | None:
         values = [np.nan if acc.get(b["name"]) is None else acc[b["name"]] for b in behaviors]
         ax.bar(x - 0.4 + width * (k + 0.5), values, width, label=name, zorder=2)
     ax.set_xticks(x)
-    ax.set_xticklabels([b["name"] for b in behaviors], rotation=60, ha="right", fontsize=8)
+    ax.set_xticklabels([b["name"] for b in behaviors], rotation=60, ha="right",
+                       fontsize=_label_points(width - 3, len(behaviors), 8))
     for tick, b in zip(ax.get_xticklabels(), behaviors):
         tick.set_fontweight("bold" if b["is_anchor"] else "normal")
     ax.set_xlim(-0.5, len(behaviors) - 0.5)
@@ -212,6 +218,11 @@ def plot_per_behavior(report: dict, stats: dict, path: Path) -> Path | None:
     _save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def _label_points(inches: float, n_labels: int, largest: float) -> float:
+    """Tick label size (points) that fits n_labels side by side in `inches` (60 % of the spacing)."""
+    return max(2.0, min(largest, 0.6 * 72 * inches / max(n_labels, 1)))
 
 
 def _save_figure(fig, path: Path) -> None:
@@ -238,13 +249,14 @@ def plot_confusion(name: str, model: dict, stats: dict, path: Path) -> Path | No
     rows_sum = cm.sum(axis=1, keepdims=True)
     normalized = np.divide(cm, rows_sum, out=np.zeros_like(cm), where=rows_sum > 0)
     labels = [stats["behaviors"][i]["name"] for i in order]
-    size = max(6.0, 0.32 * k + 3)
+    size = min(max(6.0, 0.32 * k + 3), MAX_CONFUSION_INCHES)
+    points = _label_points(size - 3, len(cols), 7)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(cols)))
-    ax.set_xticklabels(labels + (["(invalid)"] if has_invalid else []), rotation=90, fontsize=7)
+    ax.set_xticklabels(labels + (["(invalid)"] if has_invalid else []), rotation=90, fontsize=points)
     ax.set_yticks(range(k))
-    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_yticklabels(labels, fontsize=points)
     n_anchor = sum(bool(stats["behaviors"][i]["is_anchor"]) for i in order)
     if 0 < n_anchor < k:
         ax.axhline(n_anchor - 0.5, color="red", lw=0.8)

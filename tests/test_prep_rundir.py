@@ -207,3 +207,10 @@ def test_a_concurrent_prepare_is_refused(old_run, refs):
         with pytest.raises(PrepareError, match="another prepare is writing"):
             run(old_run, 2)
     assert digests(old_run) == refs["old"]
+
+
+def test_a_mount_point_is_refused_before_any_work(old_run, refs, monkeypatch):
+    monkeypatch.setattr(rundir.os.path, "ismount", lambda path: Path(path) == old_run)
+    with pytest.raises(PrepareError, match="is a mount point; give a directory inside it"):
+        run(old_run, 2)
+    assert digests(old_run) == refs["old"] and leftovers(old_run.parent) == []

@@ -251,3 +251,31 @@ def test_sft_recipes_choose_the_checkpoint_on_the_subset():
         if args.get("eval_strategy") == "epoch":
             assert args["eval_dataset"] == "behavior_valid_5k", path
             assert args.get("early_stopping_steps") is None, path  # opt-in only: the paper trains up to 8 epochs
+
+
+def test_packing_is_an_opt_in_profile(tmp_path):
+    """The shipped recipe keeps the paper's batch (no packing); the profile's ATUNE_ARGS parse through
+    LLaMA-Factory on top of it and switch packing on with checkpointing (4,096 tokens do not fit without)."""
+    from llamafactory.hparams import get_train_args
+
+    recipe = PAPER / "atune_lora_sft.yaml"
+    model_args, data_args, *_ = parse_recipe(recipe, tmp_path)
+    assert not data_args.packing and model_args.disable_gradient_checkpointing  # shipped: unpacked, no recompute
+    profile = dict(line.split("=", 1) for line in (PAPER / "packing.env").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    args = load(recipe)
+    args.update(model_name_or_path=str(tmp_path / "model"), output_dir=str(tmp_path / "out"), dataset_dir=str(ROOT),
+                deepspeed=None, bf16=False)
+    for item in profile["ATUNE_ARGS"].split():  # key=value as llamafactory-cli reads it (YAML values)
+        args.update(yaml.safe_load(item.replace("=", ": ", 1)))
+    model_args, data_args, *_ = get_train_args(args)
+    assert data_args.packing and data_args.neat_packing and not model_args.disable_gradient_checkpointing
+    assert data_args.cutoff_len == 4096 - 1  # LLaMA-Factory keeps one token free when packing
+
+
+@pytest.mark.parametrize("path", TRAIN_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_recipes_fit_many_behavior_prompts(path):
+    """Issue 9: the longest sample measured by bench_train.py --lengths-only (~200 multi-word categories, L = 20,
+    SmolLM2 tokenizer: 1,243 tokens; aux with the tiny model's 1k-vocabulary tokenizer: 1,925) is not cut."""
+    longest = 1925 if path.parent.name == "tiny" else 1243
+    assert load(path)["cutoff_len"] > longest

@@ -41,6 +41,8 @@ LLAMA31_8B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layer
               "max_position_embeddings": 131072, "tie_word_embeddings": False}
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "vocab_size": 1024, "max_position_embeddings": 4096, "tie_word_embeddings": False}
+SHIPPED, NO_CKPT = "mean x 1, checkpointing on (as shipped)", "mean x 1, checkpointing off"
+EVAL, LIGER = "eval forward mean x 4", "mean x 1, checkpointing off, Liger"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # lora_target: all
 FILES = ("anchor", "aux", "valid", "train_all", "test_p1")
 
@@ -130,7 +132,7 @@ def cli_run(recipe: Path, model_dir: Path, data_dir: Path, samples: int, extra: 
     Peak memory is the child's max RSS (os.wait4), so each configuration is its own process."""
     args = [f"model_name_or_path={model_dir}", f"dataset_dir={data_dir}", f"output_dir={out}",
             "dataset=behavior_anchor", f"max_samples={samples}", "num_train_epochs=1", "eval_dataset=null",
-            "eval_strategy=no", "save_strategy=no", "load_best_model_at_end=false", "plot_loss=false",
+            "eval_strategy='no'", "save_strategy='no'", "load_best_model_at_end=false", "plot_loss=false",
             "logging_steps=1", "overwrite_output_dir=true", *extra]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT), DISABLE_VERSION_CHECK="1")
     cli = Path(PY).with_name("llamafactory-cli")
@@ -138,7 +140,8 @@ def cli_run(recipe: Path, model_dir: Path, data_dir: Path, samples: int, extra: 
         proc = subprocess.Popen([str(cli), "train", str(recipe), *args], cwd=ROOT, env=env, stdout=log, stderr=log)
         _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
-        sys.exit(f"llamafactory-cli failed ({extra}); see {out.with_suffix('.log')}")
+        tail = out.with_suffix(".log").read_text().splitlines()[-15:]
+        sys.exit("\n".join(tail) + f"\nllamafactory-cli train failed ({' '.join(extra) or 'as shipped'})")
     result = json.loads((out / "train_results.json").read_text())
     return {"runtime_s": result["train_runtime"], "peak_rss_gb": usage.ru_maxrss / 2 ** 20,
             "cpu_s": usage.ru_utime + usage.ru_stime}  # CPU seconds: steadier than wall time on a shared machine
@@ -242,16 +245,16 @@ def lora_section(args, seq: int) -> dict:
     nominal = next((v for k, v in PEAKS.items() if k in name), None)
     peak = nominal or gemm_flops(device, torch.bfloat16 if device != "cpu" else torch.float32)
     print(f"\n{args.lora_shape} shape on {name}: LoRA r={lora['lora_rank']} on {len(LORA_TARGETS)} projections; peak "
-          f"{peak / 1e12:.0f} TFLOP/s ({'spec' if nominal else 'measured matmul'})")
-    cases = [("608 x 1, checkpointing on (as shipped)", seq, 1, True, True, False),
-             ("608 x 1, checkpointing off", seq, 1, True, False, False),
+          f"{peak / 1e12:.3g} TFLOP/s ({'spec' if nominal else 'measured matmul'}); {seq} tokens = the data's mean")
+    cases = [(SHIPPED, seq, 1, True, True, False), (NO_CKPT, seq, 1, True, False, False),
              ("cutoff 2048 x 1, checkpointing off", 2048, 1, True, False, False),
              ("packed 4096 x 1, checkpointing on", 4096, 1, True, True, False),
-             ("eval forward 608 x 4", seq, 4, False, False, False)]
+             (EVAL, seq, 4, False, False, False)]
     if args.liger:
-        cases.append(("608 x 1, checkpointing off, Liger", seq, 1, True, False, True))
+        cases.append((LIGER, seq, 1, True, False, True))
     model, figures = None, {}
     for label, s, b, train, ckpt, liger in cases:
+        shown = label.replace("mean", str(s))
         if model is None or liger:
             del model
             model = build_lora_model(shape, lora, device, liger)
@@ -263,12 +266,13 @@ def lora_section(args, seq: int) -> dict:
         try:
             r = time_steps(model, device, s, b, train, args.lora_steps)
         except torch.OutOfMemoryError:
-            print(f"  {label:42s} out of memory")
+            model.zero_grad(set_to_none=True)
+            print(f"  {shown:42s} out of memory")
             continue
         useful = (2 if train else 1) * forward_flops_per_token(shape, s) * s * b
         r.update(mfu=useful / r["step_s"] / peak, tokens_per_s=s * b / r["step_s"], train=train, ckpt=ckpt)
         figures[label] = r
-        print(f"  {label:42s} {1e3 * r['step_s']:8.1f} ms  {r['tokens_per_s']:8.0f} tokens/s  peak "
+        print(f"  {shown:42s} {1e3 * r['step_s']:8.1f} ms  {r['tokens_per_s']:8.0f} tokens/s  peak "
               f"{r['peak_gb']:5.1f} GiB  MFU {100 * r['mfu']:5.1f} %{'  NaN loss!' if r['nan'] else ''}")
     return figures
 
@@ -283,11 +287,11 @@ def project(args, lengths: dict[str, np.ndarray], measured: dict | None) -> None
     f_tok = forward_flops_per_token(cfg, round(anchor_len))
     train_flops = 2 * f_tok * (args.paper_anchor * anchor_len + aux * aux_len) * args.epochs
     cluster = args.gpus * A100_BF16
-    if measured and "608 x 1, checkpointing off" in measured:
-        mfu = measured["608 x 1, checkpointing off"]["mfu"]
-        mfu_ckpt = measured.get("608 x 1, checkpointing on (as shipped)", {}).get("mfu", mfu * 2 / 3)
-        mfu_eval = measured.get("eval forward 608 x 4", {}).get("mfu", mfu)
-        mfu_liger = measured.get("608 x 1, checkpointing off, Liger", {}).get("mfu")
+    if measured and NO_CKPT in measured:
+        mfu = measured[NO_CKPT]["mfu"]
+        mfu_ckpt = measured.get(SHIPPED, {}).get("mfu", mfu * 2 / 3)
+        mfu_eval = measured.get(EVAL, {}).get("mfu", mfu)
+        mfu_liger = measured.get(LIGER, {}).get("mfu")
         source = "measured on this GPU (the same MFU assumed on A100)"
     else:
         mfu, mfu_eval, mfu_liger = args.assume_mfu, args.assume_mfu, None
@@ -303,8 +307,8 @@ def project(args, lengths: dict[str, np.ndarray], measured: dict | None) -> None
           f"{args.paper_anchor} anchor + {aux} aux samples x {args.epochs} epochs, batch 1 x {args.gpus}, "
           f"mean tokens anchor {anchor_len:.0f} / aux {aux_len:.0f} / valid {valid_len:.0f} ({args.token_source})")
     print(f"  utilisation: {source}")
-    print(f"  compute floor (100 % MFU, checkpointing off, 5k validation): {hours(1.0, 5000) * mfu_eval:.2f} h of "
-          f"training FLOPs = {train_flops:.2e}")
+    floor = (train_flops + f_tok * 5000 * valid_len * args.epochs) / cluster / 3600
+    print(f"  compute floor at 100 % MFU (training FLOPs {train_flops:.2e} + 5k validation): {floor:.2f} h")
     rows = [("as shipped before issue 10 (checkpointing on, 50k validation)", mfu_ckpt, 50000),
             ("knob: checkpointing off", mfu, 50000),
             ("knob: 5k validation subset", mfu_ckpt, 5000),

@@ -259,7 +259,8 @@ class BehaviorInfo:
 
 def behavior_groups(names: list[str], train_count: np.ndarray, *, anchor_threshold: float = 0.01,
                     head_threshold: float = 0.05, tail_threshold: float = 0.01) -> BehaviorInfo:
-    """Anchor (freq > anchor_threshold, paper 2.2/3.2; Algorithm 1 line 1: D^a vs D^t) and head/medium/tail (paper 4.1.2: head > 5%,
+    """Anchor (freq > anchor_threshold, paper 2.2/3.2; Algorithm 1 line 1: D^a vs D^t) and head/medium/tail
+    (paper 4.1.2: head > 5%,
     medium 1-5%, tail the rest, i.e. freq <= tail_threshold) from training-split frequencies.
 
     A behavior with no training sample has frequency 0: it stays a candidate and is a tail behavior."""

@@ -44,7 +44,8 @@ def dataset_dir(tmp_path_factory):
         label_id = int(rng.integers(0, len(NAMES)))
         history = [NAMES[j] for j in rng.integers(0, len(NAMES), size=4)]
         records.append({"system": "Predict the next behavior.", "input": "", "output": NAMES[label_id],
-                        "instruction": f"Template {i % 3}. History: {'; '.join(history)}. Options: {'; '.join(NAMES)}."})
+                        "instruction": f"Template {i % 3}. History: {'; '.join(history)}. "
+                                       f"Options: {'; '.join(NAMES)}."})
         meta.append({"sample_id": f"s{i}", "user_id": f"u{i}", "label": NAMES[label_id], "label_id": label_id,
                      "is_anchor": label_id < 2, "freq_group": GROUPS[label_id], "template_id": i % 3,
                      "history": history, "next_context": ["Mon", 8, "home"]})

@@ -189,7 +189,8 @@ def bench_select(n: int = 200_000, dim: int = 4096, n_behaviors: int = 37, F: in
         lambda: KMeans(F, n_init=1, max_iter=10, random_state=0).fit(emb[rows], sample_weight=np.ones(len(rows)))
     )
     print(
-        f"  largest behavior ({len(rows)} rows): k-means++ seeding {t_one:.2f} s vs a KMeans fit (10 Lloyd iterations) {t_km:.2f} s"
+        f"  largest behavior ({len(rows)} rows): k-means++ seeding {t_one:.2f} s vs a KMeans fit "
+        f"(10 Lloyd iterations) {t_km:.2f} s"
     )
 
 

@@ -56,7 +56,7 @@ def evaluate_size(data: dict, index: np.ndarray, settings: dict, tcfg, device: s
     model, result = fit(train, data["valid"], model_config(data["stats"], data["places"], train, settings), tcfg,
                         device, desc=f"sasrec n={len(index)}")
     row = {"best_epoch": result["epoch"], "epochs": result["epochs"], "valid_accuracy": result["valid_accuracy"],
-           "seconds_total": result["seconds_total"]}
+           "passes_per_epoch": result["passes_per_epoch"], "seconds_total": result["seconds_total"]}
     for split, w in data["tests"].items():
         probs = predict_probs(model, to_tensors(w, device), tcfg.eval_batch_size)
         rows = prediction_rows(probs, w, data["candidates"])
@@ -76,12 +76,12 @@ def render_table(points: list[dict], llms: list[tuple[str, int, dict]]) -> str:
     note = ("SASRec trained on nested seeded subsets of train_all; epoch chosen on the full validation split; "
             "Overall and Tail on protocol 2, Rec_w (accuracy) on protocol 1.")
     lines = ["## Sample efficiency (paper Fig. 4)", "", note, "",
-             "| model | training samples | Overall (P2) | Tail (P2) | Rec_w (P1) | best epoch |",
+             "| model | training samples | Overall (P2) | Tail (P2) | Rec_w (P1) | best epoch (passes each) |",
              "|---|---:|---:|---:|---:|---:|"]
     for p in points:
         samples = f"{p['used']}" + (f" (asked {p['requested']})" if p["used"] != p["requested"] else "")
         lines.append(f"| sasrec | {samples} | {_num(p['overall'])} | {_num(p['tail'])} | {_num(p['rec_w'])} | "
-                     f"{p['best_epoch']} of {p['epochs']} |")
+                     f"{p['best_epoch']} of {p['epochs']} ({p['passes_per_epoch']}) |")
     for name, samples, m in llms:
         lines.append(f"| {name} | {samples} | {_num(m['overall'])} | {_num(m['tail'])} | {_num(m['rec_w'])} | - |")
     return "\n".join(lines) + "\n"

@@ -26,7 +26,7 @@ BEHAVIORS = [f"behavior {chr(65 + i)}" for i in range(8)]
 PLACES = ["home", "workplace", "cafe, downtown"]  # a place with ", " inside: the parser must not split it
 HISTORY_LEN = 4
 TINY = ["hidden_size=32", "num_blocks=1", "ffn_mult=2", "dropout=0.0", "learning_rate=0.005", "batch_size=64",
-        "max_epochs=40", "patience=6", "threads=1"]
+        "max_epochs=40", "patience=6", "threads=1", "min_round_windows=0"]
 
 
 def rule(last: int, hour: int) -> int:

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="targets: " + " ".join(ALL_TARGETS) + "\n\nvariables:\n" + help_text())
     parser.add_argument("words", nargs="+", metavar="TARGET|NAME=value")
     parser.add_argument("--dry-run", "-n", action="store_true", help="list what would run and why; run nothing")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     names = [w for w in args.words if "=" not in w]
     if "help" in names:
         print("targets: " + " ".join(ALL_TARGETS) + "\n\n" + help_text())

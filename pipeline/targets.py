@@ -5,12 +5,13 @@ train: they evaluate the models whose stage has finished and say which ones they
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from . import launch, stages
 from .graph import Runner
 from .layout import Layout, finished, link_prepared
-from .settings import Settings
+from .settings import ROOT, Settings
 
 ABLATIONS = {  # name -> (settings changed, reuses the run's A-tune, pi_ref and scores); paper Table 4 and 4.5
     "wo_aux": (lambda s: {"ATUNE_ARGS": f"dataset=behavior_anchor {s['ATUNE_ARGS']}".strip()}, False),
@@ -154,10 +155,11 @@ def report(r: Runner, s: Settings, lay: Layout) -> None:
     r.run(stages.report(s, lay, [lay.run_dir], lay.report_dir, r.exists))
 
 
-def _table(r: Runner, cmd: list[str]) -> None:
-    """Tables are cheap and read a report that may have just changed: always rebuilt (listed in a dry run)."""
+def _always(r: Runner, name: str, cmd: list[str]) -> None:
+    """Commands that are not stages (cheap tables over a report that may have just changed, the device check):
+    run every time, listed in a dry run."""
     if r.dry_run:
-        r.log(f"would run: {cmd[3]} (tables are always rebuilt)\n  $ " + " ".join(cmd))
+        r.log(f"would run: {name} (every time)\n  $ " + " ".join(cmd))
     else:
         launch.run(cmd)
 
@@ -173,7 +175,7 @@ def ablation_table(r: Runner, s: Settings, lay: Layout) -> None:
     args += ["--out", str(lay.report_dir / "ablations.md")]
     if s["PAPER_TABLE"] in ("behavior", "app"):
         args += ["--paper-table", s["PAPER_TABLE"]]
-    _table(r, launch.python_module("evaluation", "ablation-table", *args))
+    _always(r, "ablation table", launch.python_module("evaluation", "ablation-table", *args))
 
 
 def ablation_report(r: Runner, s: Settings, lay: Layout) -> None:
@@ -204,7 +206,7 @@ def _sweep(r: Runner, s: Settings, lay: Layout, var: str, values: str, stem: str
     args = ["--param", title, *points, "--out", str(lay.report_dir / f"sweep_{stem}.md")]
     if s["PAPER_TABLE"] == "behavior":
         args += ["--paper-table", paper]
-    _table(r, launch.python_module("evaluation", "sweep-table", *args))
+    _always(r, f"sweep table {stem}", launch.python_module("evaluation", "sweep-table", *args))
 
 
 def sweep_eps(r: Runner, s: Settings, lay: Layout) -> None:
@@ -237,6 +239,12 @@ def report_seeds(r: Runner, s: Settings, lay: Layout) -> None:
     r.run(stages.report(s, lay, runs, lay.run_dir / "report-seeds", r.exists))
 
 
+def gpu_check(r: Runner, s: Settings, lay: Layout) -> None:
+    """The device check of issue 10 (one GPU, no network): figures to <RUN_DIR>/gpu_check.json."""
+    cmd = [sys.executable, str(ROOT / "tests" / "gpu" / "gpu_check.py"), "--out", str(lay.run_dir / "gpu_check.json")]
+    _always(r, "gpu check", cmd)
+
+
 TARGETS = {
     "prepare": prepare, "prepared": prepare, "a-tune": a_tune, "merge": a_tune, "score": score, "select": select,
     "b-tune": b_tune, "export-final": export_final, "a-tune-train": a_tune_train, "b-tune-train": b_tune_train,
@@ -244,5 +252,5 @@ TARGETS = {
     **{f"ablation-{n.replace('_', '-')}": (lambda r, s, lay, n=n: ablation(r, s, lay, n)) for n in ABLATIONS},
     "eval-model": eval_model, "eval-baselines": eval_baselines, "eval": eval_all, "report": report,
     "ablation-report": ablation_report, "ablation-table": ablation_table, "sweep-eps": sweep_eps,
-    "sweep-anchor": sweep_anchor, "repeats": repeats, "report-seeds": report_seeds,
+    "sweep-anchor": sweep_anchor, "repeats": repeats, "report-seeds": report_seeds, "gpu-check": gpu_check,
 }

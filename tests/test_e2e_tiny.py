@@ -93,7 +93,8 @@ def _invalidation(finished_run: Path, base: Path, tmp: Path, logs: Path) -> dict
     (stamps record content and location-free parameters, so a moved run is still up to date)."""
     run_dir = tmp / "moved-run"
     shutil.copytree(finished_run, run_dir, symlinks=True)
-    ran = {"nothing": _ran(_make(run_dir, base, "b-tune", f"F={F}", log=logs / "inv-nothing.log")),
+    # the run's last selection is export-final's, with the default F
+    ran = {"nothing": _ran(_make(run_dir, base, "b-tune", log=logs / "inv-nothing.log")),
            "F": _ran(_make(run_dir, base, "b-tune", f"F={F - 1}", log=logs / "inv-f.log"))}
     recipes = tmp / "recipes"
     shutil.copytree(ROOT / "recipes", recipes)

@@ -29,7 +29,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="prepared dataset dir (default: <run-dir>/data)")
     p.add_argument("--model", help="model dir instead of the run's final/ (base model when --adapter is given)")
     p.add_argument("--adapter", help="PEFT adapter dir on top of --model")
-    p.add_argument("--template", required=True, help="LLaMA-Factory chat template of the recipe (smollm2, llama3, qwen)")
+    p.add_argument("--template", required=True, help="the recipe's LLaMA-Factory chat template (smollm2, llama3, qwen)")
     p.add_argument("--cutoff-len", type=_positive_int, help="refuse prompts longer than this (the recipe's cutoff_len)")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="prompts per forward pass")
     p.add_argument("--device", help="e.g. cpu, cuda:0 (default: cuda when available)")

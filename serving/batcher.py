@@ -96,7 +96,7 @@ class MicroBatcher:
             started = time.perf_counter()
             try:
                 results = await asyncio.to_thread(self.predict_fn, queries)
-            except Exception as err:  # noqa: BLE001 - handed to every waiting request, never lost
+            except Exception as err:  # handed to every waiting request, never lost
                 for item in items:
                     if not item.future.done():
                         item.future.set_exception(err)

@@ -41,7 +41,6 @@ __all__ = [
     "parse_columns_option",
     "parse_times",
     "render_instruction",
-    "resolve_device",
     "weekday_of",
     "write_json",
     "write_jsonl",
@@ -53,12 +52,6 @@ def new_scorer(model_path, template: str, adapter_path=None, batch_size: int = 8
     from selection.scorer import CandidateScorer
 
     return CandidateScorer(model_path, template, adapter_path, batch_size, device, dtype)
-
-
-def resolve_device(device: str | None = None) -> str:
-    from selection.models import resolve_device as resolve
-
-    return resolve(device)
 
 
 def all_metrics(label_ids, pred_ids, stats: dict) -> dict:

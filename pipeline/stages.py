@@ -87,11 +87,11 @@ def _train(s: Settings, recipe: launch.Recipe, model: str, data: Path, out: Path
            extra_inputs: list[Path], name: str) -> Stage:
     model_inputs, model_params = _model_inputs(model)
     overrides = [f"model_name_or_path={model}", f"dataset_dir={data}", f"output_dir={out}", *stage_args]
-    ds = recipe.deepspeed(s)
     # Locations are not parameters (a moved run stays up to date): the model and data are inputs by content.
     located = ("dataset_dir=", "output_dir=", *(("model_name_or_path=",) if model_inputs else ()))
-    params = {"overrides": [o for o in overrides if not o.startswith(located)],
-              "ARGS": s.words("ARGS"), "world": [s.int("NPROC"), s.int("NNODES")], "DEEPSPEED": s["DEEPSPEED"],
+    # Launcher settings (NPROC, NNODES, DEEPSPEED) are not parameters either: node 0 runs `make select` without
+    # the training's NNODES, and that must not retrain. Changing the ranks changes the global batch: say so.
+    params = {"overrides": [o for o in overrides if not o.startswith(located)], "ARGS": s.words("ARGS"),
               **model_params}
 
     cmd = launch.lf_train_command(s, recipe, overrides)
@@ -100,7 +100,7 @@ def _train(s: Settings, recipe: launch.Recipe, model: str, data: Path, out: Path
         fix = _non_empty_datasets(recipe, data, overrides + s.words("ARGS"))
         launch.run(cmd + fix, launch.launcher_env(s, recipe))
 
-    inputs = [recipe.path, *([ds] if ds else []), *model_inputs, *extra_inputs]
+    inputs = [recipe.path, *model_inputs, *extra_inputs]
     return Stage(name, stamp_of(out), run, cmd, inputs=inputs, params=params,
                  outputs=[out / "adapter_config.json"], clean=[out])
 

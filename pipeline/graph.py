@@ -30,6 +30,7 @@ class Stage:
     stamp: Path
     run: Callable[[], None]
     command: list[str] | None = None            # what run() calls, shown by --dry-run
+    env: dict[str, str] | None = None           # launcher variables of the command (shown by --dry-run)
     inputs: list[Path] = field(default_factory=list)
     params: dict = field(default_factory=dict)
     outputs: list[Path] = field(default_factory=list)
@@ -91,7 +92,8 @@ class Runner:
         if self.dry_run:
             self.log(f"would run: {stage.name} ({'; '.join(reasons)})")
             if stage.command:
-                self.log("  $ " + shlex.join(str(c) for c in stage.command))
+                env = "".join(f"{k}={v} " for k, v in (stage.env or {}).items())
+                self.log("  $ " + env + shlex.join(str(c) for c in stage.command))
             self.pending.update(str(p) for p in [*stage.outputs, stage.stamp])
             return True
         self.log(f"==> {stage.name} ({'; '.join(reasons[:3])})")

@@ -94,14 +94,14 @@ def _train(s: Settings, recipe: launch.Recipe, model: str, data: Path, out: Path
     params = {"overrides": [o for o in overrides if not o.startswith(located)], "ARGS": s.words("ARGS"),
               **model_params}
 
-    cmd = launch.lf_train_command(s, recipe, overrides)
+    cmd, env = launch.lf_train_command(s, recipe, overrides), launch.launcher_env(s, recipe)
 
     def run():
         fix = _non_empty_datasets(recipe, data, overrides + s.words("ARGS"))
-        launch.run(cmd + fix, launch.launcher_env(s, recipe))
+        launch.run(cmd + fix, env)
 
     inputs = [recipe.path, *model_inputs, *extra_inputs]
-    return Stage(name, stamp_of(out), run, cmd, inputs=inputs, params=params,
+    return Stage(name, stamp_of(out), run, cmd, env, inputs=inputs, params=params,
                  outputs=[out / "adapter_config.json"], clean=[out])
 
 

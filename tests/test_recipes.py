@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,12 +132,15 @@ def test_ablation_recipes_change_only_what_they_ablate(folder):
 
 
 def _make_dry_run(*args: str) -> str:
-    out = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), *args], capture_output=True, text=True,
+    """What `make DRY_RUN=1 <target>` lists: each stage that would run, with its command and launcher variables."""
+    out = subprocess.run([sys.executable, "-m", "pipeline", "--dry-run", *args], capture_output=True, text=True,
                          cwd=ROOT, check=True)
     return out.stdout
 
 
 def test_make_wires_template_launcher_and_overrides(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "stats.json").write_text("{}")
     out = _make_dry_run("b-tune", "MODEL=llama3.1-8b-instruct", f"RUN_DIR={tmp_path}", "NPROC=8",
                         "BASE_MODEL=meta-llama/Llama-3.1-8B-Instruct", "ARGS=num_train_epochs=1")
     assert "--template llama3" in out  # read from the recipe

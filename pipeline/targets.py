@@ -38,6 +38,8 @@ def prepare(r: Runner, s: Settings, lay: Layout) -> None:
 
 
 def token_check(r: Runner, s: Settings, lay: Layout) -> None:
+    if (lay.data / "stats.json").is_symlink():
+        return  # an ablation's or a seed repeat's links to a run whose own chain checked them
     if s.flag("SKIP_TOKEN_CHECK"):
         print("note: SKIP_TOKEN_CHECK is set: samples longer than the recipes' cutoff_len train on truncated prompts")
         return

@@ -140,7 +140,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--max-batch", type=int, default=32, help="prompts per batch with batching on")
-    parser.add_argument("--instruction-template", default="0",
+    parser.add_argument("--instruction-template", default="2",
                         help="template mode of the requests (mean scores three prompts per request)")
     parser.add_argument("--history-len", type=int, default=6)
     parser.add_argument("--work", default=str(ROOT / ".cache" / "bench_serve"))

@@ -97,6 +97,19 @@ VARIABLES: list[Var] = [
         ("ANCHOR_SWEEP", "0.005 0.01 0.02", "sweep-anchor values (Table 6)"),
         ("SEEDS", "1 2 3 4 5", "repeats: seeds"),
     ]),
+    *_v("predict and serve", [
+        ("EVENTS", None, "predict: recent events of the users (prepare's schema; COLUMNS, LABEL_MAP, TIMEZONE apply)"),
+        ("NEXT", None, "predict: one row per user with the context to predict: user_id, timestamp, place"),
+        ("OUT", None, "predict: output JSONL (default <RUN_DIR>/predictions.jsonl)"),
+        ("TOP_K", "5", "behaviors per prediction, best first"),
+        ("HOST", "127.0.0.1", "serve: address to listen on"),
+        ("PORT", "8000", "serve: port (0 picks a free one)"),
+        ("SERVE_ARGS", None, "extra flags for python -m serving predict|serve (e.g. --instruction-template mean)"),
+    ]),
+    *_v("sasrec", [
+        ("SIZES", "1000 10000 100000 200000", "sample-efficiency: training windows per SASRec run (Fig. 4)"),
+        ("SASREC_ARGS", None, "extra flags for python -m sasrec (e.g. --set max_epochs=10)"),
+    ]),
     *_v("demo", [
         ("SMOLLM2_DIR", str(ROOT / ".cache" / "smollm2-135m-instruct"), "SmolLM2-135M converted from the wheel"),
         ("DEMO_PROFILE", str(ROOT / "recipes" / "smollm2-135m-instruct" / "demo.env"), "the demo's variables"),

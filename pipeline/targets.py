@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from . import launch, stages
-from .graph import Runner
-from .layout import Layout, finished, link_prepared
+from .graph import Runner, Stage
+from .layout import Layout, finished, link_prepared, stamp_of
 from .settings import ROOT, Settings
 
 ABLATIONS = {  # name -> (settings changed, reuses the run's A-tune, pi_ref and scores); paper Table 4 and 4.5
@@ -241,6 +241,55 @@ def report_seeds(r: Runner, s: Settings, lay: Layout) -> None:
     r.run(stages.report(s, lay, runs, lay.run_dir / "report-seeds", r.exists))
 
 
+# ---- after training: predictions for users now, SASRec beside the LLMs ---------------------------------------
+def _serving_args(s: Settings, lay: Layout) -> list[str]:
+    return ["--run-dir", str(lay.run_dir), "--data-dir", str(lay.data), "--template", stages.template(s),
+            "--cutoff-len", str(stages.cutoff_len(s)), "--top-k", s["TOP_K"], *s.words("SERVE_ARGS")]
+
+
+def predict(r: Runner, s: Settings, lay: Layout) -> None:
+    """Batch predictions with the run's final model: one JSONL line per user (serving/)."""
+    if not (s["EVENTS"] and s["NEXT"]):
+        raise SystemExit("usage: make predict RUN=... EVENTS=recent.jsonl NEXT=next.csv [OUT=...] [TOP_K=5]")
+    check_data(r, lay)
+    out = Path(s["OUT"]).resolve() if s["OUT"] else lay.run_dir / "predictions.jsonl"
+    source = [x for name, flag in (("COLUMNS", "--columns"), ("LABEL_MAP", "--label-map"), ("TIMEZONE", "--tz"))
+              if s[name] for x in (flag, s[name])]
+    cmd = launch.python_module("serving", "predict", *_serving_args(s, lay), "--events", str(Path(s["EVENTS"])
+                               .resolve()), "--next", str(Path(s["NEXT"]).resolve()), "--out", str(out), *source)
+    _always(r, "predict", cmd)
+
+
+def serve(r: Runner, s: Settings, lay: Layout) -> None:
+    """The HTTP service (FastAPI + uvicorn) on the run's final model; API_KEY from the environment."""
+    check_data(r, lay)
+    _always(r, "serve", launch.python_module("serving", "serve", *_serving_args(s, lay), "--host", s["HOST"],
+                                             "--port", s["PORT"]))
+
+
+def sasrec(r: Runner, s: Settings, lay: Layout) -> None:
+    """SASRec trained on the run's train_all windows -> eval/sasrec, a row of make eval's report (Table 3)."""
+    check_data(r, lay)
+    out = lay.eval_dir / "sasrec"
+    cmd = launch.python_module("sasrec", "train", "--dataset-dir", str(lay.data), "--out", str(out),
+                               *s.words("SASREC_ARGS"))
+    r.run(Stage("sasrec", stamp_of(out), lambda: launch.run(cmd), cmd,
+                       inputs=[*lay.prepared(), ROOT / "recipes" / "sasrec" / "sasrec.yaml"],
+                       params={"SASREC_ARGS": s.words("SASREC_ARGS")},
+                       outputs=[out / f"{t}.predictions.jsonl" for t in stages.TEST_SPLITS], clean=[out]))
+
+
+def sample_efficiency(r: Runner, s: Settings, lay: Layout) -> None:
+    """Fig. 4: SASRec on seeded subsets of SIZES training windows, beside the run's BehaviorLM and A-tune rows."""
+    check_data(r, lay)
+    metrics = lay.report_dir / "metrics.json"
+    cmd = launch.python_module("sasrec", "sample-efficiency", "--dataset-dir", str(lay.data), "--sizes",
+                               *s.words("SIZES"), "--out", str(lay.report_dir), "--skip-missing-llm",
+                               "--llm", f"behaviorlm={metrics}#behaviorlm", "--llm", f"a-tune={metrics}#a-tune",
+                               *s.words("SASREC_ARGS"))
+    _always(r, "sample efficiency", cmd)
+
+
 def gpu_check(r: Runner, s: Settings, lay: Layout) -> None:
     """The device check of issue 10 (one GPU, no network): figures to <RUN_DIR>/gpu_check.json."""
     cmd = [sys.executable, str(ROOT / "tests" / "gpu" / "gpu_check.py"), "--out", str(lay.run_dir / "gpu_check.json")]
@@ -255,4 +304,5 @@ TARGETS = {
     "eval-model": eval_model, "eval-baselines": eval_baselines, "eval": eval_all, "report": report,
     "ablation-report": ablation_report, "ablation-table": ablation_table, "sweep-eps": sweep_eps,
     "sweep-anchor": sweep_anchor, "repeats": repeats, "report-seeds": report_seeds, "gpu-check": gpu_check,
+    "predict": predict, "serve": serve, "sasrec": sasrec, "sample-efficiency": sample_efficiency,
 }

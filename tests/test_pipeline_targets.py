@@ -245,3 +245,22 @@ def test_help_lists_every_variable_with_the_stage_defaults():
     for name, dest in (("EPS", "eps"), ("TRAIN_CAP", "train_cap"), ("HISTORY_LEN", "history_len")):
         (line,) = _lines(proc.stdout, f"  {name} ")
         assert line.endswith(f"[default: {prepare.get_default(dest)}]"), line
+
+
+def test_predict_serve_and_sasrec_use_the_runs_layout_and_recipe(tmp_path):
+    run = tmp_path / "run"
+    _prepared(run)
+    out = _dry(run, "predict", "EVENTS=e.jsonl", "NEXT=n.csv", "TOP_K=3", "TIMEZONE=+08:00", "serve", "PORT=0",
+               "sasrec", "sample-efficiency", "SIZES=100 200")
+    (predict,) = _lines(out, "-m serving predict")
+    for part in (f"--run-dir {run} ", "--template smollm2", "--cutoff-len 2048", "--top-k 3", "--tz +08:00",
+                 f"--out {run}/predictions.jsonl", f"--events {ROOT}/e.jsonl"):
+        assert part in predict + " ", part
+    (serve,) = _lines(out, "-m serving serve")
+    assert "--host 127.0.0.1 --port 0" in serve
+    (sasrec,) = _lines(out, "-m sasrec train")
+    assert f"--out {run}/eval/sasrec" in sasrec
+    (curve,) = _lines(out, "-m sasrec sample-efficiency")
+    assert "--sizes 100 200" in curve and f"--llm behaviorlm={run}/report/metrics.json#behaviorlm" in curve
+    proc = _pipeline(run, "predict", dry=False)
+    assert proc.returncode != 0 and "usage: make predict" in proc.stderr

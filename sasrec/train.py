@@ -3,12 +3,12 @@
 The loss is SASRec's objective (Kang and McAuley 2018): cross-entropy over all behaviors for the next event at
 every position of the window (``loss_positions: all``; ``last`` trains on the window's label only). After each
 epoch the model predicts the validation windows' labels; the epoch with the best validation accuracy is kept
-(paper 4.1.4: "selecting the best-performing model on the validation set"), and training stops after
-``patience`` epochs without improvement or at ``max_epochs``. An "epoch" is one pass over the training windows,
-or, for a subset smaller than ``min_round_windows``, as many whole passes as reach that many windows: a
-1,000-window subset would otherwise stop after a few 8-step epochs still predicting the majority behavior,
-and validating 50k windows after every 8 steps would cost more than the training. Seeded and deterministic on
-CPU: fixed thread count, ``torch.use_deterministic_algorithms``, one seeded generator for the batch order.
+(paper 4.1.4: "selecting the best-performing model on the validation set"), and training stops after ``patience``
+epochs without an improvement of more than ``min_delta`` or at ``max_epochs``. An "epoch" is one pass over the
+training windows, or, for a subset smaller than ``min_round_windows``, as many whole passes as reach that many
+windows: a 1,000-window subset would otherwise stop after a few 8-step epochs still predicting the majority
+behavior, and validating 50k windows after every 8 steps would cost more than the training. Seeded and
+deterministic on CPU: fixed thread count, ``torch.use_deterministic_algorithms``, seeded batch order and dropout.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_epochs: int = 30
     patience: int = 3
+    min_delta: float = 0.0
     seed: int = 42
     threads: int = 2
     valid_cap: int | None = None
@@ -164,7 +165,7 @@ def fit(train: Windows, valid: Windows, model_cfg: ModelConfig, tcfg: TrainConfi
         elapsed += seconds
         history.append({"epoch": epoch, "train_loss": loss, "valid_accuracy": acc, "seconds": seconds})
         tqdm.write(f"{desc} epoch {epoch}: loss {loss:.4f}, valid accuracy {acc:.4f}, {seconds:.1f} s")
-        if acc > best["valid_accuracy"]:
+        if acc > best["valid_accuracy"] + tcfg.min_delta:
             state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             best.update(epoch=epoch, valid_accuracy=acc, state=state, seconds_to_best=elapsed)
         elif epoch - best["epoch"] >= tcfg.patience:

@@ -135,27 +135,47 @@ def check_cutoff(lengths: np.ndarray, cutoff_len: int | None, what: str) -> None
         )
 
 
+def _split_lengths(counter: LengthCounter, path, known: dict[str, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt, answer) token lengths of every record of one split file. A line already seen in another split
+    is not parsed or counted again: anchor.jsonl and tail_medium.jsonl repeat train_all.jsonl's lines, so the
+    check costs what the distinct samples cost."""
+    import json
+
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    new = [line for line in dict.fromkeys(lines) if line not in known]
+    records = []
+    for line in new:
+        try:
+            records.append(json.loads(line))
+        except ValueError as err:
+            raise ValueError(f"{path}: line {lines.index(line) + 1}: not JSON ({err})") from None
+    if records:
+        fresh = prompt_token_lengths(counter.template, counter.tokenizer, records, counter=counter)
+        known.update((line, (int(n), counter.answer(r["output"]))) for line, r, n in zip(new, records, fresh))
+    pairs = np.array([known[line] for line in lines], dtype=np.int64).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
 def split_token_budget(dataset_dir, model_path, template_name: str, cutoff_len: int | None,
                        splits: Sequence[str] = ("anchor", "train_all", "tail_medium", "valid", "test_p1", "test_p2")
                        ) -> dict:
     """Token lengths of every prepared split under the recipe's tokenizer and chat template (issue 9.1):
     per split min / median / p99 / max of prompt + answer (what LLaMA-Factory trains on) and the longest
     prompt + longest candidate (what the scorer and DPO see), and the verdict against ``cutoff_len``."""
-    from data_prep.prepared import load_prepared
+    from data_prep.prepared import candidate_names, load_stats, resolve_dataset_file
 
     from .rendering import load_tokenizer_and_template
 
     tokenizer, template = load_tokenizer_and_template(model_path, template_name)
     counter = LengthCounter(template, tokenizer)
+    candidates = candidate_names(load_stats(dataset_dir))
+    longest_answer = max(counter.answer(c) for c in candidates)
     report = {"model": str(model_path), "template": template_name, "cutoff_len": cutoff_len, "splits": {}}
-    longest_scored = 0
+    longest_scored, known = 0, {}
     for split in splits:
-        data = load_prepared(dataset_dir, split)
-        if not data.records:
+        prompts, answers = _split_lengths(counter, resolve_dataset_file(dataset_dir, split), known)
+        if not len(prompts):
             continue
-        prompts = prompt_token_lengths(template, tokenizer, data.records, counter=counter)
-        answers = np.fromiter((counter.answer(r["output"]) for r in data.records), np.int64, len(prompts))
-        longest_answer = max(counter.answer(c) for c in data.candidates)
         total = prompts + answers
         scored = int(prompts.max()) + longest_answer
         longest_scored = max(longest_scored, scored)

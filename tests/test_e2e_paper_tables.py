@@ -79,8 +79,8 @@ def test_repeats_report_mean_and_spread_over_seeds(tmp):
 
 def test_ablations_and_their_table(tmp):
     _pipeline(tmp, "main", "b-tune")
-    _pipeline(tmp, "main", "ablations")
-    log = _pipeline(tmp, "main", "ablation-report")
+    log = _pipeline(tmp, "main", "ablations")
+    _pipeline(tmp, "main", "ablation-report")
     for name in ("wo_aux", "wo_dds", "wo_kmeans", "wo_dpo", "wo_atune", "reverse"):
         assert (tmp / "main" / "ablations" / name / "final" / "config.json").is_file(), name
         assert (tmp / "main" / "eval" / f"abl-{name}" / "test_p2.predictions.jsonl").is_file(), name
@@ -89,4 +89,4 @@ def test_ablations_and_their_table(tmp):
     rows = _table_rows((tmp / "main" / "report" / "ablations.md").read_text())
     names = {r[0] for r in rows}
     assert "behaviorlm (full)" in names and {"no_aux", "no_dds", "no_kmeans", "no_dpo", "no_atune", "reverse"} <= names
-    assert "up to date: a-tune: train (atune_lora_sft)" in log
+    assert "up to date: a-tune: train (atune_lora_sft)" in log  # the run's own A-tune, reused

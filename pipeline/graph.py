@@ -54,7 +54,6 @@ class Runner:
         self.dry_run = dry_run
         self.log = log
         self.pending: set[str] = set()      # dry run: outputs of stages that would run
-        self.ran: list[str] = []             # names of the stages that ran (tests and the demo read it)
 
     def exists(self, path: Path) -> bool:
         """Whether a file is there, or (dry run) would be written by a stage listed before."""
@@ -114,7 +113,6 @@ class Runner:
         stamps.write_stamp(stage.stamp, key, stage.params, self.cache.digests(stage.inputs), stage.outputs)
         running.unlink(missing_ok=True)
         self.cache.save()
-        self.ran.append(stage.name)
         self.log(f"<== {stage.name}: {time.perf_counter() - begin:.1f} s")
         return True
 

@@ -229,9 +229,6 @@ class Settings(Mapping[str, str]):
     def flag(self, name: str) -> bool:
         return self[name] not in ("", "0", "false", "no")
 
-    def path(self, name: str) -> Path:
-        return Path(self[name]).expanduser().resolve()
-
 
 def help_text() -> str:
     lines, group = [], None

@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         elif args.command == "token-lengths":
             from data_prep.outputs import write_json
 
-            from .lengths import budget_error, split_token_budget
+            from .budget import budget_error, split_token_budget
 
             report = split_token_budget(args.dataset_dir, args.model, args.template, args.cutoff_len)
             write_json(args.out, report)

@@ -7,14 +7,15 @@ REFUSE such samples (``check_cutoff``) rather than truncate them as LLaMA-Factor
 no longer holds the candidate list or the answer stem, so its score would be meaningless; the fix is a larger
 ``cutoff_len``, and the message says which.
 
-Counting (``LengthCounter``): LLaMA-Factory encodes each template element with ``tokenizer.encode``; BPE
-merges never cross a pre-tokenizer boundary, and with byte-level pre-tokenizers (GPT-2, Llama-3, Qwen2,
-SmolLM2) a space preceded by a non-space always starts a new pre-token.  Our prompts join their parts with
-", " (history events, candidates), so the user content ``p0, p1, ..., pn`` costs
-``len(prompt(p0, pn)) + sum_i len(" " + p_i + ",")``: the outer pair is encoded exactly through the template
-(cached: it varies only with the instruction template and the first/last item), the middle pieces are
-counted once each and cached.  Every call checks the fast count against the exact encoding on a seeded
-sample of records (and the longest one); on any difference it warns and counts every record exactly.
+Counting (``LengthCounter``; ``budget.py`` applies the same decomposition to whole split files): LLaMA-Factory
+encodes each template element with ``tokenizer.encode``; BPE merges never cross a pre-tokenizer boundary, and
+with byte-level pre-tokenizers (GPT-2, Llama-3, Qwen2, SmolLM2) a space preceded by a non-space always starts
+a new pre-token. Our prompts join their parts with ", " (history events, candidates), so the user content
+``p0, p1, ..., pn`` costs ``len(prompt(p0, pn)) + sum_i len(" " + p_i + ",")``: the outer pair is encoded
+exactly through the template (cached: it varies only with the instruction template and the first/last item),
+the middle pieces are counted once each and cached. Every call checks the fast count against the exact
+encoding on a seeded sample of records (and the longest one); on any difference it warns and counts every
+record exactly.
 """
 
 from __future__ import annotations
@@ -52,26 +53,30 @@ class LengthCounter:
             self._answer[answer] = len(encode_pair(self.template, self.tokenizer, {"instruction": "x"}, answer)[1])
         return self._answer[answer]
 
-    def _count_middle(self, pieces: list[str]) -> int:
-        try:
-            return sum(map(self._middle.__getitem__, pieces))
-        except KeyError:
-            encode = self.tokenizer.encode
-            for p in pieces:
-                if p not in self._middle:
-                    self._middle[p] = len(encode(" " + p + ",", add_special_tokens=False))
-            return sum(map(self._middle.__getitem__, pieces))
+    def middle_piece(self, piece: str) -> int:
+        """Tokens of one middle piece of the user turn: " piece," (the space after ", " starts a pre-token)."""
+        if piece not in self._middle:
+            self._middle[piece] = len(self.tokenizer.encode(" " + piece + ",", add_special_tokens=False))
+        return self._middle[piece]
+
+    def outer(self, system: str, first: str, last: str) -> int:
+        """Tokens of the prompt with only its first and last pieces: system, template, assistant header."""
+        key = (system, first, last)
+        if key not in self._outer:
+            self._outer[key] = self.exact_prompt({"system": system, "instruction": first + SEP + last})
+        return self._outer[key]
 
     def fast_prompt(self, record: dict) -> int:
         content = user_content(record)
         pieces = content.split(SEP)
         if len(pieces) < 3 or _UNSAFE.search(content):
             return self.exact_prompt(record)
-        system = record.get("system") or ""
-        key = (system, pieces[0], pieces[-1])
-        if key not in self._outer:
-            self._outer[key] = self.exact_prompt({"system": system, "instruction": pieces[0] + SEP + pieces[-1]})
-        return self._outer[key] + self._count_middle(pieces[1:-1])
+        middle = self._middle
+        try:
+            inner = sum(map(middle.__getitem__, pieces[1:-1]))
+        except KeyError:
+            inner = sum(map(self.middle_piece, pieces[1:-1]))
+        return self.outer(record.get("system") or "", pieces[0], pieces[-1]) + inner
 
 
 def _verified(counter: LengthCounter, records: Sequence[dict], fast: np.ndarray, n_check: int, seed: int) -> bool:
@@ -133,69 +138,3 @@ def check_cutoff(lengths: np.ndarray, cutoff_len: int | None, what: str) -> None
             f"LLaMA-Factory trains on a truncated prompt there, so set cutoff_len: {longest} (or more) in the "
             "recipe and pass the same --cutoff-len"
         )
-
-
-def _split_lengths(counter: LengthCounter, path, known: dict[str, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """(prompt, answer) token lengths of every record of one split file. A line already seen in another split
-    is not parsed or counted again: anchor.jsonl and tail_medium.jsonl repeat train_all.jsonl's lines, so the
-    check costs what the distinct samples cost."""
-    import json
-
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    new = [line for line in dict.fromkeys(lines) if line not in known]
-    records = []
-    for line in new:
-        try:
-            records.append(json.loads(line))
-        except ValueError as err:
-            raise ValueError(f"{path}: line {lines.index(line) + 1}: not JSON ({err})") from None
-    if records:
-        fresh = prompt_token_lengths(counter.template, counter.tokenizer, records, counter=counter)
-        known.update((line, (int(n), counter.answer(r["output"]))) for line, r, n in zip(new, records, fresh))
-    pairs = np.array([known[line] for line in lines], dtype=np.int64).reshape(-1, 2)
-    return pairs[:, 0], pairs[:, 1]
-
-
-def split_token_budget(dataset_dir, model_path, template_name: str, cutoff_len: int | None,
-                       splits: Sequence[str] = ("anchor", "train_all", "tail_medium", "valid", "test_p1", "test_p2")
-                       ) -> dict:
-    """Token lengths of every prepared split under the recipe's tokenizer and chat template (issue 9.1):
-    per split min / median / p99 / max of prompt + answer (what LLaMA-Factory trains on) and the longest
-    prompt + longest candidate (what the scorer and DPO see), and the verdict against ``cutoff_len``."""
-    from data_prep.prepared import candidate_names, load_stats, resolve_dataset_file
-
-    from .rendering import load_tokenizer_and_template
-
-    tokenizer, template = load_tokenizer_and_template(model_path, template_name)
-    counter = LengthCounter(template, tokenizer)
-    candidates = candidate_names(load_stats(dataset_dir))
-    longest_answer = max(counter.answer(c) for c in candidates)
-    report = {"model": str(model_path), "template": template_name, "cutoff_len": cutoff_len, "splits": {}}
-    longest_scored, known = 0, {}
-    for split in splits:
-        prompts, answers = _split_lengths(counter, resolve_dataset_file(dataset_dir, split), known)
-        if not len(prompts):
-            continue
-        total = prompts + answers
-        scored = int(prompts.max()) + longest_answer
-        longest_scored = max(longest_scored, scored)
-        report["splits"][split] = {
-            "samples": len(total), "min": int(total.min()), "median": float(np.median(total)),
-            "p99": float(np.percentile(total, 99)), "max": int(total.max()),
-            "max_prompt_plus_longest_candidate": scored,
-            "over_cutoff": int((prompts + longest_answer > cutoff_len).sum()) if cutoff_len else 0}
-    report["max_prompt_plus_longest_candidate"] = longest_scored
-    report["fits"] = cutoff_len is None or longest_scored <= cutoff_len
-    return report
-
-
-def budget_error(report: dict) -> str | None:
-    """One line when some sample does not fit: how many, the longest, the cutoff_len to set."""
-    if report["fits"]:
-        return None
-    over = sum(s["over_cutoff"] for s in report["splits"].values())
-    total = sum(s["samples"] for s in report["splits"].values())
-    longest = report["max_prompt_plus_longest_candidate"]
-    return (f"{over} of {total} prepared samples do not fit cutoff_len={report['cutoff_len']} with their longest "
-            f"candidate (longest {longest} tokens): LLaMA-Factory would train on truncated prompts. Set "
-            f"cutoff_len: {longest} (or more) in the recipes, or shorten the prompts (HISTORY_LEN, fewer behaviors)")

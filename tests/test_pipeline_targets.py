@@ -264,3 +264,32 @@ def test_predict_serve_and_sasrec_use_the_runs_layout_and_recipe(tmp_path):
     assert "--sizes 100 200" in curve and f"--llm behaviorlm={run}/report/metrics.json#behaviorlm" in curve
     proc = _pipeline(run, "predict", dry=False)
     assert proc.returncode != 0 and "usage: make predict" in proc.stderr
+
+
+def test_token_lengths_in_stats_json_change_no_digest(tmp_path):
+    """The token check adds a section to prepare's stats.json; what a stage reads from it is unchanged, so its
+    digest is too (switching the check on must not retrain A-tune), while any other change is seen."""
+    import json
+
+    from pipeline.stamps import file_digest
+    from selection.budget import record_in_stats
+
+    stats = {"behaviors": [{"name": "Music", "label_id": 0}, {"name": "Café", "label_id": 1}], "samples": {"x": 3}}
+    path = tmp_path / "stats.json"
+    path.write_text(json.dumps(stats, ensure_ascii=False), encoding="utf-8")
+    before = file_digest(path)
+    record_in_stats(tmp_path, {"fits": True, "cutoff_len": 2048})
+    written = json.loads(path.read_text(encoding="utf-8"))
+    assert written == {**stats, "token_lengths": {"fits": True, "cutoff_len": 2048}}
+    assert file_digest(path) == before
+    record_in_stats(tmp_path, {"fits": False, "cutoff_len": 100})  # a rerun replaces the section
+    assert json.loads(path.read_text(encoding="utf-8"))["token_lengths"]["cutoff_len"] == 100
+    assert file_digest(path) == before
+    stats["behaviors"][1]["name"] = "Cafe"
+    path.write_text(json.dumps(stats), encoding="utf-8")
+    assert file_digest(path) != before
+    other = tmp_path / "meta.json"  # any other file: its bytes
+    other.write_text('{"token_lengths": 1}')
+    digest = file_digest(other)
+    other.write_text('{"token_lengths": 2}')
+    assert file_digest(other) != digest

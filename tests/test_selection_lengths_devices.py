@@ -168,15 +168,19 @@ def test_run_budget_equals_exact_encoding_of_every_record(tokenizer_template, tm
 def test_token_lengths_cli_stops_with_the_cutoff_to_set(tokenizer_template, tmp_path, capsys):
     rows = records(50, seed=9)
     data, model = budget_dir(tmp_path, tokenizer_template[0], {"train_all": rows, "test_p1": rows[:10]})
-    args = ["token-lengths", "--dataset-dir", str(data), "--model", str(model), "--template", "smollm2",
-            "--out", str(tmp_path / "tl.json")]
-    assert selection_cli([*args, "--cutoff-len", "100000"]) == 0
-    report = json.loads((tmp_path / "tl.json").read_text())
+    args = ["token-lengths", "--dataset-dir", str(data), "--model", str(model), "--template", "smollm2"]
+    assert selection_cli([*args, "--cutoff-len", "100000", "--out", str(tmp_path / "tl.json")]) == 0
+    report = json.loads((data / "stats.json").read_text())["token_lengths"]  # issue 9.1: in stats.json
+    assert report == json.loads((tmp_path / "tl.json").read_text())
+    assert set(report["splits"]) == {"train_all", "test_p1"}
+    assert report["cutoff_len"] == 100000 and report["splits"]["train_all"]["samples"] == len(rows)
     longest = report["max_prompt_plus_longest_candidate"]
     assert report["fits"] and "every sample fits cutoff_len=100000" in capsys.readouterr().out
     assert selection_cli([*args, "--cutoff-len", str(longest - 1)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"(longest {longest} tokens)" in err and f"cutoff_len: {longest} (or more)" in err
+    stats = json.loads((data / "stats.json").read_text())  # the failing verdict is recorded too
+    assert stats["token_lengths"]["fits"] is False and stats["behaviors"][0]["name"] == BEHAVIORS[0]
     assert selection_cli([*args, "--cutoff-len", str(longest)]) == 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,11 +172,14 @@ def _python_lengths(counter: LengthCounter, path: Path) -> tuple[np.ndarray, np.
 
 
 class _TokenizerLoader(threading.Thread):
-    """Imports transformers + LLaMA-Factory and loads the tokenizer and template while Arrow reads."""
+    """Imports transformers + LLaMA-Factory and loads the tokenizer and template while Arrow reads; then runs
+    `then` (reading the split files the main thread has not taken yet), so both cores count to the end."""
 
-    def __init__(self, model_path, template_name: str):
+    def __init__(self, model_path, template_name: str, then=None):
         super().__init__(daemon=True)
-        self.args, self.counter, self.error = (model_path, template_name), None, None
+        self.args, self.then, self.counter, self.error, self.then_error = (model_path, template_name), then, None, \
+            None, None
+        self.loaded = threading.Event()
 
     def run(self):
         from .rendering import load_tokenizer_and_template
@@ -185,12 +189,25 @@ class _TokenizerLoader(threading.Thread):
             self.counter = LengthCounter(template, tokenizer)
         except BaseException as err:  # re-raised in the main thread by result()
             self.error = err
+            return
+        finally:
+            self.loaded.set()
+        if self.then is not None:
+            try:
+                self.then()
+            except BaseException as err:  # re-raised in the main thread by finish()
+                self.then_error = err
 
     def result(self) -> LengthCounter:
-        self.join()
+        self.loaded.wait()
         if self.error is not None:
             raise self.error
         return self.counter
+
+    def finish(self) -> None:
+        self.join()
+        if self.then_error is not None:
+            raise self.then_error
 
 
 class _Files:
@@ -202,6 +219,7 @@ class _Files:
 
     def __init__(self, loader: _TokenizerLoader):
         self.loader, self.batches, self.exact = loader, {}, set()
+        self.lock = threading.Lock()  # a fast tokenizer must not encode in two threads at once
 
     def read(self, path: Path, seed: int = 0) -> None:
         import pyarrow as pa
@@ -211,7 +229,7 @@ class _Files:
             for table in _read_batches(path):
                 n_check = CHECKS_PER_BATCH if self.batches[path] else CHECKS_FIRST_BATCH
                 self.batches[path].append(_reduce(table, rng, n_check))
-                if not self.loader.is_alive():  # tokenizer ready: count now, keep nothing but the lengths
+                if self.loader.loaded.is_set():  # tokenizer ready: count now, keep nothing but the lengths
                     self.count(path)
         except pa.ArrowInvalid as err:  # a line Arrow cannot read (too long, not JSON): Python names the line
             logger.warning("%s: Arrow's JSON reader failed (%s): counting every record exactly", path, err)
@@ -220,7 +238,8 @@ class _Files:
     def count(self, path: Path) -> None:
         batches = self.batches[path]
         try:
-            batches[:] = [_lengths(self.loader.result(), b) if isinstance(b, _Batch) else b for b in batches]
+            with self.lock:
+                batches[:] = [_lengths(self.loader.result(), b) if isinstance(b, _Batch) else b for b in batches]
         except _Mismatch as err:
             logger.warning("%s: %s: counting every record exactly (slower)", path, err)
             self.exact.add(path)
@@ -243,13 +262,23 @@ def split_token_budget(dataset_dir, model_path, template_name: str, cutoff_len: 
     prompt + longest candidate (what the scorer and DPO see), and the verdict against ``cutoff_len``."""
     from data_prep.prepared import candidate_names, load_stats, resolve_dataset_file
 
-    loader = _TokenizerLoader(model_path, template_name)
-    loader.start()
     candidates = candidate_names(load_stats(dataset_dir))
     paths = {split: resolve_dataset_file(dataset_dir, split) for split in splits}
+    todo = deque(paths.values())
+
+    def read_remaining() -> None:  # the main thread from the start, the loader's thread once it has loaded
+        while todo:
+            try:
+                path = todo.popleft()
+            except IndexError:
+                return
+            files.read(path)
+
+    loader = _TokenizerLoader(model_path, template_name, then=read_remaining)
     files = _Files(loader)
-    for path in paths.values():
-        files.read(path)
+    loader.start()
+    read_remaining()
+    loader.finish()
     counter = loader.result()
     longest_answer = max(counter.answer(c) for c in candidates)
     report = {"model": str(model_path), "template": template_name, "cutoff_len": cutoff_len, "splits": {}}

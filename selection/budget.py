@@ -157,17 +157,12 @@ def _python_lengths(counter: LengthCounter, path: Path) -> tuple[np.ndarray, np.
     """Every record of one file counted exactly through the template (the slow, sure way)."""
     from tqdm.auto import tqdm
 
+    from data_prep.outputs import iter_jsonl
+
     prompts, answers = [], []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(tqdm(f, desc=f"token lengths ({path.name}, exact)", unit=" lines"), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as err:
-                raise ValueError(f"{path}: line {number}: not JSON ({err})") from None
-            prompts.append(counter.exact_prompt(rec))
-            answers.append(counter.answer(rec["output"]))
+    for rec in tqdm(iter_jsonl(path), desc=f"token lengths ({path.name}, exact)", unit=" records"):
+        prompts.append(counter.exact_prompt(rec))
+        answers.append(counter.answer(rec["output"]))
     return np.array(prompts, dtype=np.int64), np.array(answers, dtype=np.int64)
 
 
@@ -177,9 +172,8 @@ class _TokenizerLoader(threading.Thread):
 
     def __init__(self, model_path, template_name: str, then=None):
         super().__init__(daemon=True)
-        self.args, self.then, self.counter, self.error, self.then_error = (model_path, template_name), then, None, \
-            None, None
-        self.loaded = threading.Event()
+        self.args, self.then, self.loaded = (model_path, template_name), then, threading.Event()
+        self.counter, self.error, self.then_error = None, None, None
 
     def run(self):
         from .rendering import load_tokenizer_and_template

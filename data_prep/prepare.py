@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import auxiliary, outputs, prompts, rundir, samples
+from data_prep import auxiliary, outputs, prompts, rundir, samples, ties
 from data_prep.config import PrepareConfig
 from data_prep.render import Renderer, write_split
 from data_prep.table import drop_warning
@@ -46,13 +46,20 @@ def prepare(table, out_dir: str | Path, config: PrepareConfig | None = None, sou
 def _prepare_into(table, out_dir: Path, config: PrepareConfig, aux_pool, source: dict | None) -> dict:
     """Every file of one run into the (empty, staged) directory out_dir; returns the stats."""
     names = list(table.behaviors)
+    table = ties.order_instants(table, config.seed)
     sets = samples.build_sample_sets(
-        table.user, table.behavior, len(names), history_len=config.history_len, seed=config.seed,
+        table.user, table.behavior, len(names), time=table.time, history_len=config.history_len, seed=config.seed,
         ratios=tuple(config.split_ratios), train_cap=config.train_cap, valid_cap=config.valid_cap,
         test_cap=config.test_cap, p2_per_behavior=config.p2_per_behavior)
     info = samples.behavior_groups(names, sets.train_label_counts, anchor_threshold=config.anchor_threshold,
                                    head_threshold=config.head_threshold, tail_threshold=config.tail_threshold)
     warnings = [w for w in (drop_warning(table),) if w]
+    if sets.ties["tied_share"] > ties.WARN_SHARE:
+        t = sets.ties
+        warnings.append(f"{t['tied_share']:.1%} of the targets ({t['tied_targets']} of {t['targets']}) are tied: "
+                        f"they share their timestamp with the previous event (largest instant: "
+                        f"{t['largest_tie_group']} events); their histories end before their instant and the events "
+                        f"of one instant are in a seeded order, never by name (stats.json 'ties')")
     if info.without_train_samples:
         warnings.append(f"{len(info.without_train_samples)} behavior(s) have no training sample; kept as tail "
                         f"candidates: {', '.join(info.without_train_samples)}")
@@ -158,6 +165,7 @@ def _stats(table, sets, info, split_counts, aux_sel, median_chars, warnings, sou
                    "behaviors": len(names), "places": len(table.places)},
         "protocol2_counts": {n: int(c) for n, c in zip(names, split_counts["test_p2"])},
         "protocols": _protocols(sets, split_counts, config),
+        "ties": sets.ties,
         "dropped": {k: int(dropped[k]) for k in sorted(dropped)},
         "aux": aux_sel.stats,
         "frequency_basis": "training-split samples before the train cap",

@@ -52,7 +52,7 @@ class Renderer:
         for lo in range(0, len(targets), RENDER_CHUNK):
             idx = np.asarray(targets[lo:lo + RENDER_CHUNK], dtype=np.int64)
             tids = np.asarray(template_ids[lo:lo + RENDER_CHUNK], dtype=np.int64)
-            win = samples.window_indices(idx, L)
+            win = samples.window_indices(self.sets.history_end(idx), L)
             wd, hr = samples.weekday_hour(t.time[win])
             hist_behavior = t.behavior[win]
             histories, hist_chars = prompts.render_histories_escaped(

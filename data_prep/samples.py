@@ -1,8 +1,9 @@
 """Samples, user splits, caps, the two test protocols and behavior frequency groups (paper 2.1, 4.1.1, 4.1.2).
 
 A sample is identified by the index of its *target* event in the EventTable (sorted by user, time): its
-input x is the L events before it (same user, oldest first), its label y is the target's behavior, and the
-target's weekday, hour and place are the "next behavior" context the prompt reveals.
+input x is the L events strictly earlier than the target (same user, oldest first; events of the target's own
+instant are never history, see data_prep.ties), its label y is the target's behavior, and the target's
+weekday, hour and place are the "next behavior" context the prompt reveals.
 
 Everything is vectorized: eligible samples are never materialized for the (large) training split; a cap
 draws sample *ranks* and maps them to event indices through per-user cumulative counts, and windows are
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from data_prep import ties
 from data_prep.errors import PrepareError
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -85,14 +87,14 @@ def split_users(n_users: int, seed: int, ratios: tuple[float, float, float] = (0
 @dataclass
 class EligibleSamples:
     """The samples of a set of users, addressable by rank 0..n-1 without materializing them."""
-    starts: np.ndarray  # first *target* event of each user (user start + L)
-    counts: np.ndarray  # samples per user (events - L)
+    starts: np.ndarray  # first *target* event of each user (the first event with L strictly earlier events)
+    counts: np.ndarray  # samples per user (events from that target on)
     cum: np.ndarray     # cumulative counts
 
     @classmethod
-    def of(cls, runs: UserRuns, users: np.ndarray, history_len: int) -> EligibleSamples:
-        counts = runs.counts[users] - history_len
-        return cls(runs.starts[users] + history_len, counts, np.cumsum(counts))
+    def of(cls, runs: UserRuns, users: np.ndarray, first_target: np.ndarray) -> EligibleSamples:
+        counts = runs.starts[users] + runs.counts[users] - first_target[users]
+        return cls(first_target[users], counts, np.cumsum(counts))
 
     @property
     def n(self) -> int:
@@ -165,15 +167,21 @@ class SampleSets:
     dropped: dict[str, int] = field(default_factory=dict)
     runs: UserRuns | None = field(repr=False, default=None)
     protocol1_lowered: bool = False         # the scarce-test-sample rule lowered protocol 1 (protocol1_size)
+    tied: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, np.int64))  # ties.tied_positions
+    ties: dict = field(default_factory=dict)  # stats.json `ties`
 
     def position_in_user(self, targets: np.ndarray, user: np.ndarray) -> np.ndarray:
         """0-based position of each target event within its user's sequence (a stable sample id part)."""
         k = np.searchsorted(self.runs.codes, user[targets])
         return np.asarray(targets, dtype=np.int64) - self.runs.starts[k]
 
+    def history_end(self, targets: np.ndarray) -> np.ndarray:
+        """Where each target's history ends (exclusive): the first event of the target's instant."""
+        return ties.instant_start(self.tied, targets)
 
-def build_sample_sets(user: np.ndarray, behavior: np.ndarray, n_behaviors: int, *, history_len: int = 20,
-                      seed: int = 42, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+
+def build_sample_sets(user: np.ndarray, behavior: np.ndarray, n_behaviors: int, *, time: np.ndarray | None = None,
+                      history_len: int = 20, seed: int = 42, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
                       train_cap: int | None = None, valid_cap: int | None = None,
                       test_cap: int | None = None, p2_per_behavior: int = 500) -> SampleSets:
     """Windows -> user split -> caps -> protocol 1 and protocol 2 test sets (paper 2.1, 4.1.1, 4.1.2).
@@ -182,30 +190,39 @@ def build_sample_sets(user: np.ndarray, behavior: np.ndarray, n_behaviors: int, 
     samples are scarce); protocol 2 draws up to p2_per_behavior samples of each behavior from the rest, so it
     is never empty while p2_per_behavior > 0 (fewer than 2 test samples is an error).
 
-    Users with fewer than L+1 events give no sample; they are dropped before the split and counted
-    (`user_too_short` events, `user_too_short_users` users). Training label counts are taken over all
-    training-user samples before the cap (more stable for rare behaviors than the capped set)."""
+    ``time`` (the events' timestamps) applies the instant rule of data_prep.ties: a target needs L events
+    strictly earlier than itself; without it every event is its own instant. Users with no such target give
+    no sample; they are dropped before the split and counted (`user_too_short` events, `user_too_short_users`
+    users). Training label counts are taken over all training-user samples before the cap (more stable for
+    rare behaviors than the capped set)."""
     if history_len < 1:
         raise PrepareError(f"history length must be >= 1, got {history_len}")
     runs = user_runs(user)
-    long_enough = runs.counts >= history_len + 1
+    tied = ties.tied_positions(user, time) if time is not None else np.empty(0, np.int64)
+    ends = runs.starts + runs.counts
+    naive_first = runs.starts + history_len
+    first_target = np.minimum(ties.next_instant(tied, naive_first), ends)
+    long_enough = first_target < ends
     dropped = {"user_too_short": int(runs.counts[~long_enough].sum()),
                "user_too_short_users": int((~long_enough).sum())}
     eligible_users = np.flatnonzero(long_enough)            # positions into runs, ascending user code
     if len(eligible_users) < 3:
         raise PrepareError(
             f"only {len(eligible_users)} users have at least {history_len + 1} events (history length "
-            f"{history_len} + 1); need at least 3 for the train/valid/test split")
+            f"{history_len} + 1, the history strictly earlier than the target); need at least 3 for the "
+            f"train/valid/test split")
     split_of = split_users(len(eligible_users), seed, ratios)
     by_split = {name: eligible_users[split_of == s] for s, name in enumerate(SPLITS)}
-    pools = {name: EligibleSamples.of(runs, users, history_len) for name, users in by_split.items()}
+    pools = {name: EligibleSamples.of(runs, users, first_target) for name, users in by_split.items()}
 
-    # Training label counts = all training-user events minus each training user's first L events.
+    # Training label counts = all training-user events minus each training user's events before its first target.
     train_users = by_split["train"]
     in_train = np.zeros(len(runs.codes), dtype=bool)
     in_train[train_users] = True
     event_in_train = np.repeat(in_train, runs.counts)
-    head_events = (runs.starts[train_users][:, None] + np.arange(history_len)).ravel()
+    head_len = first_target[train_users] - runs.starts[train_users]
+    head_events = np.repeat(runs.starts[train_users] - np.cumsum(head_len) + head_len, head_len) + np.arange(
+        head_len.sum())
     train_label_counts = (np.bincount(behavior[event_in_train], minlength=n_behaviors)
                           - np.bincount(behavior[head_events], minlength=n_behaviors)).astype(np.int64)
 
@@ -235,12 +252,28 @@ def build_sample_sets(user: np.ndarray, behavior: np.ndarray, n_behaviors: int, 
         users={name: len(u) for name, u in by_split.items()},
         user_split={name: runs.codes[u] for name, u in by_split.items()},
         dropped=dropped, runs=runs,
-        protocol1_lowered=n_p1 < (len(test_all) if test_cap is None else min(test_cap, len(test_all))))
+        protocol1_lowered=n_p1 < (len(test_all) if test_cap is None else min(test_cap, len(test_all))),
+        tied=tied, ties=_tie_stats(tied, runs, eligible_users, first_target, naive_first, ends))
 
 
-def window_indices(targets: np.ndarray, history_len: int) -> np.ndarray:
-    """(n, L) event indices of each sample's history, oldest first: target-L .. target-1."""
-    return np.asarray(targets, dtype=np.int64)[:, None] - np.arange(history_len, 0, -1, dtype=np.int64)
+def _tie_stats(tied, runs: UserRuns, users, first_target, naive_first, ends) -> dict:
+    """stats.json `ties`, over every eligible sample of every split (before the caps)."""
+    first, end = first_target[users], ends[users]
+    targets = int((end - first).sum())
+    tied_targets = int((np.searchsorted(tied, end) - np.searchsorted(tied, first)).sum())
+    # targets the plain rule (the L events just before) would have had that now lack L strictly earlier events
+    lost = int(np.clip(np.minimum(first_target, ends) - naive_first, 0, None).sum())
+    return {"rule": ties.RULE, "targets": targets, "tied_targets": tied_targets,
+            "tied_share": round(tied_targets / targets, 6) if targets else 0.0,
+            "largest_tie_group": ties.largest_instant(tied),
+            "samples_changed": tied_targets + lost, "samples_history_moved": tied_targets,
+            "samples_without_history": lost}
+
+
+def window_indices(ends: np.ndarray, history_len: int) -> np.ndarray:
+    """(n, L) event indices of each sample's history, oldest first: end-L .. end-1, where ``end`` is the
+    target itself or, with ties, SampleSets.history_end(target)."""
+    return np.asarray(ends, dtype=np.int64)[:, None] - np.arange(history_len, 0, -1, dtype=np.int64)
 
 
 @dataclass

@@ -154,7 +154,7 @@ def _to_query(req: PredictIn, run, names: BehaviorNames, settings: Settings, pre
     (next_time,) = parse_time_values([req.next.timestamp], [f"{prefix}next.timestamp"], settings.tz)
     top_k = min(req.top_k or settings.top_k, len(run.behaviors))
     return make_query(req.user_id, events, next_time, req.next.place, run.history_len, top_k,
-                      req.instruction_template or settings.mode, fields=[f"{prefix}events[{i}]"
+                      req.instruction_template or settings.mode, seed=run.seed, fields=[f"{prefix}events[{i}]"
                                                                          for i in range(len(events))])
 
 

@@ -94,7 +94,7 @@ def build_queries(histories: dict, contexts: dict, errors: dict, run: RunInfo, n
         try:
             events = [Event(e.time, e.place, names.resolve(e.behavior, f"event at {local_iso(e.time)}"))
                       for e in events]
-            queries.append(make_query(uid, events, *contexts[uid], run.history_len, top_k, mode,
+            queries.append(make_query(uid, events, *contexts[uid], run.history_len, top_k, mode, seed=run.seed,
                                       fields=[f"event at {local_iso(e.time)}" for e in events]))
         except FieldError as err:
             errors[uid] = str(err)

@@ -5,8 +5,10 @@ read by data_prep's readers, errors become a per-user ``error``). Decisions:
 - an unknown behavior is an error listing the closest known names (difflib), never silently dropped;
 - a user with fewer than L events is predicted from the shorter history and the result says so
   (``warning``); a user with no event at all is an error;
-- an event later than the next event's time is an error (it cannot be history);
-- events are ordered as prepare orders them: by time, then behavior, then place.
+- an event at or after the next event's time is an error: history is strictly earlier than what it
+  predicts, as in training (data_prep.ties);
+- events are ordered as prepare orders them: by time, then, inside one instant, by the seeded hash of
+  (seed, user, time, behavior) (data_prep.ties), never by name.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from serving.prompting import Event, Query
-from serving.upstream import UNKNOWN_PLACE, PrepareError, parse_times
+from serving.upstream import UNKNOWN_PLACE, PrepareError, event_order, parse_times
 
 
 class FieldError(ValueError):
@@ -76,16 +78,17 @@ def parse_time_values(values: Sequence, fields: Sequence[str], tz: str | None) -
 
 
 def make_query(user_id: str | None, events: Sequence[Event], next_time: int, next_place: str, history_len: int,
-               top_k: int, mode: str, fields: Sequence[str] | None = None) -> Query:
-    """Order events as prepare does, check them against the next event, keep the last L."""
+               top_k: int, mode: str, seed: int, fields: Sequence[str] | None = None) -> Query:
+    """Order events as prepare does (``seed``: the run's prepare seed), check them against the next event,
+    keep the last L."""
     fields = fields or [f"events[{i}]" for i in range(len(events))]
     if not events:
         raise FieldError("events", "no event: need at least one earlier event of this user")
-    order = sorted(range(len(events)), key=lambda i: (events[i].time, events[i].behavior, events[i].place))
-    later = [i for i in order if events[i].time > next_time]
+    order = event_order(seed, user_id or "", [e.time for e in events], [e.behavior for e in events])
+    later = [i for i in order if events[i].time >= next_time]
     if later:
-        raise FieldError(f"{fields[later[0]]}.timestamp", f"{len(later)} event(s) are later than the next "
-                                                            f"event's timestamp: history must come before it")
+        raise FieldError(f"{fields[later[0]]}.timestamp", f"{len(later)} event(s) are at or after the next "
+                                                            f"event's timestamp: history must be strictly earlier")
     history = [events[i] for i in order][-history_len:]
     warning = None
     if len(history) < history_len:

@@ -32,6 +32,11 @@ class RunInfo:
         return self.run_dir.name
 
     @property
+    def seed(self) -> int:
+        """prepare's seed: it orders the events of one instant (data_prep.ties), here as in training."""
+        return int(self.stats["config"]["seed"])
+
+    @property
     def model_name(self) -> str:
         """What produced a prediction: the model dir (and adapter), relative to the run dir when inside it."""
         def short(path: Path) -> str:

@@ -24,6 +24,7 @@ from data_prep.prompts import (
     render_instruction,
 )
 from data_prep.samples import WEEKDAYS
+from data_prep.ties import event_order
 
 __all__ = [
     "TEMPLATES",
@@ -31,6 +32,7 @@ __all__ = [
     "WEEKDAYS",
     "PrepareError",
     "all_metrics",
+    "event_order",
     "format_candidates",
     "format_event",
     "format_next_context",

@@ -214,7 +214,7 @@ def test_predict_cli_bad_input_never_skips_a_user(tiny_run, samples, tmp_path, c
     assert "unknown behavior 'Socal media'" in lines["typo"]["error"] and "Social media" in lines["typo"]["error"]
     assert "no next-event context" in lines["no-next"]["error"]
     assert "no events" in lines["no-events"]["error"]
-    assert "later than the next event" in lines["late"]["error"]
+    assert "at or after the next event" in lines["late"]["error"]
 
     nx.write_text(nx.read_text() + json.dumps({"user_id": "x", "timestamp": "soon", "place": "home"}) + "\n")
     assert serving_main(args) == 2

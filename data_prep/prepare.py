@@ -13,6 +13,7 @@ import numpy as np
 
 from data_prep import auxiliary, outputs, prompts, rundir, samples, ties
 from data_prep.config import PrepareConfig
+from data_prep.prepared import protocol2_balance
 from data_prep.render import Renderer, write_split
 from data_prep.table import drop_warning
 
@@ -105,7 +106,8 @@ def _protocols(sets, split_counts, config: PrepareConfig) -> dict:
                     "lowered_by_rule": sets.protocol1_lowered},
         "test_p2": {"per_behavior": config.p2_per_behavior, "requested": config.p2_per_behavior * len(p2),
                     "samples": int(p2.sum()), "behaviors": int((p2 > 0).sum()),
-                    "behaviors_short": int((p2 < config.p2_per_behavior).sum())},
+                    "behaviors_short": int((p2 < config.p2_per_behavior).sum()),
+                    "balance": protocol2_balance(p2, config.p2_per_behavior)},
     }
 
 
@@ -113,7 +115,7 @@ def _coverage_line(protocols: dict, n_behaviors: int) -> str:
     p1, p2 = protocols["test_p1"], protocols["test_p2"]
     return (f"protocol 1 (test_p1): {p1['samples']} samples, {p1['behaviors']} of {n_behaviors} behaviors; "
             f"protocol 2 (test_p2): {p2['samples']} samples, {p2['behaviors']} of {n_behaviors} behaviors "
-            f"(up to {p2['per_behavior']} each; {p2['behaviors_short']} with fewer)")
+            f"(up to {p2['per_behavior']} each; {p2['behaviors_short']} with fewer: {p2['balance']})")
 
 
 def _write_behavior_splits(renderer: Renderer, out_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:

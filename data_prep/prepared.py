@@ -87,3 +87,23 @@ def load_prepared(dataset_dir: str | os.PathLike, dataset: str = "train_all", re
     if rows is not None and len(rows) != len(meta):
         raise ValueError(f"{path.name} has {len(rows)} lines but {side.name} has {len(meta)}")
     return PreparedDataset(path, rows, meta, stats, candidate_names(stats))
+
+
+def protocol2_balance(counts, per_behavior: int) -> str:
+    """What protocol 2 is: "balanced" (every behavior at `per_behavior` samples), "not balanced: k of n
+    behaviors short" (scarce test samples: for the short ones it is what protocol 1 left), or "none"."""
+    counts = [int(c) for c in counts]
+    if per_behavior <= 0:
+        return "none"
+    short = sum(c < per_behavior for c in counts)
+    return "balanced" if not short else f"not balanced: {short} of {len(counts)} behaviors short"
+
+
+def protocol2_balance_of(stats: dict) -> str:
+    """stats.json's protocols.test_p2.balance, or the same derived from protocol2_counts (older runs)."""
+    stored = stats.get("protocols", {}).get("test_p2", {}).get("balance")
+    if stored:
+        return stored
+    return protocol2_balance(stats.get("protocol2_counts", {}).values(),
+                             int(stats.get("config", {}).get("p2_per_behavior", 0)))
+

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.outputs import atomic_open
-from data_prep.prepared import load_stats
+from data_prep.prepared import load_stats, protocol2_balance_of
 
 from . import metrics as M
 from .files import TEST_SPLITS, load_predictions, write_json_atomic, write_text_atomic
@@ -116,9 +116,10 @@ def render_markdown(report: dict, stats: dict) -> str:
     anchors = [b["name"] for b in stats["behaviors"] if b["is_anchor"]]
     lines += [f"{len(names)} behaviors; groups by training frequency: "
               + ", ".join(f"{g} {len(groups[g])}" for g in M.GROUPS) + f"; anchors {len(anchors)}.", ""]
-    lines += [("Protocol 1 (test_p1, natural distribution): Prec_w, Rec_w. Protocol 2 (test_p2, balanced): "
-               "Overall, Head, Medium, Tail (mean per-behavior accuracy, Eq. 7-10) and anchor / tail-behavior "
-               "accuracy (Fig. 1c). Mean ± std over runs where a model has several."), ""]
+    lines += [("Protocol 1 (test_p1, natural distribution): Prec_w, Rec_w. Protocol 2 (test_p2, "
+               f"{protocol2_balance_of(stats)}): Overall, Head, Medium, Tail (mean per-behavior accuracy, "
+               "Eq. 7-10) and anchor / tail-behavior accuracy (Fig. 1c). Mean ± std over runs where a model has "
+               "several."), ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, model in models.items():
         cells = [name, str(len(model["runs"]))]
@@ -284,6 +285,7 @@ def build_report(dataset_dir: str | os.PathLike, preds: dict[str, list[str]], ou
         "dataset_dir": str(dataset_dir),
         "behaviors": [stats["behaviors"][i]["name"] for i in behaviors_by_frequency(stats)],
         "models": {name: evaluate_model(stats, dirs) for name, dirs in preds.items()},
+        "protocol2": protocol2_balance_of(stats),
         "figures": [],
     }
     report["behaviors_without_samples"] = behaviors_without_samples(report["models"], stats)

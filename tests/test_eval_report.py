@@ -167,3 +167,22 @@ def test_many_behaviors_without_test_samples_are_counted_with_a_few_names(tmp_pa
     assert named == missing[:len(named)] and 1 <= len(named) < 10
     assert f"and {len(missing) - len(named)} more" in line and "behaviors_without_samples.test_p2" in line
     assert "test_p1 samples" not in md                      # no protocol-1 file: nothing claimed about it
+
+
+def test_protocol2_is_called_balanced_only_when_every_behavior_has_its_share(setup):
+    from data_prep.prepared import protocol2_balance
+
+    assert protocol2_balance([3, 3, 3], 3) == "balanced"
+    assert protocol2_balance([3, 1, 0, 3], 3) == "not balanced: 2 of 4 behaviors short"
+    assert protocol2_balance([5, 0], 0) == "none"
+    data, preds, out = setup
+    # an older stats.json without protocols: derived from protocol2_counts and the config
+    stats = {**STATS, "protocol2_counts": {"C": 2, "A": 2, "D": 0, "B": 2}, "config": {"p2_per_behavior": 2}}
+    (data / "stats.json").write_text(json.dumps(stats))
+    report = build_report(data, preds, out)
+    assert report["protocol2"] == "not balanced: 1 of 4 behaviors short"
+    assert "Protocol 2 (test_p2, not balanced: 1 of 4 behaviors short)" in (out / "report.md").read_text()
+    stats["protocols"] = {"test_p2": {"balance": "balanced"}}
+    (data / "stats.json").write_text(json.dumps(stats))
+    assert build_report(data, preds, out)["protocol2"] == "balanced"
+    assert "Protocol 2 (test_p2, balanced)" in (out / "report.md").read_text()

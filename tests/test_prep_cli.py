@@ -153,6 +153,8 @@ def test_stats_counts(prepared):
     p2 = read_jsonl(out / "test_p2.meta.jsonl")
     assert stats["protocol2_counts"] == {n: sum(m["label"] == n for m in p2) for n in names}
     assert max(stats["protocol2_counts"].values()) == 15 and stats["protocol2_counts"][NAMES[-1]] == 0
+    short = sum(c < 15 for c in stats["protocol2_counts"].values())
+    assert short >= 1 and stats["protocols"]["test_p2"]["balance"] == f"not balanced: {short} of 10 behaviors short"
     assert stats["dropped"]["user_too_short_users"] == 1 and stats["dropped"]["user_too_short"] == 1
     assert stats["samples"]["aux"] == -(-stats["samples"]["anchor"] * 5 // 100)
     assert stats["dropped"]["aux_too_long"] == 1

@@ -6,7 +6,7 @@ L = 20 (4.1.1), 200 000 / 50 000 / 50 000 train / valid / test samples (4.1.1), 
 behavior (4.1.2), anchors above 1 % of the training samples (2.2), head above 5 % (4.1.2), eps = 5 %
 auxiliary conversations (3.2, Table 5), seed 42.
 
-Scarce test samples (issue 9): protocol 1 (TEST_CAP) and protocol 2 (P2_PER_BEHAVIOR x behaviors) draw from
+Scarce test samples: protocol 1 (TEST_CAP) and protocol 2 (P2_PER_BEHAVIOR x behaviors) draw from
 the same N test-user samples. When N < TEST_CAP + P2_PER_BEHAVIOR x behaviors, protocol 1 gives way to
 protocol 2 but keeps at least half: test_p1 = min(TEST_CAP, max(N - P2_PER_BEHAVIOR x behaviors, ceil(N/2)))
 (data_prep.samples.protocol1_size), so protocol 2 is never empty; with ample data the caps act as given.

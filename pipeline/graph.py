@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -115,8 +114,3 @@ class Runner:
         self.cache.save()
         self.log(f"<== {stage.name}: {time.perf_counter() - begin:.1f} s")
         return True
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)

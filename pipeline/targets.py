@@ -291,7 +291,7 @@ def sample_efficiency(r: Runner, s: Settings, lay: Layout) -> None:
 
 
 def gpu_check(r: Runner, s: Settings, lay: Layout) -> None:
-    """The device check of issue 10 (one GPU, no network): figures to <RUN_DIR>/gpu_check.json."""
+    """The device check (one GPU, no network): figures to <RUN_DIR>/gpu_check.json."""
     cmd = [sys.executable, str(ROOT / "tests" / "gpu" / "gpu_check.py"), "--out", str(lay.run_dir / "gpu_check.json")]
     _always(r, "gpu check", cmd)
 

@@ -1,4 +1,4 @@
-"""SASRec beside the LLMs (issue 12; paper Table 3 and Fig. 4): a compact PyTorch SASRec trained on the same
+"""SASRec beside the LLMs (paper Table 3 and Fig. 4): a compact PyTorch SASRec trained on the same
 prepared windows as the LLMs, with each event's weekday, hour and place and the next event's context.
 
 ``python -m sasrec train`` writes ``<out>/{test_p1,test_p2}.predictions.jsonl`` in the evaluation's format,

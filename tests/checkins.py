@@ -1,4 +1,4 @@
-"""A check-in log shaped like real public check-in data, generated for the tests (issue 9 section 4).
+"""A check-in log shaped like real public check-in data, generated for the tests.
 
 About 200 venue categories with multi-token names ("Gym / Fitness Center", "Korean Noodle House", "Café"),
 a few hundred users with 5 to 200 check-ins each (log-normal, so some are too short for a history), a long

@@ -1,4 +1,4 @@
-"""Many behaviors, small data (issue 9 section 4): a check-in log shaped like real public check-in data
+"""Many behaviors, small data: a check-in log shaped like real public check-in data
 (tests/checkins.py: ~200 multi-token categories, 300 users, a long tail) through prepare, the tiny model,
 scoring, selection, predictions, baselines and the report, by the command lines' own `main`s (one process,
 so the libraries are imported once). Select with `-m e2e`.
@@ -24,7 +24,7 @@ from selection.__main__ import main as selection_main
 
 pytestmark = pytest.mark.e2e
 
-# 15 test users (5 %): a few hundred test samples, as on the real data set of issue 9
+# 15 test users (5 %): a few hundred test samples, as on real public check-in data
 PREPARE = ["--tz", "Asia/Tokyo", "--history-len", "10", "--train-cap", "200", "--valid-cap", "20", "--seed", "3",
            "--split-ratios", "0.9,0.05,0.05"]
 CHAIN_CAPS = ["--test-cap", "20", "--p2-per-behavior", "1"]
@@ -81,7 +81,7 @@ def test_the_log_is_shaped_like_real_check_ins(chain):
 def test_default_caps_keep_protocol2_filled_and_print_the_coverage(chain):
     stats = stats_of(chain["defaults"])
     protocols, n = stats["protocols"], stats["available_samples"]["test"]
-    assert stats["config"]["test_cap"] == 50_000 and n < 50_000          # the situation of issue 9
+    assert stats["config"]["test_cap"] == 50_000 and n < 50_000          # scarce test samples
     assert protocols["test_p1"]["lowered_by_rule"] and protocols["test_p1"]["samples"] == (n + 1) // 2
     assert protocols["test_p2"]["samples"] == n - (n + 1) // 2 == stats["samples"]["test_p2"]
     p1 = {m["label"] for m in read_jsonl(chain["defaults"] / "test_p1.meta.jsonl")}

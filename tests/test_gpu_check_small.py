@@ -1,4 +1,4 @@
-"""tests/gpu/gpu_check.py (the device check of issue 10) at small shapes on CPU, so its code cannot rot."""
+"""tests/gpu/gpu_check.py (the device check) at small shapes on CPU, so its code cannot rot."""
 
 import importlib.util
 import json

@@ -1,4 +1,4 @@
-"""The module layout (issue 8): one job a module, no module over ~400 lines, no import cycles (packages
+"""The module layout: one job a module, no module over ~400 lines, no import cycles (packages
 included: a package may not import a package that imports it back at import time), and no module importing
 another module's _private names."""
 import ast

@@ -1,4 +1,4 @@
-"""Hostile inputs (issue 9, section 3): each input kind of the corpus below either stops with a one-line error
+"""Hostile inputs: each input kind of the corpus below either stops with a one-line error
 naming the file, the row and the problem, or loads with the bad rows dropped and counted by reason.
 
 The corpus is generated here (no binary fixtures): CORPUS maps a case name to (builder, expected outcome).

@@ -1,4 +1,4 @@
-"""Property test over randomly corrupted event rows (issue 9): whatever the rows hold, loading either returns
+"""Property test over randomly corrupted event rows: whatever the rows hold, loading either returns
 a table or raises PrepareError (never another exception), and the accounting is exact:
 rows read = events kept + events dropped by reason."""
 import json

@@ -1,4 +1,4 @@
-"""Whole-run dataset_dirs (issue 9 section 2): a prepare into a directory holding an earlier run leaves,
+"""Whole-run dataset_dirs: a prepare into a directory holding an earlier run leaves,
 whatever the moment of a kill, either the old complete run or the new complete run, and never a file of
 the earlier run beside the new one.
 

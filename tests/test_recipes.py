@@ -279,7 +279,7 @@ def test_packing_is_an_opt_in_profile(tmp_path):
 
 @pytest.mark.parametrize("path", TRAIN_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_recipes_fit_many_behavior_prompts(path):
-    """Issue 9: the longest sample measured by bench_train.py --lengths-only (~200 multi-word categories, L = 20,
+    """The longest sample measured by bench_train.py --lengths-only (~200 multi-word categories, L = 20,
     SmolLM2 tokenizer: 1,243 tokens; aux with the tiny model's 1k-vocabulary tokenizer: 1,925) is not cut."""
     longest = 1925 if path.parent.name == "tiny" else 1243
     assert load(path)["cutoff_len"] > longest

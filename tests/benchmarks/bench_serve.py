@@ -1,4 +1,4 @@
-"""Load test of `python -m serving serve` (issue 11); a script, never collected by pytest.
+"""Load test of `python -m serving serve`; a script, never collected by pytest.
 
 A bounded load on the loopback address only: a fixed number of /v1/predict requests at concurrency 1, 8
 and 32, against one server with request batching (up to --max-batch prompts gathered within a few ms) and

@@ -1,4 +1,4 @@
-"""Benchmark of A-tune training throughput (issue 10) and the token budget (issue 9, 1); a script, never a test.
+"""Benchmark of A-tune training throughput and the token budget; a script, never a test.
 
 1. Token lengths (prompt + answer, chat template included) of every file of a prepared data dir, through
    LLaMA-Factory's own template code with the given tokenizer: min / median / p99 / max (--lengths-only stops).
@@ -312,7 +312,7 @@ def project(args, lengths: dict[str, np.ndarray], measured: dict | None) -> None
     print(f"  utilisation: {source}")
     floor = (train_flops + f_tok * 5000 * valid_len * args.epochs) / cluster / 3600
     print(f"  compute floor at 100 % MFU (training FLOPs {train_flops:.2e} + 5k validation): {floor:.2f} h")
-    rows = [("as shipped before issue 10 (checkpointing on, 50k validation)", mfu_ckpt, 50000),
+    rows = [("gradient checkpointing on, 50k validation", mfu_ckpt, 50000),
             ("knob: checkpointing off", mfu, 50000),
             ("knob: 5k validation subset", mfu_ckpt, 5000),
             ("recipe now (checkpointing off + 5k validation)", mfu, 5000)]

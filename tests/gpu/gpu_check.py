@@ -1,4 +1,4 @@
-"""Device check (issue 10): the scorer on CUDA, LoRA step times of the 8B shape, merge and reload.
+"""Device check: the scorer on CUDA, LoRA step times of the 8B shape, merge and reload.
 
     python tests/gpu/gpu_check.py --out gpu_check.json                      # one GPU: <= 6 min on an H200
     python tests/gpu/gpu_check.py --small --device cpu --out small.json     # CPU, small shapes (run by the tests)

@@ -74,9 +74,13 @@ def _load(args) -> tuple[object, dict]:
         columns = events.parse_columns_option(args.columns) if args.columns else None
         resolve_columns(columns, distinct=True)   # prepare needs four different columns
         label_map = events.load_label_map(args.label_map) if args.label_map else None
-        table = events.load_events(args.input, fmt=args.format, columns=columns, label_map=label_map, tz=args.tz)
+        table = events.load_events(args.input, fmt=args.format, columns=columns, label_map=label_map, tz=args.tz,
+                                   time_format=args.time_format)
         return table, {"kind": "events", "path": args.input, "format": args.format, "columns": args.columns,
                        "label_map": args.label_map, "tz": args.tz}
+    if args.time_format is not None:
+        raise PrepareError("--time-format reads the timestamps of an --input file; the Foursquare and synthetic "
+                           "sources have their own")
     if args.foursquare:
         label_map = events.load_label_map(args.label_map) if args.label_map else None
         source = {"kind": "foursquare", "path": args.foursquare}

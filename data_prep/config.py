@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from data_prep import prompts
 from data_prep.errors import PrepareError
+from data_prep.time_formats import check_time_format
 
 
 def parse_cap(text: str) -> int | None:
@@ -32,6 +33,11 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     if len(parts) != 3:
         raise ValueError(f"expected three comma-separated numbers, got {text!r}")
     return parts
+
+
+def parse_time_format(text: str) -> str | None:
+    """A strptime format on the command line (checked by ``validate``), or ``none`` / empty for no format."""
+    return None if text.strip().lower() in ("none", "") else text
 
 
 def _option(default, help: str, parse=None, flag: str | None = None):
@@ -64,6 +70,9 @@ class PrepareConfig:
     aux_max_length_ratio: float = _option(
         1.5, "drop conversations longer than this x the median behavior prompt (characters)")
     system_prompt: str = _option(prompts.SYSTEM_PROMPT, "system prompt of every sample (paper 3.1.1)")
+    time_format: str | None = _option(
+        None, "strptime format of the --input file's timestamps, as pandas' format= (README: TIME_FORMAT); "
+              "none: ISO-8601 or epoch seconds", parse_time_format)
 
     def validate(self) -> None:
         for name in ("train_cap", "valid_cap", "test_cap", "anchor_cap"):
@@ -83,3 +92,5 @@ class PrepareConfig:
             raise PrepareError(f"eps must be >= 0, got {self.eps}")
         if self.aux_max_length_ratio <= 0:
             raise PrepareError(f"aux max length ratio must be > 0, got {self.aux_max_length_ratio}")
+        if self.time_format is not None:
+            check_time_format(self.time_format)

@@ -36,6 +36,24 @@ weekday and hour come out of plain UTC arithmetic (see :func:`weekday_of`, :func
   is an error naming the first row and what the number looks like; a few such values are dropped as
   ``bad_timestamp``.
 
+Timestamps written with a format
+--------------------------------
+``time_format`` (``--time-format``, ``TIME_FORMAT``; strptime syntax, as pandas' ``format=``) reads every
+text or integer timestamp with that exact format (surrounding whitespace aside); a row that does not match
+is a ``bad_timestamp``, and more than half of the non-empty rows not matching (or falling outside
+1971-2099) is an error naming the first. The timezone rule above then applies: values without ``%z`` are
+naive local times; with ``%z`` they name their instant. ``%Z`` (zone names) is refused; typed Parquet
+timestamps are read as they are. Without ``time_format`` (details: :mod:`data_prep.time_formats`):
+
+* integers whose values (from 1971 on) all read as YYYYMMDDHH, YYYYMMDDHHMM or YYYYMMDDHHMMSS with a valid
+  date and time in 1971-2099 are an error naming the first row, its date and the ``TIME_FORMAT`` to set
+  (``"%Y%m%d%H"``); epoch seconds (``1709280000``, read as the year 1709) are never taken for them.
+* text columns more than half of whose non-empty values are neither ISO-8601 nor numbers and share one
+  shape with digits in it are an error naming the first such row, its kind and the ``TIME_FORMAT`` to
+  set: a slash date (``04/03/2024 07:00``) whose day and month order no row shows, or whose rows show
+  both, names both orders; one that some row shows (a first field above 12: day first) names that one.
+  A few such rows among ISO-8601 ones are dropped as ``bad_timestamp``.
+
 Bad input (nothing is lost silently)
 ------------------------------------
 Errors are :class:`PrepareError` with one line ``"<file>: row <n>: <problem>"`` (row n counts data
@@ -116,7 +134,7 @@ __all__ = ["CANONICAL", "FORMATS", "MAX_EXAMPLES", "MAX_TIME", "MIN_TIME", "SCHE
 
 def load_events(path: str | os.PathLike, fmt: str | None = None, columns: Mapping[str, str] | None = None,
                 label_map: Mapping[str, str] | None = None, tz: str | None = None,
-                strict_labels: bool = False) -> EventTable:
+                strict_labels: bool = False, time_format: str | None = None) -> EventTable:
     """Read an event log (CSV / TSV / JSONL / Parquet) into a canonical :class:`EventTable`.
 
     See the module docstring for the schema, the timezone rule and how bad input is handled.
@@ -143,7 +161,8 @@ def load_events(path: str | os.PathLike, fmt: str | None = None, columns: Mappin
     if n_rows == 0:
         raise PrepareError(f"{source}: no events (the file has no data rows)")
     raw_time = data.pop("time")
-    data["time"], ok, time_notes = parse_times(raw_time, tz=tz, source=source, row_numbers=row_numbers)
+    data["time"], ok, time_notes = parse_times(raw_time, tz=tz, source=source, row_numbers=row_numbers,
+                                               time_format=time_format, detect=True)
     notes.update(time_notes)
     bad = np.flatnonzero(~ok)
     if bad.size:

@@ -1,7 +1,8 @@
 """Raw timestamps -> local wall-clock seconds, by the timezone rule of :mod:`data_prep.events`.
 
 Everything is vectorized (pyarrow regex extraction and numpy calendar arithmetic), never a Python loop
-over rows; only an IANA ``tz`` goes through pandas for its daylight-saving rules.
+over rows; only an IANA ``tz`` goes through pandas for its daylight-saving rules, and a ``time_format``
+through pandas' strptime (one parse per distinct value).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_prep.errors import PrepareError
+from data_prep.time_formats import check_time_format, compact_digits, strptime_wall, unread_shape
 
 # Local times must fall in [1971, 2100): wider ranges are almost always unit mistakes, and 1970 holds only
 # sentinels (epoch 0) and numbers that are not epoch seconds (compact dates 20240301, spreadsheet serials).
@@ -36,25 +38,35 @@ _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 
 
 def parse_times(values, tz: str | None = None, source: str = "<times>",
-                row_numbers: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+                row_numbers: np.ndarray | None = None, time_format: str | None = None,
+                detect: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
     """Raw timestamps -> (local-epoch int64 seconds, valid mask, notes) by the timezone rule of
     :mod:`data_prep.events`.
 
     ``values``: a pyarrow (Chunked)Array or anything ``pa.array`` accepts (ISO strings, epoch numbers).
     ``row_numbers``: each value's row in the source, for errors (default: position + 1).
+    ``time_format``: strptime format of every text or integer value (pandas' ``format=``); rows that do not
+    match are invalid, and more than half of the non-empty ones not matching is an error.
+    ``detect`` (the file readers): without ``time_format``, refuse columns that are not what they seem,
+    naming the ``TIME_FORMAT`` to set: integers that are all compact dates YYYYMMDDHH[MM[SS]], and text
+    columns most of whose values share one shape that is neither ISO-8601 nor a number (slash dates).
     """
     try:
-        return _parse_times(values, tz, source)
+        return _parse_times(values, tz, source, time_format, detect)
     except _TimeValueError as exc:
         row = int(row_numbers[exc.index]) if row_numbers is not None else exc.index + 1
         raise PrepareError(f"{source}: row {row}: {exc}") from None
 
 
-def _parse_times(values, tz: str | None, source: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    if isinstance(values, OwnedTimes):  # numeric times the Parquet reader already copied: reuse them
-        local, ok = _epoch_to_local(values.values, values.valid, tz, source)
+def _parse_times(values, tz: str | None, source: str, time_format: str | None = None,
+                 detect: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+    if isinstance(values, OwnedTimes) and time_format is None:
+        # numeric times the Parquet reader already copied: reuse them
+        local, ok = _epoch_to_local(values.values, values.valid, tz, source, detect)
         typ, counts = None, {"epoch": int(local.size)}
     else:
+        if isinstance(values, OwnedTimes):
+            values = pa.array(values.values, mask=~values.valid)
         arr = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array(
             [values if isinstance(values, pa.Array) else pa.array(values)])
         typ = arr.type
@@ -64,7 +76,9 @@ def _parse_times(values, tz: str | None, source: str) -> tuple[np.ndarray, np.nd
         counts = {}
     if typ is None:
         pass
-    elif pa.types.is_timestamp(typ):
+    elif time_format is not None and not pa.types.is_timestamp(typ) and not pa.types.is_null(typ):
+        local, ok, counts = _formatted_to_local(arr, time_format, tz, source)
+    elif pa.types.is_timestamp(typ):  # typed already: a time_format has nothing to read
         raw, ok = to_numpy_filled(arr.cast(pa.int64()), np.int64)
         secs = np.floor_divide(raw, {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[typ.unit], out=raw)
         if typ.tz is None:
@@ -75,10 +89,10 @@ def _parse_times(values, tz: str | None, source: str) -> tuple[np.ndarray, np.nd
             counts["zoned_timestamp"] = n
     elif pa.types.is_integer(typ) or pa.types.is_floating(typ):
         raw, ok = to_numpy_filled(arr, np.float64 if pa.types.is_floating(typ) else np.int64)
-        local, ok = _epoch_to_local(raw, ok, tz, source)
+        local, ok = _epoch_to_local(raw, ok, tz, source, detect)
         counts["epoch"] = n
     elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        local, ok, counts = _strings_to_local(arr.combine_chunks(), tz, source)
+        local, ok, counts = _strings_to_local(arr.combine_chunks(), tz, source, detect)
     elif pa.types.is_null(typ):
         local, ok = np.zeros(n, np.int64), np.zeros(n, bool)
     else:
@@ -86,7 +100,10 @@ def _parse_times(values, tz: str | None, source: str) -> tuple[np.ndarray, np.nd
     ok &= local >= MIN_TIME
     ok &= local < MAX_TIME
     local[~ok] = 0
-    return local, ok, {"time_formats": counts, "tz": tz}
+    notes = {"time_formats": counts, "tz": tz}
+    if time_format is not None:
+        notes["time_format"] = time_format
+    return local, ok, notes
 
 
 @dataclass
@@ -118,13 +135,16 @@ def to_numpy_filled(arr: pa.ChunkedArray, dtype) -> tuple[np.ndarray, np.ndarray
     return out, ok
 
 
-def _epoch_to_local(raw: np.ndarray, ok: np.ndarray, tz: str | None, source: str) -> tuple[np.ndarray, np.ndarray]:
+def _epoch_to_local(raw: np.ndarray, ok: np.ndarray, tz: str | None, source: str,
+                    detect: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Epoch seconds (int or float; fractions floored) -> local-epoch seconds; may reuse ``raw``."""
     if raw.dtype.kind == "f":
         ok &= np.isfinite(raw) & (np.abs(raw) < 9e18)
         secs = np.floor(np.where(ok, raw, 0)).astype(np.int64)
     else:
         secs = raw.astype(np.int64, copy=False)
+    if detect:
+        _refuse_compact_digits(raw, secs, ok)
     looks_ms = np.count_nonzero(ok & (secs > MILLISECOND_HINT))
     if looks_ms and looks_ms * 2 > np.count_nonzero(ok):
         example = int(secs[ok & (secs > MILLISECOND_HINT)][0])
@@ -135,6 +155,55 @@ def _epoch_to_local(raw: np.ndarray, ok: np.ndarray, tz: str | None, source: str
         first = int(np.flatnonzero(early)[0])
         raise _TimeValueError(_not_epoch_seconds(raw[first].item()), first)
     return _utc_to_local(secs, tz, source), ok
+
+
+def _refuse_compact_digits(raw: np.ndarray, secs: np.ndarray, ok: np.ndarray) -> None:
+    found = compact_digits(raw, secs, ok, MIN_TIME)
+    if found:
+        raise _TimeValueError(found[1], found[0])
+
+
+def _refuse_unread_shape(filled: pa.Array, unread: np.ndarray) -> None:
+    found = unread_shape(pc.utf8_trim_whitespace(filled), unread)
+    if found:
+        raise _TimeValueError(found[1], found[0])
+
+
+def _formatted_to_local(arr: pa.ChunkedArray, fmt: str, tz: str | None, source: str):
+    """Text (or integer digits) parsed with the strptime format ``fmt``, then the timezone rule: naive values
+    are local as written; ``%z`` values are converted to ``tz``'s local time, or keep their written wall
+    time without ``tz``. More than half of the non-empty values failing is an error naming the first."""
+    check_time_format(fmt)
+    typ = arr.type
+    arr = arr.combine_chunks()
+    if pa.types.is_integer(typ):
+        text = pc.cast(arr, pa.string())
+    elif pa.types.is_floating(typ):  # whole numbers as their digits (a JSON or Parquet 2024030107.0)
+        whole = pc.and_(pc.is_finite(arr), pc.and_(pc.equal(arr, pc.floor(arr)), pc.less(pc.abs(arr), 1e15)))
+        digits = pc.cast(pc.cast(pc.if_else(whole, arr, 0.0), pa.int64()), pa.string())
+        text = pc.if_else(whole, digits, pc.cast(arr, pa.string()))
+    elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        text = arr
+    else:
+        raise PrepareError(f"{source}: timestamp column has type {typ}; TIME_FORMAT reads text or integers")
+    text = pc.utf8_trim_whitespace(pc.fill_null(text, ""))
+    encoded = pc.dictionary_encode(text)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    wall, offset, zoned, matched = strptime_wall(encoded.dictionary, fmt)
+    if zoned.any() and tz is not None:  # instants -> tz's local time; without tz the written wall time stays
+        wall[zoned] = _utc_to_local(wall[zoned] - offset[zoned], tz, source)
+    local, ok = wall[codes], matched[codes]
+    nonempty = pc.not_equal(text, "").to_numpy(zero_copy_only=False)
+    failed = nonempty & ~(ok & (local >= MIN_TIME) & (local < MAX_TIME))
+    n_values, n_failed = int(np.count_nonzero(nonempty)), int(np.count_nonzero(failed))
+    if n_failed * 2 > n_values:
+        first = int(np.flatnonzero(failed)[0])
+        value = text[first].as_py()
+        what = (f"does not match TIME_FORMAT {fmt!r}" if not ok[first] else
+                f"read with TIME_FORMAT {fmt!r} falls outside 1971-2099")
+        raise _TimeValueError(f"timestamp {value!r} {what}; {n_failed} of the {n_values} timestamps fail so: set "
+                              f"TIME_FORMAT to the strptime format they are written in", first)
+    return local, ok, {"time_format": int(np.count_nonzero(ok))}
 
 
 def _not_epoch_seconds(value) -> str:
@@ -183,7 +252,7 @@ def _utc_to_local(secs: np.ndarray, tz: str | None, source: str) -> np.ndarray:
     return local
 
 
-def _strings_to_local(arr: pa.Array, tz: str | None, source: str):
+def _strings_to_local(arr: pa.Array, tz: str | None, source: str, detect: bool = False):
     n = len(arr)
     local = np.zeros(n, np.int64)
     ok = np.zeros(n, bool)
@@ -192,7 +261,7 @@ def _strings_to_local(arr: pa.Array, tz: str | None, source: str):
     try:
         ints = pc.cast(pc.utf8_trim_whitespace(arr), pa.int64())
         if ints.null_count == 0:
-            local, ok = _epoch_to_local(ints.to_numpy().copy(), np.ones(n, bool), tz, source)
+            local, ok = _epoch_to_local(ints.to_numpy().copy(), np.ones(n, bool), tz, source, detect)
             return local, ok, {"epoch": n}
     except pa.ArrowInvalid:
         pass
@@ -204,26 +273,32 @@ def _strings_to_local(arr: pa.Array, tz: str | None, source: str):
         numbers = pc.cast(pc.utf8_trim_whitespace(filled.take(pa.array(idx))), pa.float64())
         try:
             local[idx], ok[idx] = _epoch_to_local(numbers.to_numpy(zero_copy_only=False), np.ones(idx.size, bool),
-                                                  tz, source)
+                                                  tz, source, detect)
         except _TimeValueError as exc:
             raise _TimeValueError(str(exc), int(idx[exc.index])) from None
         zoned[idx] = ok[idx]
         counts["epoch"] = int(idx.size)
     rest = np.flatnonzero(~is_number)
     if rest.size:
-        _iso_to_local(filled, rest, local, ok, zoned, counts, tz, source)
+        read = _iso_to_local(filled, rest, local, ok, zoned, counts, tz, source)
+        if detect and read.size < rest.size:
+            unread = np.ones(n, bool)
+            unread[np.flatnonzero(is_number)] = False
+            unread[read] = False
+            _refuse_unread_shape(filled, unread)
     _refuse_mixed_kinds(filled, ok, zoned)
     return local, ok, counts
 
 
 def _iso_to_local(filled: pa.Array, rest: np.ndarray, local: np.ndarray, ok: np.ndarray, zoned: np.ndarray,
-                  counts: dict, tz: str | None, source: str) -> None:
-    """ISO 8601 rows ``rest`` of ``filled`` -> local, ok, zoned and counts (in place)."""
+                  counts: dict, tz: str | None, source: str) -> np.ndarray:
+    """ISO 8601 rows ``rest`` of ``filled`` -> local, ok, zoned and counts (in place); returns the rows
+    that have the ISO shape (valid or not)."""
     parts = pc.extract_regex(filled.take(pa.array(rest)), _ISO.pattern)
     matched = parts.is_valid().to_numpy(zero_copy_only=False)
     rest, parts = rest[matched], parts.filter(pa.array(matched))
     if not rest.size:
-        return
+        return rest
 
     def field_(name: str) -> np.ndarray:
         col = pc.struct_field(parts, name)
@@ -249,6 +324,7 @@ def _iso_to_local(filled: pa.Array, rest: np.ndarray, local: np.ndarray, ok: np.
     for name, mask in (("iso_offset", has_offset), ("iso_utc", is_utc), ("iso_naive", zone == "")):
         if mask.any():
             counts[name] = int(np.count_nonzero(mask))
+    return rest
 
 
 def _offset_seconds(zone: np.ndarray, has_offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

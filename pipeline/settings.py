@@ -46,6 +46,8 @@ VARIABLES: list[Var] = [
         ("COLUMNS", None, "column map, e.g. user=uid,time=ts,place=loc,behavior=act"),
         ("LABEL_MAP", None, "JSON or two-column CSV merging raw labels into categories"),
         ("TIMEZONE", None, "IANA zone or +HH:MM for epoch seconds and Z timestamps"),
+        ("TIME_FORMAT", None, "strptime format of INPUT's timestamps, e.g. %d/%m/%Y %H:%M (default: ISO-8601 or "
+                              "epoch seconds)"),
         ("USERS", None, "synthetic default: users"),
         ("DAYS", None, "synthetic default: days"),
         ("BEHAVIORS", None, "synthetic default: comma-separated subset of behaviors"),
@@ -98,7 +100,8 @@ VARIABLES: list[Var] = [
         ("SEEDS", "1 2 3 4 5", "repeats: seeds"),
     ]),
     *_v("predict and serve", [
-        ("EVENTS", None, "predict: recent events of the users (prepare's schema; COLUMNS, LABEL_MAP, TIMEZONE apply)"),
+        ("EVENTS", None, "predict: recent events of the users (prepare's schema; COLUMNS, LABEL_MAP, TIMEZONE, "
+                   "TIME_FORMAT apply)"),
         ("NEXT", None, "predict: one row per user with the context to predict: user_id, timestamp, place"),
         ("OUT", None, "predict: output JSONL (default <RUN_DIR>/predictions.jsonl)"),
         ("TOP_K", "5", "behaviors per prediction, best first"),

@@ -20,7 +20,7 @@ PREPARE_FLAGS = {"HISTORY_LEN": "--history-len", "SEED": "--seed", "TRAIN_CAP": 
                  "VALID_CAP": "--valid-cap", "TEST_CAP": "--test-cap", "ANCHOR_CAP": "--anchor-cap",
                  "P2_PER_BEHAVIOR": "--p2-per-behavior", "ANCHOR_THRESHOLD": "--anchor-threshold",
                  "HEAD_THRESHOLD": "--head-threshold", "EPS": "--eps"}
-SOURCE_FLAGS = {"FORMAT": "--format", "COLUMNS": "--columns", "TIMEZONE": "--tz"}
+SOURCE_FLAGS = {"FORMAT": "--format", "COLUMNS": "--columns", "TIMEZONE": "--tz", "TIME_FORMAT": "--time-format"}
 
 
 def _abs(value: str) -> str:

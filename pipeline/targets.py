@@ -253,8 +253,8 @@ def predict(r: Runner, s: Settings, lay: Layout) -> None:
         raise SystemExit("usage: make predict RUN=... EVENTS=recent.jsonl NEXT=next.csv [OUT=...] [TOP_K=5]")
     check_data(r, lay)
     out = Path(s["OUT"]).resolve() if s["OUT"] else lay.run_dir / "predictions.jsonl"
-    source = [x for name, flag in (("COLUMNS", "--columns"), ("LABEL_MAP", "--label-map"), ("TIMEZONE", "--tz"))
-              if s[name] for x in (flag, s[name])]
+    source = [x for name, flag in (("COLUMNS", "--columns"), ("LABEL_MAP", "--label-map"), ("TIMEZONE", "--tz"),
+                                   ("TIME_FORMAT", "--time-format")) if s[name] for x in (flag, s[name])]
     cmd = launch.python_module("serving", "predict", *_serving_args(s, lay), "--events", str(Path(s["EVENTS"])
                                .resolve()), "--next", str(Path(s["NEXT"]).resolve()), "--out", str(out), *source)
     _always(r, "predict", cmd)

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="predictions JSONL (written atomically)")
     p.add_argument("--format", choices=("csv", "tsv", "jsonl", "parquet"), help="input format (default: by suffix)")
     p.add_argument("--columns", help="column mapping as for prepare, e.g. user=uid,time=ts,place=loc,behavior=act")
+    p.add_argument("--time-format", help="strptime format of the timestamps of --events and --next, as for prepare "
+                                         "(default: the one prepare used; 'none': ISO-8601 or epoch seconds)")
 
     s = sub.add_parser("serve", help="HTTP JSON service: /v1/predict, /v1/predict/batch, /v1/behaviors, /healthz")
     _add_model_args(s)
@@ -73,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=_positive_int, help="only the first N samples")
     t.add_argument("--out", help="write <out>.json and <out>.md")
     return parser
+
+
+def _time_format(args, run) -> str | None:
+    """predict's --time-format, else the one prepare read the run's events with ('none': no format)."""
+    from serving.upstream import parse_time_format
+
+    if args.time_format is not None:
+        return parse_time_format(args.time_format)
+    if run.source.get("kind") != "events":
+        return None
+    return (run.stats.get("config") or {}).get("time_format")
 
 
 def _read_defaults(args, run) -> tuple[str | None, dict | None, dict | None]:
@@ -100,7 +113,8 @@ def _predict(args, run) -> int:
     from serving.batch import ReadOptions, predict_files
 
     tz, columns, label_map = _read_defaults(args, run)
-    opts = ReadOptions(fmt=args.format, columns=columns, label_map=label_map, tz=tz)
+    opts = ReadOptions(fmt=args.format, columns=columns, label_map=label_map, tz=tz,
+                       time_format=_time_format(args, run))
     for flag, path in (("--events", args.events), ("--next", args.next)):
         if not Path(path).is_file():
             raise ServingError(f"{flag} {path}: no such file")

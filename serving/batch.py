@@ -1,8 +1,8 @@
 """`python -m serving predict`: recent events of many users -> one JSONL line of next-behavior probabilities
 per user.
 
-Input (read by data_prep's readers, so the schema, formats, --columns, --label-map and --tz rules are those
-of `make prepare`):
+Input (read by data_prep's readers, so the schema, formats, --columns, --label-map, --tz and --time-format rules
+are those of `make prepare`):
 - ``--events``: the users' recent events, one a row: user_id, timestamp, place, behavior;
 - ``--next``: per user, the context of the event to predict, one row: user_id, timestamp, place (its
   weekday and hour come from the timestamp, as in training).
@@ -35,6 +35,7 @@ class ReadOptions:
     columns: dict[str, str] | None = None
     label_map: dict[str, str] | None = None
     tz: str | None = None
+    time_format: str | None = None
 
 
 def read_next(path: str, opts: ReadOptions) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
@@ -44,7 +45,7 @@ def read_next(path: str, opts: ReadOptions) -> tuple[dict[str, tuple[int, str]],
     event has none), so formats, column names and time zones follow prepare's rules exactly."""
     cols = dict(opts.columns or {})
     cols["behavior"] = cols.get("user", "user_id")
-    table = load_events(path, fmt=opts.fmt, columns=cols, tz=opts.tz)
+    table = load_events(path, fmt=opts.fmt, columns=cols, tz=opts.tz, time_format=opts.time_format)
     dropped = {k: v for k, v in table.dropped.items() if v and k != "duplicate_event"}
     if dropped:
         rows = table.notes.get("bad_timestamp_examples") or []
@@ -66,7 +67,7 @@ def read_next(path: str, opts: ReadOptions) -> tuple[dict[str, tuple[int, str]],
 def read_histories(path: str, opts: ReadOptions) -> tuple[dict[str, list[Event]], dict]:
     """user_id -> events (sorted as prepare sorts them), and the rows dropped by reason."""
     table = load_events(path, fmt=opts.fmt, columns=opts.columns, label_map=opts.label_map, tz=opts.tz,
-                        strict_labels=opts.label_map is not None)
+                        strict_labels=opts.label_map is not None, time_format=opts.time_format)
     offsets = table.user_offsets()
     histories = {}
     for u, uid in enumerate(table.user_ids):

@@ -5,6 +5,7 @@ function is re-pointed in this one file.
 """
 from __future__ import annotations
 
+from data_prep.config import parse_time_format
 from data_prep.events import (
     UNKNOWN_PLACE,
     PrepareError,
@@ -41,6 +42,7 @@ __all__ = [
     "load_label_map",
     "new_scorer",
     "parse_columns_option",
+    "parse_time_format",
     "parse_times",
     "render_instruction",
     "weekday_of",

@@ -1,9 +1,13 @@
-"""Timestamps written with a format: TIME_FORMAT for prepare, and the columns that need one
+"""Timestamps written with a format: TIME_FORMAT for prepare and predict, and the columns that need one
 (slash dates, compact YYYYMMDDHH digits) refused with the TIME_FORMAT to set."""
 from __future__ import annotations
 
+import argparse
 import calendar
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +19,9 @@ import pytest
 from data_prep.cli import main as prepare_main
 from data_prep.config import PrepareConfig, parse_time_format
 from data_prep.events import PrepareError, hour_of, load_events, parse_times, weekday_of
+from pipeline.settings import BY_NAME
 
+ROOT = Path(__file__).resolve().parents[1]
 HEADER = "user_id,timestamp,place,behavior"
 DMY = "%d/%m/%Y %H:%M"
 
@@ -219,3 +225,71 @@ def test_prepare_reads_with_time_format_and_records_it(tmp_path, capsys):
         assert (tmp_path / "eu" / name).read_bytes() == (tmp_path / "iso" / name).read_bytes()
     assert prepare_main(["prepare", "--synthetic", "--out", str(tmp_path / "s"), "--time-format", DMY]) == 2
     assert "--time-format reads the timestamps of an --input file" in capsys.readouterr().err
+
+
+# ---- predict -------------------------------------------------------------------------------------------------
+
+def test_predict_reads_events_and_next_with_time_format(tmp_path):
+    from serving.batch import ReadOptions, read_histories, read_next
+
+    events = csv_file(tmp_path / "events.csv", ["04/03/2024 07:00", "13/03/2024 08:00"])
+    nxt = tmp_path / "next.csv"
+    nxt.write_text("user_id,timestamp,place\nu,14/03/2024 09:30,home\n", encoding="utf-8")
+    opts = ReadOptions(time_format=DMY)
+    histories, _ = read_histories(str(events), opts)
+    assert [e.time for e in histories["u"]] == [wall("2024-03-04 07:00:00"), wall("2024-03-13 08:00:00")]
+    contexts, _ = read_next(str(nxt), opts)
+    assert contexts == {"u": (wall("2024-03-14 09:30:00"), "home")}
+    with pytest.raises(PrepareError, match="set TIME_FORMAT"):
+        read_histories(str(events), ReadOptions())
+
+
+def test_predict_defaults_to_the_time_format_prepare_used():
+    from serving.__main__ import _time_format
+
+    run = argparse.Namespace(source={"kind": "events"}, stats={"config": {"time_format": DMY}})
+    assert _time_format(argparse.Namespace(time_format=None), run) == DMY
+    assert _time_format(argparse.Namespace(time_format="%Y%m%d%H"), run) == "%Y%m%d%H"
+    assert _time_format(argparse.Namespace(time_format="none"), run) is None
+    synthetic = argparse.Namespace(source={"kind": "synthetic"}, stats={"config": {"time_format": None}})
+    assert _time_format(argparse.Namespace(time_format=None), synthetic) is None
+
+
+# ---- the pipeline ---------------------------------------------------------------------------------------------
+
+def test_the_pipeline_passes_time_format_to_prepare_and_reruns_it_when_it_changes(tmp_path):
+    from pipeline import stages
+    from pipeline.graph import Runner
+    from pipeline.layout import Layout
+    from pipeline.settings import Settings
+    from pipeline.stamps import write_stamp
+
+    log = csv_file(tmp_path / "eu.csv", ["04/03/2024 07:00"])
+    s = Settings({"RUN_DIR": str(tmp_path / "run"), "INPUT": str(log), "TIME_FORMAT": DMY})
+    lay = Layout.of(s)
+    stage = stages.prepare(s, lay)
+    at = stage.command.index("--time-format")
+    assert stage.command[at + 1] == DMY and stage.params["TIME_FORMAT"] == DMY
+    runner = Runner(tmp_path / "cache.json", log=lambda *a: None)
+    for out in stage.outputs:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("{}")
+    key, _ = runner.status(stage)
+    write_stamp(stage.stamp, key, stage.params, runner.cache.digests(stage.inputs), stage.outputs)
+    assert runner.status(stages.prepare(s, lay))[1] == []                     # same format: up to date
+    _, reasons = runner.status(stages.prepare(s.with_(TIME_FORMAT="%m/%d/%Y %H:%M"), lay))
+    assert reasons == [f"TIME_FORMAT: '{DMY}' -> '%m/%d/%Y %H:%M'"]
+    assert "--time-format" not in stages.prepare(Settings({"RUN_DIR": str(tmp_path / "run")}), lay).command
+
+
+def test_make_predict_passes_time_format(tmp_path):
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "data" / "stats.json").write_text("{}")
+    env = {k: v for k, v in os.environ.items() if k not in BY_NAME}   # a terminal's COLUMNS is not ours
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--dry-run", "MODEL=tiny", f"RUN_DIR={run}", "predict",
+                           "EVENTS=e.csv", "NEXT=n.csv", f"TIME_FORMAT={DMY}"], capture_output=True, text=True,
+                          cwd=ROOT, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [x for x in proc.stdout.splitlines() if "-m serving predict" in x]
+    assert line.endswith(f"--time-format {DMY}")

@@ -170,6 +170,13 @@ def default_of(name: str) -> str:
     return var.default or ""
 
 
+def _shell_value(name: str, value: str) -> bool:
+    """An environment value that the shell, not the user, set: terminals export COLUMNS as their width (a
+    number), while a column map always holds '=' (user=uid,...). Given as NAME=value on the command line, the
+    same text reaches prepare and is refused there."""
+    return name == "COLUMNS" and "=" not in value
+
+
 class SettingsError(ValueError):
     """A bad NAME=value: one line for the user."""
 
@@ -188,7 +195,7 @@ class Settings(Mapping[str, str]):
     @classmethod
     def from_sources(cls, argv_assignments: list[str], environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
-        explicit = {n: environ[n] for n in BY_NAME if n in environ}
+        explicit = {n: environ[n] for n in BY_NAME if n in environ and not _shell_value(n, environ[n])}
         for item in argv_assignments:
             name, sep, value = item.partition("=")
             if not sep or not name.isidentifier():

@@ -35,6 +35,14 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     return parts
 
 
+def parse_flag(text: str) -> bool:
+    """``1``/``0`` (also true/false, yes/no) on the command line."""
+    value = text.strip().lower()
+    if value not in ("1", "0", "true", "false", "yes", "no"):
+        raise ValueError(f"expected 1 or 0, got {text!r}")
+    return value in ("1", "true", "yes")
+
+
 def parse_time_format(text: str) -> str | None:
     """A strptime format on the command line (checked by ``validate``), or ``none`` / empty for no format."""
     return None if text.strip().lower() in ("none", "") else text
@@ -65,10 +73,14 @@ class PrepareConfig:
     head_threshold: float = _option(0.05, "head group = training share above this (paper 4.1.2)")
     tail_threshold: float = _option(0.01, "tail group = training share below this (paper 4.1.2)")
     aux_path: str | None = _option(
-        None, "ShareGPT JSON/JSONL of general conversations (none: the shipped set)", str, flag="--aux")
+        None, "JSON/JSONL of general conversations: ShareGPT, OpenAI messages or Alpaca (none: the shipped set)",
+        str, flag="--aux")
     eps: float = _option(0.05, "auxiliary conversations per anchor sample (paper 3.2, Table 5)")
     aux_max_length_ratio: float = _option(
         1.5, "drop conversations longer than this x the median behavior prompt (characters)")
+    aux_repeat: bool = _option(
+        False, "1: draw auxiliary conversations with replacement up to eps x |anchor samples| when the set is "
+               "smaller (counted as repeats in stats.json aux)", parse_flag)
     system_prompt: str = _option(prompts.SYSTEM_PROMPT, "system prompt of every sample (paper 3.1.1)")
     time_format: str | None = _option(
         None, "strptime format of the --input file's timestamps, as pandas' format= (README: TIME_FORMAT); "

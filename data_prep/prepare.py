@@ -69,12 +69,11 @@ def _prepare_into(table, out_dir: Path, config: PrepareConfig, aux_pool, source:
     # Algorithm 1 line 5: eps x |anchor samples| general conversations, no longer than the behavior prompts
     median_chars = float(np.median(prompt_chars)) if len(prompt_chars) else 0.0
     aux_sel = auxiliary.select_aux(aux_pool, config.eps, int(split_counts["anchor"].sum()), median_chars,
-                                   config.seed, config.aux_max_length_ratio)
+                                   config.seed, config.aux_max_length_ratio, config.aux_repeat)
     outputs.write_jsonl(out_dir / f"{outputs.AUX_STEM}.jsonl",
                         ({"conversations": c} for c in aux_sel.conversations))
     if aux_sel.stats["shortfall"]:
-        warnings.append(f"auxiliary conversations: {aux_sel.stats['requested']} requested, only "
-                        f"{aux_sel.stats['available']} available after filtering")
+        warnings.append(auxiliary.ratio_line(aux_sel.stats))
     outputs.copy_dataset_info(out_dir)
 
     p2_short = [n for n, c in zip(names, split_counts["test_p2"]) if c < config.p2_per_behavior]

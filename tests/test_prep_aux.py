@@ -82,3 +82,38 @@ def test_bad_files_give_one_line_errors(tmp_path):
     latin.write_bytes(b'{"conversations": [{"from": "human", "value": "caf\xe9"}]}\n')
     with pytest.raises(PrepareError, match="UTF-8"):
         select_aux(latin, eps=0.1, n_anchor=50, prompt_chars_median=100, seed=0)
+
+
+def test_alpaca_files_are_read_and_other_layouts_are_one_line_errors(tmp_path):
+    from data_prep.auxiliary import load_aux
+
+    alpaca = write_jsonl(tmp_path / "alpaca.jsonl", [
+        {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+        {"instruction": "Say hi.", "input": "", "output": "Hi!", "system": "Be brief."},
+        {"instruction": "No answer.", "input": "", "output": ""}])                     # malformed: empty answer
+    pool = load_aux(alpaca)
+    assert pool.format == "alpaca" and pool.read == 3
+    assert pool.conversations == [
+        [{"from": "human", "value": "Add the numbers.\n\n2 and 3"}, {"from": "gpt", "value": "5"}],
+        [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Say hi."},
+         {"from": "gpt", "value": "Hi!"}]]
+    other = write_jsonl(tmp_path / "other.jsonl", [{"prompt": "x", "completion": "y"}])
+    with pytest.raises(PrepareError, match=r"other.jsonl: not an auxiliary conversation file \(first record: "
+                                           r"completion, prompt\); accepted: ShareGPT"):
+        load_aux(other)
+
+
+def test_the_asked_and_achieved_ratio_and_sampling_with_replacement(tmp_path):
+    from data_prep.auxiliary import load_aux, ratio_line
+
+    pool = load_aux(write_jsonl(tmp_path / "small.jsonl", [conv(5, 5) for _ in range(4)]))
+    short = select_aux(pool, eps=0.1, n_anchor=100, prompt_chars_median=100, seed=1)
+    assert (short.stats["requested"], short.stats["written"], short.stats["distinct"]) == (10, 4, 4)
+    assert short.stats["eps_achieved"] == 0.04 and short.stats["shortfall"] == 6
+    assert "eps 0.1 asked (10), 0.04 achieved" in ratio_line(short.stats) and "AUX_REPEAT=1" in ratio_line(short.stats)
+    full = select_aux(pool, eps=0.1, n_anchor=100, prompt_chars_median=100, seed=1, repeat=True)
+    assert (full.stats["written"], full.stats["distinct"], full.stats["repeated"]) == (10, 4, 6)
+    assert full.stats["eps_achieved"] == 0.1 and full.stats["shortfall"] == 0 and len(full.conversations) == 10
+    assert "6 repeats" in ratio_line(full.stats) and "short" not in ratio_line(full.stats)
+    again = select_aux(pool, eps=0.1, n_anchor=100, prompt_chars_median=100, seed=1, repeat=True)
+    assert again.conversations == full.conversations                                  # seeded

@@ -11,7 +11,7 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from data_prep import events
+from data_prep import events, sources
 from data_prep.config import PrepareConfig
 from data_prep.errors import PrepareError
 from data_prep.options import resolve_columns
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="event log -> LLaMA-Factory dataset_dir (README contracts)")
     p.add_argument("--out", required=True, help="dataset_dir to write (e.g. runs/<RUN>/data)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", help="event log: CSV, JSONL or Parquet")
+    src.add_argument("--input", help="event log: a CSV, JSONL or Parquet file, or a directory (hive partitions "
+                                    "too), glob or object-store URI of them")
     src.add_argument("--foursquare", help="Foursquare TSMC2014 file (tab separated, original layout)")
     src.add_argument("--synthetic", action="store_true", help="the embedded synthetic default")
     p.add_argument("--format", choices=("csv", "jsonl", "parquet"), help="input format (default: by suffix)")
@@ -74,7 +75,7 @@ def _load(args) -> tuple[object, dict]:
         columns = events.parse_columns_option(args.columns) if args.columns else None
         resolve_columns(columns, distinct=True)   # prepare needs four different columns
         label_map = events.load_label_map(args.label_map) if args.label_map else None
-        table = events.load_events(args.input, fmt=args.format, columns=columns, label_map=label_map, tz=args.tz,
+        table = sources.load_input(args.input, fmt=args.format, columns=columns, label_map=label_map, tz=args.tz,
                                    time_format=args.time_format)
         return table, {"kind": "events", "path": args.input, "format": args.format, "columns": args.columns,
                        "label_map": args.label_map, "tz": args.tz}

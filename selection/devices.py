@@ -99,3 +99,33 @@ def select_device(device: str | None = None, model_path: str | os.PathLike | Non
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     return device
+
+
+# Share of a GPU's memory the weights may take when a model is spread over several: the rest holds the
+# activations of one scoring batch, the KV of the shared prefix and CUDA's own buffers.
+WEIGHT_SHARE = 0.8
+
+
+def gpu_placement(n_params: int, bytes_per_param: int, gpu_bytes: list[int]) -> dict[int, int] | None:
+    """Where a model's weights go on one node: None when they fit the first GPU (one device, the fast path),
+    else accelerate's ``max_memory`` ({gpu index: bytes}) spreading them evenly over as few GPUs as hold them,
+    each at most WEIGHT_SHARE of its memory. ValueError (one line) when the node cannot hold them."""
+    need = n_params * bytes_per_param
+    if not gpu_bytes:
+        raise ValueError("no GPU to place the model on")
+    if need <= WEIGHT_SHARE * gpu_bytes[0]:
+        return None
+    for k in range(2, len(gpu_bytes) + 1):
+        share = -(-need // k)
+        if all(share <= WEIGHT_SHARE * b for b in gpu_bytes[:k]):
+            # a little above the even share, so accelerate's layer granularity never spills to the CPU
+            return {i: int(min(WEIGHT_SHARE * b, share * 1.1)) for i, b in enumerate(gpu_bytes[:k])}
+    raise ValueError(f"{need / 1e9:.0f} GB of weights do not fit {len(gpu_bytes)} GPU(s) of "
+                     f"{min(gpu_bytes) / 1e9:.0f} GB at {WEIGHT_SHARE:.0%} each")
+
+
+def visible_gpu_bytes() -> list[int]:
+    import torch
+
+    return [torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())]
+

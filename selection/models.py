@@ -63,15 +63,35 @@ def load_model_and_tokenizer(model_path, adapter_path=None, dtype=None, device=N
     elif isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    placement = {"device_map": {"": device}} if on_gpu else {}
+    spread = _spread_over_gpus(path, dtype) if on_gpu else None
+    if spread is not None:  # larger than one GPU (a 70B): accelerate places its layers over the node's GPUs
+        placement = {"device_map": "auto", "max_memory": spread}
+    else:
+        placement = {"device_map": {"": device}} if on_gpu else {}
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa", **placement)
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter, torch_device=device)
-    model.to(device)  # no-op for weights already there; moves the CPU path as before
+        model = PeftModel.from_pretrained(model, adapter, torch_device=None if spread else device)
+    if spread is None:
+        model.to(device)  # no-op for weights already there; moves the CPU path as before
     model.eval()
     return model, tokenizer
+
+
+def _spread_over_gpus(path: Path, dtype) -> dict[int, int] | None:
+    """accelerate's max_memory when this single-process model does not fit one GPU (devices.gpu_placement);
+    None for one GPU, and always under torchrun, where each rank holds a whole copy on its own GPU."""
+    from .devices import count_parameters, dist_env, gpu_placement, visible_gpu_bytes
+
+    if dist_env()[1] > 1:
+        return None
+    n_params = count_parameters(path)
+    if n_params is None:
+        return None
+    import torch
+
+    return gpu_placement(n_params, torch.empty(0, dtype=dtype).element_size(), visible_gpu_bytes())
 
 
 def _atomic_dir(out_dir: Path):

@@ -1,0 +1,36 @@
+"""The paper's figures on a run's own data: each one a PNG with its numbers beside it (.md, .json)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evaluation.figures import long_tail, plot_long_tail
+
+
+def stats_of(counts: dict[str, int], anchor=0.1, head=0.3, tail=0.1) -> dict:
+    total = sum(counts.values())
+    behaviors = []
+    for i, (name, c) in enumerate(counts.items()):
+        f = c / total
+        behaviors.append({"name": name, "label_id": i, "train_count": c, "train_freq": f, "is_anchor": f > anchor,
+                          "freq_group": "head" if f > head else "medium" if f > tail else "tail"})
+    return {"behaviors": behaviors,
+            "config": {"anchor_threshold": anchor, "head_threshold": head, "tail_threshold": tail}}
+
+
+def test_long_tail_orders_by_frequency_and_marks_anchors_and_groups(tmp_path):
+    stats = stats_of({"rare": 2, "top": 60, "never": 0, "mid": 20, "low": 18})
+    data = long_tail(stats)
+    assert [b["behavior"] for b in data["behaviors"]] == ["top", "mid", "low", "rare", "never"]
+    assert [b["anchor"] for b in data["behaviors"]] == [True, True, True, False, False]
+    assert data["anchors"] == 3 and data["anchor_threshold"] == 0.1
+    assert {g: v["behaviors"] for g, v in data["groups"].items()} == {"head": 1, "medium": 2, "tail": 2}
+    assert data["groups"]["tail"]["share_of_samples"] == pytest.approx(0.02)
+
+    png, md, js = plot_long_tail(stats, tmp_path)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(js.read_text()) == json.loads(json.dumps(data))
+    table = [line for line in md.read_text().splitlines() if line.startswith("| ")]
+    assert table[0] == "| rank | behavior | train_count | train_freq | group | anchor |" and len(table) == 6
+    assert table[1].startswith("| 1 | top | 60 | 60.0000% | head | yes |")

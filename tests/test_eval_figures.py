@@ -34,3 +34,31 @@ def test_long_tail_orders_by_frequency_and_marks_anchors_and_groups(tmp_path):
     table = [line for line in md.read_text().splitlines() if line.startswith("| ")]
     assert table[0] == "| rank | behavior | train_count | train_freq | group | anchor |" and len(table) == 6
     assert table[1].startswith("| 1 | top | 60 | 60.0000% | head | yes |")
+
+
+def test_behavior_map_lists_each_tails_nearest_anchor():
+    from evaluation.behavior_map import behavior_map
+
+    names = ["Taking a taxi", "Public transportation", "Watching videos", "Watching sports matches"]
+    emb = [[1.0, 0.1, 0.0], [0.9, 0.0, 0.1], [0.0, 1.0, 0.0], [0.1, 0.8, 0.2]]
+    data = behavior_map(names, emb, [False, True, True, False])
+    assert data["nearest_anchor"] == [
+        {"tail": "Taking a taxi", "nearest_anchor": "Public transportation", "cosine": pytest.approx(0.9889, abs=1e-4)},
+        {"tail": "Watching sports matches", "nearest_anchor": "Watching videos",
+         "cosine": pytest.approx(0.9631, abs=1e-4)}]
+    xy = [(p["x"], p["y"]) for p in data["points"]]
+    assert len(set(xy)) == 4 and [p["anchor"] for p in data["points"]] == [False, True, True, False]
+
+
+def test_behavior_map_of_a_tiny_model_end_to_end(tmp_path):
+    from evaluation.behavior_map import run
+    from selection.models import build_tiny_llama
+
+    stats = stats_of({"Music": 50, "Gaming": 30, "Podcasts": 3, "Karaoke": 2})
+    model = build_tiny_llama(tmp_path / "tiny", [b["name"] for b in stats["behaviors"]] * 20, vocab_size=300)
+    png, md, js = run(str(model), stats, tmp_path / "report", device="cpu")
+    data = json.loads(js.read_text())
+    assert {p["behavior"] for p in data["points"]} == {"Music", "Gaming", "Podcasts", "Karaoke"}
+    assert [n["tail"] for n in data["nearest_anchor"]] == ["Podcasts", "Karaoke"]
+    assert all(n["nearest_anchor"] in ("Music", "Gaming") for n in data["nearest_anchor"])
+    assert png.read_bytes()[:4] == b"\x89PNG" and "nearest_anchor" in md.read_text()

@@ -3,19 +3,22 @@ OpenAPI at /docs.
 
 Errors are JSON ``{"error": "<one line>", "field": ...}``: 422 for an invalid request (the field is named,
 e.g. ``events[2].timestamp``; an unknown behavior also lists the ``closest`` known names), 413 for a body
-over the limit, 401 when API_KEY is set and the request lacks ``Authorization: Bearer <key>``.
+over the limit, 401 when API_KEY is set and the request lacks ``Authorization: Bearer <key>``. The OpenAPI
+schema declares each of them (and the bearer scheme only when API_KEY is set): clients and fuzzers can rely on it.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictStr, field_validator
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator, BaseModel, Field, StrictStr, field_validator
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -33,27 +36,43 @@ from serving.queries import (
 Mode = Literal[MODES]
 
 
+def _unicode(value: str) -> str:
+    # JSON may escape a lone surrogate (\\ud800): not text, the tokenizer and the UTF-8 response cannot take it
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError("unicode", "must be valid Unicode text (a lone surrogate escape is not)") from None
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_unicode)]
+
+
 def _timestamp(value):
     # checked before pydantic's own union check, whose errors would name the union member, not the field
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise PydanticCustomError("timestamp_type", "timestamp must be an ISO-8601 string or epoch seconds")
+    if isinstance(value, str):
+        return _unicode(value)
+    if isinstance(value, int) and abs(value) > 1e15:   # also far beyond a float's range: 10**400
+        raise PydanticCustomError("timestamp_range", "timestamp out of range for epoch seconds")
     return value
 
 
 class NextIn(BaseModel):
     timestamp: str | float = Field(description="when the behavior to predict happens: gives weekday and hour; "
                                                "ISO-8601 (local wall time, or with an offset / Z) or epoch seconds")
-    place: StrictStr
+    place: Text
 
     _check_timestamp = field_validator("timestamp", mode="before")(_timestamp)
 
 
 class EventIn(NextIn):
-    behavior: StrictStr = Field(description="a behavior of GET /v1/behaviors (or a raw label of the label map)")
+    behavior: Text = Field(description="a behavior of GET /v1/behaviors (or a raw label of the label map)")
 
 
 class PredictIn(BaseModel):
-    user_id: StrictStr | None = None
+    user_id: Text | None = None
     events: list[EventIn] = Field(min_length=1, description="recent events; the last L (by time) are used")
     next: NextIn
     top_k: int | None = Field(default=None, ge=1, description="behaviors to return (default: server's)")
@@ -87,6 +106,57 @@ class BatchOut(BaseModel):
     predictions: list[PredictOut]
 
 
+class FieldMessage(BaseModel):
+    field: str
+    msg: str
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="one line: what is wrong, naming the field")
+    field: str | None = Field(default=None, description="the request field at fault, e.g. events[2].timestamp")
+    closest: list[str] | None = Field(default=None, description="for an unknown behavior: the nearest known names")
+    detail: list[FieldMessage] | None = Field(default=None, description="every field error, when there are several")
+
+
+class BehaviorOut(BaseModel):
+    name: str
+    label_id: int
+    freq_group: str | None = None
+    is_anchor: bool | None = None
+
+
+class BehaviorsOut(BaseModel):
+    behaviors: list[BehaviorOut]
+    history_len: int
+    instruction_template: str
+    model: str
+    run: str
+
+
+class BatchingOut(BaseModel):
+    requests: int
+    batches: int
+    prompts: int
+    largest_batch: int
+    busy_s: float
+
+
+class HealthOut(BaseModel):
+    status: str
+    run: str
+    model: str
+    batching: BatchingOut
+
+
+BEARER = HTTPBearer(auto_error=False, description="API_KEY of the server")   # module level: a resolvable annotation
+
+
+def _errors(*codes: int) -> dict:
+    words = {401: "no or a wrong Authorization: Bearer <API_KEY>", 413: "request body over the server's limit",
+             422: "invalid request: the field is named"}
+    return {code: {"model": ErrorOut, "description": words[code]} for code in codes}
+
+
 @dataclass
 class Settings:
     top_k: int = 5
@@ -107,8 +177,16 @@ def field_name(loc) -> str:
     return out or "body"
 
 
+def _located(error: dict) -> dict:
+    # a JSON syntax error's loc is ('body', <character position>): the field is the body, not an item [pos]
+    if error.get("type") == "json_invalid":
+        where = error["loc"][-1] if isinstance(error["loc"][-1], int) else "?"
+        return {**error, "loc": ("body",), "msg": f"invalid JSON at character {where}"}
+    return error
+
+
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
+    errors = [_located(e) for e in exc.errors()]
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
     field = field_name(first["loc"])
     return JSONResponse(status_code=422, content={"error": f"{field}: {first['msg']}", "field": field,
@@ -117,20 +195,29 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
 
 
 async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400:   # FastAPI's "error parsing the body" (e.g. JSON nested too deep): an invalid body
+        return JSONResponse(status_code=422, content={"error": f"body: {exc.detail}", "field": "body"})
     return JSONResponse(status_code=exc.status_code, content={"error": str(exc.detail)}, headers=exc.headers)
 
 
 class BodyLimit:
-    """413 for a body over `max_bytes`: by Content-Length up front, else while it streams in."""
+    """413 for a body over `max_bytes`: by Content-Length up front, else while it streams in.
 
-    def __init__(self, app, max_bytes: int):
+    Before answering, the rest of the body is read and dropped (up to `drain_factor` x the limit, at most
+    `drain_s` seconds; memory stays flat): uvicorn closes the connection after an early answer, and closing a
+    socket with unread data resets it, which can destroy the 413 before the client has read it."""
+
+    def __init__(self, app, max_bytes: int, drain_factor: int = 16, drain_s: float = 10.0):
         self.app, self.max_bytes = app, max_bytes
+        self.drain_bytes, self.drain_s = max_bytes * drain_factor, drain_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            if int(length) <= self.drain_bytes:
+                await self._drain(receive, 0)
             response = JSONResponse(status_code=413, content={"error": self._message()})
             return await response(scope, receive, send)
         seen = 0
@@ -140,10 +227,23 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:   # FastAPI passes HTTPExceptions from body reading through
+                if message.get("more_body", False):
+                    await self._drain(receive, seen)
                 raise HTTPException(status_code=413, detail=self._message())
             return message
 
         return await self.app(scope, limited, send)
+
+    async def _drain(self, receive, seen: int) -> None:
+        try:
+            async with asyncio.timeout(self.drain_s):
+                while seen <= self.drain_bytes:
+                    message = await receive()
+                    seen += len(message.get("body", b""))
+                    if message["type"] != "http.request" or not message.get("more_body", False):
+                        return
+        except TimeoutError:
+            return
 
     def _message(self) -> str:
         return f"request body over the limit of {self.max_bytes} bytes: send fewer or smaller requests"
@@ -179,11 +279,14 @@ def create_app(predictor, settings: Settings | None = None) -> FastAPI:
         yield
         await batcher.stop()   # after uvicorn has finished the in-flight requests
 
-    def authorized(authorization: str | None = Header(default=None)) -> None:
-        if settings.api_key and not hmac.compare_digest((authorization or "").encode(),
-                                                        f"Bearer {settings.api_key}".encode()):
+    def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode("utf-8", "replace"),
+                                                          settings.api_key.encode()):
             raise HTTPException(status_code=401, detail="missing or wrong Authorization: Bearer <API_KEY>",
                                 headers={"WWW-Authenticate": "Bearer"})
+
+    # without API_KEY the schema declares no security scheme and no 401: nothing asks for a key
+    auth = {"dependencies": [Depends(authorized)], "responses": _errors(401)} if settings.api_key else {}
 
     app = FastAPI(title="BehaviorLM next-behavior service", lifespan=lifespan,
                   description=f"run {run.run_name}, model {run.model_name}: p(next behavior | recent events)")
@@ -205,26 +308,32 @@ def create_app(predictor, settings: Settings | None = None) -> FastAPI:
                 return None, _field_error(FieldError(f"{prefix}events", pred.error))
         return [result_line(p, run) for p in preds], None
 
-    @app.post("/v1/predict", response_model=PredictOut, response_model_exclude_none=True,
-              dependencies=[Depends(authorized)])
+    def responses(*codes: int) -> dict:
+        return {**auth.get("responses", {}), **_errors(*codes)}
+
+    deps = auth.get("dependencies", [])
+
+    @app.post("/v1/predict", response_model=PredictOut, response_model_exclude_none=True, dependencies=deps,
+              responses=responses(413, 422))
     async def predict(req: PredictIn):
         lines, error = await predict_many([req], [""])
         return error or lines[0]
 
-    @app.post("/v1/predict/batch", response_model=BatchOut, response_model_exclude_none=True,
-              dependencies=[Depends(authorized)])
+    @app.post("/v1/predict/batch", response_model=BatchOut, response_model_exclude_none=True, dependencies=deps,
+              responses=responses(413, 422))
     async def predict_batch(reqs: list[PredictIn]):
         lines, error = await predict_many(reqs, [f"[{i}]." for i in range(len(reqs))])
         return error or {"predictions": lines}
 
-    @app.get("/v1/behaviors", dependencies=[Depends(authorized)])
+    @app.get("/v1/behaviors", response_model=BehaviorsOut, response_model_exclude_none=True, dependencies=deps,
+             responses=responses())
     async def behaviors():
         return {"behaviors": [{k: b[k] for k in ("name", "label_id", "freq_group", "is_anchor") if k in b}
                               for b in sorted(run.stats["behaviors"], key=lambda b: b["label_id"])],
                 "history_len": run.history_len, "instruction_template": settings.mode,
                 "model": run.model_name, "run": run.run_name}
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=HealthOut)
     async def healthz():
         return {"status": "ok", "run": run.run_name, "model": run.model_name, "batching": batcher.stats.as_dict()}
 

@@ -92,22 +92,29 @@ class MicroBatcher:
             if first is None:
                 break
             items, stopping = await self._gather(first)
-            queries = [q for item in items for q in item.queries]
-            started = time.perf_counter()
-            try:
-                results = await asyncio.to_thread(self.predict_fn, queries)
-            except Exception as err:  # handed to every waiting request, never lost
+            await self._score(items)
+
+    async def _score(self, items: list[_Item]) -> None:
+        queries = [q for item in items for q in item.queries]
+        started = time.perf_counter()
+        try:
+            results = await asyncio.to_thread(self.predict_fn, queries)
+        except Exception as err:
+            if len(items) > 1:   # one request's bad input must not fail the others gathered with it: each alone
+                self.stats.busy_s += time.perf_counter() - started
                 for item in items:
-                    if not item.future.done():
-                        item.future.set_exception(err)
-                continue
-            finally:
-                self._count(items, time.perf_counter() - started)
-            at = 0
-            for item in items:
-                if not item.future.done():
-                    item.future.set_result(results[at:at + len(item.queries)])
-                at += len(item.queries)
+                    await self._score([item])
+                return
+            self._count(items, time.perf_counter() - started)
+            if not items[0].future.done():   # handed to the waiting request, never lost
+                items[0].future.set_exception(err)
+            return
+        self._count(items, time.perf_counter() - started)
+        at = 0
+        for item in items:
+            if not item.future.done():
+                item.future.set_result(results[at:at + len(item.queries)])
+            at += len(item.queries)
 
     def _count(self, items: list[_Item], seconds: float) -> None:
         size = sum(item.size for item in items)

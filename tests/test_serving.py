@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import select
 import signal
-import subprocess
-import sys
+import socket
 import threading
 import time
 from pathlib import Path
@@ -18,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from serving_helpers import KEY, L, build_tiny_run, start_server, stop_server
 
 from serving.__main__ import main as serving_main
 from serving.app import Settings, create_app
@@ -27,17 +25,6 @@ from serving.prompting import DEFAULT_MODE, Event, Query, render_record, rerende
 from serving.run import load_run
 from serving.upstream import load_events
 
-ROOT = Path(__file__).resolve().parents[1]
-BEHAVIORS = "Watching videos,Social media,Music,Gaming,Taking a taxi,Cycling"
-L = 4
-KEY = "test-key"
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-       "PYTHONPATH": str(ROOT)}
-
-
-def _run(*args: str) -> None:
-    subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, check=True, capture_output=True, timeout=300)
-
 
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -45,14 +32,7 @@ def _jsonl(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serving")
-    events, run = root / "events.jsonl", root / "run"
-    _run("-m", "data_prep.synthetic", str(events), "--users", "40", "--days", "6", "--behaviors", BEHAVIORS)
-    _run("-m", "data_prep", "prepare", "--input", str(events), "--out", str(run / "data"), "--history-len", str(L),
-         "--train-cap", "300", "--valid-cap", "20", "--test-cap", "10", "--p2-per-behavior", "3", "--eps", "0")
-    _run("-m", "selection", "build-tiny", "--out", str(run / "final"), "--dataset-dir", str(run / "data"),
-         "--vocab-size", "300")
-    return {"run": run, "events": events, "data": run / "data"}
+    return build_tiny_run(tmp_path_factory.mktemp("serving"))
 
 
 @pytest.fixture(scope="module")
@@ -254,33 +234,13 @@ def test_micro_batcher_gathers_concurrent_requests_and_routes_results():
 
 
 # ------------------------------------------------------------------------------------- live HTTP
-def _read_url(proc: subprocess.Popen, timeout: float = 180) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if ready:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith("serving on "):
-                return line.split()[-1]
-    proc.kill()
-    raise AssertionError(f"server did not start: {proc.stderr.read()}")
-
-
 @pytest.fixture(scope="module")
 def server(tiny_run):
     """`python -m serving serve` with API_KEY, a small body limit and a 20 ms gathering window."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving", "serve", "--run-dir", str(tiny_run["run"]), "--template", "smollm2",
-         "--port", "0", "--max-body-bytes", "20000", "--max-wait-ms", "20", "--device", "cpu"],
-        cwd=ROOT, env={**ENV, "API_KEY": KEY}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = _read_url(proc)
+    proc, url = start_server(tiny_run["run"], "--max-body-bytes", "20000", "--max-wait-ms", "20", api_key=KEY)
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client:
         yield {"proc": proc, "url": url, "client": client}
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    stop_server(proc)
 
 
 def test_http_predict_sums_to_one_and_matches_evaluation(server, samples, evaluation_preds, run_info):
@@ -327,7 +287,7 @@ def test_http_auth(server, samples):
     (lambda r: r.update(events=[]), "events", ""),
     (lambda r: r.update(top_k=0), "top_k", "greater"),
     (lambda r: r.update(instruction_template="7"), "instruction_template", ""),
-    (lambda r: r["next"].update(timestamp="2020-01-01T00:00"), "events[0].timestamp", "later than"),
+    (lambda r: r["next"].update(timestamp="2020-01-01T00:00"), "events[0].timestamp", "at or after"),
 ])
 def test_http_invalid_requests_name_the_field(server, samples, change, field, words):
     req = _request(samples[0])
@@ -363,6 +323,59 @@ def test_http_body_limit(server, samples):
     assert r.status_code == 413 and "20000 bytes" in r.json()["error"]
     chunks = (json.dumps([req]).encode()[i:i + 4096] for i in range(0, 60000, 4096))   # no Content-Length
     assert server["client"].post("/v1/predict/batch", content=chunks).status_code == 413
+
+
+def test_http_413_reaches_a_client_that_sends_the_whole_body_first(server):
+    """The server reads and drops an oversized body before answering: closing a socket with unread data would
+    reset the connection and could destroy the 413 before the client reads it."""
+    host, port = server["url"].removeprefix("http://").split(":")
+    body = b'{"events": [' + b" " * 300_000 + b"]}"
+    for chunked in (False, True):
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            head = f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n"
+            if chunked:
+                sock.sendall(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+                for i in range(0, len(body), 8192):
+                    piece = body[i:i + 8192]
+                    sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                sock.sendall(b"0\r\n\r\n")
+            else:
+                sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+        assert b"20000 bytes" in reply
+
+
+def test_http_lone_surrogate_is_a_422_not_a_crash(server, samples):
+    for change, field in ((lambda r: r["next"].update(place="\ud800"), "next.place"),
+                          (lambda r: r["events"][1].update(behavior="Music\udfff"), "events[1].behavior"),
+                          (lambda r: r.update(user_id="\udbff"), "user_id")):
+        req = _request(samples[0])
+        change(req)
+        r = server["client"].post("/v1/predict", content=json.dumps(req).encode(),
+                                  headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["field"] == field and "Unicode" in r.json()["error"], r.text
+    assert server["client"].post("/v1/predict", json=_request(samples[0])).status_code == 200
+
+
+def test_micro_batcher_isolates_a_request_that_breaks_the_scorer():
+    def predict(queries):
+        if "bad" in queries:
+            raise TypeError("the tokenizer cannot take this")
+        return [q.upper() for q in queries]
+
+    async def scenario():
+        batcher = MicroBatcher(predict, size_of=lambda q: 1, max_batch=8, max_wait_ms=50)
+        await batcher.start()
+        results = await asyncio.gather(*(batcher.submit([q]) for q in ("a", "bad", "c")), return_exceptions=True)
+        await batcher.stop()
+        return results, batcher.stats
+
+    (a, bad, c), stats = asyncio.run(scenario())
+    assert a == ["A"] and c == ["C"] and isinstance(bad, TypeError)   # the others gathered with it still answered
+    assert stats.requests == 3
 
 
 def test_http_concurrent_clients_are_batched(server, samples):

@@ -1,0 +1,70 @@
+"""Shared by the live-service tests (test_serving.py, test_serving_fuzz.py): the tiny trained run (synthetic
+events -> `python -m data_prep prepare` -> the tiny random Llama as the run's final model) and
+`python -m serving serve` started as a subprocess on 127.0.0.1 with an ephemeral port."""
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BEHAVIORS = "Watching videos,Social media,Music,Gaming,Taking a taxi,Cycling"
+L = 4
+KEY = "test-key"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+       "PYTHONPATH": str(ROOT)}
+
+
+def run_py(*args: str) -> None:
+    subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, check=True, capture_output=True, timeout=300)
+
+
+def build_tiny_run(root: Path) -> dict:
+    """{"run", "events", "data"}: 40 synthetic users, L = 4, the tiny random Llama as final/."""
+    events, run = root / "events.jsonl", root / "run"
+    run_py("-m", "data_prep.synthetic", str(events), "--users", "40", "--days", "6", "--behaviors", BEHAVIORS)
+    run_py("-m", "data_prep", "prepare", "--input", str(events), "--out", str(run / "data"), "--history-len", str(L),
+           "--train-cap", "300", "--valid-cap", "20", "--test-cap", "10", "--p2-per-behavior", "3", "--eps", "0")
+    run_py("-m", "selection", "build-tiny", "--out", str(run / "final"), "--dataset-dir", str(run / "data"),
+           "--vocab-size", "300")
+    return {"run": run, "events": events, "data": run / "data"}
+
+
+def read_url(proc: subprocess.Popen, timeout: float = 180) -> str:
+    """The URL from the server's `serving on http://HOST:PORT` line (killed if it does not come)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("serving on "):
+                return line.split()[-1]
+    proc.kill()
+    raise AssertionError(f"server did not start: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def start_server(run: Path, *args: str, api_key: str | None = None,
+                 log: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """`python -m serving serve` on 127.0.0.1, port 0, CPU; API_KEY set only when `api_key` is given. The
+    server's stderr goes to `log` when given (a pipe nobody reads would block a chatty server), else a pipe."""
+    env = {k: v for k, v in ENV.items() if k != "API_KEY"}
+    if api_key is not None:
+        env["API_KEY"] = api_key
+    with open(log, "w") if log is not None else open(os.devnull) as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "serve", "--run-dir", str(run), "--template", "smollm2", "--host",
+             "127.0.0.1", "--port", "0", "--device", "cpu", *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr if log is not None else subprocess.PIPE,
+            text=True)
+    return proc, read_url(proc)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()

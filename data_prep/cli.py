@@ -12,9 +12,10 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from data_prep import events, sources
-from data_prep.config import PrepareConfig
+from data_prep.config import PrepareConfig, ScaleConfig
 from data_prep.errors import PrepareError
 from data_prep.options import resolve_columns
+from data_prep.outofcore import prepare_input
 from data_prep.prepare import prepare
 from data_prep.synthetic import DEFAULT_DAYS, DEFAULT_USERS, generate_events
 
@@ -29,9 +30,9 @@ def _shown(value) -> str:
     return str(value)
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per PrepareConfig field: flag, parser, default and help all come from the field."""
-    for f in fields(PrepareConfig):
+def add_config_options(parser: argparse.ArgumentParser, settings=PrepareConfig) -> None:
+    """One option per field of `settings`: flag, parser, default and help all come from the field."""
+    for f in fields(settings):
         meta = f.metadata
         if "help" not in meta:
             continue
@@ -42,8 +43,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                             help=f"{meta['help']} (default: {shown})".replace("%", "%%"))
 
 
-def config_from_args(args: argparse.Namespace) -> PrepareConfig:
-    return PrepareConfig(**{f.name: getattr(args, f.name) for f in fields(PrepareConfig) if "help" in f.metadata})
+def config_from_args(args: argparse.Namespace, settings=PrepareConfig):
+    return settings(**{f.name: getattr(args, f.name) for f in fields(settings) if "help" in f.metadata})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,18 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=DEFAULT_DAYS, help="synthetic: number of days")
     p.add_argument("--behaviors", help="synthetic: comma-separated subset of behaviors (demo profile)")
     add_config_options(p)
+    add_config_options(p, ScaleConfig)
     return parser
+
+
+def _reader(args) -> tuple[dict, dict]:
+    """The --input reader options (load_events' keywords) and the stats.json source."""
+    columns = events.parse_columns_option(args.columns) if args.columns else None
+    resolve_columns(columns, distinct=True)   # prepare needs four different columns
+    label_map = events.load_label_map(args.label_map) if args.label_map else None
+    return ({"columns": columns, "label_map": label_map, "tz": args.tz, "time_format": args.time_format},
+            {"kind": "events", "path": args.input, "format": args.format, "columns": args.columns,
+             "label_map": args.label_map, "tz": args.tz})
 
 
 def _load(args) -> tuple[object, dict]:
     if args.input:
-        columns = events.parse_columns_option(args.columns) if args.columns else None
-        resolve_columns(columns, distinct=True)   # prepare needs four different columns
-        label_map = events.load_label_map(args.label_map) if args.label_map else None
-        table = sources.load_input(args.input, fmt=args.format, columns=columns, label_map=label_map, tz=args.tz,
-                                   time_format=args.time_format)
-        return table, {"kind": "events", "path": args.input, "format": args.format, "columns": args.columns,
-                       "label_map": args.label_map, "tz": args.tz}
+        reader, source = _reader(args)
+        return sources.load_input(args.input, fmt=args.format, **reader), source
     if args.time_format is not None:
         raise PrepareError("--time-format reads the timestamps of an --input file; the Foursquare and synthetic "
                            "sources have their own")
@@ -104,11 +111,20 @@ def _summary(stats: dict, out_dir: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = config_from_args(args)
+        config, scale = config_from_args(args), config_from_args(args, ScaleConfig)
         config.validate()
-        print("loading events ...", file=sys.stderr)
-        table, source = _load(args)
-        stats = prepare(table, args.out, config, source=source)
+        scale.validate()
+        if scale.n_buckets and not args.input:
+            raise PrepareError("--buckets and --engine ray read an --input log; the Foursquare and synthetic "
+                               "sources are prepared in memory")
+        if scale.n_buckets:
+            reader, source = _reader(args)
+            stats = prepare_input(args.input, args.out, config, fmt=args.format, reader=reader,
+                                  n_buckets=scale.n_buckets, engine=scale.engine, source=source)
+        else:
+            print("loading events ...", file=sys.stderr)
+            table, source = _load(args)
+            stats = prepare(table, args.out, config, source=source)
     except PrepareError as err:  # SyntheticError is one too; a traceback means a bug
         print(f"error: {err}", file=sys.stderr)
         return 2

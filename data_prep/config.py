@@ -106,3 +106,23 @@ class PrepareConfig:
             raise PrepareError(f"aux max length ratio must be > 0, got {self.aux_max_length_ratio}")
         if self.time_format is not None:
             check_time_format(self.time_format)
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """Where and how `prepare` runs. Never changes a written byte, so it is not part of stats.json's config."""
+    engine: str = _option("local", "local: this machine; ray: Ray tasks on RAY_ADDRESS's cluster, or a local "
+                                   "instance when it is unset (always out of core)")
+    buckets: int = _option(0, "0: in memory; N: out of core, events partitioned by user into N buckets on disk "
+                              "(peak memory ~ one bucket); with --engine ray, 0 means 16")
+
+    def validate(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise PrepareError(f"engine must be local or ray, got '{self.engine}'")
+        if self.buckets < 0:
+            raise PrepareError(f"buckets must be >= 0, got {self.buckets}")
+
+    @property
+    def n_buckets(self) -> int:
+        """Buckets of the out-of-core path (0: the in-memory path)."""
+        return self.buckets or (16 if self.engine == "ray" else 0)

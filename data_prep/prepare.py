@@ -6,7 +6,7 @@ arguments into a :class:`~data_prep.config.PrepareConfig` and calls it).
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +33,18 @@ def prepare(table, out_dir: str | Path, config: PrepareConfig | None = None, sou
     stats.json `protocols.rule` with a warning); fewer than 2 test samples stop prepare. How many behaviors
     each protocol covers is printed and kept in stats.json `protocols`."""
     config = config if config is not None else PrepareConfig()
+    return staged_run(out_dir, config, lambda build_dir, aux_pool: _prepare_into(table, build_dir, config, aux_pool,
+                                                                                 source), log)
+
+
+def staged_run(out_dir: str | Path, config: PrepareConfig, build, log=print) -> dict:
+    """Validate, read the auxiliary set, run build(build_dir, aux_pool) in a staged run directory (swapped in
+    whole when it returns), print the coverage line and warnings; returns the stats build returned."""
     config.validate()
     # read the auxiliary file first: a bad --aux fails before minutes of rendering, not after
     aux_pool = auxiliary.load_aux(config.aux_path) if config.eps > 0 else None
     with rundir.staged(out_dir) as build_dir:
-        stats = _prepare_into(table, build_dir, config, aux_pool, source)
+        stats = build(build_dir, aux_pool)
     log(_coverage_line(stats["protocols"], len(stats["behaviors"])), file=sys.stderr)
     for warning in stats["warnings"]:
         log(f"warning: {warning}", file=sys.stderr)
@@ -52,8 +59,46 @@ def _prepare_into(table, out_dir: Path, config: PrepareConfig, aux_pool, source:
         table.user, table.behavior, len(names), time=table.time, history_len=config.history_len, seed=config.seed,
         ratios=tuple(config.split_ratios), train_cap=config.train_cap, valid_cap=config.valid_cap,
         test_cap=config.test_cap, p2_per_behavior=config.p2_per_behavior)
-    info = samples.behavior_groups(names, sets.train_label_counts, anchor_threshold=config.anchor_threshold,
+    info = behavior_info(names, sets, config)
+    renderer = Renderer(table, info, sets, config)
+
+    def write(split, targets, template_ids, routes, caps):
+        return write_split(renderer, targets, template_ids, out_dir, routes, desc=split, caps=caps)
+
+    return write_run(out_dir, config, aux_pool, source, EventsSummary.of(table), sets, info, write)
+
+
+@dataclass
+class EventsSummary:
+    """What stats.json says about the events (the in-memory table, or the buckets of an out-of-core run)."""
+    behaviors: list[str]
+    n_events: int
+    n_users: int
+    n_places: int
+    dropped: dict
+    notes: dict
+
+    @classmethod
+    def of(cls, table) -> EventsSummary:
+        return cls(list(table.behaviors), len(table.user), len(table.user_ids), len(table.places),
+                   dict(getattr(table, "dropped", {}) or {}), getattr(table, "notes", {}) or {})
+
+
+def behavior_info(names: list[str], sets, config: PrepareConfig) -> samples.BehaviorInfo:
+    return samples.behavior_groups(names, sets.train_label_counts, anchor_threshold=config.anchor_threshold,
                                    head_threshold=config.head_threshold, tail_threshold=config.tail_threshold)
+
+
+def template_ids(split: str, n: int, seed: int) -> np.ndarray:
+    """The prompt template of each of a split's n samples, in output order."""
+    return prompts.draw_template_ids(n, samples.rng_for(seed, f"templates_{split}"))
+
+
+def write_run(out_dir: Path, config: PrepareConfig, aux_pool, source: dict | None, table: EventsSummary, sets,
+              info, write) -> dict:
+    """The files of one run from its samples: write(split, targets, template_ids, routes, caps) writes the
+    behavior datasets of one split; then aux, dataset_info.json and stats.json."""
+    names = table.behaviors
     warnings = [w for w in (drop_warning(table),) if w]
     if sets.ties["tied_share"] > ties.WARN_SHARE:
         t = sets.ties
@@ -64,7 +109,7 @@ def _prepare_into(table, out_dir: Path, config: PrepareConfig, aux_pool, source:
     if info.without_train_samples:
         warnings.append(f"{len(info.without_train_samples)} behavior(s) have no training sample; kept as tail "
                         f"candidates: {', '.join(info.without_train_samples)}")
-    split_counts, prompt_chars = _write_behavior_splits(Renderer(table, info, sets, config), out_dir)
+    split_counts, prompt_chars = _write_behavior_splits(write, info, sets, config)
 
     # Algorithm 1 line 5: eps x |anchor samples| general conversations, no longer than the behavior prompts
     median_chars = float(np.median(prompt_chars)) if len(prompt_chars) else 0.0
@@ -117,11 +162,10 @@ def _coverage_line(protocols: dict, n_behaviors: int) -> str:
             f"(up to {p2['per_behavior']} each; {p2['behaviors_short']} with fewer: {p2['balance']})")
 
 
-def _write_behavior_splits(renderer: Renderer, out_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _write_behavior_splits(write, info, sets, config) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Render and write the six behavior datasets; the three training ones come from one pass over the
     training split. Returns per-stem label counts and the training prompts' lengths (characters)."""
-    info, sets, config = renderer.info, renderer.sets, renderer.config
-    every = np.ones(len(renderer.behaviors), dtype=bool)
+    every = np.ones(len(info.names), dtype=bool)
     not_head = np.array([g != "head" for g in info.freq_group], dtype=bool)
     split_counts: dict[str, np.ndarray] = {}
     prompt_chars = np.empty(0, dtype=np.int64)
@@ -129,9 +173,8 @@ def _write_behavior_splits(renderer: Renderer, out_dir: Path) -> tuple[dict[str,
             ("train", {"train_all": every, "anchor": info.is_anchor, "tail_medium": not_head}),
             ("valid", {"valid": every}), ("test_p1", {"test_p1": every}), ("test_p2", {"test_p2": every})):
         targets = getattr(sets, split)
-        template_ids = prompts.draw_template_ids(len(targets), samples.rng_for(config.seed, f"templates_{split}"))
         caps = {"anchor": config.anchor_cap} if split == "train" and config.anchor_cap else None
-        counts, chars = write_split(renderer, targets, template_ids, out_dir, stem_routes, desc=split, caps=caps)
+        counts, chars = write(split, targets, template_ids(split, len(targets), config.seed), stem_routes, caps)
         split_counts.update(counts)
         if split == "train":
             prompt_chars = chars
@@ -141,7 +184,7 @@ def _write_behavior_splits(renderer: Renderer, out_dir: Path) -> tuple[dict[str,
 def _stats(table, sets, info, split_counts, aux_sel, median_chars, warnings, source, config) -> dict:
     """The content of stats.json (README "Files between stages"); key order is fixed."""
     names = list(table.behaviors)
-    dropped = dict(getattr(table, "dropped", {}) or {})
+    dropped = dict(table.dropped)
     dropped.update(sets.dropped)
     dropped["aux_malformed"] = aux_sel.stats["malformed"]
     dropped["aux_too_long"] = aux_sel.stats["too_long"]
@@ -162,8 +205,8 @@ def _stats(table, sets, info, split_counts, aux_sel, median_chars, warnings, sou
                     outputs.AUX_STEM: len(aux_sel.conversations)},
         "available_samples": sets.available,
         "users": sets.users,
-        "events": {"events": len(table.user), "users": len(table.user_ids),
-                   "behaviors": len(names), "places": len(table.places)},
+        "events": {"events": table.n_events, "users": table.n_users,
+                   "behaviors": len(names), "places": table.n_places},
         "protocol2_counts": {n: int(c) for n, c in zip(names, split_counts["test_p2"])},
         "protocols": _protocols(sets, split_counts, config),
         "ties": sets.ties,
@@ -172,7 +215,7 @@ def _stats(table, sets, info, split_counts, aux_sel, median_chars, warnings, sou
         "frequency_basis": "training-split samples before the train cap",
         "median_prompt_chars": median_chars,
         "warnings": warnings,
-        "notes": getattr(table, "notes", {}) or {},
+        "notes": table.notes,
         "source": source or {},
         "config": {**asdict(config), "split_ratios": list(config.split_ratios)},
     }

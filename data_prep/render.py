@@ -88,13 +88,19 @@ def write_split(renderer: Renderer, targets: np.ndarray, template_ids: np.ndarra
     """Render `targets` once and write each sample to every stem whose route (a bool per label id) accepts
     its label, at most caps[stem] samples for a capped stem. Returns per-stem label counts and the prompt
     lengths (characters) of all samples."""
-    n_labels = len(renderer.behaviors)
+    return write_chunks(renderer.chunks(targets, template_ids), len(targets), len(renderer.behaviors), out_dir,
+                        routes, desc, caps)
+
+
+def write_chunks(chunks, total: int, n_labels: int, out_dir: Path, routes: dict[str, np.ndarray], desc: str,
+                 caps: dict[str, int] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """write_split's writing half: `chunks` yields (record_lines, meta_lines, labels, prompt_chars) in order."""
     remaining = dict(caps or {})
     counts = {stem: np.zeros(n_labels, dtype=np.int64) for stem in routes}
     chars = []
     with _open_all(out_dir, routes) as handles, \
-            tqdm(total=len(targets), desc=desc, unit="sample", disable=None, mininterval=2.0) as bar:
-        for records, metas, labels, prompt_chars in renderer.chunks(targets, template_ids):
+            tqdm(total=total, desc=desc, unit="sample", disable=None, mininterval=2.0) as bar:
+        for records, metas, labels, prompt_chars in chunks:
             chars.append(prompt_chars)
             for stem, accepts in routes.items():
                 keep = accepts[labels]

@@ -206,11 +206,7 @@ def build_sample_sets(user: np.ndarray, behavior: np.ndarray, n_behaviors: int, 
     dropped = {"user_too_short": int(runs.counts[~long_enough].sum()),
                "user_too_short_users": int((~long_enough).sum())}
     eligible_users = np.flatnonzero(long_enough)            # positions into runs, ascending user code
-    if len(eligible_users) < 3:
-        raise PrepareError(
-            f"only {len(eligible_users)} users have at least {history_len + 1} events (history length "
-            f"{history_len} + 1, the history strictly earlier than the target); need at least 3 for the "
-            f"train/valid/test split")
+    check_enough_users(len(eligible_users), history_len)
     split_of = split_users(len(eligible_users), seed, ratios)
     by_split = {name: eligible_users[split_of == s] for s, name in enumerate(SPLITS)}
     pools = {name: EligibleSamples.of(runs, users, first_target) for name, users in by_split.items()}
@@ -233,10 +229,7 @@ def build_sample_sets(user: np.ndarray, behavior: np.ndarray, n_behaviors: int, 
     # lowers the cap when the rest would not be enough for protocol 2).
     test_all = pools["test"].all_events()
     n_p1 = protocol1_size(len(test_all), test_cap, p2_per_behavior, n_behaviors)
-    if p2_per_behavior > 0 and n_p1 >= len(test_all):
-        raise PrepareError(
-            f"the test users have {len(test_all)} sample(s): too few for protocol 1 and protocol 2 (need at "
-            f"least 2); add users or events, lower --history-len, or set --p2-per-behavior 0 to skip protocol 2")
+    check_test_samples(len(test_all), n_p1, p2_per_behavior)
     p1_pos = sample_ranks(len(test_all), n_p1, rng_for(seed, "cap_test"))
     unused = np.ones(len(test_all), dtype=bool)
     unused[p1_pos] = False
@@ -256,6 +249,21 @@ def build_sample_sets(user: np.ndarray, behavior: np.ndarray, n_behaviors: int, 
         tied=tied, ties=_tie_stats(tied, runs, eligible_users, first_target, naive_first, ends))
 
 
+def check_enough_users(n_eligible: int, history_len: int) -> None:
+    if n_eligible < 3:
+        raise PrepareError(
+            f"only {n_eligible} users have at least {history_len + 1} events (history length "
+            f"{history_len} + 1, the history strictly earlier than the target); need at least 3 for the "
+            f"train/valid/test split")
+
+
+def check_test_samples(n_test: int, n_p1: int, p2_per_behavior: int) -> None:
+    if p2_per_behavior > 0 and n_p1 >= n_test:
+        raise PrepareError(
+            f"the test users have {n_test} sample(s): too few for protocol 1 and protocol 2 (need at "
+            f"least 2); add users or events, lower --history-len, or set --p2-per-behavior 0 to skip protocol 2")
+
+
 def _tie_stats(tied, runs: UserRuns, users, first_target, naive_first, ends) -> dict:
     """stats.json `ties`, over every eligible sample of every split (before the caps)."""
     first, end = first_target[users], ends[users]
@@ -263,9 +271,14 @@ def _tie_stats(tied, runs: UserRuns, users, first_target, naive_first, ends) -> 
     tied_targets = int((np.searchsorted(tied, end) - np.searchsorted(tied, first)).sum())
     # targets the plain rule (the L events just before) would have had that now lack L strictly earlier events
     lost = int(np.clip(np.minimum(first_target, ends) - naive_first, 0, None).sum())
+    return tie_stats(targets, tied_targets, ties.largest_instant(tied), lost)
+
+
+def tie_stats(targets: int, tied_targets: int, largest: int, lost: int) -> dict:
+    """stats.json `ties` from its counts (also summed over the buckets of an out-of-core run)."""
     return {"rule": ties.RULE, "targets": targets, "tied_targets": tied_targets,
             "tied_share": round(tied_targets / targets, 6) if targets else 0.0,
-            "largest_tie_group": ties.largest_instant(tied),
+            "largest_tie_group": largest,
             "samples_changed": tied_targets + lost, "samples_history_moved": tied_targets,
             "samples_without_history": lost}
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .files import TEST_SPLITS
+from .temperature import DEFAULT_CALIB_SAMPLES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "when several ranks or a >1B model expect a GPU and none is usable)")
     p.add_argument("--cutoff-len", type=int, help="the recipe's cutoff_len: refuse samples whose prompt + longest "
                                                   "candidate is longer (they were trained on a truncated prompt)")
+    p.add_argument("--calib-samples", type=int, default=DEFAULT_CALIB_SAMPLES,
+                   help="validation samples (a seeded subset) to fit the temperature on, written as "
+                        "<out>/temperature.json; 0: none (default %(default)s; not with --generate)")
+    p.add_argument("--calib-seed", type=int, default=0, help="seed of the validation subset")
 
     b = sub.add_parser("baseline", help="non-LLM reference predictions")
     b.add_argument("--dataset-dir", required=True)
@@ -72,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     path = predict_constrained(args.model, args.template, args.dataset_dir, dataset, args.out,
                                                **kwargs)
+                if path is not None:
+                    print(path)
+            if args.calib_samples > 0 and not args.generate:
+                from .predict import fit_constrained_temperature
+
+                path = fit_constrained_temperature(args.model, args.template, args.dataset_dir, args.out,
+                                                   args.calib_samples, args.calib_seed, **kwargs)
                 if path is not None:
                     print(path)
         elif args.command == "baseline":

@@ -14,6 +14,15 @@ The ``source`` field of each prediction says which level answered: ``user``, ``g
 Tie-break (deterministic): among successors with the same count, the one with the larger global
 transition count from the same behavior wins, then the one with the larger training count, then the
 lower label_id (stats.json order). The same key ranks the top-3 list.
+
+Distributions (``logprobs``, ``p_label`` and the top-3 probabilities): most-frequent gives every candidate
+its Laplace-smoothed training frequency, prior_c = (train_count_c + 1) / (N + K), so a behavior never seen in
+training keeps a finite log-probability. Markov gives (count_c + prior_c) / (total + 1) at the level that
+answered (a Dirichlet prior of one pseudo-count spread as the training frequency), and prior_c when the
+most-frequent fall-back answered. Smoothing adds less than one count, so the most probable candidate is the
+predicted one whenever counts differ; candidates with equal counts and equal training counts get equal
+probabilities, and the ranking metrics treat them as ties (``evaluation.metrics``), whatever the tie-break
+above chose as the prediction.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from collections.abc import Iterable
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from data_prep.outputs import iter_jsonl
@@ -39,6 +49,18 @@ def most_frequent_order(stats: dict) -> list[str]:
     behaviors = stats["behaviors"]
     order = sorted(range(len(behaviors)), key=lambda i: (-int(behaviors[i]["train_count"]), i))
     return [behaviors[i]["name"] for i in order]
+
+
+def smoothed_prior(stats: dict) -> np.ndarray:
+    """Laplace-smoothed training frequency of every candidate, (train_count + 1) / (N + K), label_id order."""
+    counts = np.array([int(b["train_count"]) for b in stats["behaviors"]], dtype=np.float64)
+    return (counts + 1.0) / (counts.sum() + len(counts))
+
+
+def smoothed_distribution(counts: dict[str, float], prior: np.ndarray, candidates: list[str]) -> np.ndarray:
+    """(count_c + prior_c) / (total + 1): successor counts under a one-pseudo-count Dirichlet prior."""
+    c = np.array([float(counts.get(name, 0)) for name in candidates])
+    return (c + prior) / (c.sum() + 1.0)
 
 
 def transition_counts(sequences) -> dict[str, Counter]:
@@ -82,6 +104,22 @@ class MarkovPredictor:
                     return ranked[0][0], source, ranked[:3], dict(ranked)
         return self.fallback[0], "most_frequent", [(name, None) for name in self.fallback[:3]], {}
 
+    def counts(self, history: list[str], source: str) -> Counter:
+        """The successor counts of history's last behavior at the level that answered (empty for the fall-back)."""
+        if source == "most_frequent":
+            return Counter()
+        table = transition_counts([history]) if source == "user" else self.global_table
+        return table.get(history[-1], Counter())
+
+
+def _row(i: int, meta: dict, pred: str, ranked: list[str], probs: np.ndarray, candidates: list[str],
+         **extra) -> dict:
+    """A prediction row with the smoothed distribution: p_label, the top-3 in the predictor's order, logprobs."""
+    index = {name: j for j, name in enumerate(candidates)}
+    label = index.get(meta["label"])
+    return prediction_row(i, meta, pred, candidates, p_label=None if label is None else probs[label],
+                          top=[(n, probs[index[n]]) for n in ranked[:3]], logprobs=np.log(probs), **extra)
+
 
 def run_baseline(dataset_dir: str | os.PathLike, kind: str, dataset: str, out_dir: str | os.PathLike) -> Path:
     """Predict every sample of ``<dataset_dir>/<dataset>`` with baseline ``kind``; write the predictions file."""
@@ -91,10 +129,11 @@ def run_baseline(dataset_dir: str | os.PathLike, kind: str, dataset: str, out_di
     split = load_prepared(dataset_dir, dataset, records=False)
     stats, candidates, meta = split.stats, split.candidates, split.meta
     rows = []
+    prior = smoothed_prior(stats)
     if kind == "most-frequent":
         order = most_frequent_order(stats)
         for i, m in enumerate(meta):
-            rows.append(prediction_row(i, m, order[0], candidates, top=[(n, None) for n in order[:3]]))
+            rows.append(_row(i, m, order[0], order, prior, candidates))
     else:
         # streamed: train_all.meta.jsonl can be far larger than memory allows
         train_meta = iter_jsonl(Path(dataset_dir) / "train_all.meta.jsonl")
@@ -102,6 +141,7 @@ def run_baseline(dataset_dir: str | os.PathLike, kind: str, dataset: str, out_di
         predictor = MarkovPredictor(stats, table)
         for i, m in enumerate(tqdm(meta, desc=f"markov {dataset}", unit="sample")):
             pred, source, top, dist = predictor.predict(list(m["history"]))
-            p_label = dist.get(m["label"], 0.0) if dist else None
-            rows.append(prediction_row(i, m, pred, candidates, p_label=p_label, top=top, source=source))
+            counts = predictor.counts(list(m["history"]), source)
+            rows.append(_row(i, m, pred, [n for n, _ in top], smoothed_distribution(counts, prior, candidates),
+                             candidates, source=source))
     return write_predictions(out_dir, dataset, rows, {"method": f"baseline:{kind}", "dataset_dir": str(dataset_dir)})

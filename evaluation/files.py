@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ __all__ = ["TEST_SPLITS", "candidate_names", "check_split", "info_path", "load_p
            "write_predictions", "write_text_atomic"]
 
 TEST_SPLITS = ("test_p1", "test_p2")
+LOGPROB_DECIMALS = 6   # absolute error 5e-7 in log p: a relative error of 5e-7 in p
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
@@ -43,8 +44,9 @@ def info_path(out_dir: str | os.PathLike, dataset: str) -> Path:
 
 def prediction_row(index: int, meta: dict, pred: str | None, candidates: list[str],
                    p_label: float | None = None, top: list[tuple[str, float]] | None = None,
-                   **extra: Any) -> dict:
-    """One line of the predictions contract (see the package docstring)."""
+                   logprobs: Sequence[float] | None = None, **extra: Any) -> dict:
+    """One line of the predictions contract (see the package docstring); logprobs (log p(c|x) of every
+    candidate, label_id order) are kept to LOGPROB_DECIMALS decimals."""
     pred_id = candidates.index(pred) if pred in candidates else -1
     row = {
         "index": index,
@@ -57,6 +59,10 @@ def prediction_row(index: int, meta: dict, pred: str | None, candidates: list[st
         "top": [{"name": n, "p": None if p is None else float(p)} for n, p in (top or [])[:3]],
         "valid": pred_id >= 0,
     }
+    if logprobs is not None:
+        if len(logprobs) != len(candidates):
+            raise ValueError(f"{len(logprobs)} logprobs for {len(candidates)} candidates")
+        row["logprobs"] = [round(float(v), LOGPROB_DECIMALS) for v in logprobs]
     row.update(extra)
     return row
 

@@ -19,12 +19,21 @@ Overall / Head / Medium / Tail (Eq. 7-10) are means of per-class recall. Behavio
 have no recall; they are left out of the mean (and listed in ``excluded``), and a group left with no
 behavior gives None (Table 3's "-"). Groups come from the *training* frequency (stats.json
 ``freq_group``: head > 5 %, medium 1-5 %, tail < 1 %), never from the test set.
+
+Ranking and calibration
+-----------------------
+Models that give a distribution over the K candidates (``logprobs``: log p(c|x) per candidate) are also
+scored as a sequential recommender is (RecBole's Hit@k, MRR, NDCG@k, one relevant item: the label) and as a
+probability forecaster (ECE, Brier, NLL). Ties in rank: a label whose log-probability equals that of t other
+candidates, below b candidates, takes each of the positions b+1 .. b+t+1 with equal chance (a uniformly random
+order of the tied group); every ranking metric is its expected value over those positions. So a uniform
+distribution over K candidates gets Hit@1 = 1/K, never 1.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,8 +41,15 @@ INVALID = -1
 GROUPS = ("head", "medium", "tail")
 PROTOCOL1_METRICS = ("prec_w", "rec_w")
 PROTOCOL2_METRICS = ("overall", "head", "medium", "tail")
+RANKING_METRICS = ("hit@1", "hit@3", "hit@5", "mrr", "ndcg@5")
+CALIBRATION_METRICS = ("ece", "brier", "nll")
+DISTRIBUTION_METRICS = RANKING_METRICS + CALIBRATION_METRICS
+ECE_BINS = 15
+NO_DISTRIBUTION = ("no per-candidate log-probabilities in the predictions file (a method without a distribution, "
+                   "or a file written before they were kept: rerun its evaluation)")
 SCALAR_METRICS = ("prec_w", "rec_w", "prec_w_eq5", "overall", "head", "medium", "tail",
-                  "anchor_accuracy", "tail_behavior_accuracy", "invalid_rate")
+                  "anchor_accuracy", "tail_behavior_accuracy", "invalid_rate") + DISTRIBUTION_METRICS + (
+                  "temperature", "ece_scaled", "brier_scaled", "nll_scaled")
 
 
 def confusion_matrix(label_ids: Sequence[int], pred_ids: Sequence[int], n_classes: int) -> np.ndarray:
@@ -179,8 +195,11 @@ def all_metrics(label_ids: Sequence[int], pred_ids: Sequence[int], stats: dict) 
     }
 
 
-def metrics_from_predictions(rows: Iterable[dict], stats: dict) -> dict:
-    """all_metrics of prediction rows (the predictions contract); names are mapped through stats."""
+def metrics_from_predictions(rows: Sequence[dict], stats: dict, temperature: float | None = None) -> dict:
+    """all_metrics of prediction rows (the predictions contract); names are mapped through stats. With every
+    row's ``logprobs``, the ranking and calibration metrics too; else they are None and ``distribution_missing``
+    says why. With a temperature, also ECE, Brier and NLL after scaling (``*_scaled``)."""
+    rows = list(rows)
     names = [b["name"] for b in stats["behaviors"]]
     index = {name: i for i, name in enumerate(names)}
     label_ids, pred_ids = [], []
@@ -189,7 +208,131 @@ def metrics_from_predictions(rows: Iterable[dict], stats: dict) -> dict:
             raise ValueError(f"sample {row.get('sample_id')}: label {row['label']!r} is not a candidate")
         label_ids.append(index[row["label"]])
         pred_ids.append(index.get(row.get("pred"), INVALID) if row.get("pred") is not None else INVALID)
-    return all_metrics(label_ids, pred_ids, stats)
+    out = all_metrics(label_ids, pred_ids, stats)
+    logprobs = row_logprobs(rows, len(names))
+    if logprobs is None:
+        out.update({key: None for key in DISTRIBUTION_METRICS}, distribution_missing=NO_DISTRIBUTION)
+    else:
+        out.update(distribution_metrics(logprobs, label_ids, pred_ids))
+        if temperature is not None:
+            out.update(scaled_calibration(logprobs, label_ids, pred_ids, temperature))
+    return out
+
+
+def scaled_calibration(logprobs: np.ndarray, label_ids: Sequence[int], pred_ids: Sequence[int],
+                       temperature: float) -> dict:
+    """ECE, Brier, NLL and reliability bins of log_softmax(logprobs / T) (temperature scaling)."""
+    m = distribution_metrics(np.asarray(logprobs, dtype=np.float64) / temperature, label_ids, pred_ids)
+    return {"temperature": float(temperature), "ece_scaled": m["ece"], "brier_scaled": m["brier"],
+            "nll_scaled": m["nll"], "reliability_scaled": m["reliability"]}
+
+
+def row_logprobs(rows: Sequence[dict], n_classes: int) -> np.ndarray | None:
+    """[n, K] ``logprobs`` of prediction rows, or None when a row has none (old files, generation)."""
+    if not rows or any(not row.get("logprobs") for row in rows):
+        return None
+    lp = np.array([row["logprobs"] for row in rows], dtype=np.float64)
+    if lp.shape != (len(rows), n_classes):
+        raise ValueError(f"logprobs have shape {lp.shape}, expected ({len(rows)}, {n_classes}) (one per candidate)")
+    return lp
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64: normalized log p(c|x) from any per-candidate scores."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def label_positions(logprobs: np.ndarray, label_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(better, tied) per sample: candidates scored strictly above the label, and the others scored equal."""
+    lp = np.asarray(logprobs, dtype=np.float64)
+    own = lp[np.arange(len(lp)), np.asarray(label_ids, dtype=np.int64)][:, None]
+    better = (lp > own).sum(axis=1)
+    return better, (lp == own).sum(axis=1) - 1
+
+
+def _expected_over_ties(better: np.ndarray, tied: np.ndarray, gain) -> float:
+    """Mean over samples of the mean of gain(rank) over the label's equally likely ranks b+1 .. b+t+1."""
+    values = [float(np.mean(gain(np.arange(b + 1, b + t + 2)))) for b, t in zip(better.tolist(), tied.tolist())]
+    return float(np.mean(values)) if values else None
+
+
+def hit_at_k(logprobs: np.ndarray, label_ids: Sequence[int], k: int) -> float | None:
+    """Hit@k: the share of samples whose label ranks among the k most probable candidates (ties: expected)."""
+    return _expected_over_ties(*label_positions(logprobs, label_ids), lambda r: (r <= k).astype(float))
+
+
+def mrr(logprobs: np.ndarray, label_ids: Sequence[int]) -> float | None:
+    """Mean reciprocal rank of the label, 1 / rank (ties: expected over the tied ranks)."""
+    return _expected_over_ties(*label_positions(logprobs, label_ids), lambda r: 1.0 / r)
+
+
+def ndcg_at_k(logprobs: np.ndarray, label_ids: Sequence[int], k: int) -> float | None:
+    """NDCG@k with one relevant item (the label): 1 / log2(rank + 1) when rank <= k, else 0 (ideal DCG is 1)."""
+    return _expected_over_ties(*label_positions(logprobs, label_ids),
+                               lambda r: np.where(r <= k, 1.0 / np.log2(r + 1.0), 0.0))
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> list[dict]:
+    """Equal-width bins ((i-1)/M, i/M] of the top probability: count, mean confidence and accuracy of each."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    hit = np.asarray(correct, dtype=np.float64)
+    which = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    out = []
+    for b in range(n_bins):
+        sel = which == b
+        n = int(sel.sum())
+        out.append({"count": n, "confidence": float(conf[sel].mean()) if n else None,
+                    "accuracy": float(hit[sel].mean()) if n else None})
+    return out
+
+
+def ece_of_bins(bins: list[dict]) -> float | None:
+    """Expected calibration error (Guo et al. 2017): sum_b n_b / N * |accuracy_b - confidence_b|."""
+    total = sum(b["count"] for b in bins)
+    if not total:
+        return None
+    return float(sum(b["count"] / total * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"]))
+
+
+def ece(probs: np.ndarray, label_ids: Sequence[int], pred_ids: Sequence[int] | None = None,
+        n_bins: int = ECE_BINS) -> float | None:
+    """ECE over n_bins equal-width bins of the top probability, weighted by bin size; a sample is correct when
+    its prediction (pred_ids, default the first argmax) is its label."""
+    p = np.asarray(probs, dtype=np.float64)
+    preds = p.argmax(axis=1) if pred_ids is None else np.asarray(pred_ids)
+    return ece_of_bins(reliability_bins(p.max(axis=1), preds == np.asarray(label_ids), n_bins))
+
+
+def brier(probs: np.ndarray, label_ids: Sequence[int]) -> float | None:
+    """Multi-class Brier score (Brier 1950): sum over candidates of (p_c - 1[c = label])^2, mean over samples
+    (ranges 0 .. 2; not the binary top-label variant)."""
+    p = np.asarray(probs, dtype=np.float64)
+    if not len(p):
+        return None
+    onehot = np.zeros_like(p)
+    onehot[np.arange(len(p)), np.asarray(label_ids, dtype=np.int64)] = 1.0
+    return float(((p - onehot) ** 2).sum(axis=1).mean())
+
+
+def nll(logprobs: np.ndarray, label_ids: Sequence[int]) -> float | None:
+    """Negative log-likelihood of the label, -mean log p(label|x) (natural log)."""
+    lp = log_softmax(logprobs)
+    return float(-lp[np.arange(len(lp)), np.asarray(label_ids, dtype=np.int64)].mean()) if len(lp) else None
+
+
+def distribution_metrics(logprobs: np.ndarray, label_ids: Sequence[int], pred_ids: Sequence[int]) -> dict:
+    """Ranking (Hit@1/3/5, MRR, NDCG@5) and calibration (ECE, Brier, NLL) of per-candidate log-probabilities
+    (normalized here), with the reliability bins; pred_ids decide correctness for ECE."""
+    lp = log_softmax(logprobs)
+    probs = np.exp(lp)
+    correct = np.asarray(pred_ids) == np.asarray(label_ids)
+    bins = reliability_bins(probs.max(axis=1), correct)
+    return {"hit@1": hit_at_k(lp, label_ids, 1), "hit@3": hit_at_k(lp, label_ids, 3),
+            "hit@5": hit_at_k(lp, label_ids, 5), "mrr": mrr(lp, label_ids), "ndcg@5": ndcg_at_k(lp, label_ids, 5),
+            "ece": ece_of_bins(bins), "brier": brier(probs, label_ids), "nll": nll(lp, label_ids),
+            "reliability": bins}
 
 
 def aggregate_runs(runs: Sequence[dict], keys: Sequence[str] = SCALAR_METRICS) -> dict:

@@ -27,6 +27,8 @@ from data_prep.outputs import read_jsonl
 from data_prep.prepared import load_prepared
 
 from .files import check_split, prediction_row, write_jsonl_atomic, write_predictions
+from .metrics import log_softmax
+from .temperature import calibration_subset, fit_record, write_temperature
 
 DEFAULT_MAX_NEW_TOKENS = 16
 
@@ -72,15 +74,49 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
     if not np.array_equal(scores["index"], np.arange(len(meta))):
         raise ValueError(f"{scores_dir}: scores do not cover {dataset} line by line; use a new --out")
     rows = []
+    logprobs = log_softmax(scores["logprobs"])
     for i, m in enumerate(meta):
         probs = scores["probs"][i]
         pred_id = int(scores["pred_id"][i])
         label_id = candidates.index(m["label"])
         rows.append(prediction_row(i, m, candidates[pred_id], candidates, p_label=float(probs[label_id]),
-                                   top=_top(probs, candidates)))
+                                   top=_top(probs, candidates), logprobs=logprobs[i]))
     return write_predictions(out_dir, dataset, rows, {
         "method": "constrained", "model": str(model), "adapter": None if adapter is None else str(adapter),
         "template": template, "dataset_dir": str(dataset_dir), "scores_dir": str(scores_dir)})
+
+
+def fit_constrained_temperature(model: str, template: str, dataset_dir: str | os.PathLike,
+                                out_dir: str | os.PathLike, samples: int, seed: int, adapter: str | None = None,
+                                batch_size: int = 8, shard_size: int = 256, device: str | None = None,
+                                cutoff_len: int | None = None) -> Path | None:
+    """Score a seeded subset of `samples` validation samples and write ``<out>/temperature.json`` (the T
+    minimising their NLL, ``evaluation.temperature``); returns the file, None on ranks other than 0 and when
+    dataset_dir has no valid split (a warning says so)."""
+    from selection.devices import dist_env
+    from selection.scorer import score_dataset
+    from selection.shards import load_scores, wait_for_scores
+
+    try:
+        split = load_prepared(dataset_dir, "valid", records=False)
+    except FileNotFoundError as err:
+        print(f"warning: no temperature fitted ({err}); the model's probabilities are used unscaled")
+        return None
+    if not split.meta:
+        raise ValueError(f"{dataset_dir}: the valid split is empty; no temperature can be fitted (--calib-samples 0)")
+    indices = calibration_subset(len(split.meta), samples, seed)
+    scores_dir = Path(out_dir) / "valid.scores"
+    score_dataset(model, template, dataset_dir, "valid", scores_dir, adapter_path=adapter, indices=indices,
+                  batch_size=batch_size, shard_size=shard_size, with_embeddings=False, device=device,
+                  cutoff_len=cutoff_len)
+    if dist_env()[0] != 0:
+        return None
+    wait_for_scores(scores_dir)
+    scores = load_scores(scores_dir)
+    if not np.array_equal(scores["index"], indices) or list(scores["candidates"]) != split.candidates:
+        raise ValueError(f"{scores_dir}: scored another subset; delete it or use a new --out")
+    labels = [split.candidates.index(split.meta[i]["label"]) for i in indices.tolist()]
+    return write_temperature(out_dir, fit_record(scores["logprobs"], labels, seed))
 
 
 def _normalize(text: str) -> str:

@@ -7,6 +7,10 @@ several times (or ``NAME=DIR1,DIR2``) treats the directories as repeats with dif
 shows mean +- standard deviation. Protocol 1 (test_p1) reports Prec_w and Rec_w, protocol 2 (test_p2)
 Overall/Head/Medium/Tail and anchor/tail accuracy; metrics.json holds every metric of both, and
 ``behaviors_without_samples`` (per split, all names; the report shows the count and a few).
+
+Models with per-candidate log-probabilities also get ranking (Hit@1/3/5, MRR, NDCG@5) and calibration (ECE,
+Brier, NLL) on both protocols, before and after the temperature of ``<DIR>/temperature.json`` when there is
+one, and a reliability diagram ``reliability_<model>.png`` (protocol 1).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from data_prep.prepared import load_stats, protocol2_balance_of
 from . import metrics as M
 from .files import TEST_SPLITS, load_predictions, write_json_atomic, write_text_atomic
 from .paper_tables import TABLE3
+from .temperature import load_temperature
 
 LABELS = {"prec_w": "Prec_w", "rec_w": "Rec_w", "overall": "Overall", "head": "Head", "medium": "Medium",
           "tail": "Tail", "anchor_accuracy": "Anchor acc", "tail_behavior_accuracy": "Tail-behavior acc"}
@@ -39,6 +44,18 @@ FEW_NAMES = 5   # behaviors named in the report's "without samples" lines; metri
 # otherwise draws a 66-inch confusion matrix (7000 x 7000 px, half a minute per model to encode).
 MAX_CHART_INCHES = 40.0
 MAX_CONFUSION_INCHES = 24.0
+DIST_LABELS = {"hit@1": "Hit@1", "hit@3": "Hit@3", "hit@5": "Hit@5", "mrr": "MRR", "ndcg@5": "NDCG@5",
+               "ece": "ECE", "brier": "Brier", "nll": "NLL", "temperature": "T", "ece_scaled": "ECE (T)",
+               "nll_scaled": "NLL (T)"}
+DIST_NOTE = (
+    "Hit@k, MRR and NDCG@5 (one relevant item: 1/log2(rank+1)) rank the label among all candidates by the "
+    "model's probability; a label tied with other candidates takes each tied position with equal chance "
+    "(the metric is the mean over them). ECE: 15 equal-width bins of the top probability, |accuracy - "
+    "confidence| weighted by bin size. Brier: sum over candidates of (p - one-hot)^2, mean over samples. NLL: "
+    "-log p(label), natural log. T: the temperature fitted on a seeded validation subset (temperature.json); "
+    "ECE (T) and NLL (T) are after dividing the log-probabilities by T (accuracy and ranking do not change). "
+    "Most-frequent and Markov probabilities are smoothed counts (evaluation/baselines.py)."
+)
 TABLE_COLUMNS = [("prec_w", "test_p1"), ("rec_w", "test_p1"), ("overall", "test_p2"), ("head", "test_p2"),
                  ("medium", "test_p2"), ("tail", "test_p2"), ("anchor_accuracy", "test_p2"),
                  ("tail_behavior_accuracy", "test_p2")]
@@ -66,11 +83,12 @@ def evaluate_model(stats: dict, pred_dirs: list[str]) -> dict:
     runs = []
     for pred_dir in pred_dirs:
         run = {"pred_dir": str(pred_dir)}
+        temperature = load_temperature(pred_dir)
         for split in TEST_SPLITS:
             loaded = load_predictions(pred_dir, split)
             if loaded is not None:
                 rows, info = loaded
-                run[split] = M.metrics_from_predictions(rows, stats)
+                run[split] = M.metrics_from_predictions(rows, stats, temperature)
                 run[split]["info"] = info
         if not any(split in run for split in TEST_SPLITS):
             raise FileNotFoundError(f"{pred_dir}: no test_p1/test_p2 .predictions.jsonl")
@@ -152,9 +170,73 @@ def render_markdown(report: dict, stats: dict) -> str:
             lines.append(f"| {b['name']} | {float(b['train_freq']):.4f} | {b['freq_group']} | "
                          f"{'yes' if b['is_anchor'] else ''} | "
                          + " | ".join("-" if a is None else f"{a:.3f}" for a in accs) + " |")
+    lines += distribution_tables(models)
     lines += ["", "## Figures", ""] + [f"- `{f}`" for f in report["figures"]]
-    lines += ["", "## Metric notes", "", METRIC_NOTE]
+    lines += ["", "## Metric notes", "", METRIC_NOTE, "", DIST_NOTE]
     return "\n".join(lines) + "\n"
+
+
+def distribution_tables(models: dict) -> list[str]:
+    """Markdown: ranking and calibration per protocol ("-" where a model has no distribution, with the reason)."""
+    lines = ["", "## Ranking and calibration", ""]
+    for split, label in (("test_p1", "Protocol 1"), ("test_p2", "Protocol 2")):
+        lines += [f"{label} ({split}):", "", "| model | " + " | ".join(DIST_LABELS.values()) + " |",
+                  "|" + "---|" * (1 + len(DIST_LABELS))]
+        for name, model in models.items():
+            summary = model["summary"].get(split, {})
+            lines.append(f"| {name} | " + " | ".join(_fmt(summary.get(k)) for k in DIST_LABELS) + " |")
+        lines.append("")
+    missing = {name: reason for name, model in models.items() for run in model["runs"] for split in TEST_SPLITS
+               if (reason := run.get(split, {}).get("distribution_missing"))}
+    lines += [f"- {name}: {reason}." for name, reason in missing.items()]
+    return lines
+
+
+def pooled_reliability(model: dict, key: str = "reliability") -> tuple[str, list[dict]] | None:
+    """(split, bins) of one model pooled over its runs, protocol 1 first; None without a distribution."""
+    for split in TEST_SPLITS:
+        runs = [r[split][key] for r in model["runs"] if r.get(split, {}).get(key)]
+        if runs:
+            return split, [_pool_bin([bins[b] for bins in runs]) for b in range(len(runs[0]))]
+    return None
+
+
+def _pool_bin(bins: list[dict]) -> dict:
+    n = sum(b["count"] for b in bins)
+    mean = (lambda k: sum(b["count"] * b[k] for b in bins if b["count"]) / n) if n else (lambda k: None)
+    return {"count": n, "confidence": mean("confidence"), "accuracy": mean("accuracy")}
+
+
+def plot_reliability(name: str, model: dict, path: Path) -> Path | None:
+    """Reliability diagram: accuracy against mean top probability per bin, before (and after) temperature."""
+    pooled = pooled_reliability(model)
+    if pooled is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split, bins = pooled
+    fig, ax = plt.subplots(figsize=(5.2, 5.0))
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+    series = [("uncalibrated", bins)]
+    scaled = pooled_reliability(model, "reliability_scaled")
+    if scaled is not None and scaled[0] == split:
+        series.append(("temperature-scaled", scaled[1]))
+    for label, values in series:
+        kept = [b for b in values if b["count"]]
+        ax.plot([b["confidence"] for b in kept], [b["accuracy"] for b in kept], marker="o", label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"top probability ({M.ECE_BINS} equal-width bins, mean)")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title(f"{name}: reliability, {split}")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)
+    return path
 
 
 def behaviors_without_samples(models: dict, stats: dict) -> dict[str, list[str]]:
@@ -274,7 +356,8 @@ def plot_confusion(name: str, model: dict, stats: dict, path: Path) -> Path | No
 
 def build_report(dataset_dir: str | os.PathLike, preds: dict[str, list[str]], out_dir: str | os.PathLike,
                  paper_table: str | None = None) -> dict:
-    """Write report.md, metrics.json, per_behavior_accuracy.png and confusion_<model>.png into out_dir."""
+    """Write report.md, metrics.json, per_behavior_accuracy.png, confusion_<model>.png and reliability_<model>.png
+    into out_dir."""
     if not preds:
         raise ValueError("report needs at least one --pred NAME=DIR")
     if paper_table is not None and paper_table not in TABLE3:
@@ -297,6 +380,9 @@ def build_report(dataset_dir: str | os.PathLike, preds: dict[str, list[str]], ou
     for name, model in report["models"].items():
         filename = f"confusion_{_safe(name)}.png"
         if plot_confusion(name, model, stats, out_dir / filename):
+            report["figures"].append(filename)
+        filename = f"reliability_{_safe(name)}.png"
+        if plot_reliability(name, model, out_dir / filename):
             report["figures"].append(filename)
     write_json_atomic(out_dir / "metrics.json", report)
     write_text_atomic(out_dir / "report.md", render_markdown(report, stats))

@@ -33,6 +33,7 @@ from evaluation.files import (
     write_json_atomic,
     write_predictions,
 )
+from evaluation.temperature import calibration_subset, fit_record, write_temperature
 
 from .data import Windows, read_split
 from .model import ModelConfig, SASRec
@@ -56,6 +57,7 @@ class TrainConfig:
     threads: int = 2
     valid_cap: int | None = None
     min_round_windows: int = 20000
+    calib_samples: int = 64
 
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"n_behaviors", "n_places", "seq_len"}
@@ -110,13 +112,18 @@ def batch_of(t: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch
 
 
 @torch.no_grad()
-def predict_probs(model: SASRec, t: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor:
-    """Softmax over all behaviors of each window's next event, [N, K]."""
+def predict_logprobs(model: SASRec, t: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor:
+    """Log-softmax over all behaviors of each window's next event, [N, K]."""
     model.eval()
     n = len(t["label"])
-    out = [F.softmax(model(b["behavior"], b["weekday"], b["hour"], b["place"], last_only=True), dim=-1)
+    out = [F.log_softmax(model(b["behavior"], b["weekday"], b["hour"], b["place"], last_only=True), dim=-1)
            for b in (batch_of(t, torch.arange(i, min(i + batch_size, n))) for i in range(0, n, batch_size))]
     return torch.cat(out).cpu()
+
+
+def predict_probs(model: SASRec, t: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor:
+    """Softmax over all behaviors of each window's next event, [N, K]."""
+    return predict_logprobs(model, t, batch_size).exp()
 
 
 def passes_per_epoch(n_windows: int, min_round_windows: int) -> int:
@@ -176,14 +183,25 @@ def fit(train: Windows, valid: Windows, model_cfg: ModelConfig, tcfg: TrainConfi
                    "passes_per_epoch": passes_per_epoch(len(train), tcfg.min_round_windows)}
 
 
-def prediction_rows(probs: torch.Tensor, w: Windows, candidates: list[str]) -> list[dict]:
-    """Rows of the evaluation's predictions contract: argmax, p(label), top-3."""
+def prediction_rows(probs: torch.Tensor, w: Windows, candidates: list[str],
+                    logprobs: torch.Tensor | None = None) -> list[dict]:
+    """Rows of the evaluation's predictions contract: argmax, p(label), top-3 (and every log-probability)."""
     top_p, top_i = probs.topk(min(3, probs.shape[1]), dim=-1)
     rows = []
     for i, meta in enumerate(w.meta):
         top = [(candidates[j], p) for j, p in zip(top_i[i].tolist(), top_p[i].tolist())]
-        rows.append(prediction_row(i, meta, top[0][0], candidates, p_label=float(probs[i, w.label[i]]), top=top))
+        rows.append(prediction_row(i, meta, top[0][0], candidates, p_label=float(probs[i, w.label[i]]), top=top,
+                                   logprobs=None if logprobs is None else logprobs[i].tolist()))
     return rows
+
+
+def fit_valid_temperature(model: SASRec, valid: Windows, tcfg: TrainConfig, device: str) -> dict | None:
+    """temperature.json's record: T fitted on a seeded subset of calib_samples validation windows (None at 0)."""
+    if tcfg.calib_samples < 1 or not len(valid):
+        return None
+    subset = valid.subset(calibration_subset(len(valid), tcfg.calib_samples, tcfg.seed))
+    logprobs = predict_logprobs(model, to_tensors(subset, device), tcfg.eval_batch_size)
+    return fit_record(logprobs.numpy(), subset.label.tolist(), tcfg.seed)
 
 
 def model_config(stats: dict, places: dict[str, int], train: Windows, settings: dict) -> ModelConfig:
@@ -211,9 +229,14 @@ def write_outputs(model: SASRec, data: dict, result: dict, tcfg: TrainConfig, ou
             "best_epoch": result["epoch"], "valid_accuracy": result["valid_accuracy"],
             "train_windows": len(data["train"]), **extra}
     paths = []
+    device = next(model.parameters()).device.type
     for split, w in data["tests"].items():
-        probs = predict_probs(model, to_tensors(w, next(model.parameters()).device.type), tcfg.eval_batch_size)
-        paths.append(write_predictions(out_dir, split, prediction_rows(probs, w, data["candidates"]), info))
+        logprobs = predict_logprobs(model, to_tensors(w, device), tcfg.eval_batch_size)
+        rows = prediction_rows(logprobs.exp(), w, data["candidates"], logprobs)
+        paths.append(write_predictions(out_dir, split, rows, info))
+    record = fit_valid_temperature(model, data["valid"], tcfg, device)
+    if record is not None:
+        paths.append(write_temperature(out_dir, record))
     with atomic_open(out_dir / "model.pt", "wb") as handle:
         torch.save({"model_config": asdict(model.cfg), "state_dict": model.state_dict(),
                     "places": data["places"], "behaviors": data["candidates"]}, handle)

@@ -2,11 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from data_prep.outputs import read_jsonl
 from evaluation.__main__ import main
 from evaluation.baselines import MarkovPredictor, global_transitions, most_frequent_order, run_baseline
+from evaluation.metrics import metrics_from_predictions
 
 NAMES = ["sleep", "work", "eat", "game", "taxi"]
 COUNTS = [10, 10, 5, 2, 1]  # sleep and work tie: the lower label_id (sleep) is the most frequent
@@ -74,9 +76,14 @@ def test_run_baseline_files(tmp_path):
     assert [r["pred"] for r in rows] == [c[2] for c in CASES]
     assert [r["source"] for r in rows] == [c[3] for c in CASES]
     assert [r["index"] for r in rows] == list(range(len(CASES)))
-    assert rows[3]["p_label"] == pytest.approx(2 / 3)  # eat -> work 2 of 3 inside x
-    assert rows[0]["p_label"] == pytest.approx(0.5)
-    assert rows[2]["p_label"] is None
+    # smoothed: (count + prior) / (total + 1), prior = (train_count + 1) / (28 + 5): work 11/33, eat 6/33
+    assert rows[3]["p_label"] == pytest.approx((2 + 11 / 33) / 4)  # eat -> work 2 of 3 inside x
+    assert rows[0]["p_label"] == pytest.approx((1 + 6 / 33) / 3)  # work -> eat 1 of 2 inside x
+    assert rows[2]["p_label"] == pytest.approx(11 / 33)            # the fall-back: the prior itself
+    for row in rows:
+        probs = np.exp(row["logprobs"])
+        assert probs.sum() == pytest.approx(1.0, abs=1e-5) and probs.min() > 0
+        assert row["top"][0]["name"] == row["pred"] and probs.argmax() == NAMES.index(row["pred"])
     info = json.loads((out / "test_p2.predictions.info.json").read_text())
     assert info["method"] == "baseline:markov" and info["n_invalid"] == 0
 
@@ -85,6 +92,11 @@ def test_run_baseline_files(tmp_path):
     mf = read_jsonl(tmp_path / "mf" / "test_p1.predictions.jsonl")
     assert {r["pred"] for r in mf} == {"sleep"}
     assert [r["label"] for r in mf] == [c[1] for c in CASES]
+    assert np.exp(mf[0]["logprobs"]) == pytest.approx([11 / 33, 11 / 33, 6 / 33, 3 / 33, 2 / 33], abs=1e-5)
+    # sleep and work tie at 11/33: a work label takes rank 1 or 2 with equal chance (Hit@1 = 1/2, MRR = 3/4)
+    m = metrics_from_predictions(mf, STATS)
+    hit1 = sum({"sleep": 0.5, "work": 0.5}.get(c[1], 0.0) for c in CASES) / len(CASES)
+    assert m["hit@1"] == pytest.approx(hit1)
 
 
 def test_bad_kind_and_split(tmp_path):

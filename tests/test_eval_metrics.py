@@ -112,3 +112,42 @@ def test_aggregate_runs_mean_and_sample_std():
     assert agg["medium"] == {"mean": pytest.approx(0.3), "std": pytest.approx(math.sqrt(0.02)), "n": 2}
     assert agg["tail"] == {"mean": None, "std": None, "n": 0}
     assert M.aggregate_runs([{"overall": 0.5}], keys=("overall",))["overall"]["std"] is None
+
+
+# Ranking and calibration: three samples over four candidates, the second and third with ties.
+DIST = np.log(np.array([[0.5, 0.3, 0.1, 0.1], [0.5, 0.3, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]]))
+DIST_LABELS = [0, 2, 1]   # rank 1; ranks 3 or 4 (tied with candidate 3); ranks 1..4 (all tied)
+
+
+def test_ranking_metrics_hand_computed_with_ties():
+    assert M.label_positions(DIST, DIST_LABELS)[0].tolist() == [0, 2, 0]
+    assert M.label_positions(DIST, DIST_LABELS)[1].tolist() == [0, 1, 3]
+    assert M.hit_at_k(DIST, DIST_LABELS, 1) == pytest.approx((1 + 0 + 1 / 4) / 3)
+    assert M.hit_at_k(DIST, DIST_LABELS, 3) == pytest.approx((1 + 1 / 2 + 3 / 4) / 3)
+    assert M.hit_at_k(DIST, DIST_LABELS, 5) == pytest.approx(1.0)
+    assert M.mrr(DIST, DIST_LABELS) == pytest.approx((1 + (1 / 3 + 1 / 4) / 2 + (1 + 1 / 2 + 1 / 3 + 1 / 4) / 4) / 3)
+    g = [1 / math.log2(r + 1) for r in range(1, 6)]
+    assert M.ndcg_at_k(DIST, DIST_LABELS, 5) == pytest.approx((1 + (g[2] + g[3]) / 2 + sum(g[:4]) / 4) / 3)
+    assert M.ndcg_at_k(DIST, DIST_LABELS, 3) == pytest.approx((1 + g[2] / 2 + sum(g[:3]) / 4) / 3)
+
+
+def test_calibration_metrics_hand_computed():
+    probs = np.exp(DIST)
+    # top probabilities .5 (right), .5 (wrong) share bin (7/15, 8/15]: gap 0; .25 (wrong) alone: gap .25
+    assert M.ece(probs, DIST_LABELS) == pytest.approx(0.25 / 3)
+    assert M.brier(probs, DIST_LABELS) == pytest.approx((0.36 + 1.16 + 0.75) / 3)
+    assert M.nll(DIST, DIST_LABELS) == pytest.approx(-(math.log(0.5) + math.log(0.1) + math.log(0.25)) / 3)
+    bins = M.reliability_bins([1 / 15, 0.0, 1.0], [True, False, True])
+    assert [b["count"] for b in bins][:1] + [bins[-1]["count"]] == [2, 1]   # right-closed bins, 0 in the first
+
+
+def test_distribution_metrics_from_rows_and_old_files_without_logprobs():
+    names = [b["name"] for b in STATS["behaviors"]]
+    rows = [{"label": names[y], "pred": names[int(np.argmax(lp))], "logprobs": lp.tolist()}
+            for lp, y in zip(DIST, DIST_LABELS)]
+    m = M.metrics_from_predictions(rows, STATS)
+    assert m["hit@1"] == pytest.approx(5 / 12) and m["ece"] == pytest.approx(0.25 / 3)
+    assert "distribution_missing" not in m
+    old = M.metrics_from_predictions([{k: v for k, v in r.items() if k != "logprobs"} for r in rows], STATS)
+    assert all(old[k] is None for k in M.DISTRIBUTION_METRICS) and "log-probabilities" in old["distribution_missing"]
+    assert old["rec_w"] == m["rec_w"]

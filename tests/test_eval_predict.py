@@ -13,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from data_prep.outputs import read_jsonl
 from evaluation.__main__ import main
 from evaluation.predict import parse_generation, predict_constrained, predict_generate
+from evaluation.temperature import fit_temperature
 from selection.models import build_tiny_llama, texts_from_dataset_dir
 from selection.shards import load_scores
 
@@ -49,7 +50,8 @@ def dataset_dir(tmp_path_factory):
         meta.append({"sample_id": f"s{i}", "user_id": f"u{i}", "label": NAMES[label_id], "label_id": label_id,
                      "is_anchor": label_id < 2, "freq_group": GROUPS[label_id], "template_id": i % 3,
                      "history": history, "next_context": ["Mon", 8, "home"]})
-    for stem, rows in (("test_p2.jsonl", records), ("test_p2.meta.jsonl", meta)):
+    for stem, rows in (("test_p2.jsonl", records), ("test_p2.meta.jsonl", meta), ("valid.jsonl", records),
+                       ("valid.meta.jsonl", meta)):
         (root / stem).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     stats = {"behaviors": [{"name": n, "label_id": i, "train_count": 10 - 2 * i, "train_freq": (10 - 2 * i) / 28,
                             "is_anchor": i < 2, "freq_group": GROUPS[i]} for i, n in enumerate(NAMES)]}
@@ -76,6 +78,7 @@ def test_constrained_is_argmax_of_scorer_and_resumes(dataset_dir, tiny_model, tm
         assert row["p_label"] == pytest.approx(float(probs[NAMES.index(row["label"])]))
         assert [t["name"] for t in row["top"]] == [NAMES[i] for i in np.argsort(-probs, kind="stable")[:3]]
         assert row["top"][0]["name"] == row["pred"]
+        assert np.exp(row["logprobs"]) == pytest.approx(probs, abs=1e-5)   # every candidate, normalized
     assert json.loads((out / "test_p2.predictions.info.json").read_text())["method"] == "constrained"
 
     parts = sorted((out / "test_p2.scores").glob("part-*.parquet"))
@@ -86,6 +89,12 @@ def test_constrained_is_argmax_of_scorer_and_resumes(dataset_dir, tiny_model, tm
                  "--dataset", "test_p2", "--out", str(out), "--device", "cpu", "--shard-size", "4"]) == 0
     assert [p.stat().st_mtime_ns for p in parts] == stamps
     assert read_jsonl(path) == rows
+    # the CLI also fits the temperature on the (seeded, here whole) validation split
+    record = json.loads((out / "temperature.json").read_text())
+    valid = load_scores(out / "valid.scores")
+    assert record["n_samples"] == 7 and record["split"] == "valid" and record["nll_after"] <= record["nll_before"]
+    labels = [NAMES.index(r["label"]) for r in rows]   # valid is a copy of test_p2 here
+    assert record["temperature"] == pytest.approx(fit_temperature(valid["logprobs"], labels))
 
 
 def test_generate_reports_invalid_rate(dataset_dir, tiny_model, tmp_path):

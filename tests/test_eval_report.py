@@ -9,7 +9,7 @@ import pytest
 from evaluation import metrics as M
 from evaluation.__main__ import main
 from evaluation.ablations import load_model_metrics, relative_drop
-from evaluation.files import prediction_row, write_predictions
+from evaluation.files import load_predictions, prediction_row, write_predictions
 from evaluation.report import build_report, parse_named
 
 NAMES = ["A", "B", "C", "D"]
@@ -32,6 +32,11 @@ def write_preds(out, split, labels, preds, method="constrained"):
     write_predictions(out, split, rows, {"method": method})
 
 
+def _first_table(md: str) -> list[str]:
+    """The table lines before the ranking and calibration section (ours, then the paper's)."""
+    return [line for line in md.split("## Ranking and calibration")[0].splitlines() if line.startswith("| ")]
+
+
 @pytest.fixture
 def setup(tmp_path):
     data = tmp_path / "data"
@@ -51,7 +56,7 @@ def test_report_files_table_and_json(setup):
     data, preds, out = setup
     report = build_report(data, preds, out, paper_table="behavior")
     md = (out / "report.md").read_text()
-    table = [line for line in md.splitlines() if line.startswith("| ")]
+    table = _first_table(md)
     header = table[0]
     for column in ("Prec_w", "Rec_w", "Overall", "Head", "Medium", "Tail", "Anchor acc", "invalid P1 / P2"):
         assert column in header
@@ -186,3 +191,35 @@ def test_protocol2_is_called_balanced_only_when_every_behavior_has_its_share(set
     (data / "stats.json").write_text(json.dumps(stats))
     assert build_report(data, preds, out)["protocol2"] == "balanced"
     assert "Protocol 2 (test_p2, balanced)" in (out / "report.md").read_text()
+
+
+def test_ranking_calibration_temperature_and_reliability(setup, tmp_path):
+    data, preds, out = setup
+    over = tmp_path / "over"
+    rng = np.random.default_rng(0)
+    for split, labels in (("test_p1", P1_LABELS * 20), ("test_p2", P2_LABELS * 20)):
+        meta = [{"sample_id": f"{split}-{i}", "label": y} for i, y in enumerate(labels)]
+        logits = 4.0 * rng.normal(size=(len(labels), len(CANDIDATES)))   # confident, mostly wrong
+        lp = M.log_softmax(logits)
+        rows = [prediction_row(i, m, CANDIDATES[int(np.argmax(p))], CANDIDATES, logprobs=p)
+                for i, (m, p) in enumerate(zip(meta, lp))]
+        write_predictions(over, split, rows, {"method": "constrained"})
+    (over / "temperature.json").write_text(json.dumps({"temperature": 4.0}))
+    report = build_report(data, {"over": [str(over)], "good": preds["good"]}, out)
+    run = report["models"]["over"]["runs"][0]["test_p1"]
+    ids = [CANDIDATES.index(y) for y in P1_LABELS * 20]
+    lp = np.array([r["logprobs"] for r in load_predictions(over, "test_p1")[0]])
+    assert run["hit@3"] == pytest.approx(M.hit_at_k(lp, ids, 3)) and run["mrr"] == pytest.approx(M.mrr(lp, ids))
+    assert run["temperature"] == 4.0 and run["nll_scaled"] == pytest.approx(M.nll(lp / 4.0, ids))
+    assert run["ece_scaled"] < run["ece"] and run["nll_scaled"] < run["nll"]
+    md = (out / "report.md").read_text()
+    section = md.split("## Ranking and calibration")[1]
+    assert "| model | Hit@1 | Hit@3 | Hit@5 | MRR | NDCG@5 | ECE | Brier | NLL | T | ECE (T) | NLL (T) |" in section
+    good_row = next(line for line in section.splitlines() if line.startswith("| good |"))
+    assert set(good_row.split(" | ")[1:]) == {"-", "- |"}   # no log-probabilities in good's files
+    assert "- good: no per-candidate log-probabilities" in section
+    assert report["models"]["good"]["runs"][0]["test_p1"]["ece"] is None
+    assert "reliability_over.png" in report["figures"] and "reliability_good.png" not in report["figures"]
+    assert matplotlib.image.imread(out / "reliability_over.png").shape[0] > 100
+    summary = json.loads((out / "metrics.json").read_text())["models"]["over"]["summary"]["test_p2"]
+    assert set(M.DISTRIBUTION_METRICS) <= set(summary) and summary["ndcg@5"]["mean"] is not None

@@ -122,7 +122,13 @@ def test_predictions_round_trip_through_the_report(dataset_dir, with_context, tm
         assert report["models"]["sasrec"]["summary"][split]["rec_w"]["mean"] == pytest.approx(accuracy(with_context,
                                                                                                          split))
         assert all(r["top"][0]["name"] == r["pred"] and 0 <= r["p_label"] <= 1 for r in rows)
+        assert all(np.exp(r["logprobs"][r["label_id"]]) == pytest.approx(r["p_label"], rel=1e-5) for r in rows)
+        assert report["models"]["sasrec"]["summary"][split]["hit@1"]["mean"] == pytest.approx(
+            report["models"]["sasrec"]["summary"][split]["rec_w"]["mean"])   # no ties in float log-probs
     assert "| sasrec | 1 |" in (tmp_path / "report.md").read_text()
+    record = json.loads((with_context / "temperature.json").read_text())
+    assert record["split"] == "valid" and 0 < record["n_samples"] <= 64 and record["nll_after"] <= record["nll_before"]
+    assert report["models"]["sasrec"]["runs"][0]["test_p1"]["temperature"] == record["temperature"]
 
 
 def test_same_seed_same_predictions_other_seed_differs(dataset_dir, tmp_path):

@@ -48,6 +48,10 @@ VARIABLES: list[Var] = [
         ("TIMEZONE", None, "IANA zone or +HH:MM for epoch seconds and Z timestamps"),
         ("TIME_FORMAT", None, "strptime format of INPUT's timestamps, e.g. %d/%m/%Y %H:%M (default: ISO-8601 or "
                               "epoch seconds)"),
+        ("ENGINE", None, "local | ray: where prepare runs (ray: RAY_ADDRESS's cluster or a local instance); "
+                         "the files are the same"),
+        ("BUCKETS", None, "prepare INPUT out of core in N buckets on disk (default 0: in memory); the files are "
+                          "the same"),
         ("USERS", None, "synthetic default: users"),
         ("DAYS", None, "synthetic default: days"),
         ("BEHAVIORS", None, "synthetic default: comma-separated subset of behaviors"),

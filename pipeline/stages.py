@@ -49,6 +49,8 @@ def prepare(s: Settings, lay: Layout) -> Stage:
     if s["AUX"]:
         args += ["--aux", _abs(s["AUX"])]
         files.append(Path(_abs(s["AUX"])))
+    # where prepare runs never changes its files: not a stage parameter
+    args += [x for name, flag in (("ENGINE", "--engine"), ("BUCKETS", "--buckets")) if s[name] for x in (flag, s[name])]
     args += s.words("PREPARE_ARGS")
     cmd = launch.python_module("data_prep", "prepare", *args)
     names = ["INPUT", "FOURSQUARE", *SOURCE_FLAGS, "USERS", "DAYS", "BEHAVIORS", *PREPARE_FLAGS, "PREPARE_ARGS"]

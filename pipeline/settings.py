@@ -98,6 +98,7 @@ VARIABLES: list[Var] = [
         ("EVAL_BATCH", None, "prompts per scorer batch"),
         ("EVAL_NPROC", None, "evaluation ranks (default NPROC)"),
         ("EVAL_ARGS", None, "extra flags for python -m evaluation predict (e.g. --device cuda:0)"),
+        ("CALIB_SAMPLES", None, "validation samples (seeded by SEED) the temperature is fitted on; 0: none"),
         ("PAPER_TABLE", None, "behavior | app | foursquare: the paper's rows beside ours"),
         ("EPS_SWEEP", "0 0.025 0.05 0.1 0.2", "sweep-eps values (Table 5)"),
         ("ANCHOR_SWEEP", "0.005 0.01 0.02", "sweep-anchor values (Table 6)"),
@@ -144,6 +145,7 @@ DEFAULT_FROM = {
     "EQ3": ("selection", "select", "eq3"),
     "LAMBDA": ("selection", "select", "lam"),
     "EVAL_BATCH": ("evaluation", "predict", "batch_size"),
+    "CALIB_SAMPLES": ("evaluation", "predict", "calib_samples"),
 }
 
 

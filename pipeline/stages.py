@@ -204,14 +204,19 @@ def eval_model(s: Settings, lay: Layout, name: str, model: str, adapter: Path | 
     args = ["--model", model, *(["--adapter", str(adapter)] if adapter else []), "--template", template(s),
             "--dataset-dir", str(lay.data), "--dataset", *TEST_SPLITS, "--out", str(out),
             "--batch-size", s["EVAL_BATCH"], "--cutoff-len", str(cutoff_len(s)), *(["--generate"] if generate else []),
-            *s.words("EVAL_ARGS")]
+            "--calib-samples", s["CALIB_SAMPLES"], "--calib-seed", s["SEED"], *s.words("EVAL_ARGS")]
+    calibrated = not generate and s.int("CALIB_SAMPLES") > 0
     cmd = launch.python_module("evaluation", "predict", *args, nproc=1 if generate else nproc)
     model_inputs, model_params = _model_inputs(model)
     data = [lay.data / "stats.json", *(lay.data / f"{t}{e}" for t in TEST_SPLITS for e in (".jsonl", ".meta.jsonl"))]
-    params = {"template": template(s), "generate": generate, "EVAL_ARGS": s.words("EVAL_ARGS"), **model_params}
+    params = {"template": template(s), "generate": generate, "EVAL_ARGS": s.words("EVAL_ARGS"), **model_params,
+              "calib_samples": s["CALIB_SAMPLES"] if calibrated else "0"}
+    # the temperature's validation subset: valid.jsonl is read only when calibrated
+    data += [lay.data / f"valid{e}" for e in (".jsonl", ".meta.jsonl")] if calibrated else []
     return Stage(f"eval {out.name}", stamp_of(out), lambda: launch.run(cmd), cmd,
                  inputs=[*model_inputs, *([adapter] if adapter else []), *data], params=params,
-                 outputs=[out / f"{t}.predictions.jsonl" for t in TEST_SPLITS], clean=[out])
+                 outputs=[out / f"{t}.predictions.jsonl" for t in TEST_SPLITS]
+                 + ([out / "temperature.json"] if calibrated else []), clean=[out])
 
 
 def baselines(s: Settings, lay: Layout) -> list[Stage]:

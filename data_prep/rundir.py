@@ -1,10 +1,8 @@
 """Whole-run dataset_dirs: prepare builds a run in a hidden sibling directory and swaps it in at the end.
 
 Whatever the moment of a kill, `--out` then holds either the earlier complete run or the new complete run,
-never a mix of the two, and files of the earlier run that prepare does not write (select's dpo_pairs.jsonl,
-selected_sft.jsonl, selection_report.*) never survive a rerun. Only `--out` itself is swapped: whatever lies
-next to it (a run directory's atune/, pi_ref/, *.stamp.json) is left alone, and links to files inside it by
-path (the pipeline's ablation data dirs) resolve to the new run after the swap.
+never a mix of the two, and no file of the earlier run survives a rerun. Only `--out` itself is swapped:
+whatever lies next to it (a run directory's atune/, selection/, *.stamp.json) is left alone.
 
 The swap is one atomic ``renameat2(RENAME_EXCHANGE)`` on Linux (ctypes; no moment without `--out`). Where
 that is unavailable (another OS, a file system without it) it is two renames: out -> ``.<name>.prepare-old-*``,

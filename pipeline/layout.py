@@ -1,21 +1,29 @@
 """The run layout: where every stage of one run reads and writes (README "Files between stages").
 
-    <RUN_DIR>/data/            prepared dataset_dir (+ dpo_pairs.jsonl, selected_sft.jsonl from select)
+Each stage writes only under its own outputs and reads the others' as inputs; `data/` never changes after
+prepare, so an ablation or a seed repeat reads the run's `data/` directly.
+
+    <RUN_DIR>/data/            prepared dataset_dir                              data.stamp.json
+    <RUN_DIR>/token_check/     token_lengths.json (the token check)              token_check.stamp.json
     <RUN_DIR>/atune/           A-tune adapter (+ checkpoint-* for resuming)      atune.stamp.json
     <RUN_DIR>/pi_ref/          A-tune merged into the base model                 pi_ref.stamp.json
     <RUN_DIR>/scores/          pi_ref's scores of the pool                       scores.stamp.json
-    <RUN_DIR>/select.stamp.json  selection (writes into data/)
+    <RUN_DIR>/selection/       dpo_pairs.jsonl, selected_sft.jsonl, selection_report.*, and the
+                               dataset_info.json registering the two (B-tune's dataset_dir)
+                                                                                 selection.stamp.json
     <RUN_DIR>/btune/           B-tune (DPO) adapter on pi_ref                    btune.stamp.json
     <RUN_DIR>/final/           pi_ref + B-tune adapter merged                    final.stamp.json
     <RUN_DIR>/eval/<name>/     predictions of one model                          eval/<name>.stamp.json
     <RUN_DIR>/report/          report.md, metrics.json, charts                   report.stamp.json
-    <RUN_DIR>/ablations/<name>/  the same layout for each ablation (data/ holds links to the run's files)
+    <RUN_DIR>/ablations/<name>/  the same layout for each ablation, without data/ and token_check/ (it reads
+                               the run's)
 
 Each stamp sits beside the output it describes, so a stage shared by two targets (an ablation reusing
 the run's pi_ref) has one stamp.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,11 +31,12 @@ from data_prep.outputs import AUX_STEM, BEHAVIOR_STEMS
 
 from .settings import ROOT, Settings
 
-# The files prepare writes (select adds its own files to the same folder later).
+# The files prepare writes; nothing else writes into data/.
 PREPARED = ["dataset_info.json", "stats.json", f"{AUX_STEM}.jsonl",
             *[f"{stem}{ext}" for stem in BEHAVIOR_STEMS for ext in (".jsonl", ".meta.jsonl")]]
-SELECTED = ["dpo_pairs.jsonl", "selected_sft.jsonl", "selection_report.json", "selection_report.md"]
-MODEL_NAMES = ["config.json", "adapter_config.json"]
+# The files select writes into its own folder (dataset_info.json registers the first two).
+SELECTED = ["dpo_pairs.jsonl", "selected_sft.jsonl", "dataset_info.json", "selection_report.json",
+            "selection_report.md"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class Layout:
     atune: Path
     pi_ref: Path
     scores: Path
+    shared_data: bool = False   # data/ is the run's whose own chain checked its token lengths (variants)
 
     @classmethod
     def of(cls, settings: Settings) -> Layout:
@@ -45,22 +55,25 @@ class Layout:
         data = Path(settings["DATA_DIR"]).expanduser().resolve() if settings["DATA_DIR"] else run_dir / "data"
         return cls(run_dir, data, run_dir, run_dir / "atune", run_dir / "pi_ref", run_dir / "scores")
 
-    @classmethod
-    def of_data(cls, data: Path) -> Layout:
-        run = data.parent
-        return cls(run, data, run, run / "atune", run / "pi_ref", run / "scores")
-
     def ablation(self, name: str, reuse_tuning: bool) -> Layout:
-        """ablations/<name>/ with its own data/ (links), reusing this run's A-tune, pi_ref and scores when the
+        """ablations/<name>/ reading this run's data/, reusing this run's A-tune, pi_ref and scores when the
         ablation changes only B-tuning."""
         stage_dir = self.run_dir / "ablations" / name
-        own = replace(self, data=stage_dir / "data", stage_dir=stage_dir)
+        own = replace(self, stage_dir=stage_dir, shared_data=True)
         if reuse_tuning:
             return own
         return replace(own, atune=stage_dir / "atune", pi_ref=stage_dir / "pi_ref", scores=stage_dir / "scores")
 
     def sub_run(self, suffix: str) -> Path:
         return self.run_dir.with_name(f"{self.run_dir.name}-{suffix}")
+
+    @property
+    def token_check(self) -> Path:
+        return self.run_dir / "token_check"
+
+    @property
+    def selection(self) -> Path:
+        return self.stage_dir / "selection"
 
     @property
     def btune(self) -> Path:
@@ -86,7 +99,7 @@ class Layout:
         return [self.data / name for name in PREPARED]
 
     def selected(self) -> list[Path]:
-        return [self.data / name for name in SELECTED]
+        return [self.selection / name for name in SELECTED]
 
 
 def stamp_of(output: Path) -> Path:
@@ -99,15 +112,24 @@ def finished(output: Path, exists=Path.exists) -> bool:
     return exists(stamp_of(output))
 
 
-def link_prepared(src: Path, dst: Path) -> None:
-    """dst/ made of links to src's prepared files, so a variant's selection never overwrites the run's."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in PREPARED:
-        target, link = src / name, dst / name
-        if not target.exists():
-            continue
-        if link.is_symlink() and link.resolve() == target.resolve():
-            continue
-        if link.exists() or link.is_symlink():
-            link.unlink()
-        link.symlink_to(target)
+def older_layout(lay: Layout) -> str | None:
+    """One line when the run directory was made by the older layout, in which select wrote into data/, the
+    token check into data/stats.json and each ablation had a data/ of links; None otherwise."""
+    data = lay.data
+    if any((data / name).exists() for name in ("dpo_pairs.jsonl", "selected_sft.jsonl", "token_check.stamp.json")):
+        return f"error: {data} was made by an older layout (select wrote into data/): rerun make prepare"
+    try:
+        stats = json.loads((data / "stats.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        stats = None
+    if isinstance(stats, dict) and "token_lengths" in stats:
+        return (f"error: {data} was made by an older layout (the token check wrote into stats.json): "
+                "rerun make prepare")
+    own = lay.run_dir / "data"
+    if own != data and own.is_dir() and any(p.is_symlink() for p in own.iterdir()):
+        return (f"error: {own} was made by an older layout (seed repeats linked the run's data/): remove {own}")
+    linked = sorted((lay.run_dir / "ablations").glob("*/data"))
+    if linked:
+        return (f"error: {linked[0]} was made by an older layout (ablations linked the run's data/): remove "
+                f"{lay.run_dir / 'ablations'} (or {linked[0]}) and rerun the ablations")
+    return None

@@ -146,16 +146,18 @@ def cutoff_len(s: Settings) -> int:
 def token_check(s: Settings, lay: Layout) -> Stage:
     """Issue 9.1: every prepared sample, with its longest candidate, fits the recipes' cutoff_len under the
     recipe's tokenizer and chat template; otherwise stop before anything trains (SKIP_TOKEN_CHECK=1 skips).
-    The lengths go into stats.json (section token_lengths, which no digest includes: ``stamps``)."""
+    The lengths go into token_check/token_lengths.json; no later stage reads them, so switching the check on
+    retrains nothing."""
     model = base_model(s, launch.Recipe(s, s["ATUNE_RECIPE"]))
+    out = lay.token_check / "token_lengths.json"
     args = ["--dataset-dir", str(lay.data), "--model", model, "--template", template(s), "--cutoff-len",
-            str(cutoff_len(s))]
+            str(cutoff_len(s)), "--out", str(out)]
     cmd = launch.python_module("selection", "token-lengths", *args)
     model_inputs, model_params = _model_inputs(model)
     tokenizer = [p for p in Path(model).glob("tokenizer*")] + [Path(model) / "config.json"] if model_inputs else []
-    return Stage("token check", lay.data / "token_check.stamp.json", lambda: launch.run(cmd), cmd,
+    return Stage("token check", stamp_of(lay.token_check), lambda: launch.run(cmd), cmd,
                  inputs=[*tokenizer, *lay.prepared()], params={"template": args[5], "cutoff_len": args[7],
-                                                               **model_params}, outputs=[lay.data / "stats.json"])
+                                                               **model_params}, outputs=[out], clean=[lay.token_check])
 
 
 def score(s: Settings, lay: Layout) -> Stage:
@@ -171,17 +173,19 @@ def score(s: Settings, lay: Layout) -> Stage:
 def select(s: Settings, lay: Layout) -> Stage:
     args = ["--scores", str(lay.scores), "--dataset-dir", str(lay.data), "--F", s["F"], "--mode", s["SELECT_MODE"],
             "--lam", s["LAMBDA"], "--eq3", s["EQ3"], "--seed", s["SEED"]]
-    cmd = launch.python_module("selection", "select", *args)
-    return Stage("select", lay.stage_dir / "select.stamp.json", lambda: launch.run(cmd), cmd,
-                 inputs=[lay.scores, *lay.prepared()], params={"args": args[4:]}, outputs=lay.selected()[:2])
+    cmd = launch.python_module("selection", "select", *args, "--out", str(lay.selection))
+    return Stage("select", stamp_of(lay.selection), lambda: launch.run(cmd), cmd,
+                 inputs=[lay.scores, *lay.prepared()], params={"args": args[4:]}, outputs=lay.selected()[:3],
+                 clean=[lay.selection])
 
 
 def btune_train(s: Settings, lay: Layout) -> Stage:
     """LoRA-DPO on the pairs (Algorithm 1 line 31, Eq. 4). DPO starts from the merged pi_ref, so the frozen
-    reference (adapter disabled) is exactly pi_ref."""
+    reference (adapter disabled) is exactly pi_ref. Its dataset_dir is select's folder, whose dataset_info.json
+    registers the pairs and the selected SFT set."""
     recipe = launch.Recipe(s, s["BTUNE_RECIPE"])
-    inputs = [lay.data / "dataset_info.json", *lay.selected()[:2]]
-    return _train(s, recipe, str(lay.pi_ref), lay.data, lay.btune, s.words("BTUNE_ARGS"), inputs,
+    inputs = lay.selected()[:3]
+    return _train(s, recipe, str(lay.pi_ref), lay.selection, lay.btune, s.words("BTUNE_ARGS"), inputs,
                   f"b-tune: train ({recipe.path.stem})")
 
 

@@ -21,10 +21,6 @@ CHUNK = 1 << 20
 LOG_FILES = {"README.md", "all_results.json", "train_results.json", "eval_results.json", "trainer_state.json",
              "trainer_log.jsonl", "training_args.bin", "training_loss.png", "training_eval_loss.png",
              "running_log.txt"}
-# Sections a later stage adds to a file another stage wrote: stats.json gets "token_lengths" from the token
-# check (issue 9.1 wants them there). They describe the data for one tokenizer and change nothing a stage
-# reads, so they are left out of the file's digest: turning the check on must not retrain what follows.
-ADDED_SECTIONS = {"stats.json": "token_lengths"}
 
 
 def file_digest(path: Path, cache: dict | None = None) -> str:
@@ -34,28 +30,13 @@ def file_digest(path: Path, cache: dict | None = None) -> str:
     if cache is not None and cache.get(key, {}).get("sig") == sig:
         return cache[key]["digest"]
     h = hashlib.blake2b(digest_size=16)
-    if path.name in ADDED_SECTIONS:
-        h.update(_without_section(path, ADDED_SECTIONS[path.name]))
-    else:
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
     digest = h.hexdigest()
     if cache is not None:
         cache[key] = {"sig": sig, "digest": digest}
     return digest
-
-
-def _without_section(path: Path, key: str) -> bytes:
-    """A JSON file's content without `key`, in one canonical form whether or not the key is there."""
-    raw = path.read_bytes()
-    try:
-        obj = json.loads(raw)
-    except ValueError:
-        return raw
-    if isinstance(obj, dict):
-        obj.pop(key, None)
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
 def tree_files(path: Path) -> list[Path]:
@@ -84,8 +65,7 @@ class DigestCache:
     def digests(self, inputs: Iterable[Path]) -> dict[str, str]:
         """{name: digest} of every file standing for the inputs; a missing input is recorded as missing.
 
-        Names are `<folder>/<file>`, not absolute paths, so the same content reached through another run's
-        links (an ablation's data/ folder) gives the same key."""
+        Names are `<folder>/<file>`, not absolute paths, so a moved run keeps its keys."""
         out = {}
         for item in inputs:
             files = tree_files(item)

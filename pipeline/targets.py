@@ -6,11 +6,12 @@ train: they evaluate the models whose stage has finished and say which ones they
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import launch, stages
 from .graph import Runner, Stage
-from .layout import Layout, finished, link_prepared, stamp_of
+from .layout import Layout, finished, older_layout, stamp_of
 from .settings import ROOT, Settings
 
 ABLATIONS = {  # name -> (settings changed, reuses the run's A-tune, pi_ref and scores); paper Table 4 and 4.5
@@ -26,6 +27,9 @@ ABLATIONS = {  # name -> (settings changed, reuses the run's A-tune, pi_ref and 
 def check_data(r: Runner, lay: Layout) -> None:
     if not r.exists(lay.data / "stats.json"):
         raise SystemExit(f"error: no prepared dataset in {lay.data}: run make prepare first")
+    older = older_layout(lay)
+    if older:
+        raise SystemExit(older)
 
 
 def prepare(r: Runner, s: Settings, lay: Layout) -> None:
@@ -38,8 +42,8 @@ def prepare(r: Runner, s: Settings, lay: Layout) -> None:
 
 
 def token_check(r: Runner, s: Settings, lay: Layout) -> None:
-    if (lay.data / "stats.json").is_symlink():
-        return  # an ablation's or a seed repeat's links to a run whose own chain checked them
+    if lay.shared_data:
+        return  # an ablation or a seed repeat reads the run's data/, which the run's own chain checked
     if s.flag("SKIP_TOKEN_CHECK"):
         print("note: SKIP_TOKEN_CHECK is set: samples longer than the recipes' cutoff_len train on truncated prompts")
         return
@@ -81,17 +85,10 @@ def a_tune_train(r: Runner, s: Settings, lay: Layout) -> None:
 
 def b_tune_train(r: Runner, s: Settings, lay: Layout) -> None:
     check_data(r, lay)
-    if not r.exists(lay.data / "dpo_pairs.jsonl"):
-        raise SystemExit(f"error: no {lay.data / 'dpo_pairs.jsonl'} yet: node 0 runs make select first")
+    pairs = lay.selection / "dpo_pairs.jsonl"
+    if not r.exists(pairs):
+        raise SystemExit(f"error: no {pairs} yet: node 0 runs make select first")
     stages.btune_train(s, lay).run()
-
-
-def _link(r: Runner, src: Path, dst: Path) -> None:
-    if r.dry_run:
-        r.log(f"would link: {dst}/* -> {src}/*")
-        r.pending.update(str(dst / p.name) for p in Layout.of_data(src).prepared())
-    else:
-        link_prepared(src, dst)
 
 
 # ---- ablations ------------------------------------------------------------------------------------------
@@ -101,7 +98,6 @@ def ablation(r: Runner, s: Settings, lay: Layout, name: str, target=export_final
     sub = lay.ablation(name, reuse)
     if reuse:
         score(r, s, lay)  # the run's own pi_ref and scores first
-    _link(r, lay.data, sub.data)
     target(r, s.with_(**change(s)), sub)
 
 
@@ -193,7 +189,7 @@ def ablation_report(r: Runner, s: Settings, lay: Layout) -> None:
 # ---- sweeps and repeats (Tables 5, 6; mean ± std over seeds) ----------------------------------------------
 def _sub(s: Settings, lay: Layout, suffix: str, **changes: str) -> tuple[Settings, Layout]:
     run_dir = lay.sub_run(suffix)
-    sub = s.with_(RUN=run_dir.name, RUN_DIR=str(run_dir), DATA_DIR=str(run_dir / "data"), **changes)
+    sub = s.with_(**{"RUN": run_dir.name, "RUN_DIR": str(run_dir), "DATA_DIR": str(run_dir / "data"), **changes})
     return sub, Layout.of(sub)
 
 
@@ -222,14 +218,15 @@ def sweep_anchor(r: Runner, s: Settings, lay: Layout) -> None:
 def _seed_runs(s: Settings, lay: Layout):
     for seed in s.words("SEEDS"):
         args = f"seed={seed} {s['ARGS']}".strip()
-        yield _sub(s, lay, f"seed{seed}", SEED=seed, ARGS=args)
+        sub, sub_lay = _sub(s, lay, f"seed{seed}", SEED=seed, ARGS=args, DATA_DIR=str(lay.data))
+        yield sub, replace(sub_lay, shared_data=True)
 
 
 def repeats(r: Runner, s: Settings, lay: Layout) -> None:
-    """Seed repeats on this run's prepared data (linked), so the spread is the training and selection seeds'."""
+    """Seed repeats on this run's prepared data (read from its data/), so the spread is the training and
+    selection seeds'."""
     prepare(r, s, lay)
     for sub, sub_lay in _seed_runs(s, lay):
-        _link(r, lay.data, sub_lay.data)
         b_tune(r, sub, sub_lay)
         eval_all(r, sub, sub_lay)
     report_seeds(r, s, lay)

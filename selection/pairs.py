@@ -1,9 +1,10 @@
 """DPO pairs and the selected-SFT set (Algorithm 1 lines 23-28), plus the selection report.
 
-Outputs (README contracts), beside the prepared split unless another out dir is given:
+Outputs (README contracts), in select's own folder (never the prepared dataset_dir it reads):
 ``dpo_pairs.jsonl`` ({"system", "instruction", "input", "chosen", "rejected"}, registered as
 ``behavior_dpo_pairs`` with ``ranking: true``), ``selected_sft.jsonl`` (alpaca, output = truth;
-``behavior_selected_sft``), ``selection_report.json`` and ``selection_report.md``.
+``behavior_selected_sft``), the ``dataset_info.json`` registering those two (the folder is B-tune's
+dataset_dir), ``selection_report.json`` and ``selection_report.md``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.outputs import write_jsonl, write_text_atomic
+from data_prep.outputs import write_json, write_jsonl, write_text_atomic
+
+_ALPACA = {"prompt": "instruction", "query": "input", "system": "system"}
+# LLaMA-Factory's registry of the selection folder: its two files, nothing of the prepared data.
+DATASET_INFO = {
+    "behavior_dpo_pairs": {"file_name": "dpo_pairs.jsonl", "ranking": True,
+                           "columns": {**_ALPACA, "chosen": "chosen", "rejected": "rejected"}},
+    "behavior_selected_sft": {"file_name": "selected_sft.jsonl", "columns": {**_ALPACA, "response": "output"}},
+}
 
 
 def build_pairs(records: Sequence[dict], selection: dict, candidates: Sequence[str]) -> tuple[list[dict], list[dict]]:
@@ -81,7 +90,8 @@ def write_outputs(
     config: dict,
     scores: dict,
 ) -> dict:
-    """Write dpo_pairs.jsonl, selected_sft.jsonl, selection_report.{json,md} into out_dir; returns the report."""
+    """Write dpo_pairs.jsonl, selected_sft.jsonl, dataset_info.json, selection_report.{json,md} into out_dir;
+    returns the report."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pairs, sft = build_pairs(records, selection, candidates)
@@ -98,6 +108,7 @@ def write_outputs(
     }
     write_jsonl(out_dir / "dpo_pairs.jsonl", pairs)
     write_jsonl(out_dir / "selected_sft.jsonl", sft)
+    write_json(out_dir / "dataset_info.json", DATASET_INFO)
     write_text_atomic(out_dir / "selection_report.json", json.dumps(report, indent=1, ensure_ascii=False))
     write_text_atomic(out_dir / "selection_report.md", report_markdown(report))
     return report

@@ -175,9 +175,10 @@ def run_selection(
     lam: float = default(SelectConfig, "lam"),
     eq3: str = default(SelectConfig, "eq3"),
     seed: int = default(SelectConfig, "seed"),
-    out_dir=None,
+    *,
+    out_dir,
 ) -> dict:
-    """load_scores -> select_all -> pairs.write_outputs (into out_dir, default dataset_dir). Returns the report."""
+    """load_scores -> select_all -> pairs.write_outputs (into out_dir, never dataset_dir). Returns the report."""
     from pathlib import Path
 
     from data_prep.prepared import load_prepared
@@ -186,6 +187,8 @@ def run_selection(
     from .shards import load_scores
 
     SelectConfig(dataset=dataset, F=F, mode=mode, lam=lam, eq3=eq3, seed=seed)  # fail before loading anything
+    if Path(out_dir).resolve() == Path(dataset_dir).resolve():
+        raise ValueError(f"--out {out_dir} is the prepared dataset dir: select writes into a folder of its own")
     data = load_prepared(dataset_dir, dataset)
     scores = load_scores(scores_dir)
     if scores["candidates"] != data.candidates:
@@ -206,5 +209,5 @@ def run_selection(
         "scores": str(Path(scores_dir).resolve()),
     }
     return write_outputs(
-        out_dir or dataset_dir, data.records, selection, data.candidates, per_behavior, notes, config, scores
+        out_dir, data.records, selection, data.candidates, per_behavior, notes, config, scores
     )

@@ -47,7 +47,9 @@ def chain(tmp_path_factory):
     assert selection_main(["score", "--model", str(tiny), "--template", "smollm2", "--dataset-dir", str(data),
                            "--pool-per-behavior", "1", "--batch-size", "16", "--device", "cpu",
                            "--out", str(scores)]) == 0
-    assert selection_main(["select", "--scores", str(scores), "--dataset-dir", str(data), "--F", "1"]) == 0
+    selection = tmp / "run" / "selection"
+    assert selection_main(["select", "--scores", str(scores), "--dataset-dir", str(data), "--F", "1", "--out",
+                           str(selection)]) == 0
     assert evaluation_main(["predict", "--model", str(tiny), "--template", "smollm2", "--dataset-dir", str(data),
                             "--dataset", "test_p1", "test_p2", "--batch-size", "16", "--device", "cpu",
                             "--out", str(preds / "tiny")]) == 0
@@ -59,7 +61,7 @@ def chain(tmp_path_factory):
     with log.open(encoding="utf-8") as handle:
         categories = {row["behavior"] for row in csv.DictReader(handle)}
     return {"log_categories": categories, "defaults": defaults, "console": console.getvalue(), "data": data,
-            "report": report, "preds": preds}
+            "report": report, "preds": preds, "selection": selection}
 
 
 def stats_of(data):
@@ -118,8 +120,8 @@ def test_protocol2_counts_match_the_written_split_and_the_predictions(chain):
 
 def test_selection_writes_pairs_of_two_different_candidates(chain):
     names = [b["name"] for b in stats_of(chain["data"])["behaviors"]]
-    pairs = read_jsonl(chain["data"] / "dpo_pairs.jsonl")
-    report = json.loads((chain["data"] / "selection_report.json").read_text())
+    pairs = read_jsonl(chain["selection"] / "dpo_pairs.jsonl")
+    report = json.loads((chain["selection"] / "selection_report.json").read_text())
     assert len(pairs) == report["pairs"] > 0 and len(pairs) <= len(names)   # F = 1 per behavior
     for pair in pairs:
         assert pair["chosen"] in names and pair["rejected"] in names and pair["chosen"] != pair["rejected"]

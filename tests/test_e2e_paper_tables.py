@@ -68,8 +68,8 @@ def test_sweep_anchor_runs_end_to_end(tmp):
 def test_repeats_report_mean_and_spread_over_seeds(tmp):
     _pipeline(tmp, "main", "repeats", "SEEDS=1 2")
     for seed in (1, 2):
-        data = tmp / f"main-seed{seed}" / "data"
-        assert (data / "train_all.jsonl").is_symlink()  # the run's own prepared data, shared
+        assert not (tmp / f"main-seed{seed}" / "data").exists()  # the run's own prepared data, read in place
+        assert (tmp / f"main-seed{seed}" / "selection" / "dpo_pairs.jsonl").is_file()
         args = json.loads((tmp / f"main-seed{seed}" / "btune" / "trainer_state.json").read_text())
         assert args["global_step"] > 0
     report = json.loads((tmp / "main" / "report-seeds" / "metrics.json").read_text())

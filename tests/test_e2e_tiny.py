@@ -49,10 +49,23 @@ PREPARE = ("USERS=12", "DAYS=5", "HISTORY_LEN=5", "TRAIN_CAP=40", "VALID_CAP=6",
            "EPS=0.2", "SEED=7")
 
 
+# (make's arguments, the stages it ran, the paths under the run dir it created, changed or removed)
+WRITES: list[tuple[tuple[str, ...], list[str], list[str]]] = []
+
+
+def _snapshot(run_dir: Path) -> dict[str, tuple[int, int, int]]:
+    files = [p for p in run_dir.rglob("*") if not p.is_dir() or p.is_symlink()] if run_dir.exists() else []
+    return {str(p.relative_to(run_dir)): (p.lstat().st_size, p.lstat().st_mtime_ns, p.lstat().st_ino) for p in files}
+
+
 def _make(run_dir: Path, base: Path | None, *args: str, log: Path) -> str:
-    return _run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), *args, f"MODEL={RECIPE_FOLDER}",
-                 f"RUN_DIR={run_dir}", *([f"BASE_MODEL={base}"] if base else []),
-                 f"VENV={Path(sys.executable).parents[1]}"], log)
+    before = _snapshot(run_dir)
+    out = _run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), *args, f"MODEL={RECIPE_FOLDER}",
+                f"RUN_DIR={run_dir}", *([f"BASE_MODEL={base}"] if base else []),
+                f"VENV={Path(sys.executable).parents[1]}"], log)
+    after = _snapshot(run_dir)
+    WRITES.append((args, _ran(out), sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))))
+    return out
 
 
 def _ran(log: str) -> list[str]:
@@ -106,6 +119,11 @@ def _invalidation(finished_run: Path, base: Path, tmp: Path, logs: Path) -> dict
     prepare = [v if not v.startswith("EPS=") else "EPS=0.4" for v in PREPARE]
     ran["eps_prepare"] = _ran(_make(run_dir, None, "prepare", *prepare, log=logs / "inv-eps-prepare.log"))
     ran["eps"] = _ran(_make(run_dir, base, "b-tune", f"F={F - 1}", f"RECIPES={recipes}", log=logs / "inv-eps.log"))
+    # the token check switched on later (as if SKIP_TOKEN_CHECK=1 had been set until now)
+    shutil.rmtree(run_dir / "token_check")
+    (run_dir / "token_check.stamp.json").unlink()
+    ran["token_check_on"] = _ran(_make(run_dir, base, "b-tune", f"F={F - 1}", f"RECIPES={recipes}",
+                                       log=logs / "inv-token-check.log"))
     return ran
 
 
@@ -143,7 +161,7 @@ def chain(tmp_path_factory):
 
     # Negative control: DPO on base + the A-tune adapter (not merged): the reference is then the base model.
     _run([str(LF_CLI), "train", str(ROOT / "recipes/tiny/btune_lora_dpo.yaml"), f"model_name_or_path={base}",
-          f"adapter_name_or_path={atune}", f"dataset_dir={data}", f"output_dir={tmp / 'dpo-unmerged'}",
+          f"adapter_name_or_path={atune}", f"dataset_dir={run_dir / 'selection'}", f"output_dir={tmp / 'dpo-unmerged'}",
           "max_steps=1"], logs / "dpo-unmerged.log")
     # Evaluation: every model of the run, the baselines and the report; then a generated-output evaluation and
     # a rerun of make eval, which must redo no finished prediction and report the generated one beside the rest.
@@ -154,7 +172,7 @@ def chain(tmp_path_factory):
     invalidation = _invalidation(run_dir, base, tmp, logs)
     return {"invalidation": invalidation, "run": run_dir, "base": base, "tmp": tmp, "uninterrupted": uninterrupted,
             "first_ckpt": first_ckpt, "first_mtime": first_mtime, "resume_log": resume_log, "rerun_log": rerun_log,
-            "eval_log": eval_log, "eval_rerun_log": eval_rerun_log}
+            "eval_log": eval_log, "eval_rerun_log": eval_rerun_log, "writes": list(WRITES)}
 
 
 def test_atune_evaluates_each_epoch_and_keeps_the_best(chain):
@@ -202,12 +220,47 @@ def test_changing_eps_reruns_atune_and_everything_after(chain):
                                             "b-tune: train"]
 
 
-def test_token_check_records_the_lengths_in_stats_json(chain):
-    lengths = json.loads((chain["run"] / "data" / "stats.json").read_text())["token_lengths"]
+def test_switching_the_token_check_on_later_retrains_nothing(chain):
+    assert chain["invalidation"]["token_check_on"] == ["token check"]
+
+
+def test_token_check_records_the_lengths_in_its_own_folder(chain):
+    lengths = json.loads((chain["run"] / "token_check" / "token_lengths.json").read_text())
     assert lengths["fits"] and lengths["cutoff_len"] > lengths["max_prompt_plus_longest_candidate"] > 0
     train = lengths["splits"]["train_all"]
     assert 0 < train["min"] <= train["median"] <= train["p99"] <= train["max"]
-    assert not (chain["run"] / "data" / "token_lengths.json").exists()
+    assert "token_lengths" not in json.loads((chain["run"] / "data" / "stats.json").read_text())
+
+
+# What each stage may write under the run dir: its output folder and its stamp (the runner adds .pipeline/).
+OWNED = {"prepare": ["data", ".data.prepare"], "token check": ["token_check"], "a-tune: train": ["atune"],
+         "a-tune: merge": ["pi_ref"], "score": ["scores"], "select": ["selection"], "b-tune: train": ["btune"],
+         "export-final": ["final"]}
+
+
+def _owned(stage: str) -> list[str]:
+    """A stage's own outputs (an unknown stage name fails the test: the check never passes by default)."""
+    if stage.startswith("eval "):
+        return [f"eval/{stage[5:]}"]
+    if stage.startswith("report "):
+        return [stage[7:]]
+    return OWNED[stage]
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith((f"{root}/", f"{root}.stamp.json", f"{root}-", f"{root}.lock"))
+
+
+def test_every_stage_writes_only_under_its_own_outputs(chain):
+    stages = set()
+    for args, ran, changed in chain["writes"]:
+        roots = [".pipeline", *(root for stage in ran for root in _owned(stage))]
+        assert [p for p in changed if not any(_under(p, r) for r in roots)] == [], (args, ran)
+        if "prepare" not in ran:  # data/ never changes after prepare (select and the token check only read it)
+            assert [p for p in changed if _under(p, "data")] == [], (args, ran)
+        stages |= set(ran)
+    assert {"prepare", "token check", "a-tune: train", "a-tune: merge", "score", "select", "b-tune: train",
+            "export-final", "eval zero-shot", "report report"} <= stages
 
 
 def test_pi_ref_differs_from_base(chain):
@@ -215,8 +268,13 @@ def test_pi_ref_differs_from_base(chain):
 
 
 def test_selection_wrote_pairs(chain):
-    pairs = [json.loads(line) for line in (chain["run"] / "data" / "dpo_pairs.jsonl").read_text().splitlines()]
+    selection = chain["run"] / "selection"
+    pairs = [json.loads(line) for line in (selection / "dpo_pairs.jsonl").read_text().splitlines()]
     assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
+    info = json.loads((selection / "dataset_info.json").read_text())  # B-tune's dataset_dir: these two only
+    assert {k: v["file_name"] for k, v in info.items()} == {"behavior_dpo_pairs": "dpo_pairs.jsonl",
+                                                           "behavior_selected_sft": "selected_sft.jsonl"}
+    assert not (chain["run"] / "data" / "dpo_pairs.jsonl").exists()
 
 
 def test_dpo_reference_is_pi_ref(chain):

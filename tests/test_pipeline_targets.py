@@ -161,7 +161,8 @@ def test_ablations_that_change_only_btuning_reuse_the_runs_pi_ref_and_scores(tmp
     _prepared(run)
     out = _dry(run, "ablation-wo-dds", f"BASE_MODEL={tmp_path}/base")
     (select,) = [line for line in _lines(out, "-m selection select") if "ablations" in line]
-    assert f"--scores {run}/scores " in select and f"--dataset-dir {run}/ablations/wo_dds/data " in select
+    assert f"--scores {run}/scores " in select and f"--dataset-dir {run}/data " in select
+    assert f"--out {run}/ablations/wo_dds/selection" in select
     assert "--mode uniform" in select
     assert len(_lines(out, "output_dir=" + str(run / "atune"))) == 1  # the run's own A-tune, listed once
     out = _dry(run, "ablation-wo-aux", f"BASE_MODEL={tmp_path}/base", "ATUNE_ARGS=num_train_epochs=1")
@@ -202,14 +203,17 @@ def test_sweep_anchor_changes_the_anchor_threshold(tmp_path):
 def test_repeats_train_each_seed_on_the_shared_data(tmp_path):
     run = tmp_path / "run"
     out = _dry(run, "repeats", "SEEDS=1 2", "ARGS=num_train_epochs=1")
-    assert len(_lines(out, "-m data_prep prepare")) == 1  # this run's data, once, linked into each seed run
+    assert len(_lines(out, "-m data_prep prepare")) == 1  # this run's data, once, read by each seed run
+    assert "would link" not in out and len(_lines(out, "-m selection token-lengths")) <= 1
     for seed in ("1", "2"):
         sub = f"{run}-seed{seed}"
-        assert _lines(out, f"would link: {sub}/data/* -> {run}/data/*")
         train = [t for t in _lines(out, "llamafactory-cli train") if f"output_dir={sub}/" in t]
         assert len(train) == 2 and all(t.endswith(f"seed={seed} num_train_epochs=1") for t in train)
         (select,) = _lines(out, f"--scores {sub}/scores")
-        assert f"--seed {seed}" in select and f"--dataset-dir {sub}/data" in select
+        assert f"--seed {seed}" in select and f"--dataset-dir {run}/data " in select
+        assert select.endswith(f"--out {sub}/selection")
+        assert any(f"dataset_dir={run}/data " in t for t in train)           # A-tune on the run's data
+        assert any(f"dataset_dir={sub}/selection " in t for t in train)      # B-tune on its own selection
         assert any(f"--out {sub}/eval/zero-shot" in p for p in _lines(out, "-m evaluation predict"))
 
 
@@ -266,30 +270,43 @@ def test_predict_serve_and_sasrec_use_the_runs_layout_and_recipe(tmp_path):
     assert proc.returncode != 0 and "usage: make predict" in proc.stderr
 
 
-def test_token_lengths_in_stats_json_change_no_digest(tmp_path):
-    """The token check adds a section to prepare's stats.json; what a stage reads from it is unchanged, so its
-    digest is too (switching the check on must not retrain A-tune), while any other change is seen."""
-    import json
+def test_token_check_and_select_write_their_own_folders(tmp_path):
+    """data/ is prepare's alone: the token check writes token_check/, select selection/ (B-tune's dataset_dir),
+    an ablation its own selection/ while reading the run's data/."""
+    run = tmp_path / "run"
+    _prepared(run)
+    (tmp_path / "base").mkdir()
+    out = _dry(run, "b-tune", f"BASE_MODEL={tmp_path}/base")
+    (check,) = _lines(out, "-m selection token-lengths")
+    assert f"--dataset-dir {run}/data " in check and check.endswith(f"--out {run}/token_check/token_lengths.json")
+    (select,) = _lines(out, "-m selection select")
+    assert f"--dataset-dir {run}/data " in select and select.endswith(f"--out {run}/selection")
+    (train,) = _lines(out, f"output_dir={run}/btune")
+    assert f"dataset_dir={run}/selection " in train
+    out = _dry(run, "ablation-wo-dpo", f"BASE_MODEL={tmp_path}/base")
+    (select,) = [line for line in _lines(out, "-m selection select") if "ablations" in line]
+    assert f"--dataset-dir {run}/data " in select and select.endswith(f"--out {run}/ablations/wo_dpo/selection")
+    (train,) = _lines(out, f"output_dir={run}/ablations/wo_dpo/btune")
+    assert f"dataset_dir={run}/ablations/wo_dpo/selection " in train and "wo_dpo_lora_sft.yaml" in train
+    assert len(_lines(out, "-m selection token-lengths")) == 1  # the run's data, checked once
+    assert not (run / "ablations").exists() and sorted(p.name for p in run.iterdir()) == ["data"]
 
-    from pipeline.stamps import file_digest
-    from selection.budget import record_in_stats
 
-    stats = {"behaviors": [{"name": "Music", "label_id": 0}, {"name": "Café", "label_id": 1}], "samples": {"x": 3}}
-    path = tmp_path / "stats.json"
-    path.write_text(json.dumps(stats, ensure_ascii=False), encoding="utf-8")
-    before = file_digest(path)
-    record_in_stats(tmp_path, {"fits": True, "cutoff_len": 2048})
-    written = json.loads(path.read_text(encoding="utf-8"))
-    assert written == {**stats, "token_lengths": {"fits": True, "cutoff_len": 2048}}
-    assert file_digest(path) == before
-    record_in_stats(tmp_path, {"fits": False, "cutoff_len": 100})  # a rerun replaces the section
-    assert json.loads(path.read_text(encoding="utf-8"))["token_lengths"]["cutoff_len"] == 100
-    assert file_digest(path) == before
-    stats["behaviors"][1]["name"] = "Cafe"
-    path.write_text(json.dumps(stats), encoding="utf-8")
-    assert file_digest(path) != before
-    other = tmp_path / "meta.json"  # any other file: its bytes
-    other.write_text('{"token_lengths": 1}')
-    digest = file_digest(other)
-    other.write_text('{"token_lengths": 2}')
-    assert file_digest(other) != digest
+def test_a_run_of_the_older_layout_is_refused_with_what_to_rerun(tmp_path):
+    run = tmp_path / "run"
+    data = _prepared(run)
+    (data / "dpo_pairs.jsonl").write_text("{}\n")
+    proc = _pipeline(run, "b-tune")
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
+        f"error: {data} was made by an older layout (select wrote into data/): rerun make prepare"]
+    (data / "dpo_pairs.jsonl").unlink()
+    (data / "stats.json").write_text('{"token_lengths": {"fits": true}}')
+    proc = _pipeline(run, "eval")
+    assert proc.returncode != 0 and "older layout" in proc.stderr and "rerun make prepare" in proc.stderr
+    (data / "stats.json").write_text("{}")
+    linked = run / "ablations" / "wo_dds" / "data"
+    linked.mkdir(parents=True)
+    (linked / "stats.json").symlink_to(data / "stats.json")
+    proc = _pipeline(run, "ablation-wo-dds")
+    assert proc.returncode != 0 and f"remove {run / 'ablations'}" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

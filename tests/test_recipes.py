@@ -67,7 +67,9 @@ def test_parser_rejects_a_typo(tmp_path):
 
 @pytest.mark.parametrize("path", RECIPE_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_recipe_datasets_and_deepspeed_exist(path):
-    names = set(json.loads((ROOT / "dataset_info.json").read_text()))
+    from selection.pairs import DATASET_INFO  # select's folder registers its own two datasets
+
+    names = set(json.loads((ROOT / "dataset_info.json").read_text())) | set(DATASET_INFO)
     args = load(path)
     for key in ("dataset", "eval_dataset"):
         for name in filter(None, str(args.get(key) or "").split(",")):

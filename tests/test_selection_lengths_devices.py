@@ -169,18 +169,20 @@ def test_token_lengths_cli_stops_with_the_cutoff_to_set(tokenizer_template, tmp_
     rows = records(50, seed=9)
     data, model = budget_dir(tmp_path, tokenizer_template[0], {"train_all": rows, "test_p1": rows[:10]})
     args = ["token-lengths", "--dataset-dir", str(data), "--model", str(model), "--template", "smollm2"]
-    assert selection_cli([*args, "--cutoff-len", "100000", "--out", str(tmp_path / "tl.json")]) == 0
-    report = json.loads((data / "stats.json").read_text())["token_lengths"]  # issue 9.1: in stats.json
-    assert report == json.loads((tmp_path / "tl.json").read_text())
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    out = tmp_path / "token_check" / "token_lengths.json"
+    assert selection_cli([*args, "--cutoff-len", "100000", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before  # the dataset dir is only read
     assert set(report["splits"]) == {"train_all", "test_p1"}
     assert report["cutoff_len"] == 100000 and report["splits"]["train_all"]["samples"] == len(rows)
     longest = report["max_prompt_plus_longest_candidate"]
     assert report["fits"] and "every sample fits cutoff_len=100000" in capsys.readouterr().out
-    assert selection_cli([*args, "--cutoff-len", str(longest - 1)]) == 2
+    assert selection_cli([*args, "--cutoff-len", str(longest - 1), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"(longest {longest} tokens)" in err and f"cutoff_len: {longest} (or more)" in err
-    stats = json.loads((data / "stats.json").read_text())  # the failing verdict is recorded too
-    assert stats["token_lengths"]["fits"] is False and stats["behaviors"][0]["name"] == BEHAVIORS[0]
+    assert json.loads(out.read_text())["fits"] is False  # the failing verdict is recorded too
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
     assert selection_cli([*args, "--cutoff-len", str(longest)]) == 0
 
 

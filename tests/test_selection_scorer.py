@@ -253,14 +253,24 @@ def test_cli_score_select_writes_llamafactory_datasets(tiny_model, dataset_dir, 
         )
         == 0
     )
-    assert cli(["select", "--scores", str(scores), "--dataset-dir", str(data_dir), "--F", "2"]) == 0
-    pairs = _jsonl(data_dir / "dpo_pairs.jsonl")
-    sft = _jsonl(data_dir / "selected_sft.jsonl")
-    report = json.loads((data_dir / "selection_report.json").read_text(encoding="utf-8"))
+    selected = tmp_path / "selection"
+    before = {p.name: p.read_bytes() for p in data_dir.iterdir()}
+    with pytest.raises(SystemExit):  # --out is required
+        cli(["select", "--scores", str(scores), "--dataset-dir", str(data_dir), "--F", "2"])
+    assert cli(["select", "--scores", str(scores), "--dataset-dir", str(data_dir), "--F", "2", "--out",
+                str(data_dir)]) == 2  # never into the prepared data
+    assert cli(["select", "--scores", str(scores), "--dataset-dir", str(data_dir), "--F", "2", "--out",
+                str(selected)]) == 0
+    assert {p.name: p.read_bytes() for p in data_dir.iterdir()} == before  # the prepared data is only read
+    assert json.loads((selected / "dataset_info.json").read_text()).keys() == {"behavior_dpo_pairs",
+                                                                              "behavior_selected_sft"}
+    pairs = _jsonl(selected / "dpo_pairs.jsonl")
+    sft = _jsonl(selected / "selected_sft.jsonl")
+    report = json.loads((selected / "selection_report.json").read_text(encoding="utf-8"))
     # pool: min(4, n) per behavior of (6,5,3,2,1,2,3); F=2 -> (2,2,2,2,1,2,2)
     assert report["pool_size"] == 4 + 4 + 3 + 2 + 1 + 2 + 3 and len(pairs) == len(sft) == 13
     assert [b["pairs"] for b in report["per_behavior"]] == [2, 2, 2, 2, 1, 2, 2]
-    assert all(p["chosen"] != p["rejected"] for p in pairs) and (data_dir / "selection_report.md").exists()
+    assert all(p["chosen"] != p["rejected"] for p in pairs) and (selected / "selection_report.md").exists()
     prepared = _jsonl(data_dir / "train_all.jsonl")
     assert all(
         {k: p[k] for k in ("system", "instruction", "input")}
@@ -273,8 +283,8 @@ def test_cli_score_select_writes_llamafactory_datasets(tiny_model, dataset_dir, 
     from llamafactory.data.parser import get_dataset_list
     from llamafactory.hparams import DataArguments
 
-    args = DataArguments(template="smollm2", dataset_dir=str(data_dir))
-    attr_pairs, attr_sft = get_dataset_list(["behavior_dpo_pairs", "behavior_selected_sft"], str(data_dir))
+    args = DataArguments(template="smollm2", dataset_dir=str(selected))
+    attr_pairs, attr_sft = get_dataset_list(["behavior_dpo_pairs", "behavior_selected_sft"], str(selected))
     converted = get_dataset_converter("alpaca", attr_pairs, args)(pairs[0])
     assert [m["content"] for m in converted["_response"]] == [pairs[0]["chosen"], pairs[0]["rejected"]]
     assert converted["_prompt"][0]["content"] == pairs[0]["instruction"] and converted["_system"] == SYSTEM
@@ -312,13 +322,14 @@ def test_clear_errors(tiny_model, dataset_dir, tmp_path, capsys):
         cli(["select", "--scores", str(tmp_path), "--dataset-dir", str(dataset_dir), "--F", "0"])
 
 
-def test_rendering_matches_llamafactory_dpo_preprocessing(loaded, dataset_dir):
+def test_rendering_matches_llamafactory_dpo_preprocessing(loaded, dataset_dir, tmp_path):
     """The scored (prompt, answer) ids are exactly what LLaMA-Factory's DPO processor trains on."""
     from llamafactory.data.converter import get_dataset_converter
     from llamafactory.data.parser import get_dataset_list
     from llamafactory.data.processor import PairwiseDatasetProcessor
     from llamafactory.hparams import DataArguments
 
+    from selection.pairs import DATASET_INFO
     from selection.rendering import encode_pair
 
     _, tokenizer, template = loaded
@@ -327,7 +338,8 @@ def test_rendering_matches_llamafactory_dpo_preprocessing(loaded, dataset_dir):
     pair = {k: record[k] for k in ("system", "instruction", "input")}
     pair.update(chosen=data.candidates[2], rejected=data.candidates[3])
     args = DataArguments(template="smollm2", dataset_dir=str(dataset_dir), cutoff_len=4096)
-    (attr,) = get_dataset_list(["behavior_dpo_pairs"], str(dataset_dir))
+    (tmp_path / "dataset_info.json").write_text(json.dumps(DATASET_INFO))  # select's folder registers the pairs
+    (attr,) = get_dataset_list(["behavior_dpo_pairs"], str(tmp_path))
     example = get_dataset_converter("alpaca", attr, args)(pair)
     batch = PairwiseDatasetProcessor(template=template, tokenizer=tokenizer, processor=None, data_args=args)
     out = batch.preprocess_dataset({k: [v] for k, v in example.items()})

@@ -99,6 +99,7 @@ class PredictOut(BaseModel):
     instruction_template: str
     model: str
     run: str
+    temperature: float = Field(description="T the log-probabilities were divided by before the softmax (1: none)")
     warning: str | None = None
 
 
@@ -155,6 +156,9 @@ def _errors(*codes: int) -> dict:
     words = {401: "no or a wrong Authorization: Bearer <API_KEY>", 413: "request body over the server's limit",
              422: "invalid request: the field is named"}
     return {code: {"model": ErrorOut, "description": words[code]} for code in codes}
+
+
+MAX_BATCH_ITEMS = 256   # users per /v1/predict/batch request: larger batches belong to `make predict`
 
 
 @dataclass
@@ -321,7 +325,7 @@ def create_app(predictor, settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/predict/batch", response_model=BatchOut, response_model_exclude_none=True, dependencies=deps,
               responses=responses(413, 422))
-    async def predict_batch(reqs: list[PredictIn]):
+    async def predict_batch(reqs: Annotated[list[PredictIn], Field(max_length=MAX_BATCH_ITEMS)]):
         lines, error = await predict_many(reqs, [f"[{i}]." for i in range(len(reqs))])
         return error or {"predictions": lines}
 

@@ -309,6 +309,13 @@ def test_http_unknown_behavior_lists_closest_names(server, samples):
     assert r.status_code == 422
 
 
+def test_http_batch_has_a_size_limit(server, samples):
+    from serving.app import MAX_BATCH_ITEMS
+
+    body = server["client"].get("/openapi.json").json()["paths"]["/v1/predict/batch"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"]["maxItems"] == MAX_BATCH_ITEMS
+
+
 def test_http_short_history_says_so(server, samples):
     req = _request(samples[0])
     req["events"] = req["events"][-1:]

@@ -20,8 +20,8 @@ TRAIN_FILES = [p for p in RECIPE_FILES if p.name != "merge_lora.yaml"]
 PAPER_FLOOR = 1e-6  # paper 4.1: warm-up from 1e-6, cosine down to 1e-6
 EXPECTED_FILES = {"atune_lora_sft.yaml", "merge_lora.yaml", "btune_lora_dpo.yaml", "full_lora_sft.yaml",
                   "wo_dpo_lora_sft.yaml", "reverse_lora_sft.yaml"}
-EXPECTED_TEMPLATES = {"llama3.1-8b-instruct": "llama3", "qwen2.5-1.5b-instruct": "qwen",
-                      "smollm2-135m-instruct": "smollm2", "tiny": "smollm2"}
+EXPECTED_TEMPLATES = {"llama3.1-8b-instruct": "llama3", "llama3.1-70b-instruct": "llama3",
+                      "qwen2.5-1.5b-instruct": "qwen", "smollm2-135m-instruct": "smollm2", "tiny": "smollm2"}
 PAPER = RECIPES / "llama3.1-8b-instruct"
 
 
@@ -285,3 +285,18 @@ def test_recipes_fit_many_behavior_prompts(path):
     SmolLM2 tokenizer: 1,243 tokens; aux with the tiny model's 1k-vocabulary tokenizer: 1,925) is not cut."""
     longest = 1925 if path.parent.name == "tiny" else 1243
     assert load(path)["cutoff_len"] > longest
+
+
+def test_70b_recipes_shard_the_weights_and_recompute_activations():
+    """Llama-3.1-70B on 8 x A100-80GB: ZeRO-3 for every training recipe (141 GB of bf16 weights cannot sit
+    whole on one GPU, as ZeRO-2 would keep them) and gradient checkpointing on (see the memory arithmetic)."""
+    folder = RECIPES / "llama3.1-70b-instruct"
+    for path in sorted(folder.glob("*_lora_*.yaml")):
+        recipe = load(path)
+        assert recipe["deepspeed"].endswith("ds_z3_config.json"), path.name
+        assert not recipe.get("disable_gradient_checkpointing", False), path.name
+    eight_b = load(RECIPES / "llama3.1-8b-instruct" / "atune_lora_sft.yaml")
+    seventy_b = load(folder / "atune_lora_sft.yaml")
+    changed = {k for k in eight_b.keys() | seventy_b.keys() if eight_b.get(k) != seventy_b.get(k)}
+    assert changed == {"model_name_or_path", "deepspeed", "disable_gradient_checkpointing"}
+    assert json.loads((RECIPES / "deepspeed" / "ds_z3_config.json").read_text())["zero_optimization"]["stage"] == 3

@@ -34,6 +34,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=8, help="prompts per forward pass")
     p.add_argument("--device", help="e.g. cpu, cuda:0 (default: cuda when available)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default bf16 on GPU, fp32 on CPU")
+    p.add_argument("--no-temperature", action="store_true",
+                   help="serve the raw probabilities (T = 1) instead of dividing the log-probabilities by the "
+                        "T of <run-dir>/eval/behaviorlm/temperature.json")
 
 
 def _add_prediction_args(p: argparse.ArgumentParser) -> None:
@@ -156,7 +159,10 @@ def _template_eval(args, run) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run = load_run(args.run_dir, args.template, args.model, args.adapter, args.data_dir)
+        run = load_run(args.run_dir, args.template, args.model, args.adapter, args.data_dir,
+                       temperature=not args.no_temperature)
+        print(f"temperature {run.temperature:g}" + (f" ({run.temperature_from})" if run.temperature_from else ""),
+              file=sys.stderr)
         handler = {"predict": _predict, "serve": _serve, "template-eval": _template_eval}[args.command]
         return handler(args, run)
     except (ServingError, PrepareError, FileNotFoundError, ValueError, RuntimeError, OSError) as err:

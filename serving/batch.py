@@ -8,9 +8,10 @@ are those of `make prepare`):
   weekday and hour come from the timestamp, as in training).
 Output, one line per user (sorted by user_id), never a skipped user:
 ``{"user_id", "context": {"timestamp", "weekday", "hour", "place"}, "top": [{"behavior", "p"}, ...],
-"history_len", "instruction_template", "model", "run"}`` plus ``"warning"`` for a history shorter than L,
-or ``{"user_id", "error", "model", "run"}`` when the user cannot be predicted (an unknown behavior, no
-events, no or several next rows, a prompt over --cutoff-len).
+"history_len", "instruction_template", "model", "run", "temperature"}`` plus ``"warning"`` for a history shorter
+than L, or ``{"user_id", "error", "model", "run", "temperature"}`` when the user cannot be predicted (an unknown
+behavior, no events, no or several next rows, a prompt over --cutoff-len). ``temperature``: the T the
+probabilities were scaled with (``serving.run``).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from serving.predictor import Predictor, local_iso, result_line
+from serving.predictor import Predictor, error_line, local_iso, result_line
 from serving.prompting import Event, Query
 from serving.queries import BehaviorNames, FieldError, make_query
 from serving.run import RunInfo, ServingError
@@ -117,7 +118,7 @@ def predict_files(predictor: Predictor, events: str, next_path: str, out: str, o
             bar.update(min(CHUNK, len(queries) - lo))
     lines = {p.query.user_id: result_line(p, run) for p in preds}
     for uid, message in errors.items():
-        lines[uid] = {"user_id": uid, "error": message, "model": run.model_name, "run": run.run_name}
+        lines[uid] = error_line(uid, message, run)
     write_jsonl(Path(out), (lines[uid] for uid in sorted(lines)))
     counts = {"users": len(lines), "predicted": sum("top" in v for v in lines.values()),
               "errors": sum("error" in v for v in lines.values()),

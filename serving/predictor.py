@@ -1,8 +1,8 @@
 """The model side of predict and serve: one cached-prefix candidate scorer, loaded once, scoring queries.
 
 p(c | x) over the run's behaviors is the softmax of the candidates' sequence log-probabilities (the
-scorer's p(y|x), paper 3.3); in "mean" mode each candidate's log-probability is first averaged over the
-three instruction templates.
+scorer's p(y|x), paper 3.3), divided by the run's temperature T first (``RunInfo.temperature``); in "mean"
+mode each candidate's log-probability is first averaged over the three instruction templates.
 """
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ class Prediction:
     error: str | None = None
 
 
-def softmax(logprobs: np.ndarray) -> np.ndarray:
-    z = np.asarray(logprobs, dtype=np.float64)
+def softmax(logprobs: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """softmax(logprobs / T) in float64."""
+    z = np.asarray(logprobs, dtype=np.float64) / temperature
     z = np.exp(z - z.max())
     return z / z.sum()
 
@@ -73,7 +74,7 @@ class Predictor:
             lp = self.logprobs(records)
             owner = np.asarray(owner)
             for i in np.unique(owner).tolist():
-                out[i].probs = softmax(lp[owner == i].mean(axis=0))
+                out[i].probs = softmax(lp[owner == i].mean(axis=0), self.run.temperature)
                 out[i].top = top_k_of(out[i].probs, self.run.behaviors, queries[i].top_k)
         return out
 
@@ -83,15 +84,21 @@ def local_iso(time: int) -> str:
     return datetime.fromtimestamp(int(time), tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+def error_line(user_id: str | None, error: str, run: RunInfo) -> dict:
+    """The JSON of a user that could not be predicted."""
+    return {"user_id": user_id, "error": error, "model": run.model_name, "run": run.run_name,
+            "temperature": run.temperature}
+
+
 def result_line(pred: Prediction, run: RunInfo) -> dict:
     """The JSON of one prediction (a predict output line, a /v1/predict response): the top behaviors with
     their probabilities, the context they are for, and the model and run they came from."""
     q = pred.query
     if pred.error:
-        return {"user_id": q.user_id, "error": pred.error, "model": run.model_name, "run": run.run_name}
+        return error_line(q.user_id, pred.error, run)
     line = {"user_id": q.user_id, "context": {"timestamp": local_iso(q.next_time), **q.context}, "top": pred.top,
             "history_len": len(q.history), "instruction_template": q.mode, "model": run.model_name,
-            "run": run.run_name}
+            "run": run.run_name, "temperature": run.temperature}
     if q.warning:
         line["warning"] = q.warning
     return line

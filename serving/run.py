@@ -4,6 +4,10 @@ Run layout (README): ``<run>/data/stats.json`` (behaviors in candidate order and
 length L and system prompt included), the merged final model ``<run>/final`` or, before export, the merged
 reference ``<run>/pi_ref`` with the DPO adapter ``<run>/btune``. The chat template is not stored in the run:
 it comes from the recipe (``recipes/<MODEL>/atune_lora_sft.yaml``, key ``template``) and is passed in.
+
+Temperature: the run's model (final/, or pi_ref/ + btune/, both the model `make eval` evaluates as
+``behaviorlm``) is served with the T of ``<run>/eval/behaviorlm/temperature.json`` (``evaluation.temperature``);
+T = 1 when that file does not exist, when --model names another model, or with --no-temperature.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ class RunInfo:
     model_path: Path
     adapter_path: Path | None
     template: str                 # LLaMA-Factory chat template name, from the recipe
+    temperature: float = 1.0      # log-probabilities are divided by it before the softmax
+    temperature_from: str | None = None   # the temperature.json it came from (None: T = 1)
 
     @property
     def run_name(self) -> str:
@@ -83,9 +89,26 @@ def _adapter(adapter: str | None) -> Path | None:
     return path
 
 
+SERVED_EVAL = "behaviorlm"   # the eval name of the run's own model (pipeline: eval_all)
+
+
+def served_temperature(run_dir: Path, own_model: bool, enabled: bool = True) -> tuple[float, str | None]:
+    """(T, file) for the served model: eval/behaviorlm/temperature.json of the run's own model, else (1, None)."""
+    from evaluation.temperature import FILENAME, load_temperature
+
+    if not (enabled and own_model):
+        return 1.0, None
+    folder = run_dir / "eval" / SERVED_EVAL
+    try:
+        t = load_temperature(folder)
+    except ValueError as err:
+        raise ServingError(str(err)) from None
+    return (1.0, None) if t is None else (t, str(folder / FILENAME))
+
+
 def load_run(run_dir: str | Path, template: str, model: str | None = None, adapter: str | None = None,
-             data_dir: str | Path | None = None) -> RunInfo:
-    """Read a run dir; errors are one line naming the missing piece."""
+             data_dir: str | Path | None = None, temperature: bool = True) -> RunInfo:
+    """Read a run dir; errors are one line naming the missing piece. temperature=False serves T = 1."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ServingError(f"--run-dir {run_dir}: no such directory")
@@ -104,7 +127,9 @@ def load_run(run_dir: str | Path, template: str, model: str | None = None, adapt
     if len(behaviors) < 2:
         raise ServingError(f"{stats_path}: needs at least two behaviors, found {len(behaviors)}")
     model_path, adapter_path = resolve_model(run_dir, model, adapter)
-    return RunInfo(run_dir, stats, behaviors, history_len, system_prompt, model_path, adapter_path, template)
+    t, t_from = served_temperature(run_dir, own_model=model is None, enabled=temperature)
+    return RunInfo(run_dir, stats, behaviors, history_len, system_prompt, model_path, adapter_path, template, t,
+                   t_from)
 
 
 def template_from_recipe(recipe: str | Path) -> str:

@@ -1,0 +1,141 @@
+"""predict and serve apply the run's temperature (eval/behaviorlm/temperature.json, written by `make eval`'s
+predict): their probabilities equal softmax(eval log-probs / T) for the same sample, and say which T."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from serving_helpers import L, build_tiny_run
+
+from evaluation.__main__ import main as evaluation_main
+from evaluation.temperature import scale
+from serving.__main__ import main as serving_main
+from serving.app import Settings, create_app
+from serving.predictor import Predictor, local_iso
+from serving.prompting import Query
+from serving.run import load_run
+from serving.upstream import load_events
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny run, evaluated as make eval does (test_p2 only), its temperature fitted on valid."""
+    built = build_tiny_run(tmp_path_factory.mktemp("serving_t"))
+    out = built["run"] / "eval" / "behaviorlm"
+    assert evaluation_main(["predict", "--model", str(built["run"] / "final"), "--template", "smollm2",
+                            "--dataset-dir", str(built["data"]), "--dataset", "test_p2", "--out", str(out),
+                            "--device", "cpu", "--calib-samples", "16", "--calib-seed", "1"]) == 0
+    record = json.loads((out / "temperature.json").read_text())
+    return {**built, "rows": _jsonl(out / "test_p2.predictions.jsonl"), "T": record["temperature"],
+            "record": record}
+
+
+@pytest.fixture(scope="module")
+def samples(tiny_run):
+    """test_p2 samples with their raw events (as in test_serving.py)."""
+    data = tiny_run["data"]
+    table = load_events(tiny_run["events"])
+    offsets = table.user_offsets()
+    out = []
+    for meta in _jsonl(data / "test_p2.meta.jsonl"):
+        uid, pos = meta["sample_id"].rsplit("#", 1)
+        target = int(offsets[table.user_ids.index(uid)]) + int(pos)
+        events = [(int(table.time[i]), table.places[table.place[i]], table.behaviors[table.behavior[i]])
+                  for i in range(target - L, target + 1)]
+        out.append({"meta": meta, "history": events[:-1], "next": events[-1]})
+    return out
+
+
+def _expected(row: dict, t: float) -> np.ndarray:
+    return np.exp(scale(np.array(row["logprobs"]), t))
+
+
+def _by_name(top: list[dict]) -> dict[str, float]:
+    return {x["behavior"]: x["p"] for x in top}
+
+
+def test_eval_fits_a_temperature_that_is_not_one(tiny_run):
+    record = tiny_run["record"]
+    assert record["n_samples"] == 16 and record["seed"] == 1 and record["nll_after"] <= record["nll_before"]
+    assert abs(np.log(tiny_run["T"])) > 0.05   # otherwise the comparisons below could not tell T from 1
+
+
+def test_predictor_applies_the_runs_temperature(tiny_run, samples):
+    from serving.prompting import Event
+
+    for enabled, t in ((True, tiny_run["T"]), (False, 1.0)):
+        run = load_run(tiny_run["run"], "smollm2", temperature=enabled)
+        assert run.temperature == pytest.approx(t)
+        predictor = Predictor(run, batch_size=4, device="cpu")
+        queries = [Query(None, [Event(*e) for e in s["history"]], s["next"][0], s["next"][1], 100,
+                         str(s["meta"]["template_id"])) for s in samples]
+        for pred, row in zip(predictor.predict(queries), tiny_run["rows"]):
+            np.testing.assert_allclose(pred.probs, _expected(row, t), atol=1e-4)
+    # another model than the run's own: no eval of it is known, T = 1
+    assert load_run(tiny_run["run"], "smollm2", model=str(tiny_run["run"] / "final")).temperature == 1.0
+
+
+def _inputs(tmp_path, samples) -> tuple[Path, Path]:
+    events, nexts = [], []
+    for i, s in enumerate(samples):
+        events += [{"user_id": f"s{i:03d}", "timestamp": local_iso(t), "place": p, "behavior": b}
+                   for t, p, b in s["history"]]
+        nexts.append(f"s{i:03d},{local_iso(s['next'][0])},{s['next'][1]}\n")
+    ev, nx = tmp_path / "recent.jsonl", tmp_path / "next.csv"
+    ev.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    nx.write_text("user_id,timestamp,place\n" + "".join(nexts), encoding="utf-8")
+    return ev, nx
+
+
+def test_predict_cli_lines_carry_the_temperature(tiny_run, samples, tmp_path):
+    ev, nx = _inputs(tmp_path, samples)
+    template = samples[0]["meta"]["template_id"]
+    for extra, t in (([], tiny_run["T"]), (["--no-temperature"], 1.0)):
+        out = tmp_path / f"pred{len(extra)}.jsonl"
+        assert serving_main(["predict", "--run-dir", str(tiny_run["run"]), "--template", "smollm2", "--events",
+                             str(ev), "--next", str(nx), "--out", str(out), "--top-k", "100", "--device", "cpu",
+                             "--instruction-template", str(template), *extra]) == 0
+        lines = {line["user_id"]: line for line in _jsonl(out)}
+        names = load_run(tiny_run["run"], "smollm2").behaviors
+        for i, (s, row) in enumerate(zip(samples, tiny_run["rows"])):
+            line = lines[f"s{i:03d}"]
+            assert line["temperature"] == pytest.approx(t)
+            if s["meta"]["template_id"] == template:
+                got = _by_name(line["top"])
+                np.testing.assert_allclose([got[n] for n in names], _expected(row, t), atol=1e-4)
+
+
+def test_http_response_carries_the_temperature(tiny_run, samples):
+    import uvicorn
+
+    predictor = Predictor(load_run(tiny_run["run"], "smollm2"), batch_size=4, device="cpu")
+    server = uvicorn.Server(uvicorn.Config(create_app(predictor, Settings(top_k=100)), host="127.0.0.1", port=0,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    s, row = samples[0], tiny_run["rows"][0]
+    body = {"events": [{"timestamp": local_iso(t), "place": p, "behavior": b} for t, p, b in s["history"]],
+            "next": {"timestamp": local_iso(s["next"][0]), "place": s["next"][1]},
+            "instruction_template": str(s["meta"]["template_id"])}
+    try:
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json=body, timeout=60)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["temperature"] == pytest.approx(tiny_run["T"])
+    got = _by_name(r.json()["top"])
+    np.testing.assert_allclose([got[n] for n in predictor.run.behaviors], _expected(row, tiny_run["T"]), atol=1e-4)

@@ -10,10 +10,13 @@ import json
 import shutil
 from pathlib import Path
 
+from data_prep.errors import PrepareError
+from data_prep.sources import is_uri, list_inputs
+
 from . import launch
 from .graph import Stage
 from .layout import Layout, stamp_of
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 # Prepare's variables and the flags they become (values are passed only when set).
 PREPARE_FLAGS = {"HISTORY_LEN": "--history-len", "SEED": "--seed", "TRAIN_CAP": "--train-cap",
@@ -27,10 +30,23 @@ def _abs(value: str) -> str:
     return str(Path(value).expanduser().resolve())
 
 
+def _input_files(spec: str, fmt: str | None) -> list[Path]:
+    """The local files INPUT names (one file, a directory, a glob), whose content decides whether prepare
+    reruns. An object-store URI is not read here: its objects are not hashed, so a changed lake under the same
+    URI needs `make clean-run` or a new RUN."""
+    if is_uri(spec):
+        return []
+    try:
+        return [Path(f.name) for f in list_inputs(spec, fmt)]
+    except PrepareError as err:
+        raise SettingsError(f"INPUT: {err}") from None
+
+
 def _source_args(s: Settings) -> tuple[list[str], list[Path]]:
     """(prepare's source flags, the files whose content they read)."""
     if s["INPUT"]:
-        args, files = ["--input", _abs(s["INPUT"])], [Path(_abs(s["INPUT"]))]
+        spec = s["INPUT"] if is_uri(s["INPUT"]) else _abs(s["INPUT"])
+        args, files = ["--input", spec], _input_files(spec, s["FORMAT"] or None)
         args += [x for name, flag in SOURCE_FLAGS.items() if s[name] for x in (flag, s[name])]
         if s["LABEL_MAP"]:
             args += ["--label-map", _abs(s["LABEL_MAP"])]

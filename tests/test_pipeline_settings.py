@@ -18,3 +18,27 @@ def test_a_terminal_width_in_COLUMNS_is_not_a_column_map():
     assert Settings.from_sources([], {"COLUMNS": "user=uid,time=ts"})["COLUMNS"] == "user=uid,time=ts"
     # given on the command line it is the user's word: passed on (prepare refuses it with one line)
     assert Settings.from_sources(["COLUMNS=80"], {})["COLUMNS"] == "80"
+
+
+def test_prepare_takes_a_lake_directory_and_reruns_when_a_part_changes(tmp_path):
+    from prep_lake import write_lake
+
+    from pipeline.graph import Runner
+    from pipeline.layout import Layout
+    from pipeline.stages import prepare
+
+    _, lake = write_lake(tmp_path, n_users=6, n_days=2)
+    s = Settings({"RUN_DIR": str(tmp_path / "run"), "INPUT": str(lake)})
+    stage = prepare(s, Layout.of(s))
+    parts = sorted(p for p in lake.rglob("part-*") if p.is_file())
+    assert stage.inputs == parts and "--input" in stage.command and str(lake) in stage.command
+    runner = Runner(tmp_path / "digests.json", dry_run=True)
+    before = runner.cache.digests(stage.inputs)
+    parts[0].write_bytes(parts[0].read_bytes() + b"\n")
+    assert runner.cache.digests(stage.inputs) != before
+
+    uri = Settings({"RUN_DIR": str(tmp_path / "run"), "INPUT": "s3://bucket/events/"})
+    assert prepare(uri, Layout.of(uri)).inputs == [] and "s3://bucket/events/" in prepare(uri, Layout.of(uri)).command
+    with pytest.raises(SettingsError, match="INPUT: .*no such file, directory or glob match"):
+        missing = Settings({"RUN_DIR": str(tmp_path / "run"), "INPUT": str(tmp_path / "nowhere")})
+        prepare(missing, Layout.of(missing))

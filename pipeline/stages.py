@@ -160,7 +160,7 @@ def cutoff_len(s: Settings) -> int:
 
 
 def token_check(s: Settings, lay: Layout) -> Stage:
-    """Issue 9.1: every prepared sample, with its longest candidate, fits the recipes' cutoff_len under the
+    """Every prepared sample, with its longest candidate, fits the recipes' cutoff_len under the
     recipe's tokenizer and chat template; otherwise stop before anything trains (SKIP_TOKEN_CHECK=1 skips).
     The lengths go into token_check/token_lengths.json; no later stage reads them, so switching the check on
     retrains nothing."""

@@ -1,6 +1,6 @@
 """The token budget of a prepared run: every split's token lengths under the recipe's tokenizer and chat template.
 
-Issue 9.1: at most 15 s on the 200k + 50k + 50k prepare, where the split files hold 570k records (1 GB of
+Target: at most 15 s on the 200k + 50k + 50k prepare, where the split files hold 570k records (1 GB of
 JSON). Two things make that cost: importing transformers + LLaMA-Factory (~8 s on 2 cores, most of it
 ``AutoTokenizer``'s import of the model registry) and touching every record. So the tokenizer loads in a
 background thread while the main thread reads the files with Arrow (its JSON reader and string kernels
@@ -250,7 +250,7 @@ class _Files:
 
 def split_token_budget(dataset_dir, model_path, template_name: str, cutoff_len: int | None,
                        splits: Sequence[str] = SPLITS) -> dict:
-    """Token lengths of every prepared split under the recipe's tokenizer and chat template (issue 9.1):
+    """Token lengths of every prepared split under the recipe's tokenizer and chat template:
     per split min / median / p99 / max of prompt + answer (what LLaMA-Factory trains on) and the longest
     prompt + longest candidate (what the scorer and DPO see), and the verdict against ``cutoff_len``."""
     from data_prep.prepared import candidate_names, load_stats, resolve_dataset_file

@@ -1,6 +1,6 @@
 """Token lengths of samples exactly as LLaMA-Factory tokenizes them, fast enough for every sample of a run.
 
-Training, scoring and evaluation must see the same tokens (issue 9.1): a sample whose prompt + answer is
+Training, scoring and evaluation must see the same tokens: a sample whose prompt + answer is
 longer than the recipe's ``cutoff_len`` is trained on a truncated prompt (LLaMA-Factory keeps the answer and
 cuts the prompt's end: the answer stem and candidates are lost), while the scorer would see it whole.  We
 REFUSE such samples (``check_cutoff``) rather than truncate them as LLaMA-Factory does: a truncated prompt

@@ -1,5 +1,5 @@
-"""Token lengths as LLaMA-Factory trains them (issue 9.1), --cutoff-len refusal, and no silent CPU fallback
-(issue 10): a tiny BPE tokenizer and random Llama built here, a fake >1B config without weights."""
+"""Token lengths as LLaMA-Factory trains them, --cutoff-len refusal, and no silent CPU fallback: a tiny BPE
+tokenizer and random Llama built here, a fake >1B config without weights."""
 
 import json
 import logging

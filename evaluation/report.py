@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.auxiliary import ratio_line
 from data_prep.outputs import atomic_open
 from data_prep.prepared import load_stats, protocol2_balance_of
 
 from . import metrics as M
+from .figures import plot_long_tail
 from .files import TEST_SPLITS, load_predictions, write_json_atomic, write_text_atomic
 from .paper_tables import TABLE3
 from .temperature import load_temperature
@@ -134,6 +136,8 @@ def render_markdown(report: dict, stats: dict) -> str:
     anchors = [b["name"] for b in stats["behaviors"] if b["is_anchor"]]
     lines += [f"{len(names)} behaviors; groups by training frequency: "
               + ", ".join(f"{g} {len(groups[g])}" for g in M.GROUPS) + f"; anchors {len(anchors)}.", ""]
+    if stats.get("aux"):
+        lines += [f"A-tune's {ratio_line(stats['aux'])}.", ""]
     lines += [("Protocol 1 (test_p1, natural distribution): Prec_w, Rec_w. Protocol 2 (test_p2, "
                f"{protocol2_balance_of(stats)}): Overall, Head, Medium, Tail (mean per-behavior accuracy, "
                "Eq. 7-10) and anchor / tail-behavior accuracy (Fig. 1c). Mean ± std over runs where a model has "
@@ -356,8 +360,8 @@ def plot_confusion(name: str, model: dict, stats: dict, path: Path) -> Path | No
 
 def build_report(dataset_dir: str | os.PathLike, preds: dict[str, list[str]], out_dir: str | os.PathLike,
                  paper_table: str | None = None) -> dict:
-    """Write report.md, metrics.json, per_behavior_accuracy.png, confusion_<model>.png and reliability_<model>.png
-    into out_dir."""
+    """Write report.md, metrics.json, per_behavior_accuracy.png, long_tail.png (+ .md, .json: Fig. 1a),
+    confusion_<model>.png and reliability_<model>.png into out_dir."""
     if not preds:
         raise ValueError("report needs at least one --pred NAME=DIR")
     if paper_table is not None and paper_table not in TABLE3:
@@ -377,6 +381,7 @@ def build_report(dataset_dir: str | os.PathLike, preds: dict[str, list[str]], ou
         report["paper_table"] = {"name": paper_table, "title": title, "rows": rows}
     if plot_per_behavior(report, stats, out_dir / "per_behavior_accuracy.png"):
         report["figures"].append("per_behavior_accuracy.png")
+    report["figures"].append(plot_long_tail(stats, out_dir)[0].name)
     for name, model in report["models"].items():
         filename = f"confusion_{_safe(name)}.png"
         if plot_confusion(name, model, stats, out_dir / filename):

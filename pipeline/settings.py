@@ -65,6 +65,7 @@ VARIABLES: list[Var] = [
         ("HEAD_THRESHOLD", None, "head behaviors (metrics): training frequency above this"),
         ("EPS", None, "auxiliary conversations per anchor sample (eps)"),
         ("AUX", None, "ShareGPT file of auxiliary conversations (default: the shipped set)"),
+        ("AUX_REPEAT", None, "1: repeat auxiliary conversations up to eps x anchor samples when AUX has fewer"),
         ("PREPARE_ARGS", None, "extra flags for python -m data_prep prepare"),
         ("SKIP_TOKEN_CHECK", None, "1: do not refuse prepared samples longer than the recipes' cutoff_len"),
     ]),

@@ -22,7 +22,7 @@ from .settings import Settings, SettingsError
 PREPARE_FLAGS = {"HISTORY_LEN": "--history-len", "SEED": "--seed", "TRAIN_CAP": "--train-cap",
                  "VALID_CAP": "--valid-cap", "TEST_CAP": "--test-cap", "ANCHOR_CAP": "--anchor-cap",
                  "P2_PER_BEHAVIOR": "--p2-per-behavior", "ANCHOR_THRESHOLD": "--anchor-threshold",
-                 "HEAD_THRESHOLD": "--head-threshold", "EPS": "--eps"}
+                 "HEAD_THRESHOLD": "--head-threshold", "EPS": "--eps", "AUX_REPEAT": "--aux-repeat"}
 SOURCE_FLAGS = {"FORMAT": "--format", "COLUMNS": "--columns", "TIMEZONE": "--tz", "TIME_FORMAT": "--time-format"}
 
 

@@ -5,9 +5,12 @@ train: they evaluate the models whose stage has finished and say which ones they
 """
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+
+from data_prep import auxiliary
 
 from . import launch, stages
 from .graph import Runner, Stage
@@ -50,9 +53,20 @@ def token_check(r: Runner, s: Settings, lay: Layout) -> None:
     r.run(stages.token_check(s, lay))
 
 
+def aux_ratio(lay: Layout) -> None:
+    """The auxiliary mixture A-tune trains on (eps asked and achieved), read from the run's stats.json."""
+    try:
+        aux = json.loads((lay.data / "stats.json").read_text(encoding="utf-8")).get("aux")
+    except (OSError, ValueError):
+        return
+    if aux:
+        print(auxiliary.ratio_line(aux))
+
+
 def a_tune(r: Runner, s: Settings, lay: Layout) -> None:
     check_data(r, lay)
     token_check(r, s, lay)
+    aux_ratio(lay)
     r.run(stages.atune_train(s, lay))
     r.run(stages.merge(s, lay))
 

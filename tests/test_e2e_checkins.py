@@ -146,9 +146,10 @@ def test_report_figures_stay_bounded_with_two_hundred_behaviors(chain):
     from evaluation.report import MAX_CHART_INCHES, MAX_CONFUSION_INCHES
 
     figures = json.loads((chain["report"] / "metrics.json").read_text())["figures"]
-    assert set(figures) == {"per_behavior_accuracy.png", *(f"confusion_{m}.png" for m in MODELS)}
+    assert set(figures) == {"per_behavior_accuracy.png", "long_tail.png",
+                            *(f"{kind}_{m}.png" for kind in ("confusion", "reliability") for m in MODELS)}
     for name in figures:
         with Image.open(chain["report"] / name) as image:
             width, height = image.size
-        limit = MAX_CHART_INCHES if name.startswith("per_behavior") else MAX_CONFUSION_INCHES + 1
+        limit = MAX_CHART_INCHES if name.startswith(("per_behavior", "long_tail")) else MAX_CONFUSION_INCHES + 1
         assert max(width, height) <= limit * 110      # dpi of _save_figure

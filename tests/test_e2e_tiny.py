@@ -362,7 +362,8 @@ def test_eval_figures_are_png_files(chain):
 
     out = chain["run"] / "report"
     report = json.loads((out / "metrics.json").read_text())
-    expected = {"per_behavior_accuracy.png"} | {f"confusion_{name}.png" for name in REPORTED}
+    expected = {"per_behavior_accuracy.png", "long_tail.png"} | {f"confusion_{name}.png" for name in REPORTED}
+    expected |= {f"reliability_{name}.png" for name in REPORTED if not name.endswith("-generate")}  # log-probs
     assert set(report["figures"]) == expected
     for name in expected:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

@@ -82,7 +82,10 @@ def test_report_files_table_and_json(setup):
     assert loaded["models"]["good"]["per_behavior_accuracy"]["test_p2"] == {"C": 0.5, "A": 1.0, "D": None, "B": 0.5}
 
     assert sorted(report["figures"]) == ["confusion_gen.png", "confusion_good.png", "confusion_mf.png",
-                                         "per_behavior_accuracy.png"]
+                                         "long_tail.png", "per_behavior_accuracy.png"]
+    long_tail = json.loads((out / "long_tail.json").read_text())   # Fig. 1a's numbers beside its PNG
+    assert [b["behavior"] for b in long_tail["behaviors"]] == report["behaviors"]
+    assert "`long_tail.png`" in md and (out / "long_tail.md").read_text().startswith("4 behaviors")
     for name in report["figures"]:
         raw = (out / name).read_bytes()
         assert raw[:8] == b"\x89PNG\r\n\x1a\n"
@@ -223,3 +226,14 @@ def test_ranking_calibration_temperature_and_reliability(setup, tmp_path):
     assert matplotlib.image.imread(out / "reliability_over.png").shape[0] > 100
     summary = json.loads((out / "metrics.json").read_text())["models"]["over"]["summary"]["test_p2"]
     assert set(M.DISTRIBUTION_METRICS) <= set(summary) and summary["ndcg@5"]["mean"] is not None
+
+
+def test_report_header_states_the_auxiliary_ratio_and_the_remedy(setup):
+    data, preds, out = setup
+    aux = {"eps": 0.1, "requested": 20, "written": 4, "distinct": 4, "repeated": 0, "shortfall": 16, "available": 4,
+           "eps_achieved": 0.02}
+    (data / "stats.json").write_text(json.dumps({**STATS, "aux": aux}))
+    build_report(data, {"good": preds["good"]}, out)
+    header = (out / "report.md").read_text().split("| model |")[0]
+    assert "A-tune's auxiliary conversations: eps 0.1 asked (20), 0.02 achieved (4 written" in header
+    assert "16 short: give AUX= a larger conversation set" in header and "AUX_REPEAT=1" in header

@@ -3,6 +3,7 @@ models and files each one wires together. Nothing is trained or evaluated; predi
 placeholders where a target looks for them, and a dry run writes nothing."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -310,3 +311,22 @@ def test_a_run_of_the_older_layout_is_refused_with_what_to_rerun(tmp_path):
     proc = _pipeline(run, "ablation-wo-dds")
     assert proc.returncode != 0 and f"remove {run / 'ablations'}" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_aux_repeat_reaches_prepare_only_when_set(tmp_path):
+    run = tmp_path / "run"
+    (prepare,) = _lines(_dry(run, "prepare", "AUX_REPEAT=1"), "-m data_prep prepare")
+    assert "--aux-repeat 1" in prepare
+    (prepare,) = _lines(_dry(run, "prepare"), "-m data_prep prepare")
+    assert "--aux-repeat" not in prepare   # unset: prepare's parameters (and stamps) are what they were
+
+
+def test_a_tune_states_the_auxiliary_ratio_before_training(tmp_path):
+    run = tmp_path / "run"
+    aux = {"eps": 0.2, "requested": 8, "written": 3, "distinct": 3, "repeated": 0, "shortfall": 5, "available": 3,
+           "eps_achieved": 0.075}
+    _prepared(run).joinpath("stats.json").write_text(json.dumps({"aux": aux}))
+    out = _dry(run, "a-tune")
+    (line,) = _lines(out, "auxiliary conversations:")
+    assert "eps 0.2 asked (8), 0.075 achieved (3 written" in line and "AUX_REPEAT=1" in line
+    assert out.index(line) < out.index("llamafactory-cli train")

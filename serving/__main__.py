@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", help="column mapping as for prepare, e.g. user=uid,time=ts,place=loc,behavior=act")
     p.add_argument("--time-format", help="strptime format of the timestamps of --events and --next, as for prepare "
                                          "(default: the one prepare used; 'none': ISO-8601 or epoch seconds)")
+    p.add_argument("--buckets", type=_positive_int, default=64,
+                   help="users are split by a hash of user_id into this many resumable parts (PREDICT_BUCKETS)")
+    p.add_argument("--parts", help="folder of the parts, shared by every rank and node (default: <out>.parts)")
 
     s = sub.add_parser("serve", help="HTTP JSON service: /v1/predict, /v1/predict/batch, /v1/behaviors, /healthz")
     _add_model_args(s)
@@ -113,7 +116,8 @@ def _predictor(args, run):
 
 
 def _predict(args, run) -> int:
-    from serving.batch import ReadOptions, predict_files
+    from serving.batch import ReadOptions
+    from serving.parts import predict_parts
 
     tz, columns, label_map = _read_defaults(args, run)
     opts = ReadOptions(fmt=args.format, columns=columns, label_map=label_map, tz=tz,
@@ -121,8 +125,10 @@ def _predict(args, run) -> int:
     for flag, path in (("--events", args.events), ("--next", args.next)):
         if not Path(path).is_file():
             raise ServingError(f"{flag} {path}: no such file")
-    counts = predict_files(_predictor(args, run), args.events, args.next, args.out, opts, args.top_k,
-                           args.instruction_template)
+    counts = predict_parts(run, lambda: _predictor(args, run), args.events, args.next, args.out, opts, args.top_k,
+                           args.instruction_template, args.buckets, args.parts, args.cutoff_len)
+    if counts is None:   # a rank other than 0: its parts are written, rank 0 merges
+        return 0
     print(f"wrote {args.out}: {counts['users']} users, {counts['predicted']} predicted, {counts['errors']} with an "
           f"error, {counts['short_history']} from a history shorter than L={run.history_len}")
     return 0

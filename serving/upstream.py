@@ -6,6 +6,7 @@ function is re-pointed in this one file.
 from __future__ import annotations
 
 from data_prep.config import parse_time_format
+from data_prep.encode import string_dictionary
 from data_prep.events import (
     UNKNOWN_PLACE,
     PrepareError,
@@ -16,7 +17,9 @@ from data_prep.events import (
     parse_times,
     weekday_of,
 )
-from data_prep.outputs import write_json, write_jsonl
+from data_prep.labels import number_text
+from data_prep.options import resolve_columns
+from data_prep.outputs import atomic_open, write_json, write_jsonl
 from data_prep.prompts import (
     TEMPLATES,
     format_candidates,
@@ -24,6 +27,7 @@ from data_prep.prompts import (
     format_next_context,
     render_instruction,
 )
+from data_prep.readers import detect_format, missing_columns_error
 from data_prep.samples import WEEKDAYS
 from data_prep.ties import event_order
 
@@ -33,6 +37,8 @@ __all__ = [
     "WEEKDAYS",
     "PrepareError",
     "all_metrics",
+    "atomic_open",
+    "detect_format",
     "event_order",
     "format_candidates",
     "format_event",
@@ -40,11 +46,15 @@ __all__ = [
     "hour_of",
     "load_events",
     "load_label_map",
+    "missing_columns_error",
     "new_scorer",
+    "number_text",
     "parse_columns_option",
     "parse_time_format",
     "parse_times",
     "render_instruction",
+    "resolve_columns",
+    "string_dictionary",
     "weekday_of",
     "write_json",
     "write_jsonl",

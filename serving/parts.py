@@ -1,0 +1,423 @@
+"""`predict` at any size: users in fixed hash buckets, one resumable part per bucket, ranks under torchrun.
+
+A user's bucket is ``blake2b(user_id) % buckets`` of the user id as prepare reads it (text stripped, 12345.0
+written 12345), so it never depends on the number of ranks. Rank r of WORLD_SIZE (torchrun, on one or
+several nodes sharing the parts folder) predicts the buckets b with ``b % WORLD_SIZE == r`` that have no
+finished part yet. It streams --events and --next once per group of its buckets (Parquet row batches, CSV
+blocks, JSONL lines) and spools each bucket's rows to its own file in the input's format family (Parquet for
+Parquet and CSV/TSV, the raw lines for JSONL), which data_prep's reader then reads with the same columns,
+label map, time zone and time format: memory holds one bucket, not every user.
+
+A bucket's part is ``part-<b>.jsonl`` (its users' output lines, sorted by user_id) and then ``part-<b>.json``
+(its key and counts), both written atomically. A rerun, with any number of ranks, reuses a part whose key
+equals its own (inputs' digest, bucket count, model, temperature, every prediction and read option) and
+predicts it again otherwise. Rank 0 waits for every part, then merges them in user_id order into --out: the
+same bytes whatever the number of ranks.
+
+Timestamp detection (epoch milliseconds, slash dates, the half-bad rule) runs on one bucket's rows, as
+prepare runs it on each file of a directory INPUT.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import heapq
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from serving.batch import CHUNK, ReadOptions, build_queries, read_histories, read_next
+from serving.predictor import error_line, result_line
+from serving.queries import BehaviorNames
+from serving.run import RunInfo, ServingError
+from serving.upstream import (
+    PrepareError,
+    atomic_open,
+    detect_format,
+    missing_columns_error,
+    number_text,
+    resolve_columns,
+    string_dictionary,
+    write_json,
+    write_jsonl,
+)
+
+DEFAULT_BUCKETS = 64
+GROUP = 128            # buckets spooled in one pass over the inputs (open files, spool disk)
+BATCH_ROWS = 1 << 16   # rows per Parquet batch read and written
+EXIT_HOOK = "PREDICT_EXIT_AFTER_PARTS"   # tests: this process exits after writing that many parts
+
+
+def dist_env() -> tuple[int, int]:
+    """(rank, world_size) from torchrun's environment."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def bucket_of(user_id: str, buckets: int) -> int:
+    digest = hashlib.blake2b(user_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % buckets
+
+
+def _canonical(value) -> str:
+    """The user id as prepare's encoder keys it (surrounding whitespace stripped; missing = "")."""
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _arrow_buckets(column, buckets: int, source: str, name: str) -> np.ndarray:
+    """The bucket of every row of an Arrow user column, hashing each distinct id once."""
+    encoded = string_dictionary(column, source, name)
+    lut = np.fromiter((bucket_of(_canonical(v), buckets) for v in encoded.dictionary.to_pylist()),
+                      dtype=np.int64, count=len(encoded.dictionary))
+    lut = np.append(lut, bucket_of("", buckets))
+    return lut[encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
+
+
+# ---- spooling: one pass over an input file, each wanted bucket's rows to its own file ----------------------
+@dataclass
+class Spool:
+    path: Path
+    rows: list            # the input's row numbers of the spool's rows (for errors), in spool order
+
+
+def _csv_header(path: Path, delimiter: str) -> list[str]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return [name.strip() for name in next(csv.reader(f, delimiter=delimiter), [])]
+
+
+def _arrow_batches(path: Path, fmt: str, cols: dict[str, str], source: str) -> Iterator[pa.RecordBatch]:
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    wanted = list(dict.fromkeys(cols.values()))
+    if fmt == "parquet":
+        parquet = pq.ParquetFile(path)
+        missing_columns_error(source, cols, list(parquet.schema_arrow.names))
+        yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted)
+        return
+    delimiter = "\t" if fmt == "tsv" else ","
+    missing_columns_error(source, cols, _csv_header(path, delimiter))
+    convert = pcsv.ConvertOptions(include_columns=wanted, column_types={c: pa.string() for c in wanted},
+                                  strings_can_be_null=False)
+    yield from pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 24),
+                             parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                             convert_options=convert)
+
+
+def _spool_arrow(path: Path, fmt: str, cols: dict, buckets: int, wanted: set, folder: Path, tag: str,
+                 source: str) -> dict[int, Spool]:
+    import pyarrow.parquet as pq
+
+    spools, writers, row = {}, {}, 1
+    try:
+        for batch in _arrow_batches(path, fmt, cols, source):
+            owner = _arrow_buckets(batch.column(cols["user"]), buckets, source, cols["user"])
+            for b in np.unique(owner).tolist():
+                if b not in wanted:
+                    continue
+                take = np.flatnonzero(owner == b)
+                if b not in writers:
+                    spools[b] = Spool(folder / f"{tag}-{b:05d}.parquet", [])
+                    writers[b] = pq.ParquetWriter(spools[b].path, batch.schema)
+                writers[b].write_batch(batch.take(pa.array(take)), row_group_size=BATCH_ROWS)
+                spools[b].rows.extend((take + row).tolist())
+            row += batch.num_rows
+        if row == 1:
+            raise PrepareError(f"{source}: no events (the file has no data rows)")
+    except pa.ArrowException as exc:
+        raise PrepareError(f"{source}: {' '.join(str(exc).split())}") from None
+    finally:
+        for w in writers.values():
+            w.close()
+    return spools
+
+
+def _jsonl_user(raw: bytes, line_no: int, source: str, name: str) -> str | None:
+    """The user id of one JSONL line (None: a blank line); the line's other faults are the reader's to name."""
+    try:
+        line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+    except UnicodeDecodeError:
+        raise PrepareError(f"{source}: row {line_no}: not valid UTF-8") from None
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise PrepareError(f"{source}: row {line_no}: not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict) or name not in obj:
+        raise PrepareError(f"{source}: row {line_no}: expected a JSON object with the key '{name}'")
+    value = obj[name]
+    return _canonical(number_text(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
+                      else value)
+
+
+def _spool_jsonl(path: Path, cols: dict, buckets: int, wanted: set, folder: Path, tag: str,
+                 source: str) -> dict[int, Spool]:
+    spools, files, seen = {}, {}, False
+    try:
+        with open(path, "rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                user = _jsonl_user(raw, line_no, source, cols["user"])
+                if user is None:
+                    continue
+                seen = True
+                b = bucket_of(user, buckets)
+                if b not in wanted:
+                    continue
+                if b not in files:
+                    spools[b] = Spool(folder / f"{tag}-{b:05d}.jsonl", [])
+                    files[b] = open(spools[b].path, "wb")
+                files[b].write(raw.removeprefix(b"\xef\xbb\xbf") if line_no == 1 else raw)
+                if not raw.endswith(b"\n"):
+                    files[b].write(b"\n")
+                spools[b].rows.append(line_no)
+            if not seen:
+                raise PrepareError(f"{source}: no events (the file has no data rows)")
+    finally:
+        for handle in files.values():
+            handle.close()
+    return spools
+
+
+def spool(path: str, opts: ReadOptions, buckets: int, wanted: set, folder: Path, tag: str,
+          columns: dict | None = None) -> tuple[dict[int, Spool], str]:
+    """Each wanted bucket's rows of `path` -> {bucket: Spool}, and the format the spools are in."""
+    source, path = str(path), Path(path)
+    cols = resolve_columns(columns if columns is not None else opts.columns)
+    fmt = detect_format(path, opts.fmt)
+    if path.stat().st_size == 0:
+        raise PrepareError(f"{source}: file is empty")
+    if fmt == "jsonl":
+        return _spool_jsonl(path, cols, buckets, wanted, folder, tag, source), "jsonl"
+    return _spool_arrow(path, fmt, cols, buckets, wanted, folder, tag, source), "parquet"
+
+
+def _as_input(err: Exception, sp: Spool, source: str) -> Exception:
+    """A reader's error about a spool file, re-pointed at the input file and its row numbers."""
+    def row(m: re.Match) -> str:
+        n = int(m.group(1))
+        return f"row {sp.rows[n - 1]}" if 0 < n <= len(sp.rows) else m.group(0)
+
+    text = re.sub(r"\brow (\d+)", row, str(err).replace(str(sp.path), source))
+    return type(err)(text)
+
+
+# ---- one bucket -> one part ----------------------------------------------------------------------------------
+@dataclass
+class Job:
+    """What every part of one predict run shares."""
+    run: RunInfo
+    events: str
+    next_path: str
+    opts: ReadOptions
+    top_k: int
+    mode: str
+    buckets: int
+    folder: Path            # the parts
+    key: dict
+
+
+def file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def part_key(run: RunInfo, events: str, next_path: str, opts: ReadOptions, top_k: int, mode: str, buckets: int,
+             cutoff_len: int | None) -> dict:
+    """What makes two parts of the same bucket interchangeable; not how many ranks wrote them."""
+    return {"events_sha256": file_digest(events), "next_sha256": file_digest(next_path), "buckets": buckets,
+            "model": str(run.model_path.resolve()),
+            "adapter": str(run.adapter_path.resolve()) if run.adapter_path else None,
+            "run": str(run.run_dir.resolve()), "template": run.template, "behaviors": run.behaviors,
+            "history_len": run.history_len, "seed": run.seed, "temperature": run.temperature,
+            "cutoff_len": cutoff_len, "top_k": top_k, "instruction_template": mode, "read": asdict(opts)}
+
+
+def part_paths(folder: Path, b: int) -> tuple[Path, Path]:
+    return folder / f"part-{b:05d}.jsonl", folder / f"part-{b:05d}.json"
+
+
+def finished(job: Job, b: int) -> dict | None:
+    """The part manifest of bucket b when its part is finished with this run's key, else None."""
+    lines, meta = part_paths(job.folder, b)
+    if not (lines.is_file() and meta.is_file()):
+        return None
+    try:
+        manifest = json.loads(meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, OSError):
+        return None
+    return manifest if manifest.get("key") == job.key else None
+
+
+ALL_DROPPED = re.compile(r"no events left after dropping rows \((.*)\)")
+
+
+def _first_value(sp: Spool, fmt: str, column: str):
+    """The raw value of `column` in a spool's first row."""
+    if fmt == "jsonl":
+        with open(sp.path, encoding="utf-8") as f:
+            return json.loads(f.readline()).get(column)
+    import pyarrow.parquet as pq
+
+    return pq.read_table(sp.path, columns=[column]).column(0)[0].as_py()
+
+
+def _read_events(job: Job, sp: Spool, fmt: str) -> tuple[dict, dict]:
+    try:
+        return read_histories(str(sp.path), replace(job.opts, fmt=fmt))
+    except PrepareError as err:
+        every = ALL_DROPPED.search(str(err))
+        if every:   # all of this bucket's rows dropped: its users have no events, as they would in one file
+            return {}, {k: int(v) for k, v in re.findall(r"(\w+): (\d+)", every.group(1))}
+        raise _as_input(err, sp, job.events) from None
+
+
+def _read_next(job: Job, sp: Spool, fmt: str) -> tuple[dict, dict]:
+    try:
+        return read_next(str(sp.path), replace(job.opts, fmt=fmt))
+    except (PrepareError, ServingError) as err:
+        every = ALL_DROPPED.search(str(err))
+        if every:
+            value = _first_value(sp, fmt, resolve_columns(job.opts.columns)["time"])
+            what = f"unparseable timestamp {value!r}" if "bad_timestamp" in every.group(1) else every.group(1)
+            raise ServingError(f"{job.next_path}: row {sp.rows[0]}: {what} (every user needs a valid next-event "
+                               f"timestamp)") from None
+        raise _as_input(err, sp, job.next_path) from None
+
+
+def _read_bucket(job: Job, b: int, ev: dict, nx: dict, fmt: tuple[str, str]):
+    histories, dropped = _read_events(job, ev[b], fmt[0]) if b in ev else ({}, {})
+    contexts, errors = _read_next(job, nx[b], fmt[1]) if b in nx else ({}, {})
+    return histories, dropped, contexts, errors
+
+
+def predict_bucket(job: Job, predictor, b: int, ev: dict, nx: dict, fmt: tuple[str, str]) -> dict:
+    """Predict bucket b's users and write its part (lines, then manifest); returns the manifest."""
+    run = job.run
+    histories, dropped, contexts, errors = _read_bucket(job, b, ev, nx, fmt)
+    names = BehaviorNames(run.behaviors, job.opts.label_map)
+    queries, errors = build_queries(histories, contexts, errors, run, names, job.top_k, job.mode)
+    preds = []
+    for lo in range(0, len(queries), CHUNK):
+        preds += predictor.predict(queries[lo:lo + CHUNK])
+    lines = {p.query.user_id: result_line(p, run) for p in preds}
+    lines.update({uid: error_line(uid, message, run) for uid, message in errors.items()})
+    out, meta = part_paths(job.folder, b)
+    write_jsonl(out, (lines[uid] for uid in sorted(lines)))
+    manifest = {"key": job.key, "bucket": b, "users": len(lines),
+                "predicted": sum("top" in v for v in lines.values()),
+                "errors": sum("error" in v for v in lines.values()),
+                "short_history": sum("warning" in v for v in lines.values()), "dropped_events": dropped}
+    write_json(meta, manifest)
+    return manifest
+
+
+def _exit_hook(written: int) -> None:
+    limit = os.environ.get(EXIT_HOOK)
+    if limit and written >= int(limit):
+        print(f"{EXIT_HOOK}={limit}: exiting after {written} parts", file=sys.stderr, flush=True)
+        os._exit(3)
+
+
+def predict_mine(job: Job, new_predictor: Callable, rank: int, world: int) -> tuple[int, int]:
+    """This rank's buckets without a finished part: spooled a group at a time, predicted, written.
+    Returns (parts predicted now, parts reused)."""
+    mine = [b for b in range(job.buckets) if b % world == rank]
+    todo = [b for b in mine if finished(job, b) is None]
+    predictor, written = None, 0
+    bar = tqdm(total=len(todo), desc=f"predicting (rank {rank})", unit="part", disable=None if rank == 0 else True)
+    for lo in range(0, len(todo), GROUP):
+        group = todo[lo:lo + GROUP]
+        spool_dir = job.folder / f".spool-{rank}-{os.getpid()}"
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            ev, f_ev = spool(job.events, job.opts, job.buckets, set(group), spool_dir, "events")
+            nx, f_nx = spool(job.next_path, job.opts, job.buckets, set(group), spool_dir, "next",
+                             columns=next_columns(job.opts))
+            predictor = predictor or new_predictor()
+            for b in group:
+                predict_bucket(job, predictor, b, ev, nx, (f_ev, f_nx))
+                written += 1
+                bar.update(1)
+                _exit_hook(written)
+        finally:
+            shutil.rmtree(spool_dir, ignore_errors=True)
+    bar.close()
+    return written, len(mine) - len(todo)
+
+
+def next_columns(opts: ReadOptions) -> dict:
+    """--next has no behavior column: the user column stands in for it (as batch.read_next reads it)."""
+    cols = dict(opts.columns or {})
+    cols["behavior"] = cols.get("user", "user_id")
+    return cols
+
+
+# ---- rank 0: wait for every part, merge ----------------------------------------------------------------------
+def wait_for_parts(job: Job, poll_s: float = 2.0, timeout_s: float = 24 * 3600) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        manifests = [finished(job, b) for b in range(job.buckets)]
+        if all(manifests):
+            return manifests
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{job.folder}: other ranks did not finish; rerun to resume and merge")
+        time.sleep(poll_s)
+
+
+def _keyed_lines(path: Path) -> Iterator[tuple[str, str]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)["user_id"], line
+
+
+def merge_parts(job: Job, out: str) -> None:
+    """Every part's lines in user_id order into `out`, atomically (a user is in exactly one part)."""
+    streams = [_keyed_lines(part_paths(job.folder, b)[0]) for b in range(job.buckets)]
+    with atomic_open(out) as f:
+        f.writelines(line for _, line in heapq.merge(*streams, key=lambda kv: kv[0]))
+
+
+def totals(manifests: list[dict]) -> dict:
+    counts = {k: sum(m[k] for m in manifests) for k in ("users", "predicted", "errors", "short_history")}
+    dropped: dict[str, int] = {}
+    for m in manifests:
+        for k, v in m["dropped_events"].items():
+            dropped[k] = dropped.get(k, 0) + v
+    return {**counts, "dropped_events": dropped}
+
+
+def predict_parts(run: RunInfo, new_predictor: Callable, events: str, next_path: str, out: str,
+                  opts: ReadOptions, top_k: int, mode: str, buckets: int = DEFAULT_BUCKETS,
+                  parts: str | None = None, cutoff_len: int | None = None, log=print) -> dict | None:
+    """This rank's share of a predict run; on rank 0 also the merge. Returns the counts on rank 0, else None."""
+    if buckets < 1:
+        raise ServingError(f"--buckets must be positive, got {buckets}")
+    rank, world = dist_env()
+    folder = Path(parts) if parts else Path(f"{out}.parts")
+    folder.mkdir(parents=True, exist_ok=True)
+    job = Job(run, events, next_path, opts, top_k, mode, buckets, folder,
+              part_key(run, events, next_path, opts, top_k, mode, buckets, cutoff_len))
+    now, reused = predict_mine(job, new_predictor, rank, world)
+    log(f"rank {rank}/{world}: {now} parts predicted now, {reused} reused ({folder})", file=sys.stderr, flush=True)
+    if rank != 0:
+        return None
+    manifests = wait_for_parts(job)
+    merge_parts(job, out)
+    counts = totals(manifests)
+    if counts["dropped_events"]:
+        log(f"warning: {events}: events dropped by prepare's rules: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(counts["dropped_events"].items())), file=sys.stderr)
+    return counts

@@ -79,11 +79,23 @@ def run(cmd: list[str], env_extra: dict[str, str] | None = None) -> None:
         raise SystemExit(proc.returncode)
 
 
-def python_module(module: str, *args, nproc: int = 1) -> list[str]:
-    """`python -m module args`, or under torchrun with nproc ranks (data-parallel scoring, evaluation)."""
-    if nproc > 1:
-        return [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(nproc), "-m", module, *args]
+def python_module(module: str, *args, nproc: int = 1, nodes: list[str] | None = None) -> list[str]:
+    """`python -m module args`, or under torchrun with nproc ranks (data-parallel scoring, evaluation); `nodes`:
+    torchrun's rendezvous flags for several nodes (``nodes(settings)``), else one standalone node."""
+    if nproc > 1 or nodes:
+        return [str(BIN / "torchrun"), *(nodes or ["--standalone"]), "--nproc_per_node", str(nproc), "-m", module,
+                *args]
     return [sys.executable, "-m", module, *args]
+
+
+def nodes(settings: Settings) -> list[str] | None:
+    """torchrun's flags for NNODES > 1 nodes (NODE_RANK, MASTER_ADDR, MASTER_PORT), as for training; else None."""
+    if settings.int("NNODES") <= 1:
+        return None
+    if not settings["MASTER_ADDR"]:
+        raise SystemExit(f"NNODES={settings['NNODES']} needs MASTER_ADDR (the address of node 0)")
+    return ["--nnodes", settings["NNODES"], "--node_rank", settings["NODE_RANK"], "--master_addr",
+            settings["MASTER_ADDR"], "--master_port", settings["MASTER_PORT"] or "29500"]
 
 
 def launcher_env(settings: Settings, recipe: Recipe) -> dict[str, str]:

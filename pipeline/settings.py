@@ -111,6 +111,8 @@ VARIABLES: list[Var] = [
         ("NEXT", None, "predict: one row per user with the context to predict: user_id, timestamp, place"),
         ("OUT", None, "predict: output JSONL (default <RUN_DIR>/predictions.jsonl)"),
         ("TOP_K", "5", "behaviors per prediction, best first"),
+        ("PREDICT_NPROC", None, "predict: ranks per node (torchrun; default NPROC; NNODES nodes as for training)"),
+        ("PREDICT_BUCKETS", "64", "predict: users hashed into this many resumable parts (<OUT>.parts/)"),
         ("HOST", "127.0.0.1", "serve: address to listen on"),
         ("PORT", "8000", "serve: port (0 picks a free one)"),
         ("SERVE_ARGS", None, "extra flags for python -m serving predict|serve (e.g. --instruction-template mean)"),

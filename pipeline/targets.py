@@ -266,8 +266,10 @@ def predict(r: Runner, s: Settings, lay: Layout) -> None:
     out = Path(s["OUT"]).resolve() if s["OUT"] else lay.run_dir / "predictions.jsonl"
     source = [x for name, flag in (("COLUMNS", "--columns"), ("LABEL_MAP", "--label-map"), ("TIMEZONE", "--tz"),
                                    ("TIME_FORMAT", "--time-format")) if s[name] for x in (flag, s[name])]
+    nproc = s.int("PREDICT_NPROC") if s["PREDICT_NPROC"] else s.int("NPROC")
     cmd = launch.python_module("serving", "predict", *_serving_args(s, lay), "--events", str(Path(s["EVENTS"])
-                               .resolve()), "--next", str(Path(s["NEXT"]).resolve()), "--out", str(out), *source)
+                               .resolve()), "--next", str(Path(s["NEXT"]).resolve()), "--out", str(out),
+                               "--buckets", s["PREDICT_BUCKETS"], *source, nproc=nproc, nodes=launch.nodes(s))
     _always(r, "predict", cmd)
 
 

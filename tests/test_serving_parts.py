@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,24 @@ def test_bucket_of_is_stable_and_spreads_users():
     assert bucket_of("u17", 64) == BUCKET_U17   # fixed: a rerun in another process or year finds its parts
     hits = {bucket_of(f"user{i}", 8) for i in range(200)}
     assert hits == set(range(8))
+
+
+def test_make_predict_launches_torchrun_over_nodes(tmp_path):
+    """PREDICT_NPROC ranks per node; NNODES > 1 passes the rendezvous flags as for training (dry run)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "stats.json").write_text("{}")
+    base = [sys.executable, "-m", "pipeline", "--dry-run", "MODEL=tiny", f"RUN_DIR={tmp_path}", "predict",
+            "EVENTS=e.jsonl", "NEXT=n.csv", "PREDICT_BUCKETS=16"]
+
+    def command(*extra: str) -> str:
+        proc = subprocess.run([*base, *extra], check=False, cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        (line,) = [x for x in proc.stdout.splitlines() if "serving predict" in x]
+        return line
+
+    one = command()
+    assert "torchrun" not in one and "--buckets 16" in one
+    multi = command("PREDICT_NPROC=8", "NNODES=2", "NODE_RANK=1", "MASTER_ADDR=node0")
+    assert ("torchrun --nnodes 2 --node_rank 1 --master_addr node0 --master_port 29500 --nproc_per_node 8"
+            in multi) and "--standalone" not in multi
+    assert "--standalone --nproc_per_node 4" in command("PREDICT_NPROC=4")

@@ -1,9 +1,10 @@
-"""CLI: ``python -m evaluation {predict,baseline,report,ablation-table,sweep-table} ...``."""
+"""CLI: ``python -m evaluation {predict,baseline,report,ablation-table,sweep-table,figure,behavior-map} ...``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .files import TEST_SPLITS
 from .temperature import DEFAULT_CALIB_SAMPLES
@@ -59,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--point", action="append", required=True, metavar="VALUE=METRICS_JSON[#MODEL]")
     s.add_argument("--out", required=True, help="Markdown file")
     s.add_argument("--paper-table", choices=("aux-ratio", "threshold"), help="show the paper's Table 5 / 6")
+
+    f = sub.add_parser("figure", help="a figure over several models: compare_runs (Fig. 3a), sweep_f (Fig. 3b), "
+                                      "tuning_data (Fig. 5), sweep_aux (Table 7)")
+    f.add_argument("kind", choices=("compare_runs", "sweep_f", "tuning_data", "sweep_aux"))
+    f.add_argument("--point", action="append", required=True, metavar="LABEL=METRICS_JSON[#MODEL]",
+                   help="compare_runs: RUN/METHOD=...; sweep_f: F=...; the others: the bar's label")
+    f.add_argument("--out", required=True, help="directory for <kind>.png, .md, .json")
+
+    m = sub.add_parser("behavior-map", help="Fig. 1b: behavior names in the model's embedding, anchors and tails")
+    m.add_argument("--model", required=True, help="model directory (the base model)")
+    m.add_argument("--dataset-dir", required=True, help="prepared dataset_dir (its stats.json)")
+    m.add_argument("--out", required=True, help="directory for behavior_map.png, .md, .json")
+    m.add_argument("--device", help="e.g. cpu, cuda:0")
     return parser
 
 
@@ -104,6 +118,16 @@ def main(argv: list[str] | None = None) -> int:
             from .ablations import write_sweep_table
 
             print(write_sweep_table(args.param, args.point, args.out, args.paper_table), end="")
+        elif args.command == "figure":
+            from .paper_figures import write
+
+            print(write(args.kind, args.point, args.out)[1].read_text(encoding="utf-8"), end="")
+        elif args.command == "behavior-map":
+            from data_prep.prepared import load_stats
+
+            from .behavior_map import run
+
+            print(run(args.model, load_stats(args.dataset_dir), Path(args.out), args.device)[0])
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

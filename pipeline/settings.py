@@ -103,6 +103,9 @@ VARIABLES: list[Var] = [
         ("PAPER_TABLE", None, "behavior | app | foursquare: the paper's rows beside ours"),
         ("EPS_SWEEP", "0 0.025 0.05 0.1 0.2", "sweep-eps values (Table 5)"),
         ("ANCHOR_SWEEP", "0.005 0.01 0.02", "sweep-anchor values (Table 6)"),
+        ("F_SWEEP", "1 2 5 10 20 50", "sweep-f: B-tune samples per behavior, each at most POOL (Fig. 3b)"),
+        ("AUX_SWEEP", None, "sweep-aux: auxiliary conversation files, one run each at the same EPS (Table 7)"),
+        ("RUNS", None, "compare-runs: run names (beside RUN_DIR) or run directories, e.g. run-1.5b run-8b (Fig. 3a)"),
         ("SEEDS", "1 2 3 4 5", "repeats: seeds"),
     ]),
     *_v("predict and serve", [

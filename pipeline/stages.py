@@ -255,12 +255,13 @@ EVAL_ORDER = [n + g for n in ("zero-shot", "full-ft", "a-tune", "behaviorlm", "s
               for g in ("", "-generate")]
 
 
-def finished_predictions(run_dirs: list[Path], exists=Path.exists) -> dict[str, list[Path]]:
-    """name -> prediction folders (one per run dir) holding both test splits, in report order."""
+def finished_predictions(run_dirs: list[Path], exists=Path.exists, also=()) -> dict[str, list[Path]]:
+    """name -> prediction folders (one per run dir) holding both test splits, in report order; `also`: names a
+    dry run counts before their files exist, beside EVAL_ORDER's."""
     found: dict[str, list[Path]] = {}
     for run_dir in run_dirs:
         names = {p.parent.name for p in (run_dir / "eval").glob("*/test_p1.predictions.jsonl")}
-        names |= {n for n in EVAL_ORDER if exists(run_dir / "eval" / n / "test_p1.predictions.jsonl")}
+        names |= {n for n in (*EVAL_ORDER, *also) if exists(run_dir / "eval" / n / "test_p1.predictions.jsonl")}
         for name in sorted(names):
             folder = run_dir / "eval" / name
             if all(exists(folder / f"{t}.predictions.jsonl") for t in TEST_SPLITS):
@@ -269,8 +270,8 @@ def finished_predictions(run_dirs: list[Path], exists=Path.exists) -> dict[str, 
     return {n: found[n] for n in order}
 
 
-def report(s: Settings, lay: Layout, run_dirs: list[Path], out: Path, exists=Path.exists) -> Stage:
-    preds = finished_predictions(run_dirs, exists)
+def report(s: Settings, lay: Layout, run_dirs: list[Path], out: Path, exists=Path.exists, also=()) -> Stage:
+    preds = finished_predictions(run_dirs, exists, also)
     if not preds:
         raise SystemExit(f"error: no finished predictions under {', '.join(str(r / 'eval') for r in run_dirs)}: "
                          "run make eval first")

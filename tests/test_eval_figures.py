@@ -62,3 +62,35 @@ def test_behavior_map_of_a_tiny_model_end_to_end(tmp_path):
     assert [n["tail"] for n in data["nearest_anchor"]] == ["Podcasts", "Karaoke"]
     assert all(n["nearest_anchor"] in ("Music", "Gaming") for n in data["nearest_anchor"])
     assert png.read_bytes()[:4] == b"\x89PNG" and "nearest_anchor" in md.read_text()
+
+
+def _metrics_json(path, models: dict[str, tuple[float, float, float]]):
+    """metrics.json of models given as (overall, anchor accuracy, tail accuracy)."""
+    def summary(overall, anchor, tail):
+        mean = lambda v: {"mean": v, "std": None, "n": 1}  # noqa: E731
+        return {"test_p1": {"prec_w": mean(0.5), "rec_w": mean(0.4)},
+                "test_p2": {"overall": mean(overall), "head": mean(None), "medium": mean(0.3), "tail": mean(0.2),
+                            "anchor_accuracy": mean(anchor), "tail_behavior_accuracy": mean(tail)}}
+    path.write_text(json.dumps({"models": {n: {"summary": summary(*v)} for n, v in models.items()}}))
+    return path
+
+
+def test_sweep_f_and_compare_runs_read_anchor_and_tail_accuracy(tmp_path):
+    from evaluation.paper_figures import write
+
+    metrics = _metrics_json(tmp_path / "metrics.json", {"sweep-f1": (0.3, 0.6, 0.1), "sweep-f5": (0.4, 0.7, 0.25)})
+    paths = write("sweep_f", [f"1={metrics}#sweep-f1", f"5={metrics}#sweep-f5"], tmp_path / "out")
+    assert [p.name for p in paths] == ["sweep_f.png", "sweep_f.md", "sweep_f.json"]
+    data = json.loads(paths[2].read_text())["points"]
+    assert data["5"]["anchor_accuracy"] == 0.7 and data["1"]["tail_behavior_accuracy"] == 0.1
+    rows = [line for line in paths[1].read_text().splitlines() if line.startswith("| 5 ")]
+    assert len(rows) == 1 and "70.0000%" in rows[0] and "25.0000%" in rows[0] and "| - |" in rows[0]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    other = _metrics_json(tmp_path / "other.json", {"behaviorlm": (0.5, 0.8, 0.4)})
+    paths = write("compare_runs", [f"run-8b/behaviorlm={other}#behaviorlm", f"run-1.5b/a-tune={metrics}#sweep-f1"],
+                  tmp_path / "out")
+    runs = json.loads(paths[2].read_text())["runs"]
+    assert list(runs) == ["run-8b", "run-1.5b"] and runs["run-8b"]["behaviorlm"]["tail_behavior_accuracy"] == 0.4
+    with pytest.raises(ValueError, match="no model 'nope'"):
+        write("tuning_data", [f"x={metrics}#nope"], tmp_path / "out")

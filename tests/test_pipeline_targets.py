@@ -330,3 +330,91 @@ def test_a_tune_states_the_auxiliary_ratio_before_training(tmp_path):
     (line,) = _lines(out, "auxiliary conversations:")
     assert "eps 0.2 asked (8), 0.075 achieved (3 written" in line and "AUX_REPEAT=1" in line
     assert out.index(line) < out.index("llamafactory-cli train")
+
+
+def test_behavior_map_embeds_with_the_base_model_into_the_report(tmp_path):
+    run = tmp_path / "run"
+    _prepared(run)
+    out = _dry(run, "behavior-map", f"BASE_MODEL={tmp_path}/base")
+    (cmd,) = _lines(out, "-m evaluation behavior-map")
+    assert f"--model {tmp_path}/base --dataset-dir {run}/data --out {run}/report" in cmd
+    assert f"would run: behavior map (output {run}/report/behavior_map.json missing)" in out
+
+
+def test_sweep_f_reselects_and_btunes_from_the_runs_pi_ref_and_scores(tmp_path):
+    run = tmp_path / "run"
+    _prepared(run)
+    out = _dry(run, "sweep-f", "F_SWEEP=1 3", "POOL=3")
+    assert len(_lines(out, "would run: score")) == 1 and len(_lines(out, "a-tune: train")) == 1
+    for f in ("1", "3"):
+        (select,) = _lines(out, f"--out {run}/ablations/sweep-f{f}/selection")
+        assert f"--scores {run}/scores " in select and f"--F {f} " in select
+        assert any(f"model_name_or_path={run}/pi_ref" in t and f"output_dir={run}/ablations/sweep-f{f}/btune" in t
+                   for t in _lines(out, "llamafactory-cli train"))
+        (predict,) = _lines(out, f"--out {run}/eval/sweep-f{f} ")
+        assert f"--model {run}/pi_ref --adapter {run}/ablations/sweep-f{f}/btune" in predict
+    (figure,) = _lines(out, "-m evaluation figure sweep_f")
+    assert f"--point 1={run}/report/metrics.json#sweep-f1 --point 3={run}/report/metrics.json#sweep-f3" in figure
+
+
+def test_sweep_f_above_the_pool_is_refused_before_anything_trains(tmp_path):
+    run = tmp_path / "run"
+    _prepared(run)
+    proc = _pipeline(run, "sweep-f", "F_SWEEP=1 5 20", "POOL=4", dry=False)
+    assert proc.returncode != 0 and "llamafactory" not in proc.stdout
+    assert proc.stderr.strip().splitlines() == [
+        "error: F_SWEEP 5 20 above POOL=4: select can pick at most POOL scored samples per behavior (raise POOL or "
+        "drop those values)"]
+
+
+def test_tuning_data_evaluates_all_anchor_and_tail_tuning(tmp_path):
+    run = tmp_path / "run"
+    _prepared(run)
+    out = _dry(run, "tuning-data")
+    for recipe, folder in (("atune_lora_sft", run), ("full_lora_sft", run / "ablations" / "wo_atune"),
+                           ("reverse_lora_sft", run / "ablations" / "reverse")):
+        assert any(f"output_dir={folder}/atune" in t and recipe in t for t in _lines(out, "llamafactory-cli train"))
+    for name, model in (("full-ft", run / "ablations" / "wo_atune"), ("a-tune", run),
+                        ("reverse-a-tune", run / "ablations" / "reverse")):
+        (predict,) = _lines(out, f"--out {run}/eval/{name} ")
+        assert f"--model {model}/pi_ref --template" in predict
+    assert not _lines(out, "ablations/reverse/btune")   # the reverse ablation's first stage only
+    (figure,) = _lines(out, "-m evaluation figure tuning_data")
+    assert f"--point tails (reverse A-tune)={run}/report/metrics.json#reverse-a-tune" in figure
+
+
+def test_compare_runs_reports_each_run_and_draws_their_methods(tmp_path):
+    for run in ("run-1.5b", "run-8b"):
+        _prepared(tmp_path / run)
+        for name in ("zero-shot", "behaviorlm", "markov"):
+            _fake_predictions(tmp_path / run, name)
+    out = _dry(tmp_path / "here", "compare-runs", "RUNS=run-1.5b run-8b")
+    assert len(_lines(out, "-m evaluation report")) == 2
+    (figure,) = _lines(out, "-m evaluation figure compare_runs")
+    points = [figure.split("--point ")[k].split()[0] for k in range(1, 5)]
+    assert points == [f"{run}/{m}={tmp_path}/{run}/report/metrics.json#{m}" for run in ("run-1.5b", "run-8b")
+                      for m in ("zero-shot", "behaviorlm")]
+    assert f"--out {tmp_path}/here/report" in figure
+    assert _pipeline(tmp_path / "here", "compare-runs").stderr.startswith("usage: make compare-runs RUNS=")
+
+
+def test_sweep_aux_prepares_a_run_per_auxiliary_set(tmp_path):
+    run = tmp_path / "run"
+    for name in ("chat.json", "math.jsonl"):
+        (tmp_path / name).write_text("[]")
+    out = _dry(run, "sweep-aux", f"AUX_SWEEP={tmp_path}/chat.json {tmp_path}/math.jsonl", "EPS=0.1")
+    for stem in ("chat", "math"):
+        (prepare,) = _lines(out, f"--out {run}-aux-{stem}/data ")
+        assert f"--aux {tmp_path}/{stem}.json" in prepare and "--eps 0.1 " in prepare
+        assert any(f"output_dir={run}-aux-{stem}/btune" in t for t in _lines(out, "llamafactory-cli train"))
+    (figure,) = _lines(out, "-m evaluation figure sweep_aux")
+    assert f"--point chat={run}-aux-chat/report/metrics.json#behaviorlm" in figure
+    proc = _pipeline(run, "sweep-aux", f"AUX_SWEEP={tmp_path}/none.json")
+    assert proc.returncode != 0 and f"AUX_SWEEP: no file {tmp_path}/none.json" in proc.stderr
+
+
+def test_every_pipeline_target_is_a_make_target():
+    from pipeline.__main__ import ALL_TARGETS
+
+    text = (ROOT / "Makefile").read_text().split("RUN_TARGETS :=")[1].split(".PHONY")[0]
+    assert set(ALL_TARGETS) <= set(text.replace("\\", " ").split())

@@ -121,3 +121,32 @@ def test_make_predict_launches_torchrun_over_nodes(tmp_path):
     assert ("torchrun --nnodes 2 --node_rank 1 --master_addr node0 --master_port 29500 --nproc_per_node 8"
             in multi) and "--standalone" not in multi
     assert "--standalone --nproc_per_node 4" in command("PREDICT_NPROC=4")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_bucket_spools_read_as_the_whole_file(inputs, tmp_path, fmt):
+    """Every format spooled into buckets and read back by prepare's reader gives the whole file's histories."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from serving.batch import ReadOptions, read_histories
+    from serving.parts import spool
+
+    table = pcsv.read_csv(inputs["events"], convert_options=pcsv.ConvertOptions(
+        column_types={"user_id": "string", "timestamp": "string"}))
+    path = tmp_path / f"events.{fmt}"
+    if fmt == "csv":   # with a byte-order mark, and a user id that needs stripping
+        path.write_bytes(b"\xef\xbb\xbf" + inputs["events"].read_bytes().replace(b"\nu", b"\n u", 1))
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n\n" for r in table.to_pylist()), encoding="utf-8")
+    else:
+        pq.write_table(table, path, row_group_size=100)
+    whole, dropped = read_histories(str(path), ReadOptions())
+    spools, spool_fmt = spool(str(path), ReadOptions(), 4, {0, 1, 2, 3}, tmp_path, "ev")
+    assert sorted(spools) == [0, 1, 2, 3] and spool_fmt == ("jsonl" if fmt == "jsonl" else "parquet")
+    merged = {}
+    for b, sp in spools.items():
+        part, _ = read_histories(str(sp.path), ReadOptions(fmt=spool_fmt))
+        assert all(bucket_of(u, 4) == b for u in part)
+        merged.update(part)
+    assert merged == whole and len(whole) == inputs["users"] - 1

@@ -234,12 +234,23 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
+def folder_stamp(path: Path | None) -> str | None:
+    """The files of a model or adapter folder by name, size and modification time: a retrained model in the same
+    place is another model."""
+    if path is None:
+        return None
+    files = sorted(p for p in Path(path).iterdir() if p.is_file())
+    text = "\n".join(f"{p.name} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in files)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def part_key(run: RunInfo, events: str, next_path: str, opts: ReadOptions, top_k: int, mode: str, buckets: int,
              cutoff_len: int | None) -> dict:
     """What makes two parts of the same bucket interchangeable; not how many ranks wrote them."""
     return {"events_sha256": file_digest(events), "next_sha256": file_digest(next_path), "buckets": buckets,
             "model": str(run.model_path.resolve()),
             "adapter": str(run.adapter_path.resolve()) if run.adapter_path else None,
+            "model_files": folder_stamp(run.model_path), "adapter_files": folder_stamp(run.adapter_path),
             "run": str(run.run_dir.resolve()), "template": run.template, "behaviors": run.behaviors,
             "history_len": run.history_len, "seed": run.seed, "temperature": run.temperature,
             "cutoff_len": cutoff_len, "top_k": top_k, "instruction_template": mode, "read": asdict(opts)}

@@ -90,29 +90,24 @@ def order_instants(table, seed: int):
 
 def instant_start(tied: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Index of the first event of each idx's instant (``tied``: `tied_positions`)."""
-    idx = np.asarray(idx, dtype=np.int64)
-    if tied.size == 0:
-        return idx
-    run_first = _run_firsts(tied)
-    pos = np.searchsorted(tied, idx)
-    hit = pos < tied.size
-    hit[hit] = tied[pos[hit]] == idx[hit]
-    out = idx.copy()
-    out[hit] = run_first[pos[hit]] - 1
-    return out
+    return _move_tied(tied, idx, lambda runs: _run_firsts(runs) - 1)
 
 
 def next_instant(tied: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """The smallest j >= idx that opens an instant (idx itself unless idx continues the instant of idx - 1)."""
+    return _move_tied(tied, idx, lambda runs: _run_lasts(runs) + 1)
+
+
+def _move_tied(tied: np.ndarray, idx: np.ndarray, target) -> np.ndarray:
+    """idx, with each tied position replaced by target(tied)[its position in tied]."""
     idx = np.asarray(idx, dtype=np.int64)
     if tied.size == 0:
         return idx
-    run_last = _run_lasts(tied)
     pos = np.searchsorted(tied, idx)
     hit = pos < tied.size
     hit[hit] = tied[pos[hit]] == idx[hit]
     out = idx.copy()
-    out[hit] = run_last[pos[hit]] + 1
+    out[hit] = target(tied)[pos[hit]]
     return out
 
 

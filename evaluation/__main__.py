@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=256, help="samples per resumable part file")
     p.add_argument("--device", help="e.g. cpu, cuda:0 (default: cuda:LOCAL_RANK; an error, not a CPU fallback, "
                                     "when several ranks or a >1B model expect a GPU and none is usable)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default bf16 on GPU, fp32 on CPU")
     p.add_argument("--cutoff-len", type=int, help="the recipe's cutoff_len: refuse samples whose prompt + longest "
                                                   "candidate is longer (they were trained on a truncated prompt)")
     p.add_argument("--calib-samples", type=int, default=DEFAULT_CALIB_SAMPLES,
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             from .predict import predict_constrained, predict_generate
 
             kwargs = {"adapter": args.adapter, "batch_size": args.batch_size, "shard_size": args.shard_size,
-                      "device": args.device, "cutoff_len": args.cutoff_len}
+                      "device": args.device, "dtype": args.dtype, "cutoff_len": args.cutoff_len}
             for dataset in args.dataset:
                 if args.generate:
                     path = predict_generate(args.model, args.template, args.dataset_dir, dataset, args.out,

@@ -50,7 +50,7 @@ def _wait_for_parts(paths: list[Path], poll_s: float = 5.0, timeout_s: float = 6
 def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLike, dataset: str,
                         out_dir: str | os.PathLike, adapter: str | None = None, batch_size: int = 8,
                         shard_size: int = 256, device: str | None = None,
-                        cutoff_len: int | None = None) -> Path | None:
+                        cutoff_len: int | None = None, dtype: str | None = None) -> Path | None:
     """Argmax of the scorer's candidate probabilities for every sample of ``dataset``; returns the file.
 
     With cutoff_len (the recipe's), samples whose prompt + longest candidate exceed it are refused before any
@@ -64,7 +64,7 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
     candidates, meta = split.candidates, split.meta
     scores_dir = Path(out_dir) / f"{dataset}.scores"
     score_dataset(model, template, dataset_dir, dataset, scores_dir, adapter_path=adapter, batch_size=batch_size,
-                  shard_size=shard_size, with_embeddings=False, device=device, cutoff_len=cutoff_len)
+                  shard_size=shard_size, with_embeddings=False, device=device, dtype=dtype, cutoff_len=cutoff_len)
     if dist_env()[0] != 0:
         return None
     wait_for_scores(scores_dir)
@@ -89,7 +89,7 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
 def fit_constrained_temperature(model: str, template: str, dataset_dir: str | os.PathLike,
                                 out_dir: str | os.PathLike, samples: int, seed: int, adapter: str | None = None,
                                 batch_size: int = 8, shard_size: int = 256, device: str | None = None,
-                                cutoff_len: int | None = None) -> Path | None:
+                                cutoff_len: int | None = None, dtype: str | None = None) -> Path | None:
     """Score a seeded subset of `samples` validation samples and write ``<out>/temperature.json`` (the T
     minimising their NLL, ``evaluation.temperature``); returns the file, None on ranks other than 0 and when
     dataset_dir has no valid split (a warning says so)."""
@@ -108,7 +108,7 @@ def fit_constrained_temperature(model: str, template: str, dataset_dir: str | os
     scores_dir = Path(out_dir) / "valid.scores"
     score_dataset(model, template, dataset_dir, "valid", scores_dir, adapter_path=adapter, indices=indices,
                   batch_size=batch_size, shard_size=shard_size, with_embeddings=False, device=device,
-                  cutoff_len=cutoff_len)
+                  dtype=dtype, cutoff_len=cutoff_len)
     if dist_env()[0] != 0:
         return None
     wait_for_scores(scores_dir)
@@ -155,7 +155,7 @@ def _generate_manifest(model, adapter, template, dataset_path, max_new_tokens, s
 
 def generate_outputs(model_path: str, template: str, records: list[dict], parts_dir: Path, manifest: dict,
                      adapter: str | None = None, batch_size: int = 8, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                     shard_size: int = 256, device: str | None = None) -> list[str] | None:
+                     shard_size: int = 256, device: str | None = None, dtype: str | None = None) -> list[str] | None:
     """Greedy outputs of every record, prompt rendered as in training; resumable JSONL parts in parts_dir.
 
     Parts are keyed by sample range, not by rank: rank r of WORLD_SIZE writes the missing parts n with
@@ -178,7 +178,7 @@ def generate_outputs(model_path: str, template: str, records: list[dict], parts_
         from selection.models import load_model_and_tokenizer
         from selection.rendering import encode_pair, load_template
 
-        model, tokenizer = load_model_and_tokenizer(model_path, adapter, device=device)
+        model, tokenizer = load_model_and_tokenizer(model_path, adapter, dtype=dtype, device=device)
         tmpl = load_template(tokenizer, template)
         stop_ids = sorted(tmpl.get_stop_token_ids(tokenizer))
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
@@ -218,7 +218,8 @@ def generate_outputs(model_path: str, template: str, records: list[dict], parts_
 def predict_generate(model: str, template: str, dataset_dir: str | os.PathLike, dataset: str,
                      out_dir: str | os.PathLike, adapter: str | None = None, batch_size: int = 8,
                      max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, shard_size: int = 256,
-                     device: str | None = None, cutoff_len: int | None = None) -> Path | None:
+                     device: str | None = None, cutoff_len: int | None = None,
+                     dtype: str | None = None) -> Path | None:
     """Free generation parsed to a candidate; an output that is no candidate is ``pred: null``.
 
     cutoff_len as in predict_constrained; returns None on ranks other than 0."""
@@ -234,7 +235,7 @@ def predict_generate(model: str, template: str, dataset_dir: str | os.PathLike, 
                                   max_new_tokens, shard_size)
     outputs = generate_outputs(model, template, records, parts_dir, manifest, adapter=adapter,
                                batch_size=batch_size, max_new_tokens=max_new_tokens, shard_size=shard_size,
-                               device=device)
+                               device=device, dtype=dtype)
     if outputs is None:
         return None
     rows = [prediction_row(i, m, parse_generation(o, candidates), candidates, output=o)

@@ -79,6 +79,8 @@ VARIABLES: list[Var] = [
         ("MASTER_ADDR", None, "rank-0 node address (several nodes)"),
         ("MASTER_PORT", None, "rank-0 node port (several nodes)"),
         ("DEEPSPEED", None, "z2 | z3 | none (default: the recipe's deepspeed key)"),
+        ("CPU_BF16", None, "without a GPU: 1 trains, scores and evaluates in bf16, 0 in fp32 (default: bf16 when the "
+                           "CPU has avx512_bf16 or amx_bf16); a stage parameter"),
         ("ARGS", None, "key=value overrides for every llamafactory-cli train call"),
         ("ATUNE_ARGS", None, "key=value overrides for A-tune only"),
         ("BTUNE_ARGS", None, "key=value overrides for B-tune only"),

@@ -13,7 +13,7 @@ from pathlib import Path
 from data_prep.errors import PrepareError
 from data_prep.sources import is_uri, list_inputs
 
-from . import launch
+from . import launch, precision
 from .graph import Stage
 from .layout import Layout, stamp_of
 from .settings import Settings, SettingsError
@@ -104,7 +104,8 @@ def _non_empty_datasets(recipe: launch.Recipe, data: Path, overrides: list[str])
 def _train(s: Settings, recipe: launch.Recipe, model: str, data: Path, out: Path, stage_args: list[str],
            extra_inputs: list[Path], name: str) -> Stage:
     model_inputs, model_params = _model_inputs(model)
-    overrides = [f"model_name_or_path={model}", f"dataset_dir={data}", f"output_dir={out}", *stage_args]
+    overrides = [f"model_name_or_path={model}", f"dataset_dir={data}", f"output_dir={out}",
+                 *precision.train_overrides(s, recipe.values), *stage_args]
     # Locations are not parameters (a moved run stays up to date): the model and data are inputs by content.
     located = ("dataset_dir=", "output_dir=", *(("model_name_or_path=",) if model_inputs else ()))
     # Launcher settings (NPROC, NNODES, DEEPSPEED) are not parameters either: node 0 runs `make select` without
@@ -176,13 +177,20 @@ def token_check(s: Settings, lay: Layout) -> Stage:
                                                                **model_params}, outputs=[out], clean=[lay.token_check])
 
 
+def _dtype_param(s: Settings) -> dict:
+    """bf16 scoring is a parameter (switching CPU_BF16 reruns the stage); fp32 and a GPU's own dtype add none, so
+    the runs made before bf16 existed stay up to date."""
+    return {"dtype": precision.BF16} if precision.cpu_dtype(s) == precision.BF16 else {}
+
+
 def score(s: Settings, lay: Layout) -> Stage:
     nproc = s.int("SCORE_NPROC") if s["SCORE_NPROC"] else s.int("NPROC")
     args = ["--model", str(lay.pi_ref), "--template", template(s), "--dataset-dir", str(lay.data),
             "--pool-per-behavior", s["POOL"], "--cutoff-len", str(cutoff_len(s)), "--out", str(lay.scores)]
-    cmd = launch.python_module("selection", "score", *args, nproc=nproc)
+    cmd = launch.python_module("selection", "score", *args, *precision.scorer_args(s), nproc=nproc)
     return Stage("score", stamp_of(lay.scores), lambda: launch.run(cmd), cmd,
-                 inputs=[lay.pi_ref, *lay.prepared()], params={"POOL": s["POOL"], "template": args[3]},
+                 inputs=[lay.pi_ref, *lay.prepared()],
+                 params={"POOL": s["POOL"], "template": args[3], **_dtype_param(s)},
                  outputs=[lay.scores / "manifest.json"], clean=[lay.scores])
 
 
@@ -224,12 +232,14 @@ def eval_model(s: Settings, lay: Layout, name: str, model: str, adapter: Path | 
     args = ["--model", model, *(["--adapter", str(adapter)] if adapter else []), "--template", template(s),
             "--dataset-dir", str(lay.data), "--dataset", *TEST_SPLITS, "--out", str(out),
             "--batch-size", s["EVAL_BATCH"], "--cutoff-len", str(cutoff_len(s)), *(["--generate"] if generate else []),
-            "--calib-samples", s["CALIB_SAMPLES"], "--calib-seed", s["SEED"], *s.words("EVAL_ARGS")]
+            "--calib-samples", s["CALIB_SAMPLES"], "--calib-seed", s["SEED"], *precision.scorer_args(s),
+            *s.words("EVAL_ARGS")]
     calibrated = not generate and s.int("CALIB_SAMPLES") > 0
     cmd = launch.python_module("evaluation", "predict", *args, nproc=1 if generate else nproc)
     model_inputs, model_params = _model_inputs(model)
     data = [lay.data / "stats.json", *(lay.data / f"{t}{e}" for t in TEST_SPLITS for e in (".jsonl", ".meta.jsonl"))]
     params = {"template": template(s), "generate": generate, "EVAL_ARGS": s.words("EVAL_ARGS"), **model_params,
+              **_dtype_param(s),
               "calib_samples": s["CALIB_SAMPLES"] if calibrated else "0"}
     # the temperature's validation subset: valid.jsonl is read only when calibrated
     data += [lay.data / f"valid{e}" for e in (".jsonl", ".meta.jsonl")] if calibrated else []

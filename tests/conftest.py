@@ -12,3 +12,5 @@ from pipeline.settings import BY_NAME
 
 for _name in BY_NAME:
     os.environ.pop(_name, None)
+# The same numbers on every machine: fp32 whatever the CPU (the demo's test runs the demo's own bf16 detection).
+os.environ["CPU_BF16"] = "0"

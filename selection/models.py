@@ -48,7 +48,8 @@ def load_model_and_tokenizer(model_path, adapter_path=None, dtype=None, device=N
     The device is ``devices.select_device`` (cuda:LOCAL_RANK when available; NoGPUError instead of a silent
     CPU fallback when a GPU is expected).  On CUDA the weights are loaded straight onto this rank's GPU
     (``device_map``), never the whole model into host memory first: 8 ranks x 16 GB would not fit.
-    dtype defaults to bfloat16 on CUDA and float32 on CPU.  The attention implementation is SDPA: the scorer
+    dtype defaults to bfloat16 on CUDA and float32 on CPU; bf16 on a CPU keeps the output projection in fp32
+    (``fp32_head``).  The attention implementation is SDPA: the scorer
     passes a custom 4-D attention mask, which flash-attention kernels would ignore.
     """
     import torch
@@ -75,8 +76,29 @@ def load_model_and_tokenizer(model_path, adapter_path=None, dtype=None, device=N
         model = PeftModel.from_pretrained(model, adapter, torch_device=None if spread else device)
     if spread is None:
         model.to(device)  # no-op for weights already there; moves the CPU path as before
+    if dtype == torch.bfloat16 and not on_gpu:
+        model.set_output_embeddings(fp32_head(model.get_output_embeddings()))
     model.eval()
     return model, tokenizer
+
+
+def fp32_head(head):
+    """The output projection in fp32 over a bf16 model: bf16 logits (8 bits of mantissa, steps of 0.125 at a logit
+    of 20) would round away the small log-probability gaps between candidates, and flip the top-1 of close ones.
+    A copy of the weight (tied embeddings stay bf16); it projects only the scored positions, so costs ~nothing."""
+    import torch
+
+    class _Fp32Head(torch.nn.Module):
+        def __init__(self, linear):
+            super().__init__()
+            self.weight = torch.nn.Parameter(linear.weight.detach().float(), requires_grad=False)
+            self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach().float(),
+                                                                            requires_grad=False)
+
+        def forward(self, hidden):
+            return torch.nn.functional.linear(hidden.float(), self.weight, self.bias)
+
+    return _Fp32Head(head)
 
 
 def _spread_over_gpus(path: Path, dtype) -> dict[int, int] | None:

@@ -368,3 +368,24 @@ def test_prefix_tree_shares_prefixes():
     # node 1 (5->6) and node 2 (5->7) see the shared root 5, not each other
     assert tree.ancestor.astype(int).tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]]
     assert list(zip(tree.cand, tree.node, tree.target)) == [(0, 0, 6), (0, 1, 9), (1, 0, 7), (1, 2, 9), (2, 3, 9)]
+
+
+def test_bf16_on_cpu_scores_with_an_fp32_output_projection(tiny_model, dataset_dir):
+    """bf16 on a CPU: the body in bf16, the logits from an fp32 copy of the output projection (bf16 logits would
+    round away the gaps between candidates); the cached-prefix kernel still equals the naive path, and the
+    candidates' log-probs stay near fp32's."""
+    import torch
+
+    model, tokenizer = load_model_and_tokenizer(tiny_model, dtype="bfloat16", device="cpu")
+    assert model.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert model.get_output_embeddings().weight.dtype == torch.float32
+    data = load_prepared(dataset_dir)
+    encoder = PromptEncoder(load_template(tokenizer, "smollm2"), tokenizer, data.candidates, data.records[0])
+    prompts = [encoder.prompt(r) for r in data.records[:3]]
+    cached, _ = cached_candidate_logprobs(model, prompts, encoder.cand_ids, tokenizer.pad_token_id, False)
+    np.testing.assert_allclose(cached, naive_candidate_logprobs(model, prompts, encoder.cand_ids), atol=0.05)
+    records = data.records[:6]
+    fp32 = CandidateScorer(tiny_model, "smollm2", batch_size=3, device="cpu").score(records, data.candidates, False)
+    bf16 = CandidateScorer(tiny_model, "smollm2", batch_size=3, device="cpu", dtype="bfloat16").score(
+        records, data.candidates, False)
+    np.testing.assert_allclose(bf16.cand_logprob, fp32.cand_logprob, atol=0.05)

@@ -355,6 +355,16 @@ def test_eval_metrics_json_equals_metrics_recomputed_from_predictions(chain):
             # Rec_w is accuracy (Hit-Rate@1), counted here without the metrics module
             accuracy = sum(r["pred"] == r["label"] for r in rows) / len(rows)
             assert summary["rec_w"]["mean"] == pytest.approx(accuracy)
+            # ranking and calibration: every model but the generated one keeps every candidate's log-probability
+            assert (expected["hit@1"] is None) == name.endswith("-generate"), name
+            for key in M.DISTRIBUTION_METRICS:
+                want = expected[key]
+                assert summary[key]["mean"] == (None if want is None else pytest.approx(want)), (name, split, key)
+    for name in ("zero-shot", "a-tune", "behaviorlm"):   # make eval fits each constrained LLM's temperature
+        record = json.loads((run / "eval" / name / "temperature.json").read_text())
+        assert record["split"] == "valid" and record["n_samples"] > 0
+        got = report["models"][name]["summary"]["test_p1"]["temperature"]["mean"]
+        assert got == pytest.approx(record["temperature"])
 
 
 def test_eval_figures_are_png_files(chain):

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_prep",
                                      description="BehaviorLM data preparation: event log -> LLaMA-Factory datasets")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("prepare", help="event log -> LLaMA-Factory dataset_dir (README contracts)")
+    p = sub.add_parser("prepare", help="event log -> LLaMA-Factory dataset_dir (docs/data-preparation.md)")
     p.add_argument("--out", required=True, help="dataset_dir to write (e.g. runs/<RUN>/data)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", help="event log: a CSV, JSONL or Parquet file, or a directory (hive partitions "

@@ -83,8 +83,8 @@ class PrepareConfig:
                "smaller (counted as repeats in stats.json aux)", parse_flag)
     system_prompt: str = _option(prompts.SYSTEM_PROMPT, "system prompt of every sample (paper 3.1.1)")
     time_format: str | None = _option(
-        None, "strptime format of the --input file's timestamps, as pandas' format= (README: TIME_FORMAT); "
-              "none: ISO-8601 or epoch seconds", parse_time_format)
+        None, "strptime format of the --input file's timestamps, as pandas' format= (docs/data-preparation.md: "
+              "TIME_FORMAT); none: ISO-8601 or epoch seconds", parse_time_format)
 
     def validate(self) -> None:
         for name in ("train_cap", "valid_cap", "test_cap", "anchor_cap"):

@@ -1,4 +1,4 @@
-"""Atomic file writers and the prepared dataset_dir layout (README "Files between stages").
+"""Atomic file writers and the prepared dataset_dir layout (docs/data-preparation.md "Files between stages").
 
 Every file is written to a temporary file in the same directory and moved into place with os.replace, so
 an interrupt never leaves a half-written file under the final name. JSON is written with a fixed key order

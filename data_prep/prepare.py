@@ -20,7 +20,7 @@ from data_prep.table import drop_warning
 
 def prepare(table, out_dir: str | Path, config: PrepareConfig | None = None, source: dict | None = None,
             log=print) -> dict:
-    """Write the whole dataset_dir for one run (README contracts) and return its stats.
+    """Write the whole dataset_dir for one run (docs/data-preparation.md) and return its stats.
 
     The run is built in a hidden sibling of out_dir and swapped in whole at the end (data_prep.rundir): a
     failed or killed prepare leaves the earlier run as it was, and no file of the earlier run survives.
@@ -182,7 +182,7 @@ def _write_behavior_splits(write, info, sets, config) -> tuple[dict[str, np.ndar
 
 
 def _stats(table, sets, info, split_counts, aux_sel, median_chars, warnings, source, config) -> dict:
-    """The content of stats.json (README "Files between stages"); key order is fixed."""
+    """The content of stats.json (docs/data-preparation.md "Files between stages"); key order is fixed."""
     names = list(table.behaviors)
     dropped = dict(table.dropped)
     dropped.update(sets.dropped)

@@ -1,4 +1,5 @@
-"""Reading a prepared dataset_dir back (README "Files between stages"): data_prep writes it, so it reads it.
+"""Reading a prepared dataset_dir back (docs/data-preparation.md "Files between stages"): data_prep writes it,
+so it reads it.
 
 A split is ``<stem>.jsonl`` (alpaca records, what LLaMA-Factory trains on) with a line-aligned
 ``<stem>.meta.jsonl``; ``stats.json`` lists the behaviors in label_id order, which is the candidate order

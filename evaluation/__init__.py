@@ -1,6 +1,6 @@
 """BehaviorLM evaluation: predictions, the paper's six metrics (Appendix B), baselines, reports.
 
-Stages talk through files (see README "Files between stages"); this package adds one contract:
+Stages talk through files (see docs/data-preparation.md "Files between stages"); this package adds one contract:
 
 ``<out>/<dataset>.predictions.jsonl`` -- line i is test sample i of ``<dataset_dir>/<dataset>.jsonl``:
 ``index``, ``sample_id``, ``label``, ``label_id``, ``pred`` (a candidate name, or null when a generated

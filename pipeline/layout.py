@@ -1,4 +1,4 @@
-"""The run layout: where every stage of one run reads and writes (README "Files between stages").
+"""The run layout: where every stage of one run reads and writes (docs/data-preparation.md "Files between stages").
 
 Each stage writes only under its own outputs and reads the others' as inputs; `data/` never changes after
 prepare, so an ablation or a seed repeat reads the run's `data/` directly.

@@ -1,6 +1,6 @@
 """DPO pairs and the selected-SFT set (Algorithm 1 lines 23-28), plus the selection report.
 
-Outputs (README contracts), in select's own folder (never the prepared dataset_dir it reads):
+Outputs (docs/data-preparation.md), in select's own folder (never the prepared dataset_dir it reads):
 ``dpo_pairs.jsonl`` ({"system", "instruction", "input", "chosen", "rejected"}, registered as
 ``behavior_dpo_pairs`` with ``ranking: true``), ``selected_sft.jsonl`` (alpaca, output = truth;
 ``behavior_selected_sft``), the ``dataset_info.json`` registering those two (the folder is B-tune's

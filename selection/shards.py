@@ -1,5 +1,5 @@
 """Score parts on disk: Parquet parts of a resumable, data-parallel scoring run, its manifest, and reading
-a finished run back (README "Files between stages": ``<scores>/part-*.parquet`` + ``manifest.json``).
+a finished run back (docs/data-preparation.md "Files between stages": ``<scores>/part-*.parquet`` + ``manifest.json``).
 
 Parts are keyed by the row indices they hold (``part-<first index>.parquet``), not by rank: a rerun with
 any number of ranks reuses every row already scored and re-shards only what is left.  A run is complete

@@ -1,9 +1,10 @@
 """A trained run as the serving code sees it: candidate behaviors, history length, system prompt, model paths.
 
-Run layout (README): ``<run>/data/stats.json`` (behaviors in candidate order and the prepare config, history
-length L and system prompt included), the merged final model ``<run>/final`` or, before export, the merged
-reference ``<run>/pi_ref`` with the DPO adapter ``<run>/btune``. The chat template is not stored in the run:
-it comes from the recipe (``recipes/<MODEL>/atune_lora_sft.yaml``, key ``template``) and is passed in.
+Run layout (docs/data-preparation.md): ``<run>/data/stats.json`` (behaviors in candidate order and the prepare
+config, history length L and system prompt included), the merged final model ``<run>/final`` or, before
+export, the merged reference ``<run>/pi_ref`` with the DPO adapter ``<run>/btune``. The chat template is not
+stored in the run: it comes from the recipe (``recipes/<MODEL>/atune_lora_sft.yaml``, key ``template``)
+and is passed in.
 
 Temperature: the run's model (final/, or pi_ref/ + btune/, both the model `make eval` evaluates as
 ``behaviorlm``) is served with the T of ``<run>/eval/behaviorlm/temperature.json`` (``evaluation.temperature``);

@@ -34,7 +34,7 @@ SYSTEM = "You predict the next daily behavior of a user."
 
 
 def _write_dataset(root: Path, n_per_behavior=(6, 5, 3, 2, 1, 2, 3)) -> Path:
-    """A prepared dataset dir following the README contract (train_all + meta + stats + dataset_info)."""
+    """A prepared dataset dir as docs/data-preparation.md describes it (train_all + meta + stats + dataset_info)."""
     root.mkdir(parents=True)
     shutil.copy(ROOT / "dataset_info.json", root / "dataset_info.json")
     rng = np.random.default_rng(0)

@@ -300,3 +300,41 @@ def test_70b_recipes_shard_the_weights_and_recompute_activations():
     changed = {k for k in eight_b.keys() | seventy_b.keys() if eight_b.get(k) != seventy_b.get(k)}
     assert changed == {"model_name_or_path", "deepspeed", "disable_gradient_checkpointing"}
     assert json.loads((RECIPES / "deepspeed" / "ds_z3_config.json").read_text())["zero_optimization"]["stage"] == 3
+
+
+PARSE_UNDER_TORCHRUN = '''
+import json, sys, yaml
+from llamafactory.hparams import get_train_args
+out = {}
+for path, extra in json.loads(sys.argv[1]):
+    args = yaml.safe_load(open(path))
+    args.update(extra, bf16=False)          # no bf16 on this CPU; everything else, DeepSpeed included, as written
+    model, _, training, finetuning, _ = get_train_args(args)
+    out[path + json.dumps(extra)] = [training.hf_deepspeed_config.config["zero_optimization"]["stage"],
+                                     finetuning.finetuning_type, model.quantization_bit]
+print("PARSED " + json.dumps(out))
+'''
+
+
+def test_70b_recipes_parse_under_torchrun_with_deepspeed_and_qlora(tmp_path):
+    """LLaMA-Factory's parser refuses DeepSpeed outside a distributed launch, so the recipes are parsed as
+    `llamafactory-cli train` parses them under torchrun (one CPU rank): ZeRO-3 as written, and the QLoRA
+    variant for 40 GB cards (quantization_bit=4) on top."""
+    import subprocess
+    import sys
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    script = tmp_path / "parse.py"
+    script.write_text(PARSE_UNDER_TORCHRUN)
+    folder = RECIPES / "llama3.1-70b-instruct"
+    common = {"model_name_or_path": str(model), "dataset_dir": str(ROOT), "output_dir": str(tmp_path / "out")}
+    jobs = [(str(folder / "atune_lora_sft.yaml"), common), (str(folder / "btune_lora_dpo.yaml"), common),
+            (str(folder / "atune_lora_sft.yaml"), {**common, "quantization_bit": 4})]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "1", "--standalone", str(script), json.dumps(jobs)],
+                          check=False, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parsed = json.loads(proc.stdout.split("PARSED ", 1)[1])
+    assert list(parsed.values()) == [[3, "lora", None], [3, "lora", None], [3, "lora", 4]]

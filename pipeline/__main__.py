@@ -6,6 +6,7 @@ import shutil
 import sys
 
 from .demo import convert_smollm2, demo
+from .figures import FIGURE_TARGETS
 from .graph import Runner, StageFailed
 from .layout import Layout
 from .settings import Settings, SettingsError, help_text
@@ -17,7 +18,8 @@ def clean_run(runner: Runner, settings: Settings, layout: Layout) -> None:
     shutil.rmtree(layout.run_dir, ignore_errors=True)
 
 
-ALL_TARGETS = {**TARGETS, "demo": demo, "smollm2": convert_smollm2, "clean-run": clean_run, "help": None}
+ALL_TARGETS = {**TARGETS, **FIGURE_TARGETS, "demo": demo, "smollm2": convert_smollm2, "clean-run": clean_run,
+               "help": None}
 
 
 def main(argv: list[str] | None = None) -> int:

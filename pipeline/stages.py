@@ -75,7 +75,7 @@ def prepare(s: Settings, lay: Layout) -> Stage:
                  outputs=lay.prepared()[:2])
 
 
-def _model_inputs(path: str) -> tuple[list[Path], dict]:
+def model_stamp_inputs(path: str) -> tuple[list[Path], dict]:
     """A local model folder is an input (hashed by content); a hub id is a parameter."""
     return ([Path(path)], {}) if Path(path).exists() else ([], {"model": path})
 
@@ -103,7 +103,7 @@ def _non_empty_datasets(recipe: launch.Recipe, data: Path, overrides: list[str])
 
 def _train(s: Settings, recipe: launch.Recipe, model: str, data: Path, out: Path, stage_args: list[str],
            extra_inputs: list[Path], name: str) -> Stage:
-    model_inputs, model_params = _model_inputs(model)
+    model_inputs, model_params = model_stamp_inputs(model)
     overrides = [f"model_name_or_path={model}", f"dataset_dir={data}", f"output_dir={out}",
                  *precision.train_overrides(s, recipe.values), *stage_args]
     # Locations are not parameters (a moved run stays up to date): the model and data are inputs by content.
@@ -132,7 +132,7 @@ def atune_train(s: Settings, lay: Layout) -> Stage:
 
 def _merge(s: Settings, model: str, adapter: Path, out: Path, name: str) -> Stage:
     recipe = launch.Recipe(s, "merge_lora")
-    model_inputs, model_params = _model_inputs(model)
+    model_inputs, model_params = model_stamp_inputs(model)
 
     cmd = launch.lf_export_command(recipe, [f"model_name_or_path={model}", f"adapter_name_or_path={adapter}",
                                             f"export_dir={out}"])
@@ -170,7 +170,7 @@ def token_check(s: Settings, lay: Layout) -> Stage:
     args = ["--dataset-dir", str(lay.data), "--model", model, "--template", template(s), "--cutoff-len",
             str(cutoff_len(s)), "--out", str(out)]
     cmd = launch.python_module("selection", "token-lengths", *args)
-    model_inputs, model_params = _model_inputs(model)
+    model_inputs, model_params = model_stamp_inputs(model)
     tokenizer = [p for p in Path(model).glob("tokenizer*")] + [Path(model) / "config.json"] if model_inputs else []
     return Stage("token check", stamp_of(lay.token_check), lambda: launch.run(cmd), cmd,
                  inputs=[*tokenizer, *lay.prepared()], params={"template": args[5], "cutoff_len": args[7],
@@ -236,7 +236,7 @@ def eval_model(s: Settings, lay: Layout, name: str, model: str, adapter: Path | 
             *s.words("EVAL_ARGS")]
     calibrated = not generate and s.int("CALIB_SAMPLES") > 0
     cmd = launch.python_module("evaluation", "predict", *args, nproc=1 if generate else nproc)
-    model_inputs, model_params = _model_inputs(model)
+    model_inputs, model_params = model_stamp_inputs(model)
     data = [lay.data / "stats.json", *(lay.data / f"{t}{e}" for t in TEST_SPLITS for e in (".jsonl", ".meta.jsonl"))]
     params = {"template": template(s), "generate": generate, "EVAL_ARGS": s.words("EVAL_ARGS"), **model_params,
               **_dtype_param(s),

@@ -136,7 +136,7 @@ def eval_model(r: Runner, s: Settings, lay: Layout) -> None:
     r.run(stages.eval_model(s, lay, s["EVAL_NAME"], model, adapter))
 
 
-def _eval_if(r: Runner, s: Settings, lay: Layout, name: str, model: Path, adapter: Path | None,
+def eval_if(r: Runner, s: Settings, lay: Layout, name: str, model: Path, adapter: Path | None,
              needs: Path) -> None:
     if not finished(needs, r.exists):
         print(f"eval: skipping {name}: no finished {needs}")
@@ -154,10 +154,10 @@ def eval_all(r: Runner, s: Settings, lay: Layout) -> None:
     """zero-shot (the paper's NT), a-tune (pi_ref), behaviorlm (pi_ref + DPO adapter), full-ft, baselines."""
     check_data(r, lay)
     r.run(stages.eval_model(s, lay, "zero-shot", stages.base_model(s, launch.Recipe(s, "atune_lora_sft"))))
-    _eval_if(r, s, lay, "a-tune", lay.pi_ref, None, lay.pi_ref)
-    _eval_if(r, s, lay, "behaviorlm", lay.pi_ref, lay.btune, lay.btune)
+    eval_if(r, s, lay, "a-tune", lay.pi_ref, None, lay.pi_ref)
+    eval_if(r, s, lay, "behaviorlm", lay.pi_ref, lay.btune, lay.btune)
     wo_atune = lay.ablation("wo_atune", False)
-    _eval_if(r, s, lay, "full-ft", wo_atune.pi_ref, None, wo_atune.pi_ref)
+    eval_if(r, s, lay, "full-ft", wo_atune.pi_ref, None, wo_atune.pi_ref)
     eval_baselines(r, s, lay)
     report(r, s, lay)
 
@@ -167,7 +167,7 @@ def report(r: Runner, s: Settings, lay: Layout, also=()) -> None:
     r.run(stages.report(s, lay, [lay.run_dir], lay.report_dir, r.exists, also))
 
 
-def _always(r: Runner, name: str, cmd: list[str]) -> None:
+def always(r: Runner, name: str, cmd: list[str]) -> None:
     """Commands that are not stages (cheap tables over a report that may have just changed, the device check):
     run every time, listed in a dry run."""
     if r.dry_run:
@@ -187,7 +187,7 @@ def ablation_table(r: Runner, s: Settings, lay: Layout) -> None:
     args += ["--out", str(lay.report_dir / "ablations.md")]
     if s["PAPER_TABLE"] in ("behavior", "app"):
         args += ["--paper-table", s["PAPER_TABLE"]]
-    _always(r, "ablation table", launch.python_module("evaluation", "ablation-table", *args))
+    always(r, "ablation table", launch.python_module("evaluation", "ablation-table", *args))
 
 
 def ablation_report(r: Runner, s: Settings, lay: Layout) -> None:
@@ -195,13 +195,13 @@ def ablation_report(r: Runner, s: Settings, lay: Layout) -> None:
     check_data(r, lay)
     for a in ABLATIONS:
         sub = lay.ablation(a, ABLATIONS[a][1])
-        _eval_if(r, s, lay, f"abl-{a}", sub.final, None, sub.final)
+        eval_if(r, s, lay, f"abl-{a}", sub.final, None, sub.final)
     eval_all(r, s, lay)
     ablation_table(r, s, lay)
 
 
 # ---- sweeps and repeats (Tables 5, 6; mean ± std over seeds) ----------------------------------------------
-def _sub(s: Settings, lay: Layout, suffix: str, **changes: str) -> tuple[Settings, Layout]:
+def sub_run(s: Settings, lay: Layout, suffix: str, **changes: str) -> tuple[Settings, Layout]:
     run_dir = lay.sub_run(suffix)
     sub = s.with_(**{"RUN": run_dir.name, "RUN_DIR": str(run_dir), "DATA_DIR": str(run_dir / "data"), **changes})
     return sub, Layout.of(sub)
@@ -210,7 +210,7 @@ def _sub(s: Settings, lay: Layout, suffix: str, **changes: str) -> tuple[Setting
 def _sweep(r: Runner, s: Settings, lay: Layout, var: str, values: str, stem: str, title: str, paper: str) -> None:
     points = []
     for v in s.words(values):
-        sub, sub_lay = _sub(s, lay, f"{stem}{v}", **{var: v})
+        sub, sub_lay = sub_run(s, lay, f"{stem}{v}", **{var: v})
         prepare(r, sub, sub_lay)
         b_tune(r, sub, sub_lay)
         eval_all(r, sub, sub_lay)
@@ -218,7 +218,7 @@ def _sweep(r: Runner, s: Settings, lay: Layout, var: str, values: str, stem: str
     args = ["--param", title, *points, "--out", str(lay.report_dir / f"sweep_{stem}.md")]
     if s["PAPER_TABLE"] == "behavior":
         args += ["--paper-table", paper]
-    _always(r, f"sweep table {stem}", launch.python_module("evaluation", "sweep-table", *args))
+    always(r, f"sweep table {stem}", launch.python_module("evaluation", "sweep-table", *args))
 
 
 def sweep_eps(r: Runner, s: Settings, lay: Layout) -> None:
@@ -232,7 +232,7 @@ def sweep_anchor(r: Runner, s: Settings, lay: Layout) -> None:
 def _seed_runs(s: Settings, lay: Layout):
     for seed in s.words("SEEDS"):
         args = f"seed={seed} {s['ARGS']}".strip()
-        sub, sub_lay = _sub(s, lay, f"seed{seed}", SEED=seed, ARGS=args, DATA_DIR=str(lay.data))
+        sub, sub_lay = sub_run(s, lay, f"seed{seed}", SEED=seed, ARGS=args, DATA_DIR=str(lay.data))
         yield sub, replace(sub_lay, shared_data=True)
 
 
@@ -250,111 +250,6 @@ def report_seeds(r: Runner, s: Settings, lay: Layout) -> None:
     check_data(r, lay)
     runs = [sub_lay.run_dir for _, sub_lay in _seed_runs(s, lay)]
     r.run(stages.report(s, lay, runs, lay.run_dir / "report-seeds", r.exists))
-
-
-# ---- the paper's figures (Fig. 1b, 3a, 3b, 5; Table 7) into the run's report/ ---------------------------------
-TUNING_DATA = {"full-ft": "all behaviors (full-ft)", "a-tune": "anchors (a-tune)",
-               "reverse-a-tune": "tails (reverse A-tune)"}   # Fig. 5: eval name -> what it was tuned on
-COMPARED = ("zero-shot", "full-ft", "a-tune", "behaviorlm")   # Fig. 3a's tuning methods, as the report names them
-
-
-def _figure(r: Runner, lay: Layout, kind: str, points: list[str]) -> None:
-    args = [x for point in points for x in ("--point", point)]
-    _always(r, kind, launch.python_module("evaluation", "figure", kind, *args, "--out", str(lay.report_dir)))
-
-
-def behavior_map(r: Runner, s: Settings, lay: Layout) -> None:
-    """Fig. 1b: the base model's embedding of every behavior name -> report/behavior_map.png/.md/.json."""
-    check_data(r, lay)
-    model = stages.base_model(s, launch.Recipe(s, s["ATUNE_RECIPE"]))
-    out = lay.report_dir / "behavior_map.json"
-    cmd = launch.python_module("evaluation", "behavior-map", "--model", model, "--dataset-dir", str(lay.data),
-                               "--out", str(lay.report_dir))
-    model_inputs, model_params = stages._model_inputs(model)
-    r.run(Stage("behavior map", stamp_of(out), lambda: launch.run(cmd), cmd,
-                inputs=[*model_inputs, lay.data / "stats.json"], params=model_params, outputs=[out]))
-
-
-def _f_values(s: Settings) -> list[str]:
-    """F_SWEEP, refused before anything trains when a value is not a count or exceeds the scored pool."""
-    values = s.words("F_SWEEP")
-    if not values or not all(v.isdigit() and int(v) > 0 for v in values):
-        raise SystemExit(f"error: F_SWEEP must be positive integers, got {s['F_SWEEP']!r}")
-    over = [v for v in values if s["POOL"].isdigit() and int(v) > int(s["POOL"])]
-    if over:
-        raise SystemExit(f"error: F_SWEEP {' '.join(over)} above POOL={s['POOL']}: select can pick at most POOL "
-                         "scored samples per behavior (raise POOL or drop those values)")
-    return values
-
-
-def sweep_f(r: Runner, s: Settings, lay: Layout) -> None:
-    """Fig. 3b: select and B-tune for each F from the run's own pi_ref and scores, each evaluated."""
-    values = _f_values(s)
-    score(r, s, lay)
-    points = []
-    for f in values:
-        sub_s, sub = s.with_(F=f), lay.ablation(f"sweep-f{f}", True)
-        r.run(stages.select(sub_s, sub))
-        r.run(stages.btune_train(sub_s, sub))
-        _eval_if(r, s, lay, f"sweep-f{f}", lay.pi_ref, sub.btune, sub.btune)
-        points.append(f"{f}={lay.report_dir / 'metrics.json'}#sweep-f{f}")
-    report(r, s, lay, also=[f"sweep-f{f}" for f in values])
-    _figure(r, lay, "sweep_f", points)
-
-
-def tuning_data(r: Runner, s: Settings, lay: Layout) -> None:
-    """Fig. 5: A-tune on all behaviors (full-ft), on anchors (a-tune), on tails + medium + aux (the reverse
-    ablation's first stage), each merged and evaluated."""
-    a_tune(r, s, lay)
-    full_ft(r, s, lay)
-    ablation(r, s, lay, "reverse", target=a_tune)
-    models = {"full-ft": lay.ablation("wo_atune", False).pi_ref, "a-tune": lay.pi_ref,
-              "reverse-a-tune": lay.ablation("reverse", False).pi_ref}
-    for name, model in models.items():
-        _eval_if(r, s, lay, name, model, None, model)
-    report(r, s, lay, also=list(models))
-    _figure(r, lay, "tuning_data", [f"{TUNING_DATA[n]}={lay.report_dir / 'metrics.json'}#{n}" for n in models])
-
-
-def _compared_runs(s: Settings, lay: Layout):
-    """RUNS: names beside this run's directory (runs/<name>) or directories."""
-    for word in s.words("RUNS"):
-        run_dir = Path(word).expanduser().resolve() if "/" in word else lay.run_dir.with_name(word)
-        sub = s.with_(RUN=run_dir.name, RUN_DIR=str(run_dir), DATA_DIR=str(run_dir / "data"))
-        yield sub, Layout.of(sub)
-
-
-def compare_runs(r: Runner, s: Settings, lay: Layout) -> None:
-    """Fig. 3a: each run's report (brought up to date), then anchor and tail accuracy per run and method."""
-    if not s.words("RUNS"):
-        raise SystemExit('usage: make compare-runs RUNS="run-1.5b run-8b run-70b" (each evaluated by make eval)')
-    points = []
-    for sub, sub_lay in _compared_runs(s, lay):
-        report(r, sub, sub_lay)
-        found = stages.finished_predictions([sub_lay.run_dir], r.exists)
-        points += [f"{sub_lay.run_dir.name}/{m}={sub_lay.report_dir / 'metrics.json'}#{m}" for m in COMPARED
-                   if m in found]
-    _figure(r, lay, "compare_runs", points)
-
-
-def sweep_aux(r: Runner, s: Settings, lay: Layout) -> None:
-    """Table 7: the whole chain once per auxiliary conversation set (its own prepare, the same EPS)."""
-    files = s.words("AUX_SWEEP")
-    if not files:
-        raise SystemExit('usage: make sweep-aux AUX_SWEEP="chat.json math.jsonl health.jsonl"')
-    stems = [Path(f).stem for f in files]
-    missing = [f for f in files if not Path(f).is_file()]
-    if missing or len(set(stems)) < len(stems):
-        raise SystemExit(f"error: AUX_SWEEP: {'no file ' + missing[0] if missing else 'two files named alike'}: "
-                         f"{s['AUX_SWEEP']}")
-    points = []
-    for f, stem in zip(files, stems):
-        sub, sub_lay = _sub(s, lay, f"aux-{stem}", AUX=str(Path(f).resolve()))
-        prepare(r, sub, sub_lay)
-        b_tune(r, sub, sub_lay)
-        eval_all(r, sub, sub_lay)
-        points.append(f"{stem}={sub_lay.report_dir / 'metrics.json'}#behaviorlm")
-    _figure(r, lay, "sweep_aux", points)
 
 
 # ---- after training: predictions for users now, SASRec beside the LLMs ---------------------------------------
@@ -375,13 +270,13 @@ def predict(r: Runner, s: Settings, lay: Layout) -> None:
     cmd = launch.python_module("serving", "predict", *_serving_args(s, lay), "--events", str(Path(s["EVENTS"])
                                .resolve()), "--next", str(Path(s["NEXT"]).resolve()), "--out", str(out),
                                "--buckets", s["PREDICT_BUCKETS"], *source, nproc=nproc, nodes=launch.nodes(s))
-    _always(r, "predict", cmd)
+    always(r, "predict", cmd)
 
 
 def serve(r: Runner, s: Settings, lay: Layout) -> None:
     """The HTTP service (FastAPI + uvicorn) on the run's final model; API_KEY from the environment."""
     check_data(r, lay)
-    _always(r, "serve", launch.python_module("serving", "serve", *_serving_args(s, lay), "--host", s["HOST"],
+    always(r, "serve", launch.python_module("serving", "serve", *_serving_args(s, lay), "--host", s["HOST"],
                                              "--port", s["PORT"]))
 
 
@@ -405,13 +300,13 @@ def sample_efficiency(r: Runner, s: Settings, lay: Layout) -> None:
                                *s.words("SIZES"), "--out", str(lay.report_dir), "--skip-missing-llm",
                                "--llm", f"behaviorlm={metrics}#behaviorlm", "--llm", f"a-tune={metrics}#a-tune",
                                *s.words("SASREC_ARGS"))
-    _always(r, "sample efficiency", cmd)
+    always(r, "sample efficiency", cmd)
 
 
 def gpu_check(r: Runner, s: Settings, lay: Layout) -> None:
     """The device check (one GPU, no network): figures to <RUN_DIR>/gpu_check.json."""
     cmd = [sys.executable, str(ROOT / "tests" / "gpu" / "gpu_check.py"), "--out", str(lay.run_dir / "gpu_check.json")]
-    _always(r, "gpu check", cmd)
+    always(r, "gpu check", cmd)
 
 
 TARGETS = {
@@ -423,6 +318,4 @@ TARGETS = {
     "ablation-report": ablation_report, "ablation-table": ablation_table, "sweep-eps": sweep_eps,
     "sweep-anchor": sweep_anchor, "repeats": repeats, "report-seeds": report_seeds, "gpu-check": gpu_check,
     "predict": predict, "serve": serve, "sasrec": sasrec, "sample-efficiency": sample_efficiency,
-    "behavior-map": behavior_map, "sweep-f": sweep_f, "tuning-data": tuning_data, "compare-runs": compare_runs,
-    "sweep-aux": sweep_aux,
 }

@@ -19,7 +19,6 @@ prepare runs it on each file of a directory INPUT.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import heapq
 import json
@@ -32,29 +31,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 from tqdm import tqdm
 
 from serving.batch import CHUNK, ReadOptions, build_queries, read_histories, read_next
 from serving.predictor import error_line, result_line
 from serving.queries import BehaviorNames
 from serving.run import RunInfo, ServingError
+from serving.spool import Spool, as_input_error, spool
 from serving.upstream import (
     PrepareError,
     atomic_open,
-    detect_format,
-    missing_columns_error,
-    number_text,
     resolve_columns,
-    string_dictionary,
     write_json,
     write_jsonl,
 )
 
 DEFAULT_BUCKETS = 64
 GROUP = 128            # buckets spooled in one pass over the inputs (open files, spool disk)
-BATCH_ROWS = 1 << 16   # rows per Parquet batch read and written
 EXIT_HOOK = "PREDICT_EXIT_AFTER_PARTS"   # tests: this process exits after writing that many parts
 
 
@@ -63,155 +56,6 @@ def dist_env() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def bucket_of(user_id: str, buckets: int) -> int:
-    digest = hashlib.blake2b(user_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % buckets
-
-
-def _canonical(value) -> str:
-    """The user id as prepare's encoder keys it (surrounding whitespace stripped; missing = "")."""
-    return value.strip() if isinstance(value, str) else ""
-
-
-def _arrow_buckets(column, buckets: int, source: str, name: str) -> np.ndarray:
-    """The bucket of every row of an Arrow user column, hashing each distinct id once."""
-    encoded = string_dictionary(column, source, name)
-    lut = np.fromiter((bucket_of(_canonical(v), buckets) for v in encoded.dictionary.to_pylist()),
-                      dtype=np.int64, count=len(encoded.dictionary))
-    lut = np.append(lut, bucket_of("", buckets))
-    return lut[encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
-
-
-# ---- spooling: one pass over an input file, each wanted bucket's rows to its own file ----------------------
-@dataclass
-class Spool:
-    path: Path
-    rows: list            # the input's row numbers of the spool's rows (for errors), in spool order
-
-
-def _csv_header(path: Path, delimiter: str) -> list[str]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        return [name.strip() for name in next(csv.reader(f, delimiter=delimiter), [])]
-
-
-def _arrow_batches(path: Path, fmt: str, cols: dict[str, str], source: str) -> Iterator[pa.RecordBatch]:
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
-    wanted = list(dict.fromkeys(cols.values()))
-    if fmt == "parquet":
-        parquet = pq.ParquetFile(path)
-        missing_columns_error(source, cols, list(parquet.schema_arrow.names))
-        yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted)
-        return
-    delimiter = "\t" if fmt == "tsv" else ","
-    missing_columns_error(source, cols, _csv_header(path, delimiter))
-    convert = pcsv.ConvertOptions(include_columns=wanted, column_types={c: pa.string() for c in wanted},
-                                  strings_can_be_null=False)
-    yield from pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 24),
-                             parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-                             convert_options=convert)
-
-
-def _spool_arrow(path: Path, fmt: str, cols: dict, buckets: int, wanted: set, folder: Path, tag: str,
-                 source: str) -> dict[int, Spool]:
-    import pyarrow.parquet as pq
-
-    spools, writers, row = {}, {}, 1
-    try:
-        for batch in _arrow_batches(path, fmt, cols, source):
-            owner = _arrow_buckets(batch.column(cols["user"]), buckets, source, cols["user"])
-            for b in np.unique(owner).tolist():
-                if b not in wanted:
-                    continue
-                take = np.flatnonzero(owner == b)
-                if b not in writers:
-                    spools[b] = Spool(folder / f"{tag}-{b:05d}.parquet", [])
-                    writers[b] = pq.ParquetWriter(spools[b].path, batch.schema)
-                writers[b].write_batch(batch.take(pa.array(take)), row_group_size=BATCH_ROWS)
-                spools[b].rows.extend((take + row).tolist())
-            row += batch.num_rows
-        if row == 1:
-            raise PrepareError(f"{source}: no events (the file has no data rows)")
-    except pa.ArrowException as exc:
-        raise PrepareError(f"{source}: {' '.join(str(exc).split())}") from None
-    finally:
-        for w in writers.values():
-            w.close()
-    return spools
-
-
-def _jsonl_user(raw: bytes, line_no: int, source: str, name: str) -> str | None:
-    """The user id of one JSONL line (None: a blank line); the line's other faults are the reader's to name."""
-    try:
-        line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
-    except UnicodeDecodeError:
-        raise PrepareError(f"{source}: row {line_no}: not valid UTF-8") from None
-    if not line.strip():
-        return None
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise PrepareError(f"{source}: row {line_no}: not valid JSON ({exc.msg})") from None
-    if not isinstance(obj, dict) or name not in obj:
-        raise PrepareError(f"{source}: row {line_no}: expected a JSON object with the key '{name}'")
-    value = obj[name]
-    return _canonical(number_text(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
-                      else value)
-
-
-def _spool_jsonl(path: Path, cols: dict, buckets: int, wanted: set, folder: Path, tag: str,
-                 source: str) -> dict[int, Spool]:
-    spools, files, seen = {}, {}, False
-    try:
-        with open(path, "rb") as f:
-            for line_no, raw in enumerate(f, start=1):
-                user = _jsonl_user(raw, line_no, source, cols["user"])
-                if user is None:
-                    continue
-                seen = True
-                b = bucket_of(user, buckets)
-                if b not in wanted:
-                    continue
-                if b not in files:
-                    spools[b] = Spool(folder / f"{tag}-{b:05d}.jsonl", [])
-                    files[b] = open(spools[b].path, "wb")
-                files[b].write(raw.removeprefix(b"\xef\xbb\xbf") if line_no == 1 else raw)
-                if not raw.endswith(b"\n"):
-                    files[b].write(b"\n")
-                spools[b].rows.append(line_no)
-            if not seen:
-                raise PrepareError(f"{source}: no events (the file has no data rows)")
-    finally:
-        for handle in files.values():
-            handle.close()
-    return spools
-
-
-def spool(path: str, opts: ReadOptions, buckets: int, wanted: set, folder: Path, tag: str,
-          columns: dict | None = None) -> tuple[dict[int, Spool], str]:
-    """Each wanted bucket's rows of `path` -> {bucket: Spool}, and the format the spools are in."""
-    source, path = str(path), Path(path)
-    cols = resolve_columns(columns if columns is not None else opts.columns)
-    fmt = detect_format(path, opts.fmt)
-    if path.stat().st_size == 0:
-        raise PrepareError(f"{source}: file is empty")
-    if fmt == "jsonl":
-        return _spool_jsonl(path, cols, buckets, wanted, folder, tag, source), "jsonl"
-    return _spool_arrow(path, fmt, cols, buckets, wanted, folder, tag, source), "parquet"
-
-
-def _as_input(err: Exception, sp: Spool, source: str) -> Exception:
-    """A reader's error about a spool file, re-pointed at the input file and its row numbers."""
-    def row(m: re.Match) -> str:
-        n = int(m.group(1))
-        return f"row {sp.rows[n - 1]}" if 0 < n <= len(sp.rows) else m.group(0)
-
-    text = re.sub(r"\brow (\d+)", row, str(err).replace(str(sp.path), source))
-    return type(err)(text)
-
-
-# ---- one bucket -> one part ----------------------------------------------------------------------------------
 @dataclass
 class Job:
     """What every part of one predict run shares."""
@@ -292,7 +136,7 @@ def _read_events(job: Job, sp: Spool, fmt: str) -> tuple[dict, dict]:
         every = ALL_DROPPED.search(str(err))
         if every:   # all of this bucket's rows dropped: its users have no events, as they would in one file
             return {}, {k: int(v) for k, v in re.findall(r"(\w+): (\d+)", every.group(1))}
-        raise _as_input(err, sp, job.events) from None
+        raise as_input_error(err, sp, job.events) from None
 
 
 def _read_next(job: Job, sp: Spool, fmt: str) -> tuple[dict, dict]:
@@ -305,7 +149,7 @@ def _read_next(job: Job, sp: Spool, fmt: str) -> tuple[dict, dict]:
             what = f"unparseable timestamp {value!r}" if "bad_timestamp" in every.group(1) else every.group(1)
             raise ServingError(f"{job.next_path}: row {sp.rows[0]}: {what} (every user needs a valid next-event "
                                f"timestamp)") from None
-        raise _as_input(err, sp, job.next_path) from None
+        raise as_input_error(err, sp, job.next_path) from None
 
 
 def _read_bucket(job: Job, b: int, ev: dict, nx: dict, fmt: tuple[str, str]):

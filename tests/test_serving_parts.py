@@ -12,7 +12,7 @@ import pytest
 from serving_helpers import ENV, ROOT, build_tiny_run
 
 from pipeline.launch import python_module
-from serving.parts import bucket_of
+from serving.spool import bucket_of
 
 BUCKETS = 6
 BUCKET_U17 = 32   # blake2b("u17") % 64
@@ -130,7 +130,7 @@ def test_bucket_spools_read_as_the_whole_file(inputs, tmp_path, fmt):
     import pyarrow.parquet as pq
 
     from serving.batch import ReadOptions, read_histories
-    from serving.parts import spool
+    from serving.spool import spool
 
     table = pcsv.read_csv(inputs["events"], convert_options=pcsv.ConvertOptions(
         column_types={"user_id": "string", "timestamp": "string"}))

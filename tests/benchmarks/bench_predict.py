@@ -98,7 +98,7 @@ def spool_rate(work: Path, rows: int = 1_000_000) -> None:
     import pyarrow.csv as pcsv
 
     from serving.batch import ReadOptions
-    from serving.parts import spool
+    from serving.spool import spool
 
     rng = np.random.default_rng(0)
     users = rng.integers(0, rows // 20, rows)

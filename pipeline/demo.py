@@ -20,7 +20,7 @@ from .graph import Runner
 from .layout import Layout
 from .settings import Settings, SettingsError
 
-BUDGET_S = 15 * 60  # the chain after setup on a 2-core CPU
+BUDGET_S = 10 * 60  # the chain after setup on an idle 2-core CPU with native bf16 (docs/demo.md)
 
 
 def read_profile(path: Path) -> dict[str, str]:

@@ -3,10 +3,12 @@ events -> `python -m data_prep prepare` -> the tiny random Llama as the run's fi
 `python -m serving serve` started as a subprocess on 127.0.0.1 with an ephemeral port."""
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -68,3 +70,23 @@ def stop_server(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+@contextlib.contextmanager
+def serve_in_thread(app):
+    """`app` served by uvicorn on a free loopback port in a thread of this process; yields the port and stops
+    the server (the thread must end) on leaving."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert not thread.is_alive()

@@ -8,14 +8,13 @@ import asyncio
 import json
 import signal
 import socket
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from serving_helpers import KEY, L, build_tiny_run, start_server, stop_server
+from serving_helpers import KEY, L, build_tiny_run, serve_in_thread, start_server, stop_server
 
 from serving.__main__ import main as serving_main
 from serving.app import Settings, create_app
@@ -409,23 +408,9 @@ def test_http_concurrent_clients_are_batched(server, samples):
 
 def test_http_without_api_key_in_process(predictor, samples):
     """create_app served by uvicorn in a thread: no API_KEY means no Authorization needed."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(create_app(predictor, Settings(top_k=2)), host="127.0.0.1", port=0,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    with serve_in_thread(create_app(predictor, Settings(top_k=2))) as port:
         r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json=_request(samples[0]), timeout=30)
         assert r.status_code == 200 and len(r.json()["top"]) == 2
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-    assert not thread.is_alive()
 
 
 def test_sigterm_shuts_down_cleanly(server):

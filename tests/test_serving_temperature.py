@@ -3,14 +3,12 @@ predict): their probabilities equal softmax(eval log-probs / T) for the same sam
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from serving_helpers import L, build_tiny_run
+from serving_helpers import L, build_tiny_run, serve_in_thread
 
 from evaluation.__main__ import main as evaluation_main
 from evaluation.temperature import scale
@@ -115,26 +113,13 @@ def test_predict_cli_lines_carry_the_temperature(tiny_run, samples, tmp_path):
 
 
 def test_http_response_carries_the_temperature(tiny_run, samples):
-    import uvicorn
-
     predictor = Predictor(load_run(tiny_run["run"], "smollm2"), batch_size=4, device="cpu")
-    server = uvicorn.Server(uvicorn.Config(create_app(predictor, Settings(top_k=100)), host="127.0.0.1", port=0,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
     s, row = samples[0], tiny_run["rows"][0]
     body = {"events": [{"timestamp": local_iso(t), "place": p, "behavior": b} for t, p, b in s["history"]],
             "next": {"timestamp": local_iso(s["next"][0]), "place": s["next"][1]},
             "instruction_template": str(s["meta"]["template_id"])}
-    try:
+    with serve_in_thread(create_app(predictor, Settings(top_k=100))) as port:
         r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json=body, timeout=60)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
     assert r.status_code == 200, r.text
     assert r.json()["temperature"] == pytest.approx(tiny_run["T"])
     got = _by_name(r.json()["top"])

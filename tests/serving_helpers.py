@@ -90,3 +90,27 @@ def serve_in_thread(app):
         server.should_exit = True
         thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+def protocol2_samples(tiny_run: dict) -> list[dict]:
+    """The tiny run's test_p2 samples with the raw events prepare built them from (same reader: same order and
+    codes): {"record", "meta", "history": [(time, place, behavior)] * L, "next": (time, place, behavior)}."""
+    import json
+
+    from serving.upstream import load_events
+
+    def jsonl(path: Path) -> list[dict]:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    data = tiny_run["data"]
+    table = load_events(tiny_run["events"])
+    offsets = table.user_offsets()
+    out = []
+    for record, meta in zip(jsonl(data / "test_p2.jsonl"), jsonl(data / "test_p2.meta.jsonl")):
+        uid, pos = meta["sample_id"].rsplit("#", 1)
+        target = int(offsets[table.user_ids.index(uid)]) + int(pos)
+        events = [(int(table.time[i]), table.places[table.place[i]], table.behaviors[table.behavior[i]])
+                  for i in range(target - L, target + 1)]
+        out.append({"record": record, "meta": meta, "history": events[:-1], "next": events[-1]})
+    return out
+

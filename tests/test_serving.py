@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from serving_helpers import KEY, L, build_tiny_run, serve_in_thread, start_server, stop_server
+from serving_helpers import KEY, L, build_tiny_run, protocol2_samples, serve_in_thread, start_server, stop_server
 
 from serving.__main__ import main as serving_main
 from serving.app import Settings, create_app
@@ -22,7 +22,6 @@ from serving.batcher import MicroBatcher
 from serving.predictor import Predictor, local_iso
 from serving.prompting import DEFAULT_MODE, Event, Query, render_record, rerender
 from serving.run import load_run
-from serving.upstream import load_events
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -37,16 +36,8 @@ def tiny_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def samples(tiny_run):
     """test_p2 samples with the raw events prepare built them from (same readers: same order and codes)."""
-    data = tiny_run["data"]
-    table = load_events(tiny_run["events"])
-    offsets = table.user_offsets()
-    out = []
-    for record, meta in zip(_jsonl(data / "test_p2.jsonl"), _jsonl(data / "test_p2.meta.jsonl")):
-        uid, pos = meta["sample_id"].rsplit("#", 1)
-        target = int(offsets[table.user_ids.index(uid)]) + int(pos)
-        events = [Event(int(table.time[i]), table.places[table.place[i]], table.behaviors[table.behavior[i]])
-                  for i in range(target - L, target + 1)]
-        out.append({"record": record, "meta": meta, "history": events[:-1], "next": events[-1]})
+    out = [{**x, "history": [Event(*e) for e in x["history"]], "next": Event(*x["next"])}
+           for x in protocol2_samples(tiny_run)]
     assert out, "the tiny run has no protocol-2 sample"
     return out
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from serving_helpers import L, build_tiny_run, serve_in_thread
+from serving_helpers import build_tiny_run, protocol2_samples, serve_in_thread
 
 from evaluation.__main__ import main as evaluation_main
 from evaluation.temperature import scale
@@ -17,7 +17,6 @@ from serving.app import Settings, create_app
 from serving.predictor import Predictor, local_iso
 from serving.prompting import Query
 from serving.run import load_run
-from serving.upstream import load_events
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -39,18 +38,8 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def samples(tiny_run):
-    """test_p2 samples with their raw events (as in test_serving.py)."""
-    data = tiny_run["data"]
-    table = load_events(tiny_run["events"])
-    offsets = table.user_offsets()
-    out = []
-    for meta in _jsonl(data / "test_p2.meta.jsonl"):
-        uid, pos = meta["sample_id"].rsplit("#", 1)
-        target = int(offsets[table.user_ids.index(uid)]) + int(pos)
-        events = [(int(table.time[i]), table.places[table.place[i]], table.behaviors[table.behavior[i]])
-                  for i in range(target - L, target + 1)]
-        out.append({"meta": meta, "history": events[:-1], "next": events[-1]})
-    return out
+    """test_p2 samples with their raw events (serving_helpers.protocol2_samples)."""
+    return protocol2_samples(tiny_run)
 
 
 def _expected(row: dict, t: float) -> np.ndarray:

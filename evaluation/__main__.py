@@ -81,24 +81,27 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "predict":
+            from selection.scorer import ScorerCache
+
             from .predict import predict_constrained, predict_generate
 
             kwargs = {"adapter": args.adapter, "batch_size": args.batch_size, "shard_size": args.shard_size,
                       "device": args.device, "dtype": args.dtype, "cutoff_len": args.cutoff_len}
+            cache = ScorerCache()  # the model is loaded once for every split scored here
             for dataset in args.dataset:
                 if args.generate:
                     path = predict_generate(args.model, args.template, args.dataset_dir, dataset, args.out,
                                             max_new_tokens=args.max_new_tokens, **kwargs)
                 else:
                     path = predict_constrained(args.model, args.template, args.dataset_dir, dataset, args.out,
-                                               **kwargs)
+                                               cache=cache, **kwargs)
                 if path is not None:
                     print(path)
             if args.calib_samples > 0 and not args.generate:
                 from .predict import fit_constrained_temperature
 
                 path = fit_constrained_temperature(args.model, args.template, args.dataset_dir, args.out,
-                                                   args.calib_samples, args.calib_seed, **kwargs)
+                                                   args.calib_samples, args.calib_seed, cache=cache, **kwargs)
                 if path is not None:
                     print(path)
         elif args.command == "baseline":

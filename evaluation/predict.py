@@ -50,11 +50,12 @@ def _wait_for_parts(paths: list[Path], poll_s: float = 5.0, timeout_s: float = 6
 def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLike, dataset: str,
                         out_dir: str | os.PathLike, adapter: str | None = None, batch_size: int = 8,
                         shard_size: int = 256, device: str | None = None,
-                        cutoff_len: int | None = None, dtype: str | None = None) -> Path | None:
+                        cutoff_len: int | None = None, dtype: str | None = None, cache=None) -> Path | None:
     """Argmax of the scorer's candidate probabilities for every sample of ``dataset``; returns the file.
 
     With cutoff_len (the recipe's), samples whose prompt + longest candidate exceed it are refused before any
-    model forward.  Returns None on ranks other than 0 of a torchrun launch (rank 0 writes the file)."""
+    model forward.  Returns None on ranks other than 0 of a torchrun launch (rank 0 writes the file).
+    `cache`: a ``selection.scorer.ScorerCache`` that keeps the model loaded for the next split."""
     from selection.devices import dist_env
     from selection.scorer import score_dataset
     from selection.shards import load_scores, wait_for_scores
@@ -64,7 +65,8 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
     candidates, meta = split.candidates, split.meta
     scores_dir = Path(out_dir) / f"{dataset}.scores"
     score_dataset(model, template, dataset_dir, dataset, scores_dir, adapter_path=adapter, batch_size=batch_size,
-                  shard_size=shard_size, with_embeddings=False, device=device, dtype=dtype, cutoff_len=cutoff_len)
+                  shard_size=shard_size, with_embeddings=False, device=device, dtype=dtype, cutoff_len=cutoff_len,
+                  cache=cache)
     if dist_env()[0] != 0:
         return None
     wait_for_scores(scores_dir)
@@ -89,7 +91,7 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
 def fit_constrained_temperature(model: str, template: str, dataset_dir: str | os.PathLike,
                                 out_dir: str | os.PathLike, samples: int, seed: int, adapter: str | None = None,
                                 batch_size: int = 8, shard_size: int = 256, device: str | None = None,
-                                cutoff_len: int | None = None, dtype: str | None = None) -> Path | None:
+                                cutoff_len: int | None = None, dtype: str | None = None, cache=None) -> Path | None:
     """Score a seeded subset of `samples` validation samples and write ``<out>/temperature.json`` (the T
     minimising their NLL, ``evaluation.temperature``); returns the file, None on ranks other than 0 and when
     dataset_dir has no valid split (a warning says so)."""
@@ -108,7 +110,7 @@ def fit_constrained_temperature(model: str, template: str, dataset_dir: str | os
     scores_dir = Path(out_dir) / "valid.scores"
     score_dataset(model, template, dataset_dir, "valid", scores_dir, adapter_path=adapter, indices=indices,
                   batch_size=batch_size, shard_size=shard_size, with_embeddings=False, device=device,
-                  dtype=dtype, cutoff_len=cutoff_len)
+                  dtype=dtype, cutoff_len=cutoff_len, cache=cache)
     if dist_env()[0] != 0:
         return None
     wait_for_scores(scores_dir)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from .precision import gpu_visible
 from .settings import ROOT, Settings
 
 BIN = Path(sys.executable).parent
@@ -66,17 +67,53 @@ def echo(cmd: list[str], env_note: dict[str, str] | None = None) -> None:
     print("$ " + (prefix + " " if prefix else "") + shlex.join(str(c) for c in cmd), flush=True)
 
 
+# This project's commands that run inside the pipeline's own process when nothing calls for another one: one
+# rank, no GPU visible (a GPU's memory must be free for the next stage's process), no extra environment. A new
+# process re-imports torch, transformers and LLaMA-Factory, about 10 s on a 2-core CPU, which is a quarter of a
+# small evaluation; the command printed and stamped is the same either way.
+IN_PROCESS = ("evaluation", "selection")
+
+
+def in_process_module(cmd: list[str], env_extra: dict[str, str] | None = None) -> str | None:
+    """The package of a `python -m <package> ...` command that may run in this process, else None."""
+    if env_extra or len(cmd) < 3 or str(cmd[0]) != sys.executable or cmd[1] != "-m" or cmd[2] not in IN_PROCESS:
+        return None
+    return None if gpu_visible() else str(cmd[2])
+
+
+def call_in_process(module: str, args: list[str]) -> int:
+    """`python -m module args` as a call of its `main(argv)`, from the repository root; its exit code."""
+    import gc
+    import importlib
+
+    main = importlib.import_module(f"{module}.__main__").main
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as stop:  # argparse's usage errors
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        os.chdir(cwd)
+        gc.collect()  # the command's model goes before the next stage's process starts
+    return code or 0
+
+
 def run(cmd: list[str], env_extra: dict[str, str] | None = None) -> None:
     """Runs a command from the repository root; a failure stops the pipeline with the command's exit code."""
     echo(cmd, env_extra)
-    env = dict(os.environ, **(env_extra or {}))
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(ROOT)
-    proc = subprocess.run([str(c) for c in cmd], check=False, cwd=ROOT, env=env)
-    if proc.returncode != 0:
+    module = in_process_module(cmd, env_extra)
+    if module:
+        code = call_in_process(module, cmd[3:])
+    else:
+        env = dict(os.environ, **(env_extra or {}))
+        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+        env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(ROOT)
+        code = subprocess.run([str(c) for c in cmd], check=False, cwd=ROOT, env=env).returncode
+    if code != 0:
         print(f"error: {Path(str(cmd[0])).name} {cmd[1] if len(cmd) > 1 else ''} failed "
-              f"(exit {proc.returncode})", file=sys.stderr)
-        raise SystemExit(proc.returncode)
+              f"(exit {code})", file=sys.stderr)
+        raise SystemExit(code)
 
 
 def python_module(module: str, *args, nproc: int = 1, nodes: list[str] | None = None) -> list[str]:

@@ -104,11 +104,35 @@ def pool_indices(meta: Sequence[dict], per_behavior: int | str | None, seed: int
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
-def check_scored_lengths(model_path, template: str, records, candidates, cutoff_len: int | None, what: str):
+class ScorerCache:
+    """What one process loads to score with a model, kept for the next split it scores with the same one
+    (evaluation scores two test splits and the calibration subset): the tokenizer and the model are loaded once,
+    not once per split. One model at a time is kept."""
+
+    def __init__(self):
+        self._scorers: dict[tuple, CandidateScorer] = {}
+        self._tokenizers: dict[tuple, tuple] = {}
+
+    def scorer(self, model_path, template: str, adapter_path, batch_size: int, device, dtype) -> CandidateScorer:
+        key = (str(model_path), template, str(adapter_path), batch_size, str(device), str(dtype))
+        if key not in self._scorers:
+            self._scorers.clear()
+            self._scorers[key] = CandidateScorer(model_path, template, adapter_path, batch_size, device, dtype)
+        return self._scorers[key]
+
+    def tokenizer_and_template(self, model_path, template: str):
+        key = (str(model_path), template)
+        if key not in self._tokenizers:
+            self._tokenizers[key] = load_tokenizer_and_template(model_path, template)
+        return self._tokenizers[key]
+
+
+def check_scored_lengths(model_path, template: str, records, candidates, cutoff_len: int | None, what: str,
+                         cache: ScorerCache | None = None):
     """Refuse, before any model is loaded, samples whose prompt + longest candidate exceeds cutoff_len."""
     if cutoff_len is None:
         return
-    tokenizer, tmpl = load_tokenizer_and_template(model_path, template)
+    tokenizer, tmpl = (cache or ScorerCache()).tokenizer_and_template(model_path, template)
     check_cutoff(scored_token_lengths(tmpl, tokenizer, records, candidates), cutoff_len, what)
 
 
@@ -126,6 +150,7 @@ def score_dataset(
     device=None,
     dtype=None,
     cutoff_len: int | None = None,
+    cache: ScorerCache | None = None,
 ) -> Path:
     """Score `indices` (line numbers; default all) of a prepared split and write Parquet parts to out_dir.
 
@@ -134,7 +159,8 @@ def score_dataset(
     ``done-<r>.json``.  Rows already on disk are never scored again, whatever number of ranks wrote them, so
     an interrupted run resumes with any number of ranks; ``manifest.json`` pins the run's inputs and a rerun
     with different inputs into the same out_dir is refused.  With cutoff_len, a pool whose prompt + longest
-    candidate exceeds it is refused before any model is loaded (``lengths.check_cutoff``).
+    candidate exceeds it is refused before any model is loaded (``lengths.check_cutoff``). `cache`: a
+    ``ScorerCache`` shared by the calls of one process that score with the same model.
     """
     from tqdm.auto import tqdm
 
@@ -160,9 +186,10 @@ def score_dataset(
     todo = np.setdiff1d(mine, scored_indices(out_dir), assume_unique=True)
     parts = [todo[s : s + shard_size] for s in range(0, len(todo), shard_size)]
     if parts:
+        cache = cache or ScorerCache()
         check_scored_lengths(model_path, template, [data.records[i] for i in indices], data.candidates,
-                             cutoff_len, f"{data.path.stem} samples (prompt + longest candidate)")
-        scorer = CandidateScorer(model_path, template, adapter_path, batch_size, device, dtype)
+                             cutoff_len, f"{data.path.stem} samples (prompt + longest candidate)", cache)
+        scorer = cache.scorer(model_path, template, adapter_path, batch_size, device, dtype)
         encoder = scorer.encoder(data.candidates, data.records[int(indices[0])])
         labels = np.array([m["label_id"] for m in data.meta], dtype=np.int64)
         bar = tqdm(total=len(todo), desc=f"scoring (rank {rank})", disable=rank != 0, unit="x")

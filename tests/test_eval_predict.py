@@ -116,3 +116,21 @@ def test_generate_reports_invalid_rate(dataset_dir, tiny_model, tmp_path):
     with pytest.raises(ValueError, match="max_new_tokens"):
         predict_generate(str(tiny_model), "smollm2", dataset_dir, "test_p2", out, max_new_tokens=8, shard_size=4,
                          device="cpu")
+
+
+def test_cli_loads_the_model_once_for_every_split(dataset_dir, tiny_model, tmp_path, monkeypatch):
+    import selection.scorer as scorer
+
+    loads = []
+    real_model, real_tokenizer = scorer.load_model_and_tokenizer, scorer.load_tokenizer_and_template
+    monkeypatch.setattr(scorer, "load_model_and_tokenizer",
+                        lambda *a, **k: loads.append("model") or real_model(*a, **k))
+    monkeypatch.setattr(scorer, "load_tokenizer_and_template",
+                        lambda *a, **k: loads.append("tokenizer") or real_tokenizer(*a, **k))
+    out = tmp_path / "pred"
+    assert main(["predict", "--model", str(tiny_model), "--template", "smollm2", "--dataset-dir", str(dataset_dir),
+                 "--dataset", "test_p2", "--out", str(out), "--device", "cpu", "--cutoff-len", "4096"]) == 0
+    assert sorted(loads) == ["model", "tokenizer"]  # test_p2 and the validation subset share them
+    alone = predict_constrained(str(tiny_model), "smollm2", dataset_dir, "test_p2", tmp_path / "alone", device="cpu")
+    assert read_jsonl(alone) == read_jsonl(out / "test_p2.predictions.jsonl")
+    assert (out / "temperature.json").is_file() and loads[2:] == ["model"]  # the call alone loaded its own

@@ -62,11 +62,10 @@ def _build(files, out_dir: Path, config, aux_pool, reader, n_buckets, eng, sourc
         sets, picks = _select(users, work, eng, vocab_ref, config, len(vocab["behaviors"]))
         names = vocab["behaviors"]
         info = behavior_info(names, sets, config)
-        _render(picks, users, work, eng, vocab_ref, info, config, [s["bucket"] for s in scans])
-        present = [s["bucket"] for s in scans]
+        origin = _render(picks, users, work, eng, vocab_ref, info, config, [s["bucket"] for s in scans])
 
         def write(split, targets, tids, routes, caps):
-            return write_chunks(buckets.merged_chunks(str(work), present, split), len(targets), len(names),
+            return write_chunks(buckets.merged_chunks(str(work), split, origin[split]), len(targets), len(names),
                                 out_dir, routes, split, caps)
 
         summary = EventsSummary(names, n_events, len(vocab["user_ids"]), len(vocab["places"]), dropped, notes)
@@ -164,14 +163,17 @@ def _labels(users, by_split, work, eng, vocab_ref) -> dict:
     return {"train_counts": train_counts, "test": joined[gather].astype(np.int64)}
 
 
-def _render(picks, users, work, eng, vocab_ref, info, config, present: list[int]) -> None:
-    """Each bucket renders its own selected samples of every split, tagged with their output positions."""
+def _render(picks, users, work, eng, vocab_ref, info, config, present: list[int]) -> dict[str, np.ndarray]:
+    """Each bucket renders its own selected samples of every split, in output order; returns each split's
+    bucket of every output position."""
     tids = {split: template_ids(split, len(member), config.seed) for split, (member, _) in picks.items()}
+    source = {split: users.bucket[member] for split, (member, _) in picks.items()}
     calls = []
     for b in present:
         jobs = {}
         for split, (member, offsets) in picks.items():
-            mine = np.flatnonzero(users.bucket[member] == b)
-            jobs[split] = (users.codes[member[mine]], offsets[mine], tids[split][mine], mine)
+            mine = np.flatnonzero(source[split] == b)
+            jobs[split] = (users.codes[member[mine]], offsets[mine], tids[split][mine])
         calls.append((str(work), b, vocab_ref, info, config, jobs))
     eng.map(buckets.render_bucket, calls, "render")
+    return source

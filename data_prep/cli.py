@@ -1,57 +1,35 @@
 """`python -m data_prep prepare`: the command line of :func:`data_prep.prepare.prepare`.
 
 Argument parsing only. The run's settings, their defaults and their help come from the fields of
-:class:`data_prep.config.PrepareConfig` (the one declaration of each default); the event source options
-(``--input`` and its reader options, ``--foursquare``, ``--synthetic``) are read here.
+:class:`data_prep.config.PrepareConfig`, :class:`~data_prep.config.SyntheticConfig` and
+:class:`~data_prep.config.ScaleConfig` (the one declaration of each default, made options by
+:func:`cli.add_settings`); the event source options (``--input`` and its reader options, ``--foursquare``,
+``--synthetic``) are read here.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import MISSING, fields
 from pathlib import Path
 
+from cli import Command, add_settings, run, settings_from_args
+from cli import build_parser as command_parser
 from data_prep import events, sources
-from data_prep.config import PrepareConfig, ScaleConfig
+from data_prep.config import PrepareConfig, ScaleConfig, SyntheticConfig
 from data_prep.errors import PrepareError
 from data_prep.options import resolve_columns
 from data_prep.outofcore import prepare_input
 from data_prep.prepare import prepare
-from data_prep.synthetic import DEFAULT_DAYS, DEFAULT_USERS, generate_events
+from data_prep.synthetic import generate_events
 
-__all__ = ["PrepareConfig", "build_parser", "config_from_args", "main", "prepare"]
-
-
-def _shown(value) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def add_config_options(parser: argparse.ArgumentParser, settings=PrepareConfig) -> None:
-    """One option per field of `settings`: flag, parser, default and help all come from the field."""
-    for f in fields(settings):
-        meta = f.metadata
-        if "help" not in meta:
-            continue
-        flag = meta["flag"] or "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else f.default_factory()
-        shown = "the shipped prompt" if f.name == "system_prompt" else _shown(default)
-        parser.add_argument(flag, dest=f.name, type=meta["parse"], default=default,
-                            help=f"{meta['help']} (default: {shown})".replace("%", "%%"))
+__all__ = ["COMMANDS", "PrepareConfig", "build_parser", "config_from_args", "main", "prepare"]
 
 
 def config_from_args(args: argparse.Namespace, settings=PrepareConfig):
-    return settings(**{f.name: getattr(args, f.name) for f in fields(settings) if "help" in f.metadata})
+    return settings_from_args(settings, args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m data_prep",
-                                     description="BehaviorLM data preparation: event log -> LLaMA-Factory datasets")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("prepare", help="event log -> LLaMA-Factory dataset_dir (docs/data-preparation.md)")
+def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="dataset_dir to write (e.g. runs/<RUN>/data)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", help="event log: a CSV, JSONL or Parquet file, or a directory (hive partitions "
@@ -64,12 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(--input and --foursquare)")
     p.add_argument("--tz", help="convert timestamps that name their instant (Z, offsets, epoch seconds) to this "
                                 "zone's local time, e.g. Asia/Shanghai or +08:00 (naive times are already local)")
-    p.add_argument("--users", type=int, default=DEFAULT_USERS, help="synthetic: number of users")
-    p.add_argument("--days", type=int, default=DEFAULT_DAYS, help="synthetic: number of days")
-    p.add_argument("--behaviors", help="synthetic: comma-separated subset of behaviors (demo profile)")
-    add_config_options(p)
-    add_config_options(p, ScaleConfig)
-    return parser
+    add_settings(p, SyntheticConfig)
+    add_settings(p, PrepareConfig)
+    add_settings(p, ScaleConfig)
 
 
 def _reader(args) -> tuple[dict, dict]:
@@ -108,25 +83,33 @@ def _summary(stats: dict, out_dir: Path) -> str:
             + ", ".join(f"{k}={v}" for k, v in s.items()))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        config, scale = config_from_args(args), config_from_args(args, ScaleConfig)
-        config.validate()
-        scale.validate()
-        if scale.n_buckets and not args.input:
-            raise PrepareError("--buckets and --engine ray read an --input log; the Foursquare and synthetic "
-                               "sources are prepared in memory")
-        if scale.n_buckets:
-            reader, source = _reader(args)
-            stats = prepare_input(args.input, args.out, config, fmt=args.format, reader=reader,
-                                  n_buckets=scale.n_buckets, engine=scale.engine, source=source)
-        else:
-            print("loading events ...", file=sys.stderr)
-            table, source = _load(args)
-            stats = prepare(table, args.out, config, source=source)
-    except PrepareError as err:  # SyntheticError is one too; a traceback means a bug
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def prepare_command(args: argparse.Namespace) -> int:
+    config, scale = config_from_args(args), config_from_args(args, ScaleConfig)
+    config.validate()
+    scale.validate()
+    if scale.n_buckets and not args.input:
+        raise PrepareError("--buckets and --engine ray read an --input log; the Foursquare and synthetic "
+                           "sources are prepared in memory")
+    if scale.n_buckets:
+        reader, source = _reader(args)
+        stats = prepare_input(args.input, args.out, config, fmt=args.format, reader=reader,
+                              n_buckets=scale.n_buckets, engine=scale.engine, source=source)
+    else:
+        print("loading events ...", file=sys.stderr)
+        table, source = _load(args)
+        stats = prepare(table, args.out, config, source=source)
     print(_summary(stats, Path(args.out)))
     return 0
+
+
+COMMANDS = {"prepare": Command("event log -> LLaMA-Factory dataset_dir (docs/data-preparation.md)",
+                               add_prepare_arguments, prepare_command)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return command_parser("python -m data_prep", "BehaviorLM data preparation: event log -> LLaMA-Factory datasets",
+                          COMMANDS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), COMMANDS, argv)

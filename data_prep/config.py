@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from data_prep import prompts
 from data_prep.errors import PrepareError
+from data_prep.synthetic.generator import DEFAULT_DAYS, DEFAULT_USERS
 from data_prep.time_formats import check_time_format
 
 
@@ -48,9 +49,11 @@ def parse_time_format(text: str) -> str | None:
     return None if text.strip().lower() in ("none", "") else text
 
 
-def _option(default, help: str, parse=None, flag: str | None = None):
-    """A config field that is also a `prepare` command-line option (flag: --name-with-dashes by default)."""
-    return field(default=default, metadata={"help": help, "parse": parse or type(default), "flag": flag})
+def _option(default, help: str, parse=None, flag: str | None = None, shown: str | None = None):
+    """A config field that is also a `prepare` command-line option (flag: --name-with-dashes by default; the
+    option is made by :func:`cli.add_settings`)."""
+    meta = {"help": help, "type": parse or type(default), "flag": flag}
+    return field(default=default, metadata={**meta, **({"shown": shown} if shown else {})})
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ class PrepareConfig:
     aux_repeat: bool = _option(
         False, "1: draw auxiliary conversations with replacement up to eps x |anchor samples| when the set is "
                "smaller (counted as repeats in stats.json aux)", parse_flag)
-    system_prompt: str = _option(prompts.SYSTEM_PROMPT, "system prompt of every sample (paper 3.1.1)")
+    system_prompt: str = _option(prompts.SYSTEM_PROMPT, "system prompt of every sample (paper 3.1.1)",
+                                 shown="the shipped prompt")
     time_format: str | None = _option(
         None, "strptime format of the --input file's timestamps, as pandas' format= (docs/data-preparation.md: "
               "TIME_FORMAT); none: ISO-8601 or epoch seconds", parse_time_format)
@@ -106,6 +110,14 @@ class PrepareConfig:
             raise PrepareError(f"aux max length ratio must be > 0, got {self.aux_max_length_ratio}")
         if self.time_format is not None:
             check_time_format(self.time_format)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The embedded synthetic event log (``--synthetic``); its seed is PrepareConfig's."""
+    users: int = _option(DEFAULT_USERS, "synthetic: number of users")
+    days: int = _option(DEFAULT_DAYS, "synthetic: number of days")
+    behaviors: str | None = _option(None, "synthetic: comma-separated subset of behaviors (demo profile)", str)
 
 
 @dataclass(frozen=True)

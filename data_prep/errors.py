@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from cli import UsageError
+
 MAX_EXAMPLES = 5  # row numbers / raw values kept in notes as examples of a problem
 
 
-class PrepareError(ValueError):
+class PrepareError(UsageError):
     """Bad input for `make prepare`; the message is one line naming the file (and row)."""
 
 

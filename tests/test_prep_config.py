@@ -3,6 +3,7 @@ from dataclasses import fields
 
 import pytest
 
+from cli import UsageError
 from data_prep.cli import build_parser, config_from_args
 from data_prep.config import PrepareConfig
 
@@ -42,5 +43,5 @@ def test_none_means_no_cap(word):
 def test_options_parse_into_their_fields():
     config = config_from_args(parse("--split-ratios", "0.7,0.2,0.1", "--aux", "a.jsonl", "--eps", "0"))
     assert config.split_ratios == (0.7, 0.2, 0.1) and config.aux_path == "a.jsonl" and config.eps == 0
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="split-ratios"):
         parse("--split-ratios", "0.7,0.3")

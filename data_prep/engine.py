@@ -1,9 +1,11 @@
 """Where the out-of-core steps run: ``local`` (this process, one step after another) or ``ray`` (Ray tasks).
 
-``ray`` connects to ``RAY_ADDRESS`` when it is set, else starts a local instance. A task's PrepareError comes
-back as the same one-line error; a lost worker is retried by Ray (tasks are idempotent: each writes its own
-files under the run's work directory) and, when the retries run out, fails the run with one line, before the
-run directory is swapped in.
+``ray`` connects to ``RAY_ADDRESS`` when it is set, else starts a local instance with ``RAY_NUM_CPUS`` CPUs
+(default: all). A task's PrepareError comes back as the same one-line error; a lost worker (a killed process,
+a lost node) is retried by Ray up to MAX_RETRIES times (tasks are idempotent: each writes its own files under
+the run's work directory) and, when the retries run out, or when a task raises, fails the run with one line.
+The step's other tasks are cancelled and waited for before the error leaves :meth:`RayEngine.map`, so none
+writes into the staged run directory after it is removed; the earlier run stays.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from tqdm import tqdm
 from data_prep.errors import PrepareError, one_line
 
 ENGINES = ("local", "ray")
+MAX_RETRIES = 3          # Ray reruns a task whose worker died this many times
 
 
 class LocalEngine:
@@ -37,14 +40,26 @@ class RayEngine:
         return self.ray.put(value)
 
     def map(self, fn, calls: list[tuple], desc: str) -> list:
-        remote = self.ray.remote(max_retries=3)(fn)
+        remote = self.ray.remote(max_retries=MAX_RETRIES)(fn)
         refs = [remote.remote(*args) for args in calls]
         results = []
-        with tqdm(total=len(refs), desc=desc, unit="task", disable=None, mininterval=2.0) as bar:
-            for ref in refs:
-                results.append(self._get(ref))
-                bar.update(1)
+        try:
+            with tqdm(total=len(refs), desc=desc, unit="task", disable=None, mininterval=2.0) as bar:
+                for ref in refs:
+                    results.append(self._get(ref))
+                    bar.update(1)
+        except BaseException:
+            self._stop(refs)
+            raise
         return results
+
+    def _stop(self, refs) -> None:
+        """Cancel the tasks (killing their workers) and wait until none runs."""
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                self.ray.cancel(ref, force=True)
+        with contextlib.suppress(Exception):
+            self.ray.wait(refs, num_returns=len(refs), timeout=120)
 
     def _get(self, ref):
         try:

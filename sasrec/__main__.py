@@ -1,58 +1,92 @@
-"""CLI: ``python -m sasrec {train,sample-efficiency} ...``."""
+"""CLI: ``python -m sasrec {train,sample-efficiency} ...``.
+
+The model and training settings are the YAML's (``--config``, default recipes/sasrec/sasrec.yaml) over the
+defaults of :class:`sasrec.train.TrainConfig` and :class:`sasrec.model.ModelConfig`; ``KEY=VALUE`` words (or
+``--set KEY=VALUE``) override a key of either section.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
+
+from cli import Command, add_settings, positive_int, run, settings_from_args
+from cli import build_parser as command_parser
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where SASRec runs (not a config key: it never changes which epoch is chosen on the CPU)."""
+    device: str = field(default="cpu", metadata={"help": "cpu (deterministic) or e.g. cuda:0"})
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-dir", required=True, help="the prepared dataset_dir (runs/<RUN>/data)")
     p.add_argument("--config", help="SASRec YAML (default: recipes/sasrec/sasrec.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a config key (either section), e.g. --set max_epochs=10")
-    p.add_argument("--device", default="cpu", help="cpu (default, deterministic) or e.g. cuda:0")
+                   help="override a config key (either section), e.g. --set max_epochs=10; the same as the word "
+                        "max_epochs=10")
+    p.add_argument("assignments", nargs="*", metavar="KEY=VALUE",
+                   help="override a config key (either section), e.g. max_epochs=10 hidden_size=64")
+    add_settings(p, RunSettings)
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--out", required=True, help="predictions directory (runs/<RUN>/eval/sasrec)")
+
+
+def _add_sample_efficiency(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--sizes", type=positive_int, nargs="+", required=True, help="training windows per run")
+    p.add_argument("--out", required=True, help="report directory (runs/<RUN>/report)")
+    p.add_argument("--llm", action="append", default=[], metavar="NAME=METRICS_JSON#MODEL[@SAMPLES]",
+                   help="an LLM row of a report's metrics.json, drawn at SAMPLES training samples "
+                        "(default: the dataset's train_all size)")
+    p.add_argument("--skip-missing-llm", action="store_true",
+                   help="leave out an --llm row whose metrics.json or model does not exist (make passes both "
+                        "behaviorlm and a-tune whether trained or not)")
+    p.add_argument("--work-dir", help="per-size predictions (default: <out>/sample_efficiency)")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """--set values, then KEY=VALUE words, in the order given within each."""
+    return [*args.overrides, *args.assignments]
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import run_train
+
+    device = settings_from_args(RunSettings, args).device
+    for path in run_train(args.dataset_dir, args.out, args.config, _overrides(args), device):
+        print(path)
+    return 0
+
+
+def _sample_efficiency(args: argparse.Namespace) -> int:
+    from .efficiency import run_sample_efficiency
+
+    device = settings_from_args(RunSettings, args).device
+    for path in run_sample_efficiency(args.dataset_dir, args.sizes, args.out, args.llm, args.config,
+                                      _overrides(args), device, args.work_dir, args.skip_missing_llm):
+        print(path)
+    return 0
+
+
+COMMANDS = {
+    "train": Command("train on train_all, epoch chosen on valid, predict test_p1 and test_p2", _add_train, _train),
+    "sample-efficiency": Command("SASRec on seeded training subsets -> plot and table (Fig. 4)",
+                                 _add_sample_efficiency, _sample_efficiency),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sasrec", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train on train_all, epoch chosen on valid, predict test_p1 and test_p2")
-    _common(t)
-    t.add_argument("--out", required=True, help="predictions directory (runs/<RUN>/eval/sasrec)")
-    s = sub.add_parser("sample-efficiency", help="SASRec on seeded training subsets -> plot and table (Fig. 4)")
-    _common(s)
-    s.add_argument("--sizes", type=int, nargs="+", required=True, help="training windows per run")
-    s.add_argument("--out", required=True, help="report directory (runs/<RUN>/report)")
-    s.add_argument("--llm", action="append", default=[], metavar="NAME=METRICS_JSON#MODEL[@SAMPLES]",
-                   help="an LLM row of a report's metrics.json, drawn at SAMPLES training samples "
-                        "(default: the dataset's train_all size)")
-    s.add_argument("--skip-missing-llm", action="store_true",
-                   help="leave out an --llm row whose metrics.json or model does not exist (make passes both "
-                        "behaviorlm and a-tune whether trained or not)")
-    s.add_argument("--work-dir", help="per-size predictions (default: <out>/sample_efficiency)")
-    return parser
+    return command_parser("python -m sasrec", __doc__.splitlines()[0], COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "train":
-            from .train import run_train
-
-            for path in run_train(args.dataset_dir, args.out, args.config, args.overrides, args.device):
-                print(path)
-        else:
-            from .efficiency import run_sample_efficiency
-
-            for path in run_sample_efficiency(args.dataset_dir, args.sizes, args.out, args.llm, args.config,
-                                              args.overrides, args.device, args.work_dir,
-                                              args.skip_missing_llm):
-                print(path)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run(build_parser(), COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "predict":
-            from selection.scorer import ScorerCache
+            from scoring.scorer import ScorerCache
 
             from .predict import predict_constrained, predict_generate
 

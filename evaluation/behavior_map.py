@@ -1,7 +1,7 @@
 """Fig. 1b (`behavior_map`): where the base model puts every behavior name, anchors and tails marked.
 
 Each name is embedded as the scorer embeds a prompt (E(x): the mean last hidden state over its tokens,
-selection.kernel), reduced to two dimensions with scikit-learn's PCA, and each tail behavior is listed with
+scoring.kernel), reduced to two dimensions with scikit-learn's PCA, and each tail behavior is listed with
 its nearest anchor by cosine similarity in the full embedding space: the anchor whose knowledge a tail can
 borrow (paper 2.2: tails semantically close to anchors are predicted better after A-tuning).
 """
@@ -16,8 +16,8 @@ from .figures import write_figure
 
 def embed_names(model_path: str, names: list[str], device: str | None = None) -> np.ndarray:
     """[n, H] E(x) of each behavior name under the model (no chat template: the name's own tokens)."""
-    from selection.kernel import cached_candidate_logprobs
-    from selection.models import load_model_and_tokenizer
+    from scoring.kernel import cached_candidate_logprobs
+    from scoring.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(model_path, device=device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -1,6 +1,6 @@
 """Predictions of an LLM on a test split, written as ``<out>/<dataset>.predictions.jsonl``.
 
-Default, candidate-constrained: the scorer of ``selection`` gives p(c|x) over every candidate behavior
+Default, candidate-constrained: the scorer of ``scoring`` gives p(c|x) over every candidate behavior
 (softmax of the candidate sequence log-probs, the prompt rendered by LLaMA-Factory's template code exactly
 as in training); the prediction is the argmax. No output can fail to parse. The scores are written as
 Parquet parts under ``<out>/<dataset>.scores/`` first, so an interrupted run resumes where it stopped.
@@ -55,10 +55,10 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
 
     With cutoff_len (the recipe's), samples whose prompt + longest candidate exceed it are refused before any
     model forward.  Returns None on ranks other than 0 of a torchrun launch (rank 0 writes the file).
-    `cache`: a ``selection.scorer.ScorerCache`` that keeps the model loaded for the next split."""
-    from selection.devices import dist_env
-    from selection.scorer import score_dataset
-    from selection.shards import load_scores, wait_for_scores
+    `cache`: a ``scoring.scorer.ScorerCache`` that keeps the model loaded for the next split."""
+    from scoring.devices import dist_env
+    from scoring.scorer import score_dataset
+    from scoring.shards import load_scores, wait_for_scores
 
     check_split(dataset)
     split = load_prepared(dataset_dir, dataset, records=False)
@@ -95,9 +95,9 @@ def fit_constrained_temperature(model: str, template: str, dataset_dir: str | os
     """Score a seeded subset of `samples` validation samples and write ``<out>/temperature.json`` (the T
     minimising their NLL, ``evaluation.temperature``); returns the file, None on ranks other than 0 and when
     dataset_dir has no valid split (a warning says so)."""
-    from selection.devices import dist_env
-    from selection.scorer import score_dataset
-    from selection.shards import load_scores, wait_for_scores
+    from scoring.devices import dist_env
+    from scoring.scorer import score_dataset
+    from scoring.shards import load_scores, wait_for_scores
 
     try:
         split = load_prepared(dataset_dir, "valid", records=False)
@@ -164,8 +164,8 @@ def generate_outputs(model_path: str, template: str, records: list[dict], parts_
     n % WORLD_SIZE == r, so a rerun with any number of ranks resumes; rank 0 assembles (others get None)."""
     from tqdm.auto import tqdm
 
-    from selection.devices import dist_env
-    from selection.shards import check_or_write_manifest
+    from scoring.devices import dist_env
+    from scoring.shards import check_or_write_manifest
 
     rank, world = dist_env()
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -176,9 +176,9 @@ def generate_outputs(model_path: str, template: str, records: list[dict], parts_
     if todo:
         import torch
 
-        from selection.kernel import left_pad
-        from selection.models import load_model_and_tokenizer
-        from selection.rendering import encode_pair, load_template
+        from scoring.kernel import left_pad
+        from scoring.models import load_model_and_tokenizer
+        from scoring.rendering import encode_pair, load_template
 
         model, tokenizer = load_model_and_tokenizer(model_path, adapter, dtype=dtype, device=device)
         tmpl = load_template(tokenizer, template)
@@ -225,7 +225,7 @@ def predict_generate(model: str, template: str, dataset_dir: str | os.PathLike, 
     """Free generation parsed to a candidate; an output that is no candidate is ``pred: null``.
 
     cutoff_len as in predict_constrained; returns None on ranks other than 0."""
-    from selection.scorer import check_scored_lengths
+    from scoring.scorer import check_scored_lengths
 
     check_split(dataset)
     split = load_prepared(dataset_dir, dataset)

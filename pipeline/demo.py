@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from selection.models import is_complete
+from scoring.models import is_complete
 
 from . import launch, targets
 from .graph import Runner
@@ -44,7 +44,7 @@ def convert_smollm2(r: Runner, s: Settings, lay: Layout) -> str | None:
     if is_complete(s["SMOLLM2_DIR"]):
         print(f"cached: {s['SMOLLM2_DIR']} is complete, conversion skipped", flush=True)
         return "cached"
-    launch.run(launch.python_module("selection", "convert-gguf", "--out", s["SMOLLM2_DIR"]))
+    launch.run(launch.python_module("scoring", "convert-gguf", "--out", s["SMOLLM2_DIR"]))
     return None
 
 

@@ -71,7 +71,7 @@ def echo(cmd: list[str], env_note: dict[str, str] | None = None) -> None:
 # rank, no GPU visible (a GPU's memory must be free for the next stage's process), no extra environment. A new
 # process re-imports torch, transformers and LLaMA-Factory, about 10 s on a 2-core CPU, which is a quarter of a
 # small evaluation; the command printed and stamped is the same either way.
-IN_PROCESS = ("evaluation", "selection")
+IN_PROCESS = ("evaluation", "scoring", "selection")
 
 
 def in_process_module(cmd: list[str], env_extra: dict[str, str] | None = None) -> str | None:

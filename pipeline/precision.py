@@ -87,6 +87,6 @@ def train_overrides(s: Settings, recipe_values: dict) -> list[str]:
 
 
 def scorer_args(s: Settings) -> list[str]:
-    """--dtype for `python -m selection score` / `python -m evaluation predict` on the CPU; [] on a GPU."""
+    """--dtype for `python -m scoring score` / `python -m evaluation predict` on the CPU; [] on a GPU."""
     dtype = cpu_dtype(s)
     return ["--dtype", dtype] if dtype else []

@@ -147,7 +147,7 @@ DEFAULT_FROM = {
     "ANCHOR_THRESHOLD": ("data_prep", "prepare", "anchor_threshold"),
     "HEAD_THRESHOLD": ("data_prep", "prepare", "head_threshold"),
     "EPS": ("data_prep", "prepare", "eps"),
-    "POOL": ("selection", "score", "pool_per_behavior"),
+    "POOL": ("scoring", "score", "pool_per_behavior"),
     "F": ("selection", "select", "F"),
     "SELECT_MODE": ("selection", "select", "mode"),
     "EQ3": ("selection", "select", "eq3"),

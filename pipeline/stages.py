@@ -169,7 +169,7 @@ def token_check(s: Settings, lay: Layout) -> Stage:
     out = lay.token_check / "token_lengths.json"
     args = ["--dataset-dir", str(lay.data), "--model", model, "--template", template(s), "--cutoff-len",
             str(cutoff_len(s)), "--out", str(out)]
-    cmd = launch.python_module("selection", "token-lengths", *args)
+    cmd = launch.python_module("scoring", "token-lengths", *args)
     model_inputs, model_params = model_stamp_inputs(model)
     tokenizer = [p for p in Path(model).glob("tokenizer*")] + [Path(model) / "config.json"] if model_inputs else []
     return Stage("token check", stamp_of(lay.token_check), lambda: launch.run(cmd), cmd,
@@ -187,7 +187,7 @@ def score(s: Settings, lay: Layout) -> Stage:
     nproc = s.int("SCORE_NPROC") if s["SCORE_NPROC"] else s.int("NPROC")
     args = ["--model", str(lay.pi_ref), "--template", template(s), "--dataset-dir", str(lay.data),
             "--pool-per-behavior", s["POOL"], "--cutoff-len", str(cutoff_len(s)), "--out", str(lay.scores)]
-    cmd = launch.python_module("selection", "score", *args, *precision.scorer_args(s), nproc=nproc)
+    cmd = launch.python_module("scoring", "score", *args, *precision.scorer_args(s), nproc=nproc)
     return Stage("score", stamp_of(lay.scores), lambda: launch.run(cmd), cmd,
                  inputs=[lay.pi_ref, *lay.prepared()],
                  params={"POOL": s["POOL"], "template": args[3], **_dtype_param(s)},

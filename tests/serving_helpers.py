@@ -30,7 +30,7 @@ def build_tiny_run(root: Path) -> dict:
     run_py("-m", "data_prep.synthetic", str(events), "--users", "40", "--days", "6", "--behaviors", BEHAVIORS)
     run_py("-m", "data_prep", "prepare", "--input", str(events), "--out", str(run / "data"), "--history-len", str(L),
            "--train-cap", "300", "--valid-cap", "20", "--test-cap", "10", "--p2-per-behavior", "3", "--eps", "0")
-    run_py("-m", "selection", "build-tiny", "--out", str(run / "final"), "--dataset-dir", str(run / "data"),
+    run_py(str(ROOT / "tests" / "tiny_models.py"), "--out", str(run / "final"), "--dataset-dir", str(run / "data"),
            "--vocab-size", "300")
     return {"run": run, "events": events, "data": run / "data"}
 

@@ -92,7 +92,7 @@ def test_a_killed_conversion_is_converted_again_and_a_complete_one_is_reused(tmp
     conversion (weights, config, no marker) is converted again, a complete one is not touched."""
     from pipeline import demo
     from pipeline.settings import Settings
-    from selection.models import COMPLETE_MARKER
+    from scoring.models import COMPLETE_MARKER
 
     calls = []
     monkeypatch.setattr(demo.launch, "run", lambda cmd, **kw: calls.append(cmd))

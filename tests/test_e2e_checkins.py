@@ -16,10 +16,12 @@ import os
 
 import pytest
 from checkins import write_checkins
+from tiny_models import main as tiny_main
 
 from data_prep.cli import main as prepare_main
 from data_prep.outputs import BEHAVIOR_STEMS, read_jsonl
 from evaluation.__main__ import main as evaluation_main
+from scoring.__main__ import main as scoring_main
 from selection.__main__ import main as selection_main
 
 pytestmark = pytest.mark.e2e
@@ -43,10 +45,10 @@ def chain(tmp_path_factory):
         assert prepare_main(["prepare", "--input", str(log), "--out", str(defaults), *PREPARE]) == 0
     assert prepare_main(["prepare", "--input", str(log), "--out", str(data), *PREPARE, *CHAIN_CAPS]) == 0
     tiny, scores, preds = tmp / "tiny", tmp / "run" / "scores", tmp / "run" / "eval"
-    assert selection_main(["build-tiny", "--out", str(tiny), "--dataset-dir", str(data)]) == 0
-    assert selection_main(["score", "--model", str(tiny), "--template", "smollm2", "--dataset-dir", str(data),
-                           "--pool-per-behavior", "1", "--batch-size", "16", "--device", "cpu",
-                           "--out", str(scores)]) == 0
+    assert tiny_main(["--out", str(tiny), "--dataset-dir", str(data)]) == 0
+    assert scoring_main(["score", "--model", str(tiny), "--template", "smollm2", "--dataset-dir", str(data),
+                         "--pool-per-behavior", "1", "--batch-size", "16", "--device", "cpu",
+                         "--out", str(scores)]) == 0
     selection = tmp / "run" / "selection"
     assert selection_main(["select", "--scores", str(scores), "--dataset-dir", str(data), "--F", "1", "--out",
                            str(selection)]) == 0

@@ -43,8 +43,8 @@ def _figure(report: Path, name: str) -> dict:
 def tmp(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("figures")
     _pipeline(tmp, "main", "prepare")
-    subprocess.run([sys.executable, "-m", "selection", "build-tiny", "--out", str(tmp / "tiny-model"), "--dataset-dir",
-                    str(tmp / "main" / "data")], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, str(ROOT / "tests" / "tiny_models.py"), "--out", str(tmp / "tiny-model"),
+                    "--dataset-dir", str(tmp / "main" / "data")], cwd=ROOT, check=True, capture_output=True)
     return tmp
 
 

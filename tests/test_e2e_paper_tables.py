@@ -40,8 +40,8 @@ def _table_rows(markdown: str) -> list[list[str]]:
 def tmp(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("tables")
     _pipeline(tmp, "main", "prepare")
-    subprocess.run([sys.executable, "-m", "selection", "build-tiny", "--out", str(tmp / "tiny-model"), "--dataset-dir",
-                    str(tmp / "main" / "data")], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, str(ROOT / "tests" / "tiny_models.py"), "--out", str(tmp / "tiny-model"),
+                    "--dataset-dir", str(tmp / "main" / "data")], cwd=ROOT, check=True, capture_output=True)
     return tmp
 
 

@@ -136,7 +136,8 @@ def chain(tmp_path_factory):
     py = sys.executable
     _make(run_dir, None, "prepare", *PREPARE, log=logs / "prepare.log")
     base = tmp / "tiny-model"
-    _run([py, "-m", "selection", "build-tiny", "--out", str(base), "--dataset-dir", str(data)], logs / "build.log")
+    _run([py, str(ROOT / "tests" / "tiny_models.py"), "--out", str(base), "--dataset-dir", str(data)],
+         logs / "build.log")
 
     # A-tune with DeepSpeed ZeRO-2 on 2 CPU ranks, then merge.
     distributed = ("NPROC=2", "DEEPSPEED=z2")
@@ -383,7 +384,7 @@ def test_eval_figures_are_png_files(chain):
 
 
 def test_behaviorlm_predictions_are_the_scorer_argmax_on_pi_ref_plus_dpo_adapter(chain):
-    from selection.scorer import CandidateScorer
+    from scoring.scorer import CandidateScorer
 
     run = chain["run"]
     stats = json.loads((run / "data" / "stats.json").read_text())

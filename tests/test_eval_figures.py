@@ -51,8 +51,9 @@ def test_behavior_map_lists_each_tails_nearest_anchor():
 
 
 def test_behavior_map_of_a_tiny_model_end_to_end(tmp_path):
+    from tiny_models import build_tiny_llama
+
     from evaluation.behavior_map import run
-    from selection.models import build_tiny_llama
 
     stats = stats_of({"Music": 50, "Gaming": 30, "Podcasts": 3, "Karaoke": 2})
     model = build_tiny_llama(tmp_path / "tiny", [b["name"] for b in stats["behaviors"]] * 20, vocab_size=300)

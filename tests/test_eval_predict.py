@@ -10,12 +10,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from tiny_models import build_tiny_llama, texts_from_dataset_dir
+
 from data_prep.outputs import read_jsonl
 from evaluation.__main__ import main
 from evaluation.predict import parse_generation, predict_constrained, predict_generate
 from evaluation.temperature import fit_temperature
-from selection.models import build_tiny_llama, texts_from_dataset_dir
-from selection.shards import load_scores
+from scoring.shards import load_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["sleep", "work", "watch a football match", "去医院看病"]
@@ -119,7 +120,7 @@ def test_generate_reports_invalid_rate(dataset_dir, tiny_model, tmp_path):
 
 
 def test_cli_loads_the_model_once_for_every_split(dataset_dir, tiny_model, tmp_path, monkeypatch):
-    import selection.scorer as scorer
+    import scoring.scorer as scorer
 
     loads = []
     real_model, real_tokenizer = scorer.load_model_and_tokenizer, scorer.load_tokenizer_and_template

@@ -12,7 +12,8 @@ def test_which_commands_run_in_process(monkeypatch):
     monkeypatch.setattr(launch, "gpu_visible", lambda: False)
     cmd = launch.python_module("evaluation", "report", "--out", "x")
     assert launch.in_process_module(cmd) == "evaluation"
-    assert launch.in_process_module(launch.python_module("selection", "score")) == "selection"
+    assert launch.in_process_module(launch.python_module("scoring", "score")) == "scoring"
+    assert launch.in_process_module(launch.python_module("selection", "select")) == "selection"
     assert launch.in_process_module(cmd, {"NPROC_PER_NODE": "1"}) is None  # its own environment: a process
     assert launch.in_process_module(launch.python_module("evaluation", "predict", nproc=2)) is None  # torchrun
     assert launch.in_process_module(launch.python_module("data_prep", "prepare")) is None

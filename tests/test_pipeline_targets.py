@@ -205,7 +205,7 @@ def test_repeats_train_each_seed_on_the_shared_data(tmp_path):
     run = tmp_path / "run"
     out = _dry(run, "repeats", "SEEDS=1 2", "ARGS=num_train_epochs=1")
     assert len(_lines(out, "-m data_prep prepare")) == 1  # this run's data, once, read by each seed run
-    assert "would link" not in out and len(_lines(out, "-m selection token-lengths")) <= 1
+    assert "would link" not in out and len(_lines(out, "-m scoring token-lengths")) <= 1
     for seed in ("1", "2"):
         sub = f"{run}-seed{seed}"
         train = [t for t in _lines(out, "llamafactory-cli train") if f"output_dir={sub}/" in t]
@@ -278,7 +278,7 @@ def test_token_check_and_select_write_their_own_folders(tmp_path):
     _prepared(run)
     (tmp_path / "base").mkdir()
     out = _dry(run, "b-tune", f"BASE_MODEL={tmp_path}/base")
-    (check,) = _lines(out, "-m selection token-lengths")
+    (check,) = _lines(out, "-m scoring token-lengths")
     assert f"--dataset-dir {run}/data " in check and check.endswith(f"--out {run}/token_check/token_lengths.json")
     (select,) = _lines(out, "-m selection select")
     assert f"--dataset-dir {run}/data " in select and select.endswith(f"--out {run}/selection")
@@ -289,7 +289,7 @@ def test_token_check_and_select_write_their_own_folders(tmp_path):
     assert f"--dataset-dir {run}/data " in select and select.endswith(f"--out {run}/ablations/wo_dpo/selection")
     (train,) = _lines(out, f"output_dir={run}/ablations/wo_dpo/btune")
     assert f"dataset_dir={run}/ablations/wo_dpo/selection " in train and "wo_dpo_lora_sft.yaml" in train
-    assert len(_lines(out, "-m selection token-lengths")) == 1  # the run's data, checked once
+    assert len(_lines(out, "-m scoring token-lengths")) == 1  # the run's data, checked once
     assert not (run / "ablations").exists() and sorted(p.name for p in run.iterdir()) == ["data"]
 
 

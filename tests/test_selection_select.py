@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from scoring.scorer import pool_indices
 from selection.difficulty import d_confusion, difficulty_literal, difficulty_text, normalize_within_behavior
 from selection.pairs import build_pairs
-from selection.scorer import pool_indices
 from selection.select import rejected_ids, select_all, select_for_behavior
 
 IS_ANCHOR = np.array([True, True, False, False])  # labels 0,1 anchors; 2,3 tails

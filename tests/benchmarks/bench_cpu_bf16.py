@@ -114,7 +114,7 @@ def bench_scoring(checkpoints: dict[str, tuple[Path, Path | None]], data: Path, 
     import torch
 
     from data_prep.prepared import load_prepared
-    from selection.scorer import CandidateScorer
+    from scoring.scorer import CandidateScorer
 
     records, candidates = [], None
     for split in ("test_p1", "test_p2"):
@@ -150,11 +150,11 @@ def bench_scoring(checkpoints: dict[str, tuple[Path, Path | None]], data: Path, 
 # ---- inputs ----
 def smollm2() -> Path:
     from pipeline.settings import default_of
-    from selection.models import is_complete
+    from scoring.models import is_complete
 
     path = Path(default_of("SMOLLM2_DIR"))
     if not is_complete(path):
-        subprocess.run([sys.executable, "-m", "selection", "convert-gguf", "--out", str(path)], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "-m", "scoring", "convert-gguf", "--out", str(path)], cwd=ROOT, check=True)
     return path
 
 

@@ -99,7 +99,7 @@ def time_token_check(data: Path, prepare_s: float) -> None:
         print(f"token check: skipped (no {model}; make smollm2 converts it)")
         return
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "selection", "token-lengths", "--dataset-dir", str(data), "--model",
+    subprocess.run([sys.executable, "-m", "scoring", "token-lengths", "--dataset-dir", str(data), "--model",
                     str(model), "--template", "smollm2", "--cutoff-len", "2048", "--out", str(data.parent / "tl.json")],
                    check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
     wall = time.perf_counter() - t0

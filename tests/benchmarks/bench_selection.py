@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for tiny_models
 
 BEHAVIORS = [
     "sleep",
@@ -97,9 +99,9 @@ def timed(fn, repeat: int = 1):
 def bench_scoring(name: str, model_dir: Path, n_prompts: int, n_naive: int, batch_size: int) -> None:
     import torch
 
-    from selection.kernel import cached_candidate_logprobs, naive_candidate_logprobs, prefix_tree
-    from selection.models import load_model_and_tokenizer
-    from selection.rendering import PromptEncoder, load_template
+    from scoring.kernel import cached_candidate_logprobs, naive_candidate_logprobs, prefix_tree
+    from scoring.models import load_model_and_tokenizer
+    from scoring.rendering import PromptEncoder, load_template
 
     model, tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
     template = load_template(tokenizer, "smollm2")
@@ -124,7 +126,7 @@ def bench_scoring(name: str, model_dir: Path, n_prompts: int, n_naive: int, batc
         )
 
     def prompt_only():  # the floor: one forward over the (padded) prompts, as the cached path's first step
-        from selection.kernel import left_pad
+        from scoring.kernel import left_pad
 
         with torch.inference_mode():
             for s in range(0, len(prompts), batch_size):
@@ -206,7 +208,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
-    from selection.models import build_tiny_llama, convert_gguf, find_smollm2_gguf
+    from tiny_models import build_tiny_llama
+
+    from scoring.models import convert_gguf, find_smollm2_gguf
 
     records = synthetic_records(64, seed=1)
     tiny = build_tiny_llama(

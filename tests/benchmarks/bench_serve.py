@@ -6,7 +6,7 @@ one without (--max-batch 1: one request per forward pass). Prints p50 / p99 late
 Target: with batching, at concurrency 8 at least 3x the requests/s of concurrency 1.
 
 The model is SmolLM2-135M-Instruct from .cache/smollm2-135m-instruct when it exists (make smollm2, or
-python -m selection convert-gguf --out .cache/smollm2-135m-instruct), else the tiny random Llama. The data
+python -m scoring convert-gguf --out .cache/smollm2-135m-instruct), else the tiny random Llama. The data
 are the demo profile's: 12 synthetic behaviors, history L = 6 (prompts of ~230 tokens).
 
     HF_HUB_OFFLINE=1 PYTHONPATH=. .venv/bin/python tests/benchmarks/bench_serve.py [--requests 48]
@@ -46,7 +46,7 @@ def build_run(work: Path, history_len: int, tiny: bool = False) -> tuple[Path, P
     if SMOLLM2.is_dir() and not tiny:
         return run, events, SMOLLM2
     if not (run / "final" / "config.json").is_file():
-        _py("-m", "selection", "build-tiny", "--out", str(run / "final"), "--dataset-dir", str(run / "data"))
+        _py(str(ROOT / "tests" / "tiny_models.py"), "--out", str(run / "final"), "--dataset-dir", str(run / "data"))
     return run, events, None
 
 
@@ -123,8 +123,8 @@ def scorer_ceiling(run: Path, model: Path | None, batch: int = 8, repeats: int =
     import json
 
     from data_prep.prepared import candidate_names, load_stats
-    from selection.kernel import cached_candidate_logprobs
-    from selection.scorer import CandidateScorer
+    from scoring.kernel import cached_candidate_logprobs
+    from scoring.scorer import CandidateScorer
 
     scorer = CandidateScorer(model or run / "final", "smollm2", batch_size=batch, device="cpu")
     lines = (run / "data" / "test_p1.jsonl").read_text(encoding="utf-8").splitlines()[:batch]

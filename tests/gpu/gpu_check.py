@@ -4,17 +4,17 @@
     python tests/gpu/gpu_check.py --small --device cpu --out small.json     # CPU, small shapes (run by the tests)
 
 Random-init models built on the device (the values of the weights do not change the speed, nothing is
-downloaded); only torch, transformers, peft and accelerate (plus this repository's selection.kernel /
-selection.models, which need nothing else) are imported.
+downloaded); only torch, transformers, peft and accelerate (plus this repository's scoring.kernel /
+scoring.models and tests/tiny_models.py, which need nothing else) are imported.
 
-1. scorer: ``selection.kernel.cached_candidate_logprobs`` (left padding, mixed prompt lengths, prefix tree)
+1. scorer: ``scoring.kernel.cached_candidate_logprobs`` (left padding, mixed prompt lengths, prefix tree)
    against the naive full-forward path, on a Llama-3-shaped and a Qwen2-shaped model (full width, fewer
    layers), in bf16 on CUDA (fp32 with --small): bounded difference, no NaN, same argmax.
 2. LoRA (rank 16, alpha 32, every linear layer, as the recipes) on the exact Llama-3.1-8B shape in bf16:
    step time and peak memory of 608 tokens x 1 with and without gradient checkpointing, 2048 x 1, an
    evaluation forward of 608 tokens, and a DPO step (Eq. 4, beta 0.1) whose reference is the same model under
    the disabled adapter (--small: 64 and 128 tokens on the small shape).
-3. merge: a LoRA adapter with non-zero B merged, saved and reloaded through ``selection.models`` (straight
+3. merge: a LoRA adapter with non-zero B merged, saved and reloaded through ``scoring.models`` (straight
    onto the device), and the saved adapter loaded on its base: logits equal to the in-memory PEFT model.
 Writes one JSON of figures (``ok`` and ``failures`` included); exits 1 when a check fails.
 """
@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for selection.*
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for scoring.*
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for tiny_models
 
-from selection.kernel import cached_candidate_logprobs, naive_candidate_logprobs
+from scoring.kernel import cached_candidate_logprobs, naive_candidate_logprobs
 
 LLAMA3_8B = dict(arch="llama", hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
                  num_key_value_heads=8, vocab_size=128256, num_hidden_layers=32, tie_word_embeddings=False,
@@ -213,8 +214,9 @@ def check_lora_steps(args, failures: list) -> dict:
 # --------------------------------------------------------------------------------- 3. merge and reload
 def check_merge(args, failures: list) -> dict:
     from peft import LoraConfig, get_peft_model
+    from tiny_models import train_chatml_tokenizer
 
-    from selection.models import load_model_and_tokenizer, train_chatml_tokenizer
+    from scoring.models import load_model_and_tokenizer
 
     shape = {**QWEN2_1_5B, **SMALL} if args.small else QWEN2_1_5B
     dtype = torch.float32  # exact comparison; bf16 merging rounds W + BA

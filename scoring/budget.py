@@ -7,7 +7,7 @@ background thread while the main thread reads the files with Arrow (its JSON rea
 release the GIL, so both cores work), and the per-record work is vectorised: each user turn is split on
 ", " into pieces by Arrow, the distinct pieces (a few hundred) are counted once by the tokenizer, and a
 record's prompt length is the exact length of its outer pair plus a cumulative sum over its middle pieces:
-the same decomposition as :class:`~selection.lengths.LengthCounter` (see why it is exact there), checked
+the same decomposition as :class:`~scoring.lengths.LengthCounter` (see why it is exact there), checked
 against LLaMA-Factory's own encoding on a few records of every batch. A record the decomposition does not
 cover (fewer than three pieces, ", " followed by more whitespace) is counted exactly; a batch whose check
 fails is counted exactly, record by record, with a warning.

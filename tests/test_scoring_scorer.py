@@ -10,13 +10,16 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from tiny_models import build_tiny_llama, texts_from_dataset_dir
+
 from data_prep.prepared import load_prepared, resolve_dataset_file
+from scoring.__main__ import main as scoring_cli
+from scoring.kernel import cached_candidate_logprobs, naive_candidate_logprobs, prefix_tree
+from scoring.models import load_model_and_tokenizer
+from scoring.rendering import PromptEncoder, load_template
+from scoring.scorer import CandidateScorer, score_dataset
+from scoring.shards import load_scores
 from selection.__main__ import main as cli
-from selection.kernel import cached_candidate_logprobs, naive_candidate_logprobs, prefix_tree
-from selection.models import build_tiny_llama, load_model_and_tokenizer, texts_from_dataset_dir
-from selection.rendering import PromptEncoder, load_template
-from selection.scorer import CandidateScorer, score_dataset
-from selection.shards import load_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two anchors, five tails; long and non-Latin names so the tiny BPE splits them into many tokens, and two
@@ -162,7 +165,7 @@ def test_score_dataset_parts_and_resume(tiny_model, dataset_dir, tmp_path, monke
     def refuse(*args, **kwargs):
         raise AssertionError("finished parts were scored again")
 
-    monkeypatch.setattr("selection.scorer.CandidateScorer", refuse)
+    monkeypatch.setattr("scoring.scorer.CandidateScorer", refuse)
     score_dataset(tiny_model, "smollm2", dataset_dir, "train_all", out, indices=indices, batch_size=4, shard_size=5)
     # An interrupted run (one part and done missing) rescoring only that part.
     monkeypatch.undo()
@@ -234,7 +237,7 @@ def test_cli_score_select_writes_llamafactory_datasets(tiny_model, dataset_dir, 
     shutil.copytree(dataset_dir, data_dir)
     scores = tmp_path / "scores"
     assert (
-        cli(
+        scoring_cli(
             [
                 "score",
                 "--model",
@@ -302,7 +305,7 @@ def test_clear_errors(tiny_model, dataset_dir, tmp_path, capsys):
     with pytest.raises(ValueError, match="empty scoring pool"):
         score_dataset(tiny_model, "smollm2", dataset_dir, "train_all", tmp_path / "s", indices=[])
     assert (
-        cli(
+        scoring_cli(
             [
                 "score",
                 "--model",
@@ -329,8 +332,8 @@ def test_rendering_matches_llamafactory_dpo_preprocessing(loaded, dataset_dir, t
     from llamafactory.data.processor import PairwiseDatasetProcessor
     from llamafactory.hparams import DataArguments
 
+    from scoring.rendering import encode_pair
     from selection.pairs import DATASET_INFO
-    from selection.rendering import encode_pair
 
     _, tokenizer, template = loaded
     data = load_prepared(dataset_dir)
@@ -350,7 +353,7 @@ def test_rendering_matches_llamafactory_dpo_preprocessing(loaded, dataset_dir, t
 
 
 def test_prompt_sharing_is_checked():
-    from selection.rendering import encode_candidates
+    from scoring.rendering import encode_candidates
 
     class LeakyTemplate:  # a template whose prompt depends on the answer cannot share a prefix
         efficient_eos = False

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from selection.devices import WEIGHT_SHARE, count_parameters, gpu_placement
+from scoring.devices import WEIGHT_SHARE, count_parameters, gpu_placement
 
 GB = 10**9
 LLAMA31_70B = {  # config.json of meta-llama/Llama-3.1-70B-Instruct (the shape; rope scaling left out)

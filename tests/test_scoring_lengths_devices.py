@@ -8,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import build_tiny_llama, train_chatml_tokenizer
 
 from evaluation.__main__ import main as eval_cli
-from selection import budget, devices
+from scoring import budget, devices
+from scoring.__main__ import main as scoring_cli
+from scoring.lengths import LengthCounter, check_cutoff, sample_token_lengths, scored_token_lengths
+from scoring.models import load_model_and_tokenizer
+from scoring.rendering import encode_pair, load_template
 from selection.__main__ import main as selection_cli
-from selection.lengths import LengthCounter, check_cutoff, sample_token_lengths, scored_token_lengths
-from selection.models import build_tiny_llama, load_model_and_tokenizer, train_chatml_tokenizer
-from selection.rendering import encode_pair, load_template
 
 ROOT = Path(__file__).resolve().parents[1]
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
@@ -85,7 +87,7 @@ def test_wrong_fast_count_falls_back_to_exact(tokenizer_template, monkeypatch, c
     rows = records(40, seed=3)
     exact = [sum(map(len, encode_pair(template, tokenizer, r, r["output"]))) for r in rows]
     monkeypatch.setattr(LengthCounter, "fast_prompt", lambda self, record: self.exact_prompt(record) + 1)
-    with caplog.at_level(logging.WARNING, logger="selection.lengths"):
+    with caplog.at_level(logging.WARNING, logger="scoring.lengths"):
         assert sample_token_lengths(template, tokenizer, rows).tolist() == exact
     assert "counting every record exactly" in caplog.text
 
@@ -139,12 +141,12 @@ def test_run_budget_equals_exact_encoding_of_every_record(tokenizer_template, tm
         prompts, answers = files.lengths(path)
         return (prompts + answers).tolist(), loader
 
-    with caplog.at_level(logging.WARNING, logger="selection.budget"):
+    with caplog.at_level(logging.WARNING, logger="scoring.budget"):
         total, loader = counted(data / "train_all.jsonl")
         exact = exact_lengths(loader, rows)
         assert total == exact and len(set(exact)) > 10
         assert counted(data / "valid.jsonl")[0] == exact_lengths(loader, valid)
-        assert not [r for r in caplog.records if r.name == "selection.budget"]  # no fallback: the fast path
+        assert not [r for r in caplog.records if r.name == "scoring.budget"]  # no fallback: the fast path
         monkeypatch.setattr(LengthCounter, "middle_piece", lambda self, piece: 1)  # every check fails
         assert counted(data / "valid.jsonl")[0] == exact_lengths(loader, valid)
         assert "differs from LLaMA-Factory's encoding" in caplog.text
@@ -171,19 +173,19 @@ def test_token_lengths_cli_stops_with_the_cutoff_to_set(tokenizer_template, tmp_
     args = ["token-lengths", "--dataset-dir", str(data), "--model", str(model), "--template", "smollm2"]
     before = {p.name: p.read_bytes() for p in data.iterdir()}
     out = tmp_path / "token_check" / "token_lengths.json"
-    assert selection_cli([*args, "--cutoff-len", "100000", "--out", str(out)]) == 0
+    assert scoring_cli([*args, "--cutoff-len", "100000", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before  # the dataset dir is only read
     assert set(report["splits"]) == {"train_all", "test_p1"}
     assert report["cutoff_len"] == 100000 and report["splits"]["train_all"]["samples"] == len(rows)
     longest = report["max_prompt_plus_longest_candidate"]
     assert report["fits"] and "every sample fits cutoff_len=100000" in capsys.readouterr().out
-    assert selection_cli([*args, "--cutoff-len", str(longest - 1), "--out", str(out)]) == 2
+    assert scoring_cli([*args, "--cutoff-len", str(longest - 1), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"(longest {longest} tokens)" in err and f"cutoff_len: {longest} (or more)" in err
     assert json.loads(out.read_text())["fits"] is False  # the failing verdict is recorded too
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
-    assert selection_cli([*args, "--cutoff-len", str(longest)]) == 0
+    assert selection_cli([*args, "--cutoff-len", str(longest)]) == 0  # python -m selection token-lengths too
 
 
 # --------------------------------------------------------------------------------- dataset + tiny model
@@ -219,11 +221,11 @@ def test_score_and_predict_refuse_before_any_forward(run, tmp_path, monkeypatch,
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded although the samples do not fit")
 
-    monkeypatch.setattr("selection.scorer.CandidateScorer", refuse)
-    monkeypatch.setattr("selection.models.load_model_and_tokenizer", refuse)
+    monkeypatch.setattr("scoring.scorer.CandidateScorer", refuse)
+    monkeypatch.setattr("scoring.models.load_model_and_tokenizer", refuse)
     args = ["score", "--model", str(model), "--template", "smollm2", "--dataset-dir", str(data),
             "--out", str(tmp_path / "s"), "--cutoff-len", str(cutoff)]
-    assert selection_cli(args) == 2
+    assert scoring_cli(args) == 2
     err = capsys.readouterr().err
     assert f"{over} of {len(lengths)} train_all samples" in err and f"longest {lengths.max()}" in err
     for extra in ([], ["--generate"]):
@@ -283,7 +285,7 @@ def test_cli_reports_no_gpu_in_one_line(run, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     args = ["score", "--model", str(fake_big_model(tmp_path)), "--template", "smollm2", "--dataset-dir", str(data),
             "--out", str(tmp_path / "s")]
-    assert selection_cli(args) == 2
+    assert scoring_cli(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: a GPU is expected (the model has {BIG_PARAMS / 1e9:.1f}B parameters)")
     assert "\n" not in err

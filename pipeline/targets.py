@@ -254,7 +254,7 @@ def report_seeds(r: Runner, s: Settings, lay: Layout) -> None:
 
 # ---- after training: predictions for users now, SASRec beside the LLMs ---------------------------------------
 def _serving_args(s: Settings, lay: Layout) -> list[str]:
-    return ["--run-dir", str(lay.run_dir), "--data-dir", str(lay.data), "--template", stages.template(s),
+    return ["--run-dir", str(lay.run_dir), "--dataset-dir", str(lay.data), "--template", stages.template(s),
             "--cutoff-len", str(stages.cutoff_len(s)), "--top-k", s["TOP_K"], *s.words("SERVE_ARGS")]
 
 

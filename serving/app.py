@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.batcher import MicroBatcher
 from serving.predictor import result_line
-from serving.prompting import DEFAULT_MODE, MODES
+from serving.prompting import MODES
 from serving.queries import (
     BehaviorNames,
     FieldError,
@@ -32,6 +32,7 @@ from serving.queries import (
     make_query,
     parse_time_values,
 )
+from serving.settings import PredictionSettings, ServeSettings
 
 Mode = Literal[MODES]
 
@@ -163,11 +164,12 @@ MAX_BATCH_ITEMS = 256   # users per /v1/predict/batch request: larger batches be
 
 @dataclass
 class Settings:
-    top_k: int = 5
-    mode: str = DEFAULT_MODE
-    max_batch: int = 32          # prompts per scorer call ("mean" requests count 3)
-    max_wait_ms: float = 5.0
-    max_body_bytes: int = 1 << 20
+    """What the app serves with; the defaults are the command line's (serving.settings)."""
+    top_k: int = PredictionSettings.top_k
+    mode: str = PredictionSettings.instruction_template
+    max_batch: int = ServeSettings.max_batch          # prompts per scorer call ("mean" requests count 3)
+    max_wait_ms: float = ServeSettings.max_wait_ms
+    max_body_bytes: int = ServeSettings.max_body_bytes
     api_key: str | None = None
     tz: str | None = None
     label_map: dict | None = None

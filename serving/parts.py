@@ -37,6 +37,7 @@ from serving.batch import CHUNK, ReadOptions, build_queries, read_histories, rea
 from serving.predictor import error_line, result_line
 from serving.queries import BehaviorNames
 from serving.run import RunInfo, ServingError
+from serving.settings import PredictFilesSettings
 from serving.spool import Spool, as_input_error, spool
 from serving.upstream import (
     PrepareError,
@@ -46,7 +47,6 @@ from serving.upstream import (
     write_jsonl,
 )
 
-DEFAULT_BUCKETS = 64
 GROUP = 128            # buckets spooled in one pass over the inputs (open files, spool disk)
 EXIT_HOOK = "PREDICT_EXIT_AFTER_PARTS"   # tests: this process exits after writing that many parts
 
@@ -255,7 +255,7 @@ def totals(manifests: list[dict]) -> dict:
 
 
 def predict_parts(run: RunInfo, new_predictor: Callable, events: str, next_path: str, out: str,
-                  opts: ReadOptions, top_k: int, mode: str, buckets: int = DEFAULT_BUCKETS,
+                  opts: ReadOptions, top_k: int, mode: str, buckets: int = PredictFilesSettings.buckets,
                   parts: str | None = None, cutoff_len: int | None = None, log=print) -> dict | None:
     """This rank's share of a predict run; on rank 0 also the merge. Returns the counts on rank 0, else None."""
     if buckets < 1:

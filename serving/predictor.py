@@ -14,6 +14,7 @@ import numpy as np
 from serving.prompting import Query, render_records
 from serving.queries import top_k_of
 from serving.run import RunInfo
+from serving.settings import ModelSettings
 from serving.upstream import new_scorer
 
 
@@ -35,8 +36,8 @@ def softmax(logprobs: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 class Predictor:
     """Loads the run's model once; ``predict(queries)`` scores them all in scorer batches of `batch_size`."""
 
-    def __init__(self, run: RunInfo, batch_size: int = 8, device: str | None = None, dtype: str | None = None,
-                 cutoff_len: int | None = None):
+    def __init__(self, run: RunInfo, batch_size: int = ModelSettings.batch_size, device: str | None = None,
+                 dtype: str | None = None, cutoff_len: int | None = None):
         if cutoff_len is not None and cutoff_len < 1:
             raise ValueError(f"cutoff_len must be positive, got {cutoff_len}")
         self.run, self.cutoff_len = run, cutoff_len

@@ -16,8 +16,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cli import UsageError
 
-class ServingError(ValueError):
+
+class ServingError(UsageError):
     """Bad input or a bad run for predict/serve; the message is one line."""
 
 

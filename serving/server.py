@@ -12,6 +12,8 @@ import sys
 
 import uvicorn
 
+from serving.settings import ServeSettings
+
 
 class _Server(uvicorn.Server):
     """uvicorn's server, announcing the bound address (port 0 gives an ephemeral one)."""
@@ -23,7 +25,8 @@ class _Server(uvicorn.Server):
             print(f"serving on http://{host}:{port}", flush=True)
 
 
-def serve(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> int:
+def serve(app, host: str = ServeSettings.host, port: int = ServeSettings.port,
+          log_level: str = ServeSettings.log_level) -> int:
     """Run until a shutdown signal; returns the exit status (0 after a clean shutdown)."""
     received = []
 

@@ -30,12 +30,14 @@ from data_prep.prompts import (
 from data_prep.readers import detect_format, missing_columns_error
 from data_prep.samples import WEEKDAYS
 from data_prep.ties import event_order
+from scoring.config import ScoreConfig
 
 __all__ = [
     "TEMPLATES",
     "UNKNOWN_PLACE",
     "WEEKDAYS",
     "PrepareError",
+    "ScoreConfig",
     "all_metrics",
     "atomic_open",
     "detect_format",
@@ -61,7 +63,8 @@ __all__ = [
 ]
 
 
-def new_scorer(model_path, template: str, adapter_path=None, batch_size: int = 8, device=None, dtype=None):
+def new_scorer(model_path, template: str, adapter_path=None, batch_size: int = ScoreConfig.batch_size, device=None,
+               dtype=None):
     """scoring's cached-prefix candidate scorer (imported lazily: torch and transformers are slow to import)."""
     from scoring.scorer import CandidateScorer
 

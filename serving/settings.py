@@ -1,0 +1,84 @@
+"""The settings of `python -m serving predict|serve|template-eval`, each default declared once, here (the
+scorer's batch size is scoring's): the command line (:func:`cli.add_settings`), the HTTP app's
+:class:`serving.app.Settings`, the pipeline's TOP_K, PREDICT_BUCKETS, HOST and PORT defaults and
+docs/serving.md take them from these fields."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cli import check_positive, field_default, positive_int
+from serving.prompting import DEFAULT_MODE, MODES
+from serving.upstream import ScoreConfig
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How the run's model scores (every command)."""
+    batch_size: int = field(default=field_default(ScoreConfig, "batch_size"),
+                            metadata={"type": positive_int, "help": "prompts per forward pass"})
+    cutoff_len: int | None = field(default=None, metadata={"type": positive_int, "metavar": "N",
+                                                           "shown": "no check",
+                                                           "help": "refuse prompts longer than this (the recipe's "
+                                                                   "cutoff_len)"})
+
+    def __post_init__(self):
+        check_positive(self.batch_size, "batch size")
+        if self.cutoff_len is not None:
+            check_positive(self.cutoff_len, "cutoff_len")
+
+
+@dataclass(frozen=True)
+class PredictionSettings:
+    """What a prediction holds (predict and serve)."""
+    instruction_template: str = field(default=DEFAULT_MODE, metadata={
+        "choices": MODES, "help": "a fixed Appendix D template (0-2) or the mean of candidate log-probs over the "
+                                  "three"})
+    top_k: int = field(default=5, metadata={"type": positive_int, "help": "behaviors per prediction, best first"})
+
+    def __post_init__(self):
+        if self.instruction_template not in MODES:
+            raise ValueError(f"instruction template must be one of {', '.join(MODES)}, got "
+                             f"{self.instruction_template!r}")
+        check_positive(self.top_k, "top_k")
+
+
+@dataclass(frozen=True)
+class PredictFilesSettings:
+    """`predict`: how the users are split into resumable parts."""
+    buckets: int = field(default=64, metadata={
+        "type": positive_int, "help": "users are split by a hash of user_id into this many resumable parts "
+                                      "(PREDICT_BUCKETS)"})
+
+    def __post_init__(self):
+        check_positive(self.buckets, "buckets")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """`serve`: the HTTP listener and its request batching."""
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8000, metadata={"help": "0 picks a free port (printed on stdout)"})
+    max_batch: int = field(default=32, metadata={
+        "type": positive_int, "help": "prompts gathered into one scorer call (1 = no request batching; a 'mean' "
+                                      "request counts 3)"})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "how long the first request waits for others"})
+    max_body_bytes: int = field(default=1 << 20, metadata={"type": positive_int, "help": "larger bodies get 413"})
+    log_level: str = field(default="warning", metadata={"choices": LOG_LEVELS, "help": "uvicorn's log level"})
+
+    def __post_init__(self):
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        check_positive(self.max_batch, "max batch")
+        check_positive(self.max_body_bytes, "max body bytes")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max wait must be >= 0 ms, got {self.max_wait_ms}")
+
+
+@dataclass(frozen=True)
+class TemplateEvalSettings:
+    """`template-eval`: the split measured."""
+    dataset: str = field(default="test_p2", metadata={"help": "prepared split to measure on"})
+    limit: int | None = field(default=None, metadata={"type": positive_int, "metavar": "N", "shown": "every sample",
+                                                      "help": "only the first N samples"})

@@ -25,7 +25,7 @@ from serving.predictor import Predictor, error_line, local_iso, result_line
 from serving.prompting import Event, Query
 from serving.queries import BehaviorNames, FieldError, make_query
 from serving.run import RunInfo, ServingError
-from serving.upstream import load_events, write_jsonl
+from serving.upstream import load_events, load_input, write_jsonl
 
 CHUNK = 256   # queries per Predictor.predict call: progress and memory granularity
 
@@ -65,10 +65,24 @@ def read_next(path: str, opts: ReadOptions) -> tuple[dict[str, tuple[int, str]],
     return contexts, errors
 
 
+def _reader(opts: ReadOptions) -> dict:
+    return {"columns": opts.columns, "label_map": opts.label_map, "tz": opts.tz,
+            "strict_labels": opts.label_map is not None, "time_format": opts.time_format}
+
+
+def read_events_table(path: str, opts: ReadOptions):
+    """One events file as prepare reads it (an EventTable)."""
+    return load_events(path, fmt=opts.fmt, **_reader(opts))
+
+
 def read_histories(path: str, opts: ReadOptions) -> tuple[dict[str, list[Event]], dict]:
-    """user_id -> events (sorted as prepare sorts them), and the rows dropped by reason."""
-    table = load_events(path, fmt=opts.fmt, columns=opts.columns, label_map=opts.label_map, tz=opts.tz,
-                        strict_labels=opts.label_map is not None, time_format=opts.time_format)
+    """user_id -> events (sorted as prepare sorts them), and the rows dropped by reason. `path`: one file, or
+    several as prepare's INPUT (a directory, a glob, a URI), each read under the one-file rules and merged."""
+    return histories_of(load_input(path, fmt=opts.fmt, **_reader(opts)))
+
+
+def histories_of(table) -> tuple[dict[str, list[Event]], dict]:
+    """An EventTable's histories by user_id, and its rows dropped by reason."""
     offsets = table.user_offsets()
     histories = {}
     for u, uid in enumerate(table.user_ids):

@@ -6,7 +6,9 @@ several nodes sharing the parts folder) predicts the buckets b with ``b % WORLD_
 finished part yet. It streams --events and --next once per group of its buckets (Parquet row batches, CSV
 blocks, JSONL lines) and spools each bucket's rows to its own file in the input's format family (Parquet for
 Parquet and CSV/TSV, the raw lines for JSONL), which data_prep's reader then reads with the same columns,
-label map, time zone and time format: memory holds one bucket, not every user.
+label map, time zone and time format: memory holds one bucket, not every user. --events may be several files
+as prepare's INPUT (a directory, hive partitions included, a glob, a URI): each file is spooled on its own and
+a bucket's files are merged as prepare merges them (serving.spool).
 
 A bucket's part is ``part-<b>.jsonl`` (its users' output lines, sorted by user_id) and then ``part-<b>.json``
 (its key and counts), both written atomically. A rerun, with any number of ranks, reuses a part whose key
@@ -23,7 +25,6 @@ import hashlib
 import heapq
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -33,12 +34,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from serving.batch import CHUNK, ReadOptions, build_queries, read_histories, read_next
+from serving.batch import CHUNK, ReadOptions, build_queries, read_next
 from serving.predictor import error_line, result_line
 from serving.queries import BehaviorNames
 from serving.run import RunInfo, ServingError
 from serving.settings import PredictFilesSettings
-from serving.spool import Spool, as_input_error, spool
+from serving.spool import ALL_DROPPED, Spool, as_input_error, input_digest, read_spooled_events, spool, spool_inputs
 from serving.upstream import (
     PrepareError,
     atomic_open,
@@ -91,7 +92,7 @@ def folder_stamp(path: Path | None) -> str | None:
 def part_key(run: RunInfo, events: str, next_path: str, opts: ReadOptions, top_k: int, mode: str, buckets: int,
              cutoff_len: int | None) -> dict:
     """What makes two parts of the same bucket interchangeable; not how many ranks wrote them."""
-    return {"events_sha256": file_digest(events), "next_sha256": file_digest(next_path), "buckets": buckets,
+    return {"events_sha256": input_digest(events, opts.fmt), "next_sha256": file_digest(next_path), "buckets": buckets,
             "model": str(run.model_path.resolve()),
             "adapter": str(run.adapter_path.resolve()) if run.adapter_path else None,
             "model_files": folder_stamp(run.model_path), "adapter_files": folder_stamp(run.adapter_path),
@@ -116,9 +117,6 @@ def finished(job: Job, b: int) -> dict | None:
     return manifest if manifest.get("key") == job.key else None
 
 
-ALL_DROPPED = re.compile(r"no events left after dropping rows \((.*)\)")
-
-
 def _first_value(sp: Spool, fmt: str, column: str):
     """The raw value of `column` in a spool's first row."""
     if fmt == "jsonl":
@@ -127,16 +125,6 @@ def _first_value(sp: Spool, fmt: str, column: str):
     import pyarrow.parquet as pq
 
     return pq.read_table(sp.path, columns=[column]).column(0)[0].as_py()
-
-
-def _read_events(job: Job, sp: Spool, fmt: str) -> tuple[dict, dict]:
-    try:
-        return read_histories(str(sp.path), replace(job.opts, fmt=fmt))
-    except PrepareError as err:
-        every = ALL_DROPPED.search(str(err))
-        if every:   # all of this bucket's rows dropped: its users have no events, as they would in one file
-            return {}, {k: int(v) for k, v in re.findall(r"(\w+): (\d+)", every.group(1))}
-        raise as_input_error(err, sp, job.events) from None
 
 
 def _read_next(job: Job, sp: Spool, fmt: str) -> tuple[dict, dict]:
@@ -152,16 +140,17 @@ def _read_next(job: Job, sp: Spool, fmt: str) -> tuple[dict, dict]:
         raise as_input_error(err, sp, job.next_path) from None
 
 
-def _read_bucket(job: Job, b: int, ev: dict, nx: dict, fmt: tuple[str, str]):
-    histories, dropped = _read_events(job, ev[b], fmt[0]) if b in ev else ({}, {})
-    contexts, errors = _read_next(job, nx[b], fmt[1]) if b in nx else ({}, {})
+def _read_bucket(job: Job, b: int, ev: dict, nx: dict, next_fmt: str):
+    histories, dropped = read_spooled_events(ev[b], job.opts) if b in ev else ({}, {})
+    contexts, errors = _read_next(job, nx[b], next_fmt) if b in nx else ({}, {})
     return histories, dropped, contexts, errors
 
 
-def predict_bucket(job: Job, predictor, b: int, ev: dict, nx: dict, fmt: tuple[str, str]) -> dict:
-    """Predict bucket b's users and write its part (lines, then manifest); returns the manifest."""
+def predict_bucket(job: Job, predictor, b: int, ev: dict, nx: dict, next_fmt: str) -> dict:
+    """Predict bucket b's users and write its part (lines, then manifest); returns the manifest.
+    ev: bucket -> its events' spools (spool_inputs); nx: bucket -> its --next spool."""
     run = job.run
-    histories, dropped, contexts, errors = _read_bucket(job, b, ev, nx, fmt)
+    histories, dropped, contexts, errors = _read_bucket(job, b, ev, nx, next_fmt)
     names = BehaviorNames(run.behaviors, job.opts.label_map)
     queries, errors = build_queries(histories, contexts, errors, run, names, job.top_k, job.mode)
     preds = []
@@ -198,12 +187,12 @@ def predict_mine(job: Job, new_predictor: Callable, rank: int, world: int) -> tu
         spool_dir = job.folder / f".spool-{rank}-{os.getpid()}"
         spool_dir.mkdir(parents=True, exist_ok=True)
         try:
-            ev, f_ev = spool(job.events, job.opts, job.buckets, set(group), spool_dir, "events")
+            ev = spool_inputs(job.events, job.opts, job.buckets, set(group), spool_dir, "events")
             nx, f_nx = spool(job.next_path, job.opts, job.buckets, set(group), spool_dir, "next",
                              columns=next_columns(job.opts))
             predictor = predictor or new_predictor()
             for b in group:
-                predict_bucket(job, predictor, b, ev, nx, (f_ev, f_nx))
+                predict_bucket(job, predictor, b, ev, nx, f_nx)
                 written += 1
                 bar.update(1)
                 _exit_hook(written)

@@ -3,6 +3,12 @@ id as prepare reads it (text stripped, 12345.0 written 12345), so it never depen
 `spool` reads --events or --next once (Parquet row batches, CSV blocks, JSONL lines) and writes each wanted
 bucket's rows to its own file in the input's format family (Parquet for Parquet and CSV/TSV, the raw lines for
 JSONL), which data_prep's reader then reads with the same columns, label map, time zone and time format.
+
+--events may be several files, as prepare's INPUT (a directory, hive partitions included, a glob or an
+object-store URI; data_prep.sources lists them): `spool_inputs` spools each file on its own, and
+`read_spooled_events` reads a bucket's spools file by file under the one-file rules and merges them as
+prepare merges files (sorted, a (user, time, behavior) seen in two files is one duplicate_event). Errors name
+the input file and its row.
 """
 from __future__ import annotations
 
@@ -11,16 +17,19 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from serving.batch import ReadOptions
+from serving.batch import ReadOptions, histories_of, read_events_table
 from serving.upstream import (
     PrepareError,
     detect_format,
+    list_inputs,
+    local_copy,
+    merge_tables,
     missing_columns_error,
     number_text,
     resolve_columns,
@@ -28,6 +37,7 @@ from serving.upstream import (
 )
 
 BATCH_ROWS = 1 << 16   # rows per Parquet batch read and written
+ALL_DROPPED = re.compile(r"no events left after dropping rows \((.*)\)")
 
 
 def bucket_of(user_id: str, buckets: int) -> int:
@@ -54,6 +64,8 @@ def _arrow_buckets(column, buckets: int, source: str, name: str) -> np.ndarray:
 class Spool:
     path: Path
     rows: list            # the input's row numbers of the spool's rows (for errors), in spool order
+    source: str = ""      # the input file (spool_inputs)
+    fmt: str | None = None   # the spool file's format (spool_inputs)
 
 
 def _csv_header(path: Path, delimiter: str) -> list[str]:
@@ -156,9 +168,10 @@ def _spool_jsonl(path: Path, cols: dict, buckets: int, wanted: set, folder: Path
 
 
 def spool(path: str, opts: ReadOptions, buckets: int, wanted: set, folder: Path, tag: str,
-          columns: dict | None = None) -> tuple[dict[int, Spool], str]:
-    """Each wanted bucket's rows of `path` -> {bucket: Spool}, and the format the spools are in."""
-    source, path = str(path), Path(path)
+          columns: dict | None = None, source: str | None = None) -> tuple[dict[int, Spool], str]:
+    """Each wanted bucket's rows of `path` -> {bucket: Spool}, and the format the spools are in. `source`: the
+    name errors give the file (default: the path)."""
+    source, path = (source or str(path)), Path(path)
     cols = resolve_columns(columns if columns is not None else opts.columns)
     fmt = detect_format(path, opts.fmt)
     if path.stat().st_size == 0:
@@ -166,6 +179,61 @@ def spool(path: str, opts: ReadOptions, buckets: int, wanted: set, folder: Path,
     if fmt == "jsonl":
         return _spool_jsonl(path, cols, buckets, wanted, folder, tag, source), "jsonl"
     return _spool_arrow(path, fmt, cols, buckets, wanted, folder, tag, source), "parquet"
+
+
+def spool_inputs(spec: str, opts: ReadOptions, buckets: int, wanted: set, folder: Path,
+                 tag: str) -> dict[int, list[Spool]]:
+    """Each wanted bucket's rows of every file of `spec` (one file, a directory, a glob or a URI) -> {bucket:
+    one Spool per file with rows in it, in the files' sorted order}."""
+    out: dict[int, list[Spool]] = {}
+    for i, item in enumerate(list_inputs(spec, opts.fmt)):
+        with local_copy(item.name) as path:
+            spools, fmt = spool(str(path), replace(opts, fmt=item.fmt), buckets, wanted, folder, f"{tag}-{i:05d}",
+                                source=item.name)
+        for b, sp in spools.items():
+            out.setdefault(b, []).append(replace(sp, source=item.name, fmt=fmt))
+    return out
+
+
+def read_spooled_events(spools: list[Spool], opts: ReadOptions) -> tuple[dict, dict]:
+    """A bucket's histories from its spools (spool_inputs): each read under the one-file rules, then merged as
+    prepare merges files; a spool whose rows were all dropped adds its counts (its users have no events, as in
+    one file). Returns (user_id -> events, rows dropped by reason)."""
+    tables, dropped = [], {}
+    for sp in spools:
+        try:
+            tables.append(read_events_table(str(sp.path), replace(opts, fmt=sp.fmt)))
+        except PrepareError as err:
+            every = ALL_DROPPED.search(str(err))
+            if not every:
+                raise as_input_error(err, sp, sp.source) from None
+            for k, v in re.findall(r"(\w+): (\d+)", every.group(1)):
+                dropped[k] = dropped.get(k, 0) + int(v)
+    if not tables:
+        return {}, dropped
+    histories, more = histories_of(merge_tables(tables, ""))
+    for k, v in more.items():
+        dropped[k] = dropped.get(k, 0) + v
+    return histories, dropped
+
+
+def input_digest(spec: str, fmt: str | None) -> str:
+    """sha256 of one input file's bytes; for several files, of their names and digests in sorted order."""
+    files = list_inputs(spec, fmt)
+    if len(files) == 1 and files[0].name == str(spec):
+        return _file_digest(files[0].name)
+    h = hashlib.sha256()
+    for item in files:
+        h.update(f"{item.name}\t{_file_digest(item.name)}\n".encode())
+    return h.hexdigest()
+
+
+def _file_digest(name: str) -> str:
+    h = hashlib.sha256()
+    with local_copy(name) as path, open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def as_input_error(err: Exception, sp: Spool, source: str) -> Exception:

@@ -29,6 +29,7 @@ from data_prep.prompts import (
 )
 from data_prep.readers import detect_format, missing_columns_error
 from data_prep.samples import WEEKDAYS
+from data_prep.sources import list_inputs, load_input, local_copy, merge_tables
 from data_prep.ties import event_order
 from scoring.config import ScoreConfig
 
@@ -46,8 +47,12 @@ __all__ = [
     "format_event",
     "format_next_context",
     "hour_of",
+    "list_inputs",
     "load_events",
+    "load_input",
     "load_label_map",
+    "local_copy",
+    "merge_tables",
     "missing_columns_error",
     "new_scorer",
     "number_text",

@@ -28,9 +28,10 @@ from data_prep.prepared import load_prepared
 
 from .files import check_split, prediction_row, write_jsonl_atomic, write_predictions
 from .metrics import log_softmax
+from .settings import PredictConfig
 from .temperature import calibration_subset, fit_record, write_temperature
 
-DEFAULT_MAX_NEW_TOKENS = 16
+DEFAULTS = PredictConfig()   # the keyword defaults below are the command line's
 
 
 def _top(probs: np.ndarray, candidates: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
@@ -48,8 +49,9 @@ def _wait_for_parts(paths: list[Path], poll_s: float = 5.0, timeout_s: float = 6
 
 
 def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLike, dataset: str,
-                        out_dir: str | os.PathLike, adapter: str | None = None, batch_size: int = 8,
-                        shard_size: int = 256, device: str | None = None,
+                        out_dir: str | os.PathLike, adapter: str | None = None,
+                        batch_size: int = DEFAULTS.batch_size, shard_size: int = DEFAULTS.shard_size,
+                        device: str | None = None,
                         cutoff_len: int | None = None, dtype: str | None = None, cache=None) -> Path | None:
     """Argmax of the scorer's candidate probabilities for every sample of ``dataset``; returns the file.
 
@@ -90,7 +92,8 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
 
 def fit_constrained_temperature(model: str, template: str, dataset_dir: str | os.PathLike,
                                 out_dir: str | os.PathLike, samples: int, seed: int, adapter: str | None = None,
-                                batch_size: int = 8, shard_size: int = 256, device: str | None = None,
+                                batch_size: int = DEFAULTS.batch_size, shard_size: int = DEFAULTS.shard_size,
+                                device: str | None = None,
                                 cutoff_len: int | None = None, dtype: str | None = None, cache=None) -> Path | None:
     """Score a seeded subset of `samples` validation samples and write ``<out>/temperature.json`` (the T
     minimising their NLL, ``evaluation.temperature``); returns the file, None on ranks other than 0 and when
@@ -156,8 +159,9 @@ def _generate_manifest(model, adapter, template, dataset_path, max_new_tokens, s
 
 
 def generate_outputs(model_path: str, template: str, records: list[dict], parts_dir: Path, manifest: dict,
-                     adapter: str | None = None, batch_size: int = 8, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                     shard_size: int = 256, device: str | None = None, dtype: str | None = None) -> list[str] | None:
+                     adapter: str | None = None, batch_size: int = DEFAULTS.batch_size,
+                     max_new_tokens: int = DEFAULTS.max_new_tokens, shard_size: int = DEFAULTS.shard_size,
+                     device: str | None = None, dtype: str | None = None) -> list[str] | None:
     """Greedy outputs of every record, prompt rendered as in training; resumable JSONL parts in parts_dir.
 
     Parts are keyed by sample range, not by rank: rank r of WORLD_SIZE writes the missing parts n with
@@ -218,8 +222,8 @@ def generate_outputs(model_path: str, template: str, records: list[dict], parts_
 
 
 def predict_generate(model: str, template: str, dataset_dir: str | os.PathLike, dataset: str,
-                     out_dir: str | os.PathLike, adapter: str | None = None, batch_size: int = 8,
-                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, shard_size: int = 256,
+                     out_dir: str | os.PathLike, adapter: str | None = None, batch_size: int = DEFAULTS.batch_size,
+                     max_new_tokens: int = DEFAULTS.max_new_tokens, shard_size: int = DEFAULTS.shard_size,
                      device: str | None = None, cutoff_len: int | None = None,
                      dtype: str | None = None) -> Path | None:
     """Free generation parsed to a candidate; an output that is no candidate is ``pred: null``.

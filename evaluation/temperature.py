@@ -22,7 +22,6 @@ import numpy as np
 from . import metrics as M
 
 T_MIN, T_MAX = 0.05, 20.0
-DEFAULT_CALIB_SAMPLES = 64
 FILENAME = "temperature.json"
 
 

@@ -33,6 +33,7 @@ from evaluation.files import (
     write_json_atomic,
     write_predictions,
 )
+from evaluation.settings import PredictConfig
 from evaluation.temperature import calibration_subset, fit_record, write_temperature
 
 from .data import Windows, read_split
@@ -57,7 +58,7 @@ class TrainConfig:
     threads: int = 2
     valid_cap: int | None = None
     min_round_windows: int = 20000
-    calib_samples: int = 64
+    calib_samples: int = PredictConfig.calib_samples   # the LLMs' validation samples for the temperature
 
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"n_behaviors", "n_places", "seq_len"}

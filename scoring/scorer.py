@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cli import check_positive
 from data_prep.outputs import write_text_atomic
 from data_prep.prepared import load_prepared
 
-from .config import ScoreConfig, check_pool_size, check_positive, default
+from .config import ScoreConfig, check_pool_size
 from .devices import dist_env
 from .kernel import cached_candidate_logprobs, softmax_rows
 from .lengths import check_cutoff, scored_token_lengths
@@ -38,8 +39,8 @@ class ScoreBatch:
 class CandidateScorer:
     """pi_ref scorer: ``score(records, candidates)`` -> ScoreBatch (see ``kernel`` for the method)."""
 
-    def __init__(self, model_path, template: str, adapter_path=None, batch_size: int = default(ScoreConfig,
-                 "batch_size"), device=None, dtype=None):
+    def __init__(self, model_path, template: str, adapter_path=None, batch_size: int = ScoreConfig.batch_size,
+                 device=None, dtype=None):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.model, self.tokenizer = load_model_and_tokenizer(model_path, adapter_path, dtype=dtype, device=device)
@@ -144,8 +145,8 @@ def score_dataset(
     out_dir,
     adapter_path=None,
     indices=None,
-    batch_size: int = default(ScoreConfig, "batch_size"),
-    shard_size: int = default(ScoreConfig, "shard_size"),
+    batch_size: int = ScoreConfig.batch_size,
+    shard_size: int = ScoreConfig.shard_size,
     with_embeddings: bool = True,
     device=None,
     dtype=None,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from scoring.config import arg_type, check_positive
+from cli import check_positive, checked
+from scoring.config import ScoreConfig
 
 from .difficulty import DIFFICULTY
 
@@ -23,8 +24,9 @@ def check_F(F) -> int:
 class SelectConfig:
     """Difficulty (Eq. 2/3) and per-behavior selection (Algorithm 1 lines 19-22)."""
 
-    dataset: str = field(default="train_all", metadata={"help": "name in dataset_info.json or its file stem"})
-    F: int = field(default=20, metadata={"type": arg_type(check_F), "help": "samples per behavior"})
+    dataset: str = field(default=ScoreConfig.dataset, metadata={"help": "name in dataset_info.json or its file stem "
+                                                                       "(the scored pool's)"})
+    F: int = field(default=20, metadata={"type": checked(check_F), "help": "samples per behavior"})
     mode: str = field(
         default="dds",
         metadata={"choices": MODES,
@@ -36,7 +38,7 @@ class SelectConfig:
         metadata={"choices": EQ3_READINGS,
                   "help": "text: D = lam(1-p) + (1-lam)(1-d_conf); literal: Eq. 3 as printed"},
     )
-    seed: int = field(default=42, metadata={"help": "seed of k-means++ and of the uniform mode"})
+    seed: int = field(default=ScoreConfig.seed, metadata={"help": "seed of k-means++ and of the uniform mode"})
 
     def __post_init__(self):
         check_F(self.F)

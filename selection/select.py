@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from scoring.config import default
+from cli import field_default as default
 
 from .config import MODES, SelectConfig, check_F
 from .difficulty import DIFFICULTY, d_confusion, normalize_within_behavior

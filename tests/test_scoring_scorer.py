@@ -258,8 +258,7 @@ def test_cli_score_select_writes_llamafactory_datasets(tiny_model, dataset_dir, 
     )
     selected = tmp_path / "selection"
     before = {p.name: p.read_bytes() for p in data_dir.iterdir()}
-    with pytest.raises(SystemExit):  # --out is required
-        cli(["select", "--scores", str(scores), "--dataset-dir", str(data_dir), "--F", "2"])
+    assert cli(["select", "--scores", str(scores), "--dataset-dir", str(data_dir), "--F", "2"]) == 2  # no --out
     assert cli(["select", "--scores", str(scores), "--dataset-dir", str(data_dir), "--F", "2", "--out",
                 str(data_dir)]) == 2  # never into the prepared data
     assert cli(["select", "--scores", str(scores), "--dataset-dir", str(data_dir), "--F", "2", "--out",
@@ -321,8 +320,8 @@ def test_clear_errors(tiny_model, dataset_dir, tmp_path, capsys):
         == 2
     )
     assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        cli(["select", "--scores", str(tmp_path), "--dataset-dir", str(dataset_dir), "--F", "0"])
+    assert cli(["select", "--scores", str(tmp_path), "--dataset-dir", str(dataset_dir), "--F", "0"]) == 2
+    assert "F must be a positive integer" in capsys.readouterr().err
 
 
 def test_rendering_matches_llamafactory_dpo_preprocessing(loaded, dataset_dir, tmp_path):

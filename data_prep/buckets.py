@@ -9,7 +9,6 @@ so they equal the rows of the in-memory table.
 from __future__ import annotations
 
 import io
-import itertools
 import pickle
 import struct
 import zlib
@@ -25,7 +24,7 @@ from data_prep.table import EventTable
 
 EVENT_COLUMNS = ("user", "time", "place", "behavior")   # events-<column>.npy in a bucket folder
 PIECE_SUFFIX = ".pkl"
-_BLOCK = struct.Struct("<qq")   # a render block: text bytes, compressed bytes
+_BLOCK = struct.Struct("<5q")   # a render block: samples, then text and compressed bytes of records, metas
 
 
 def bucket_dir(work: Path, bucket: int) -> Path:
@@ -39,9 +38,9 @@ def bucket_of(user_ids: list[str], n_buckets: int) -> np.ndarray:
 
 
 def partition_file(item: sources.InputFile, index: int, reader: dict, work: str, n_buckets: int) -> dict:
-    """Read one input file (one-file rules) and write its events into one piece per bucket: int codes into
-    the piece's own name lists (the piece's users and places, the file's behaviors) and the times.
-    Returns its dropped counts, notes and vocabularies."""
+    """Read one input file (one-file rules) and write its events into one piece per bucket: the piece's users
+    (sorted) with their event counts, and per event the time and the smallest int codes into the piece's own
+    places and the file's behaviors. Returns its dropped counts, notes and vocabularies."""
     table = sources.load_file(item, **reader)
     # the table is sorted by user, so each user's rows are one run: deal the users (not the rows) to buckets
     counts = np.bincount(table.user, minlength=len(table.user_ids))
@@ -57,8 +56,8 @@ def partition_file(item: sources.InputFile, index: int, reader: dict, work: str,
         used = np.zeros(len(table.places), bool)
         used[place] = True
         place_lut = np.cumsum(used, dtype=np.int64) - 1
-        piece = {"user": np.repeat(np.arange(users.size, dtype=np.int32), n), "time": table.time[rows],
-                 "place": place_lut[place].astype(np.int32), "behavior": table.behavior[rows].astype(np.int32),
+        piece = {"counts": n, "time": table.time[rows], "place": _small(place_lut[place], int(used.sum())),
+                 "behavior": _small(table.behavior[rows], len(table.behaviors)),
                  "user_ids": [table.user_ids[u] for u in users.tolist()],
                  "places": [table.places[p] for p in np.flatnonzero(used).tolist()],
                  "behaviors": list(table.behaviors)}
@@ -70,17 +69,21 @@ def partition_file(item: sources.InputFile, index: int, reader: dict, work: str,
             "places": table.places, "behaviors": table.behaviors}
 
 
-def _global_codes(pieces: list[dict], key: str, names: str, vocab: list[str]) -> np.ndarray:
-    """The pieces' `key` codes as codes into the global sorted `vocab`: the pieces' names are
-    dictionary-encoded together (hashing in Arrow), so each distinct name is looked up once."""
+def _small(codes: np.ndarray, n: int) -> np.ndarray:
+    """Codes into n names in the smallest unsigned type that holds them (less to write and read)."""
+    return codes.astype(np.uint8 if n <= 1 << 8 else np.uint16 if n <= 1 << 16 else np.int32)
+
+
+def _luts(pieces: list[dict], names: str, vocab: list[str]) -> list[np.ndarray]:
+    """Per piece, the global code (position in the sorted `vocab`) of each of its `names`; the pieces' names
+    are dictionary-encoded together (hashing in Arrow), so each distinct name is looked up once."""
     sizes = np.array([len(p[names]) for p in pieces], np.int64)
     joined = pa.chunked_array([pa.array(p[names], pa.string()) for p in pieces], pa.string())
     encoded = pc.dictionary_encode(joined.combine_chunks())
     distinct = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
     lut = np.searchsorted(np.asarray(vocab, dtype=object), distinct).astype(np.int32)
     lut = lut[encoded.indices.to_numpy(zero_copy_only=False)]
-    offsets = np.cumsum(sizes) - sizes
-    return np.concatenate([lut[p[key] + off] for p, off in zip(pieces, offsets.tolist())])
+    return np.split(lut, np.cumsum(sizes)[:-1])
 
 
 def load_bucket(work: str, bucket: int, vocab: dict) -> EventTable | None:
@@ -107,10 +110,11 @@ def scan_bucket(work: str, bucket: int, vocab: dict, seed: int, history_len: int
     for path in paths:
         with open(path, "rb") as f:
             pieces.append(pickle.load(f))
-    arrays = [_global_codes(pieces, "user", "user_ids", vocab["user_ids"]),
+    luts = {k: _luts(pieces, k, vocab[k]) for k in ("user_ids", "places", "behaviors")}
+    arrays = [np.concatenate([np.repeat(lut, p["counts"]) for p, lut in zip(pieces, luts["user_ids"])]),
               np.concatenate([p["time"] for p in pieces]),
-              _global_codes(pieces, "place", "places", vocab["places"]),
-              _global_codes(pieces, "behavior", "behaviors", vocab["behaviors"])]
+              np.concatenate([lut[p["place"]] for p, lut in zip(pieces, luts["places"])]),
+              np.concatenate([lut[p["behavior"]] for p, lut in zip(pieces, luts["behaviors"])])]
     if len(pieces) == 1:   # one file's events, sorted and de-duplicated by its reader; global codes keep the order
         (u, time, p, b), n_dup = arrays, 0
     else:
@@ -154,10 +158,10 @@ def bucket_labels(work: str, bucket: int, vocab: dict, train_users: np.ndarray, 
 
 
 def render_bucket(work: str, bucket: int, vocab: dict, info, config, jobs: dict) -> None:
-    """Render the bucket's selected samples of each split: render-<split>.lz4 holds each sample's record line
-    and meta line (JSON lines hold no raw newline) in LZ4 blocks (the text is 10x smaller on disk),
-    render-<split>.npz their labels and prompt lengths, in output position order. jobs: split -> (user
-    codes, event offsets in the user, template ids), in ascending output position."""
+    """Render the bucket's selected samples of each split: render-<split>.lz4 holds them in blocks (sample
+    count, then the record lines and the meta lines, each LZ4-compressed: the text is 10x smaller on disk;
+    JSON lines hold no raw newline), render-<split>.npz their labels and prompt lengths, in output position
+    order. jobs: split -> (user codes, event offsets in the user, template ids), in ascending output position."""
     table = load_bucket(work, bucket, vocab)
     runs = samples.user_runs(table.user)
     empty = np.empty(0, np.int64)
@@ -171,42 +175,57 @@ def render_bucket(work: str, bucket: int, vocab: dict, info, config, jobs: dict)
         labels, chars = [empty], [empty]
         with open(folder / f"render-{split}.lz4", "wb") as f:
             for records, metas, chunk_labels, chunk_chars in renderer.chunks(targets, tids):
-                text = "".join([line for pair in zip(records, metas) for line in pair]).encode()
-                block = codec.compress(text, asbytes=True)
-                f.write(_BLOCK.pack(len(text), len(block)))
-                f.write(block)
+                texts = ["".join(records).encode(), "".join(metas).encode()]
+                blocks = [codec.compress(t, asbytes=True) for t in texts]
+                f.write(_BLOCK.pack(len(records), len(texts[0]), len(blocks[0]), len(texts[1]), len(blocks[1])))
+                f.write(blocks[0])
+                f.write(blocks[1])
                 labels.append(chunk_labels)
                 chars.append(chunk_chars)
         np.savez(folder / f"render-{split}.npz", labels=np.concatenate(labels), chars=np.concatenate(chars))
 
 
-def _rendered_lines(path: Path):
-    """The lines of a render file, in order."""
-    codec = pa.Codec("lz4")
-    with open(path, "rb") as f:
-        while header := f.read(_BLOCK.size):
-            n_text, n_block = _BLOCK.unpack(header)
-            text = codec.decompress(f.read(n_block), decompressed_size=n_text, asbytes=True)
-            yield from [line.decode() for line in io.BytesIO(text)]   # lines end at b"\n" only
+class _Rendered:
+    """A bucket's render file (compressed: a tenth of the text) taken sample by sample: take(n) gives its next
+    n samples' record and meta lines, decompressing a block at a time."""
+
+    def __init__(self, path: Path):
+        self.data, self.pos = path.read_bytes(), 0
+        self.codec = pa.Codec("lz4")
+        self.records: list[str] = []
+        self.metas: list[str] = []
+
+    def _lines(self, n_text: int, n_block: int) -> list[str]:
+        block = self.data[self.pos:self.pos + n_block]
+        self.pos += n_block
+        text = self.codec.decompress(block, decompressed_size=n_text, asbytes=True)
+        return [line.decode() for line in io.BytesIO(text)]   # lines end at b"\n" only
+
+    def take(self, n: int) -> tuple[list[str], list[str]]:
+        while len(self.records) < n:
+            _, n_rec, b_rec, n_meta, b_meta = _BLOCK.unpack_from(self.data, self.pos)
+            self.pos += _BLOCK.size
+            self.records += self._lines(n_rec, b_rec)
+            self.metas += self._lines(n_meta, b_meta)
+        records, metas = self.records[:n], self.metas[:n]
+        del self.records[:n], self.metas[:n]
+        return records, metas
 
 
 def merged_chunks(work: str, split: str, source: np.ndarray, size: int = RENDER_CHUNK):
     """The rendered samples of a split in output position order, as write_chunks' chunks; source: the
     bucket of each output position (each bucket's lines are in position order, so no keys are compared)."""
     labels, chars = np.empty(len(source), np.int64), np.empty(len(source), np.int64)
-    lines = {}
+    readers = {}
     for b in np.unique(source).tolist():
         folder = bucket_dir(Path(work), b)
         with np.load(folder / f"render-{split}.npz") as arrays:
             labels[source == b], chars[source == b] = arrays["labels"], arrays["chars"]
-        lines[b] = _rendered_lines(folder / f"render-{split}.lz4")
+        readers[b] = _Rendered(folder / f"render-{split}.lz4")
     for lo in range(0, len(source), size):
         src = source[lo:lo + size]
-        records: list = [None] * len(src)
-        metas: list = [None] * len(src)
+        records, metas = np.empty(len(src), object), np.empty(len(src), object)
         for b in np.unique(src).tolist():
-            at = np.flatnonzero(src == b).tolist()
-            got = list(itertools.islice(lines[b], 2 * len(at)))
-            for i, record, meta in zip(at, got[0::2], got[1::2]):
-                records[i], metas[i] = record, meta
-        yield records, metas, labels[lo:lo + size], chars[lo:lo + size]
+            at = np.flatnonzero(src == b)
+            records[at], metas[at] = readers[b].take(len(at))
+        yield records.tolist(), metas.tolist(), labels[lo:lo + size], chars[lo:lo + size]

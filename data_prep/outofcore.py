@@ -8,12 +8,16 @@ need not fit in memory, on this machine (``--engine local``) or as Ray tasks (``
    de-duplicated and put in the seeded instant order (data_prep.ties); per-user counts come back.
 3. global steps on small aggregates: the seeded user split over the eligible users in id order, the caps'
    sample ranks, protocol 1, training label counts and protocol 2 (the test users' labels), the groups.
-4. render: each bucket renders its selected samples tagged with their output position; the lines are merged
-   by position into the run's files.
+4. render: each bucket renders its selected samples in output order; the run's files take each output
+   position's lines from the bucket that holds it (the driver knows every position's bucket).
 
-Peak memory is one bucket's events plus the per-user aggregates and the selected samples, whatever the
-number of events. Work files live in the staged run directory (a shared POSIX filesystem when workers are
-on other machines) and are removed before the run is swapped in.
+Peak memory is the largest input file (read whole under the one-file rules), one bucket's events, the
+per-user aggregates, the label of every test-split sample (protocol 2 draws from them: about 8 bytes each)
+and one split's rendered samples, LZ4-compressed (about a tenth of their text). On disk: the bucket pieces
+(about 11 bytes an event, each removed once its bucket is scanned), the buckets' events (20 bytes an event,
+memory-mapped by the later steps) and the rendered samples, LZ4-compressed. Work files live in the staged
+run directory (a shared POSIX filesystem when workers are on other machines) and are removed before the run
+is swapped in.
 """
 from __future__ import annotations
 

@@ -113,9 +113,9 @@ def _predict(args, run) -> int:
     tz, columns, label_map = _read_defaults(args, run)
     opts = ReadOptions(fmt=args.format, columns=columns, label_map=label_map, tz=tz,
                        time_format=_time_format(args, run))
-    for flag, path in (("--events", args.events), ("--next", args.next)):
-        if not Path(path).is_file():
-            raise ServingError(f"{flag} {path}: no such file")
+    # --events may be several files, as prepare's INPUT (serving.spool lists them, or names what is missing)
+    if not Path(args.next).is_file():
+        raise ServingError(f"--next {args.next}: no such file")
     counts = predict_parts(run, lambda: _predictor(args, run), args.events, args.next, args.out, opts,
                            prediction.top_k, prediction.instruction_template, files.buckets, args.parts,
                            model.cutoff_len)

@@ -96,6 +96,21 @@ def test_a_killed_rank_resumes_from_its_finished_parts(inputs, one_rank, tmp_pat
     assert out.read_bytes() != one_rank.read_bytes()
 
 
+def test_events_as_a_hive_partitioned_directory_give_the_one_file_bytes(inputs, one_rank, tmp_path):
+    """--events as a directory of CSV and JSONL parts (the same events dealt by row): the one-file output."""
+    header, *rows = inputs["events"].read_text(encoding="utf-8").splitlines()
+    lake = tmp_path / "events"
+    (lake / "dt=a").mkdir(parents=True)
+    (lake / "dt=b").mkdir()
+    (lake / "dt=a" / "part-0.csv").write_text("\n".join([header, *rows[0::2]]) + "\n", encoding="utf-8")
+    (lake / "dt=b" / "part-1.jsonl").write_text("".join(
+        json.dumps(dict(zip(header.split(","), row.split(",")))) + "\n" for row in rows[1::2]), encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    proc = _predict({**inputs, "events": lake}, out)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == one_rank.read_bytes()
+
+
 def test_bucket_of_is_stable_and_spreads_users():
     assert bucket_of("u17", 64) == BUCKET_U17   # fixed: a rerun in another process or year finds its parts
     hits = {bucket_of(f"user{i}", 8) for i in range(200)}

@@ -21,6 +21,8 @@ from data_prep.options import resolve_columns
 from data_prep.outofcore import prepare_input
 from data_prep.prepare import prepare
 from data_prep.synthetic import generate_events
+from data_prep.synthetic.files import add_arguments as add_synthetic_arguments
+from data_prep.synthetic.files import write_command
 
 __all__ = ["COMMANDS", "PrepareConfig", "build_parser", "config_from_args", "main", "prepare"]
 
@@ -103,7 +105,9 @@ def prepare_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"prepare": Command("event log -> LLaMA-Factory dataset_dir (docs/data-preparation.md)",
-                               add_prepare_arguments, prepare_command)}
+                               add_prepare_arguments, prepare_command),
+            "synthetic": Command("write the embedded synthetic event log to a file (the log prepare --synthetic "
+                                 "reads, at any size)", add_synthetic_arguments, write_command)}
 
 
 def build_parser() -> argparse.ArgumentParser:

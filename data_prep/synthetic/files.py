@@ -1,14 +1,19 @@
-"""Writing the synthetic log to a file (Parquet, CSV or JSONL), and `python -m data_prep.synthetic`."""
+"""Writing the synthetic log to a file (Parquet, CSV or JSONL): `python -m data_prep synthetic`."""
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli import add_settings, positive_int, settings_from_args
 from data_prep.outputs import atomic_open
 from data_prep.synthetic.catalogue import PLACES, RNG_BLOCK
 from data_prep.synthetic.generator import (
+    DEFAULT_CHUNK_USERS,
     DEFAULT_DAYS,
+    DEFAULT_EVENTS_PER_DAY,
+    DEFAULT_START,
     DEFAULT_USERS,
     SyntheticError,
     behavior_names,
@@ -33,8 +38,9 @@ def _arrow_chunk(first: int, stop: int, n_users: int, user, time, place, behavio
                      "behavior": labels(behavior, names)})
 
 
-def write_events(path, n_users: int, n_days: int, seed: int = 0, behaviors=None, chunk_users: int = 2000,
-                 *, start: str = "2024-03-01", events_per_day: float = 25.0, progress: bool = False) -> int:
+def write_events(path, n_users: int, n_days: int, seed: int = 0, behaviors=None,
+                 chunk_users: int = DEFAULT_CHUNK_USERS, *, start: str = DEFAULT_START,
+                 events_per_day: float = DEFAULT_EVENTS_PER_DAY, progress: bool = False) -> int:
     """Write a synthetic event log (Parquet, CSV or JSONL by extension) atomically; returns rows written.
 
     Columns: user_id, timestamp (int64 epoch seconds, local wall time as UTC), place, behavior. Generated
@@ -76,24 +82,35 @@ def write_events(path, n_users: int, n_days: int, seed: int = 0, behaviors=None,
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.synthetic",
-                                     description="Write the embedded synthetic behavior log.")
+@dataclass(frozen=True)
+class LogSettings:
+    """`python -m data_prep synthetic`: the log written."""
+    users: int = field(default=DEFAULT_USERS, metadata={"type": positive_int, "help": "users"})
+    days: int = field(default=DEFAULT_DAYS, metadata={"type": positive_int, "help": "days"})
+    seed: int = field(default=0, metadata={"help": "seed of the log"})
+    events_per_day: float = field(default=DEFAULT_EVENTS_PER_DAY, metadata={"help": "events per user and day"})
+    start: str = field(default=DEFAULT_START, metadata={"help": "first day (ISO date)"})
+    behaviors: str | None = field(default=None, metadata={"help": "comma-separated subset (e.g. the demo profile)"})
+    chunk_users: int = field(default=DEFAULT_CHUNK_USERS, metadata={"type": positive_int,
+                                                                   "help": "users generated and written at once"})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="output file: .parquet, .csv or .jsonl")
-    parser.add_argument("--users", type=int, default=DEFAULT_USERS)
-    parser.add_argument("--days", type=int, default=DEFAULT_DAYS)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--events-per-day", type=float, default=25.0)
-    parser.add_argument("--start", default="2024-03-01")
-    parser.add_argument("--behaviors", help="comma-separated subset (e.g. the demo profile)")
-    parser.add_argument("--chunk-users", type=int, default=2000)
-    args = parser.parse_args(argv)
-    behaviors = [b.strip() for b in args.behaviors.split(",") if b.strip()] if args.behaviors else None
-    try:
-        rows = write_events(args.out, args.users, args.days, args.seed, behaviors, args.chunk_users,
-                            start=args.start, events_per_day=args.events_per_day, progress=True)
-    except SyntheticError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    add_settings(parser, LogSettings)
+
+
+def write_command(args: argparse.Namespace) -> int:
+    cfg = settings_from_args(LogSettings, args)
+    behaviors = [b.strip() for b in cfg.behaviors.split(",") if b.strip()] if cfg.behaviors else None
+    rows = write_events(args.out, cfg.users, cfg.days, cfg.seed, behaviors, cfg.chunk_users, start=cfg.start,
+                        events_per_day=cfg.events_per_day, progress=True)
     print(f"{rows} events -> {args.out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m data_prep.synthetic ARGS`: the same as `python -m data_prep synthetic ARGS`."""
+    from data_prep.cli import main as prepare_main
+
+    return prepare_main(["synthetic", *(sys.argv[1:] if argv is None else argv)])

@@ -28,6 +28,8 @@ from data_prep.synthetic.catalogue import (
 from data_prep.synthetic.routine import context_distribution, timeline
 
 DEFAULT_USERS, DEFAULT_DAYS = 2000, 60  # the embedded default data set (prepare --synthetic, make prepare)
+DEFAULT_START, DEFAULT_EVENTS_PER_DAY = "2024-03-01", 25.0   # its first day and events per user and day
+DEFAULT_CHUNK_USERS = 2000   # users generated (and written) at once
 
 
 class SyntheticError(PrepareError):
@@ -204,8 +206,8 @@ def user_id_names(first: int, stop: int, n_users: int) -> list[str]:
     return [f"u{i:0{width}d}" for i in range(first, stop)]
 
 
-def iter_event_chunks(n_users: int, n_days: int, seed: int = 0, behaviors=None, start: str = "2024-03-01",
-                      chunk_users: int = 2000, events_per_day: float = 25.0):
+def iter_event_chunks(n_users: int, n_days: int, seed: int = 0, behaviors=None, start: str = DEFAULT_START,
+                      chunk_users: int = DEFAULT_CHUNK_USERS, events_per_day: float = DEFAULT_EVENTS_PER_DAY):
     """Yield (first_user, stop_user, user, time, place, behavior) per chunk of users, sorted by (user, time).
 
     user: global int64 user index; time: int64 epoch seconds (local wall time as UTC); place: codes into
@@ -230,8 +232,8 @@ def behavior_names(behaviors=None) -> list[str]:
     return list(resolve_behaviors(behaviors))
 
 
-def generate_arrays(n_users: int, n_days: int, seed: int = 0, behaviors=None, start: str = "2024-03-01",
-                     events_per_day: float = 25.0) -> dict:
+def generate_arrays(n_users: int, n_days: int, seed: int = 0, behaviors=None, start: str = DEFAULT_START,
+                     events_per_day: float = DEFAULT_EVENTS_PER_DAY) -> dict:
     chunks = list(iter_event_chunks(n_users, n_days, seed, behaviors, start, chunk_users=n_users,
                                     events_per_day=events_per_day))
     _, _, user, time, place, behavior = (np.concatenate(a) if i >= 2 else a for i, a in enumerate(zip(*chunks)))
@@ -241,7 +243,7 @@ def generate_arrays(n_users: int, n_days: int, seed: int = 0, behaviors=None, st
 
 
 def generate_events(n_users: int, n_days: int, seed: int = 0, behaviors: list[str] | None = None,
-                    start: str = "2024-03-01", *, events_per_day: float = 25.0):
+                    start: str = DEFAULT_START, *, events_per_day: float = DEFAULT_EVENTS_PER_DAY):
     """A synthetic EventTable of ``n_users`` users over ``n_days`` days from ``start`` (seeded)."""
     a = generate_arrays(n_users, n_days, seed, behaviors, start, events_per_day)
 

@@ -2,9 +2,11 @@
 
 `make <target> NAME=value` puts NAME into the environment of the command it runs (GNU make does this for
 command-line variables), `python -m pipeline <target> NAME=value` takes it as an argument; both end up in
-:class:`Settings`. A default that belongs to a stage's own command line (prepare's caps and thresholds,
-selection's F and lambda, evaluation's batch size) is not repeated here: it is read from that command's
-argparse parser, whose default in turn comes from the stage's config dataclass (`DEFAULT_FROM`).
+:class:`Settings`. A default that belongs to a stage's own settings (prepare's caps and thresholds,
+selection's F and lambda, evaluation's batch size, serving's TOP_K and PORT) is not repeated here: it is the
+default of a field of that stage's settings dataclass (`DEFAULT_FROM`), the one declaration that the stage's
+command line reads too. The stages pass a variable as the option of the field it sets (`STAGE_OPTIONS`): the
+flag comes from the field, and the value is checked by building the dataclass before anything runs.
 `make help` prints the table with the resolved defaults.
 """
 from __future__ import annotations
@@ -13,9 +15,15 @@ import argparse
 import os
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, fields
 from pathlib import Path
+
+from cli import field_default, flag_of
+from data_prep.config import PrepareConfig, ScaleConfig, SyntheticConfig
+from evaluation.settings import PredictConfig
+from scoring.config import ScoreConfig
+from selection.config import SelectConfig
+from serving.settings import PredictFilesSettings, PredictionSettings, ServeSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclass(frozen=True)
 class Var:
     name: str
-    default: str | None        # None: empty (unset); a ("module", "command", "--flag") source is in DEFAULT_FROM
+    default: str | None        # None: empty (unset), or the stage settings field's default named in DEFAULT_FROM
     doc: str
     group: str
 
@@ -115,11 +123,11 @@ VARIABLES: list[Var] = [
                    "TIME_FORMAT apply)"),
         ("NEXT", None, "predict: one row per user with the context to predict: user_id, timestamp, place"),
         ("OUT", None, "predict: output JSONL (default <RUN_DIR>/predictions.jsonl)"),
-        ("TOP_K", "5", "behaviors per prediction, best first"),
+        ("TOP_K", None, "behaviors per prediction, best first"),
         ("PREDICT_NPROC", None, "predict: ranks per node (torchrun; default NPROC; NNODES nodes as for training)"),
-        ("PREDICT_BUCKETS", "64", "predict: users hashed into this many resumable parts (<OUT>.parts/)"),
-        ("HOST", "127.0.0.1", "serve: address to listen on"),
-        ("PORT", "8000", "serve: port (0 picks a free one)"),
+        ("PREDICT_BUCKETS", None, "predict: users hashed into this many resumable parts (<OUT>.parts/)"),
+        ("HOST", None, "serve: address to listen on"),
+        ("PORT", None, "serve: port (0 picks a free one)"),
         ("SERVE_ARGS", None, "extra flags for python -m serving predict|serve (e.g. --instruction-template mean)"),
     ]),
     *_v("sasrec", [
@@ -134,38 +142,49 @@ VARIABLES: list[Var] = [
 ]
 BY_NAME = {v.name: v for v in VARIABLES}
 
-# Defaults owned by a stage's own command line: (module, subcommand, argparse dest).
+# Variables whose default is a stage's settings field: NAME -> (settings dataclass, field).
 DEFAULT_FROM = {
-    "SEED": ("data_prep", "prepare", "seed"),
-    "USERS": ("data_prep", "prepare", "users"),
-    "DAYS": ("data_prep", "prepare", "days"),
-    "HISTORY_LEN": ("data_prep", "prepare", "history_len"),
-    "TRAIN_CAP": ("data_prep", "prepare", "train_cap"),
-    "VALID_CAP": ("data_prep", "prepare", "valid_cap"),
-    "TEST_CAP": ("data_prep", "prepare", "test_cap"),
-    "P2_PER_BEHAVIOR": ("data_prep", "prepare", "p2_per_behavior"),
-    "ANCHOR_THRESHOLD": ("data_prep", "prepare", "anchor_threshold"),
-    "HEAD_THRESHOLD": ("data_prep", "prepare", "head_threshold"),
-    "EPS": ("data_prep", "prepare", "eps"),
-    "POOL": ("scoring", "score", "pool_per_behavior"),
-    "F": ("selection", "select", "F"),
-    "SELECT_MODE": ("selection", "select", "mode"),
-    "EQ3": ("selection", "select", "eq3"),
-    "LAMBDA": ("selection", "select", "lam"),
-    "EVAL_BATCH": ("evaluation", "predict", "batch_size"),
-    "CALIB_SAMPLES": ("evaluation", "predict", "calib_samples"),
+    "SEED": (PrepareConfig, "seed"),
+    "USERS": (SyntheticConfig, "users"),
+    "DAYS": (SyntheticConfig, "days"),
+    "HISTORY_LEN": (PrepareConfig, "history_len"),
+    "TRAIN_CAP": (PrepareConfig, "train_cap"),
+    "VALID_CAP": (PrepareConfig, "valid_cap"),
+    "TEST_CAP": (PrepareConfig, "test_cap"),
+    "P2_PER_BEHAVIOR": (PrepareConfig, "p2_per_behavior"),
+    "ANCHOR_THRESHOLD": (PrepareConfig, "anchor_threshold"),
+    "HEAD_THRESHOLD": (PrepareConfig, "head_threshold"),
+    "EPS": (PrepareConfig, "eps"),
+    "POOL": (ScoreConfig, "pool_per_behavior"),
+    "F": (SelectConfig, "F"),
+    "SELECT_MODE": (SelectConfig, "mode"),
+    "EQ3": (SelectConfig, "eq3"),
+    "LAMBDA": (SelectConfig, "lam"),
+    "EVAL_BATCH": (PredictConfig, "batch_size"),
+    "CALIB_SAMPLES": (PredictConfig, "calib_samples"),
+    "TOP_K": (PredictionSettings, "top_k"),
+    "PREDICT_BUCKETS": (PredictFilesSettings, "buckets"),
+    "HOST": (ServeSettings, "host"),
+    "PORT": (ServeSettings, "port"),
 }
-
-
-@cache
-def _parser_defaults(module: str, command: str) -> dict[str, object]:
-    """argparse defaults of `python -m <module> <command>` (each package's build_parser)."""
-    import importlib
-
-    cli = importlib.import_module(f"{module}.__main__" if module != "data_prep" else "data_prep.cli")
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return {a.dest: a.default for a in sub.choices[command]._actions}
+# The options a stage's command takes from variables: stage -> (settings dataclass, {NAME: field}), in the order
+# they are passed. A variable is passed only when set (a stage default always is).
+STAGE_OPTIONS = {
+    "prepare": (PrepareConfig, {"HISTORY_LEN": "history_len", "SEED": "seed", "TRAIN_CAP": "train_cap",
+                                "VALID_CAP": "valid_cap", "TEST_CAP": "test_cap", "ANCHOR_CAP": "anchor_cap",
+                                "P2_PER_BEHAVIOR": "p2_per_behavior", "ANCHOR_THRESHOLD": "anchor_threshold",
+                                "HEAD_THRESHOLD": "head_threshold", "EPS": "eps", "AUX_REPEAT": "aux_repeat"}),
+    "prepare-input": (PrepareConfig, {"TIME_FORMAT": "time_format"}),
+    "prepare-aux": (PrepareConfig, {"AUX": "aux_path"}),
+    "synthetic": (SyntheticConfig, {"USERS": "users", "DAYS": "days", "BEHAVIORS": "behaviors"}),
+    "scale": (ScaleConfig, {"ENGINE": "engine", "BUCKETS": "buckets"}),
+    "score": (ScoreConfig, {"POOL": "pool_per_behavior"}),
+    "select": (SelectConfig, {"F": "F", "SELECT_MODE": "mode", "LAMBDA": "lam", "EQ3": "eq3", "SEED": "seed"}),
+    "eval": (PredictConfig, {"EVAL_BATCH": "batch_size", "CALIB_SAMPLES": "calib_samples", "SEED": "calib_seed"}),
+    "prediction": (PredictionSettings, {"TOP_K": "top_k"}),
+    "predict": (PredictFilesSettings, {"PREDICT_BUCKETS": "buckets"}),
+    "serve": (ServeSettings, {"HOST": "host", "PORT": "port"}),
+}
 
 
 def _as_text(value: object) -> str:
@@ -174,14 +193,12 @@ def _as_text(value: object) -> str:
 
 def default_of(name: str) -> str:
     """The resolved default of a variable as text ('' when unset)."""
-    var = BY_NAME[name]
     if name in DEFAULT_FROM:
-        module, command, dest = DEFAULT_FROM[name]
-        value = _parser_defaults(module, command).get(dest)
+        value = field_default(*DEFAULT_FROM[name])
         if name == "POOL" and value is None:
             return "all"
         return _as_text(value)
-    return var.default or ""
+    return BY_NAME[name].default or ""
 
 
 def _shell_value(name: str, value: str) -> bool:
@@ -252,6 +269,35 @@ class Settings(Mapping[str, str]):
 
     def flag(self, name: str) -> bool:
         return self[name] not in ("", "0", "false", "no")
+
+    def options(self, stage: str) -> list[str]:
+        """[flag, value, ...] of the variables that set an option of `stage` (STAGE_OPTIONS), for those with a
+        value, each value as given. The stage's settings dataclass is built from them first, so a bad value stops
+        here with its variable's name, before anything runs."""
+        settings, names = STAGE_OPTIONS[stage]
+        by_field = {f.name: f for f in fields(settings)}
+        given = {name: self[name] for name in names if self[name] != ""}
+        values = {}
+        for name, text in given.items():
+            f = by_field[names[name]]
+            default = field_default(settings, f.name)
+            parse = f.metadata.get("type") or (str if default is None else type(default))
+            try:
+                values[f.name] = parse(text)
+            except (ValueError, TypeError, argparse.ArgumentTypeError) as err:
+                raise SettingsError(f"{name}={text!r}: {err}") from None
+        try:
+            settings(**values)
+        except ValueError as err:
+            raise SettingsError(f"{', '.join(given)}: {err}") from None
+        return [word for name, text in given.items() for word in (flag_of(by_field[names[name]]), text)]
+
+
+def option_flag(stage: str, name: str) -> str:
+    """The flag of the option that variable `name` sets in `stage`'s command."""
+    settings, names = STAGE_OPTIONS[stage]
+    (f,) = [f for f in fields(settings) if f.name == names[name]]
+    return flag_of(f)
 
 
 def help_text() -> str:

@@ -16,14 +16,12 @@ from data_prep.sources import is_uri, list_inputs
 from . import launch, precision
 from .graph import Stage
 from .layout import Layout, stamp_of
-from .settings import Settings, SettingsError
+from .settings import STAGE_OPTIONS, Settings, SettingsError, option_flag
 
-# Prepare's variables and the flags they become (values are passed only when set).
-PREPARE_FLAGS = {"HISTORY_LEN": "--history-len", "SEED": "--seed", "TRAIN_CAP": "--train-cap",
-                 "VALID_CAP": "--valid-cap", "TEST_CAP": "--test-cap", "ANCHOR_CAP": "--anchor-cap",
-                 "P2_PER_BEHAVIOR": "--p2-per-behavior", "ANCHOR_THRESHOLD": "--anchor-threshold",
-                 "HEAD_THRESHOLD": "--head-threshold", "EPS": "--eps", "AUX_REPEAT": "--aux-repeat"}
-SOURCE_FLAGS = {"FORMAT": "--format", "COLUMNS": "--columns", "TIMEZONE": "--tz", "TIME_FORMAT": "--time-format"}
+# --input's reader options that are not prepare settings (values are passed only when set); TIME_FORMAT is one
+READER_FLAGS = {"FORMAT": "--format", "COLUMNS": "--columns", "TIMEZONE": "--tz"}
+PREPARE_VARIABLES = ["INPUT", "FOURSQUARE", *READER_FLAGS, *STAGE_OPTIONS["prepare-input"][1],
+                     *STAGE_OPTIONS["synthetic"][1], *STAGE_OPTIONS["prepare"][1], "PREPARE_ARGS"]   # its parameters
 
 
 def _abs(value: str) -> str:
@@ -47,30 +45,29 @@ def _source_args(s: Settings) -> tuple[list[str], list[Path]]:
     if s["INPUT"]:
         spec = s["INPUT"] if is_uri(s["INPUT"]) else _abs(s["INPUT"])
         args, files = ["--input", spec], _input_files(spec, s["FORMAT"] or None)
-        args += [x for name, flag in SOURCE_FLAGS.items() if s[name] for x in (flag, s[name])]
+        args += [x for name, flag in READER_FLAGS.items() if s[name] for x in (flag, s[name])]
+        args += s.options("prepare-input")
         if s["LABEL_MAP"]:
             args += ["--label-map", _abs(s["LABEL_MAP"])]
             files.append(Path(_abs(s["LABEL_MAP"])))
         return args, files
     if s["FOURSQUARE"]:
         return ["--foursquare", _abs(s["FOURSQUARE"])], [Path(_abs(s["FOURSQUARE"]))]
-    args = ["--synthetic", "--users", s["USERS"], "--days", s["DAYS"]]
-    return args + (["--behaviors", s["BEHAVIORS"]] if s["BEHAVIORS"] else []), []
+    return ["--synthetic", *s.options("synthetic")], []
 
 
 def prepare(s: Settings, lay: Layout) -> Stage:
     source, files = _source_args(s)
     args = ["--out", str(lay.data), *source]
-    args += [x for name, flag in PREPARE_FLAGS.items() if s[name] for x in (flag, s[name])]
+    args += s.options("prepare")
     if s["AUX"]:
-        args += ["--aux", _abs(s["AUX"])]
+        args += [option_flag("prepare-aux", "AUX"), _abs(s["AUX"])]
         files.append(Path(_abs(s["AUX"])))
     # where prepare runs never changes its files: not a stage parameter
-    args += [x for name, flag in (("ENGINE", "--engine"), ("BUCKETS", "--buckets")) if s[name] for x in (flag, s[name])]
+    args += s.options("scale")
     args += s.words("PREPARE_ARGS")
     cmd = launch.python_module("data_prep", "prepare", *args)
-    names = ["INPUT", "FOURSQUARE", *SOURCE_FLAGS, "USERS", "DAYS", "BEHAVIORS", *PREPARE_FLAGS, "PREPARE_ARGS"]
-    params = {name: s[name] for name in names if s[name]}
+    params = {name: s[name] for name in PREPARE_VARIABLES if s[name]}
     return Stage("prepare", stamp_of(lay.data), lambda: launch.run(cmd), cmd, inputs=files, params=params,
                  outputs=lay.prepared()[:2])
 
@@ -167,13 +164,13 @@ def token_check(s: Settings, lay: Layout) -> Stage:
     retrains nothing."""
     model = base_model(s, launch.Recipe(s, s["ATUNE_RECIPE"]))
     out = lay.token_check / "token_lengths.json"
-    args = ["--dataset-dir", str(lay.data), "--model", model, "--template", template(s), "--cutoff-len",
-            str(cutoff_len(s)), "--out", str(out)]
-    cmd = launch.python_module("scoring", "token-lengths", *args)
+    tpl, cutoff = template(s), str(cutoff_len(s))
+    cmd = launch.python_module("scoring", "token-lengths", "--dataset-dir", str(lay.data), "--model", model,
+                               "--template", tpl, "--cutoff-len", cutoff, "--out", str(out))
     model_inputs, model_params = model_stamp_inputs(model)
     tokenizer = [p for p in Path(model).glob("tokenizer*")] + [Path(model) / "config.json"] if model_inputs else []
     return Stage("token check", stamp_of(lay.token_check), lambda: launch.run(cmd), cmd,
-                 inputs=[*tokenizer, *lay.prepared()], params={"template": args[5], "cutoff_len": args[7],
+                 inputs=[*tokenizer, *lay.prepared()], params={"template": tpl, "cutoff_len": cutoff,
                                                                **model_params}, outputs=[out], clean=[lay.token_check])
 
 
@@ -185,21 +182,22 @@ def _dtype_param(s: Settings) -> dict:
 
 def score(s: Settings, lay: Layout) -> Stage:
     nproc = s.int("SCORE_NPROC") if s["SCORE_NPROC"] else s.int("NPROC")
-    args = ["--model", str(lay.pi_ref), "--template", template(s), "--dataset-dir", str(lay.data),
-            "--pool-per-behavior", s["POOL"], "--cutoff-len", str(cutoff_len(s)), "--out", str(lay.scores)]
+    tpl = template(s)
+    args = ["--model", str(lay.pi_ref), "--template", tpl, "--dataset-dir", str(lay.data), *s.options("score"),
+            "--cutoff-len", str(cutoff_len(s)), "--out", str(lay.scores)]
     cmd = launch.python_module("scoring", "score", *args, *precision.scorer_args(s), nproc=nproc)
     return Stage("score", stamp_of(lay.scores), lambda: launch.run(cmd), cmd,
                  inputs=[lay.pi_ref, *lay.prepared()],
-                 params={"POOL": s["POOL"], "template": args[3], **_dtype_param(s)},
+                 params={"POOL": s["POOL"], "template": tpl, **_dtype_param(s)},
                  outputs=[lay.scores / "manifest.json"], clean=[lay.scores])
 
 
 def select(s: Settings, lay: Layout) -> Stage:
-    args = ["--scores", str(lay.scores), "--dataset-dir", str(lay.data), "--F", s["F"], "--mode", s["SELECT_MODE"],
-            "--lam", s["LAMBDA"], "--eq3", s["EQ3"], "--seed", s["SEED"]]
-    cmd = launch.python_module("selection", "select", *args, "--out", str(lay.selection))
+    options = s.options("select")
+    cmd = launch.python_module("selection", "select", "--scores", str(lay.scores), "--dataset-dir", str(lay.data),
+                               *options, "--out", str(lay.selection))
     return Stage("select", stamp_of(lay.selection), lambda: launch.run(cmd), cmd,
-                 inputs=[lay.scores, *lay.prepared()], params={"args": args[4:]}, outputs=lay.selected()[:3],
+                 inputs=[lay.scores, *lay.prepared()], params={"args": options}, outputs=lay.selected()[:3],
                  clean=[lay.selection])
 
 
@@ -230,9 +228,8 @@ def eval_model(s: Settings, lay: Layout, name: str, model: str, adapter: Path | 
     out = eval_out(lay, name, generate)
     nproc = s.int("EVAL_NPROC") if s["EVAL_NPROC"] else s.int("NPROC")
     args = ["--model", model, *(["--adapter", str(adapter)] if adapter else []), "--template", template(s),
-            "--dataset-dir", str(lay.data), "--dataset", *TEST_SPLITS, "--out", str(out),
-            "--batch-size", s["EVAL_BATCH"], "--cutoff-len", str(cutoff_len(s)), *(["--generate"] if generate else []),
-            "--calib-samples", s["CALIB_SAMPLES"], "--calib-seed", s["SEED"], *precision.scorer_args(s),
+            "--dataset-dir", str(lay.data), "--dataset", *TEST_SPLITS, "--out", str(out), "--cutoff-len",
+            str(cutoff_len(s)), *(["--generate"] if generate else []), *s.options("eval"), *precision.scorer_args(s),
             *s.words("EVAL_ARGS")]
     calibrated = not generate and s.int("CALIB_SAMPLES") > 0
     cmd = launch.python_module("evaluation", "predict", *args, nproc=1 if generate else nproc)

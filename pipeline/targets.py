@@ -255,13 +255,13 @@ def report_seeds(r: Runner, s: Settings, lay: Layout) -> None:
 # ---- after training: predictions for users now, SASRec beside the LLMs ---------------------------------------
 def _serving_args(s: Settings, lay: Layout) -> list[str]:
     return ["--run-dir", str(lay.run_dir), "--dataset-dir", str(lay.data), "--template", stages.template(s),
-            "--cutoff-len", str(stages.cutoff_len(s)), "--top-k", s["TOP_K"], *s.words("SERVE_ARGS")]
+            "--cutoff-len", str(stages.cutoff_len(s)), *s.options("prediction"), *s.words("SERVE_ARGS")]
 
 
 def predict(r: Runner, s: Settings, lay: Layout) -> None:
     """Batch predictions with the run's final model: one JSONL line per user (serving/)."""
     if not (s["EVENTS"] and s["NEXT"]):
-        raise SystemExit("usage: make predict RUN=... EVENTS=recent.jsonl NEXT=next.csv [OUT=...] [TOP_K=5]")
+        raise SystemExit("usage: make predict RUN=... EVENTS=recent.jsonl NEXT=next.csv [OUT=...] [TOP_K=...]")
     check_data(r, lay)
     out = Path(s["OUT"]).resolve() if s["OUT"] else lay.run_dir / "predictions.jsonl"
     source = [x for name, flag in (("COLUMNS", "--columns"), ("LABEL_MAP", "--label-map"), ("TIMEZONE", "--tz"),
@@ -269,15 +269,14 @@ def predict(r: Runner, s: Settings, lay: Layout) -> None:
     nproc = s.int("PREDICT_NPROC") if s["PREDICT_NPROC"] else s.int("NPROC")
     cmd = launch.python_module("serving", "predict", *_serving_args(s, lay), "--events", str(Path(s["EVENTS"])
                                .resolve()), "--next", str(Path(s["NEXT"]).resolve()), "--out", str(out),
-                               "--buckets", s["PREDICT_BUCKETS"], *source, nproc=nproc, nodes=launch.nodes(s))
+                               *s.options("predict"), *source, nproc=nproc, nodes=launch.nodes(s))
     always(r, "predict", cmd)
 
 
 def serve(r: Runner, s: Settings, lay: Layout) -> None:
     """The HTTP service (FastAPI + uvicorn) on the run's final model; API_KEY from the environment."""
     check_data(r, lay)
-    always(r, "serve", launch.python_module("serving", "serve", *_serving_args(s, lay), "--host", s["HOST"],
-                                             "--port", s["PORT"]))
+    always(r, "serve", launch.python_module("serving", "serve", *_serving_args(s, lay), *s.options("serve")))
 
 
 def sasrec(r: Runner, s: Settings, lay: Layout) -> None:

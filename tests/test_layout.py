@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("data_prep", "scoring", "selection", "evaluation", "pipeline", "serving", "sasrec")
+PACKAGES = ("cli", "data_prep", "scoring", "selection", "evaluation", "pipeline", "serving", "sasrec")
 MAX_LINES = 400
 
 

@@ -244,12 +244,14 @@ def test_make_passes_its_variables_to_the_pipeline(tmp_path):
 def test_help_lists_every_variable_with_the_stage_defaults():
     proc = subprocess.run([sys.executable, "-m", "pipeline", "help"], capture_output=True, text=True, cwd=ROOT,
                           check=True)
-    from data_prep.cli import build_parser
+    from cli import field_default
+    from data_prep.config import PrepareConfig
+    from serving.settings import ServeSettings
 
-    prepare = next(a for a in build_parser()._actions if a.dest == "command").choices["prepare"]
-    for name, dest in (("EPS", "eps"), ("TRAIN_CAP", "train_cap"), ("HISTORY_LEN", "history_len")):
+    for name, settings, field in (("EPS", PrepareConfig, "eps"), ("TRAIN_CAP", PrepareConfig, "train_cap"),
+                                  ("HISTORY_LEN", PrepareConfig, "history_len"), ("PORT", ServeSettings, "port")):
         (line,) = _lines(proc.stdout, f"  {name} ")
-        assert line.endswith(f"[default: {prepare.get_default(dest)}]"), line
+        assert line.endswith(f"[default: {field_default(settings, field)}]"), line
 
 
 def test_predict_serve_and_sasrec_use_the_runs_layout_and_recipe(tmp_path):

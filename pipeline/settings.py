@@ -132,7 +132,7 @@ VARIABLES: list[Var] = [
     ]),
     *_v("sasrec", [
         ("SIZES", "1000 10000 100000 200000", "sample-efficiency: training windows per SASRec run (Fig. 4)"),
-        ("SASREC_ARGS", None, "extra flags for python -m sasrec (e.g. --set max_epochs=10)"),
+        ("SASREC_ARGS", None, "extra flags and KEY=VALUE config overrides for python -m sasrec (e.g. max_epochs=10)"),
     ]),
     *_v("demo", [
         ("SMOLLM2_DIR", str(ROOT / ".cache" / "smollm2-135m-instruct"), "SmolLM2-135M converted from the wheel"),
@@ -309,3 +309,15 @@ def help_text() -> str:
         default = default_of(var.name)
         lines.append(f"  {var.name:<18} {var.doc}" + (f" [default: {default}]" if default else ""))
     return "\n".join(lines).lstrip("\n")
+
+
+def markdown_table() -> str:
+    """`make help` as a Markdown table (docs/pipeline.md holds it); the repository's folder is written <repo>."""
+    rows = ["| variable | default | what it sets | stage settings field |", "| --- | --- | --- | --- |"]
+    for var in VARIABLES:
+        default = default_of(var.name).replace(str(ROOT), "<repo>")
+        source = DEFAULT_FROM.get(var.name)
+        field = f"`{source[0].__name__}.{source[1]}`" if source else ""
+        doc = var.doc.replace("|", "\\|").replace("<", "&lt;")   # a table cell: no column break, no HTML tag
+        rows.append(f"| `{var.name}` | {f'`{default}`' if default else ''} | {doc} | {field} |")
+    return "\n".join(rows)

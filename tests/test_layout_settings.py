@@ -108,3 +108,9 @@ def test_a_bad_value_is_refused_with_its_variable_before_anything_runs():
     with pytest.raises(pipeline_settings.SettingsError, match="F='0': F must be a positive integer"):
         pipeline_settings.Settings({"F": "0"}).options("select")
     assert pipeline_settings.Settings({"F": "3"}).options("select")[:2] == ["--F", "3"]
+
+
+def test_the_docs_table_of_variables_is_the_code_s():
+    text = (ROOT / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    table = text.split("<!-- settings table: pipeline.settings.markdown_table() -->\n", 1)[1]
+    assert table.split("<!-- end of settings table -->", 1)[0].strip() == pipeline_settings.markdown_table()

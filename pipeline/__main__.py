@@ -5,11 +5,13 @@ import argparse
 import shutil
 import sys
 
+from cli import EXIT_USAGE, Parser, UsageError, error_line
+
 from .demo import convert_smollm2, demo
 from .figures import FIGURE_TARGETS
 from .graph import Runner, StageFailed
 from .layout import Layout
-from .settings import Settings, SettingsError, help_text
+from .settings import Settings, help_text
 from .targets import TARGETS
 
 
@@ -23,28 +25,28 @@ ALL_TARGETS = {**TARGETS, **FIGURE_TARGETS, "demo": demo, "smollm2": convert_smo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="targets: " + " ".join(ALL_TARGETS) + "\n\nvariables:\n" + help_text())
+    parser = Parser(prog="python -m pipeline", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter,
+                    epilog="targets: " + " ".join(ALL_TARGETS) + "\n\nvariables:\n" + help_text())
     parser.add_argument("words", nargs="+", metavar="TARGET|NAME=value")
     parser.add_argument("--dry-run", "-n", action="store_true", help="list what would run and why; run nothing")
-    args = parser.parse_intermixed_args(argv)
-    names = [w for w in args.words if "=" not in w]
-    if "help" in names:
-        print("targets: " + " ".join(ALL_TARGETS) + "\n\n" + help_text())
-        return 0
-    unknown = [n for n in names if n not in ALL_TARGETS]
-    if unknown:
-        parser.error(f"unknown target(s) {', '.join(unknown)}; targets: {' '.join(ALL_TARGETS)}")
     try:
+        args = parser.parse_intermixed_args(argv)
+        names = [w for w in args.words if "=" not in w]
+        if "help" in names:
+            print("targets: " + " ".join(ALL_TARGETS) + "\n\n" + help_text())
+            return 0
+        unknown = [n for n in names if n not in ALL_TARGETS]
+        if unknown:
+            raise UsageError(f"unknown target(s) {', '.join(unknown)}; targets: {' '.join(ALL_TARGETS)}")
         settings = Settings.from_sources([w for w in args.words if "=" in w])
         layout = Layout.of(settings)
         runner = Runner(layout.cache, dry_run=args.dry_run)
         for name in names:
             ALL_TARGETS[name](runner, settings, layout)
-    except (SettingsError, StageFailed, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (UsageError, StageFailed, FileNotFoundError) as err:   # a SettingsError is a UsageError
+        print(error_line(err), file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

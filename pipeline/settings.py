@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from cli import field_default, flag_of
+from cli import UsageError, field_default, flag_of
 from data_prep.config import PrepareConfig, ScaleConfig, SyntheticConfig
 from evaluation.settings import PredictConfig
 from scoring.config import ScoreConfig
@@ -208,7 +208,7 @@ def _shell_value(name: str, value: str) -> bool:
     return name == "COLUMNS" and "=" not in value
 
 
-class SettingsError(ValueError):
+class SettingsError(UsageError):
     """A bad NAME=value: one line for the user."""
 
 

@@ -108,3 +108,14 @@ def test_renamed_flags_keep_their_old_spelling():
         assert selection_parser().parse_args(["select", "--scores", "s", "--dataset-dir", "d", flag, "o"]).out == "o"
     args = sasrec_parser().parse_args(["train", "--dataset-dir", "d", "--set", "a=1", "b=2", "--out", "o"])
     assert [*args.overrides, *args.assignments] == ["a=1", "b=2"]
+
+
+def test_the_pipeline_answers_a_bad_word_with_one_error_line(capsys):
+    from pipeline.__main__ import main
+
+    for argv, words in ((["no-such-target"], "unknown target(s) no-such-target"),
+                        (["prepare", "NOT_A_VARIABLE=1"], "unknown variable(s): NOT_A_VARIABLE"),
+                        (["--no-such-flag", "prepare"], "unrecognized arguments: --no-such-flag")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and words in err

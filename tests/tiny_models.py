@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
 
+from cli import positive_int
 from scoring.models import is_complete, save_model_dir
 
 # ChatML, as used by SmolLM2-Instruct and LLaMA-Factory's `smollm2` template.
@@ -136,20 +137,13 @@ def texts_from_dataset_dir(dataset_dir: str | os.PathLike, stems: Iterable[str] 
     return texts
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python tests/tiny_models.py",
                                      description="tiny random Llama + BPE tokenizer trained on a prepared dataset dir")
     parser.add_argument("--out", required=True)
     parser.add_argument("--dataset-dir", required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vocab-size", type=_positive_int, default=1024)
+    parser.add_argument("--vocab-size", type=positive_int, default=1024)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     try:

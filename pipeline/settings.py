@@ -313,7 +313,7 @@ def help_text() -> str:
 
 def markdown_table() -> str:
     """`make help` as a Markdown table (docs/pipeline.md holds it); the repository's folder is written <repo>."""
-    rows = ["| variable | default | what it sets | stage settings field |", "| --- | --- | --- | --- |"]
+    rows = ["| variable | default | what | the default's settings field |", "| --- | --- | --- | --- |"]
     for var in VARIABLES:
         default = default_of(var.name).replace(str(ROOT), "<repo>")
         source = DEFAULT_FROM.get(var.name)

@@ -45,6 +45,7 @@ LOSS_POSITIONS = ("all", "last")
 
 @dataclass
 class TrainConfig:
+    """The training settings: these defaults, then recipes/sasrec/sasrec.yaml's ``training:``, then KEY=VALUE."""
     loss_positions: str = "all"
     batch_size: int = 128
     eval_batch_size: int = 1024
@@ -59,6 +60,13 @@ class TrainConfig:
     valid_cap: int | None = None
     min_round_windows: int = 20000
     calib_samples: int = PredictConfig.calib_samples   # the LLMs' validation samples for the temperature
+
+    def __post_init__(self):
+        self.adam_betas = tuple(self.adam_betas)
+        if self.loss_positions not in LOSS_POSITIONS:
+            raise ValueError(f"loss_positions must be one of {', '.join(LOSS_POSITIONS)}, got {self.loss_positions!r}")
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+            raise ValueError("batch_size, max_epochs and patience must be positive")
 
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"n_behaviors", "n_places", "seq_len"}
@@ -85,13 +93,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
         unknown = set(section) - keys
         if unknown:
             raise ValueError(f"{path}: unknown {name} setting(s) {sorted(unknown)}")
-    tcfg = TrainConfig(**train)
-    tcfg.adam_betas = tuple(tcfg.adam_betas)
-    if tcfg.loss_positions not in LOSS_POSITIONS:
-        raise ValueError(f"loss_positions must be one of {', '.join(LOSS_POSITIONS)}, got {tcfg.loss_positions!r}")
-    if tcfg.batch_size < 1 or tcfg.max_epochs < 1 or tcfg.patience < 1:
-        raise ValueError("batch_size, max_epochs and patience must be positive")
-    return model, tcfg
+    return model, TrainConfig(**train)
 
 
 def set_determinism(seed: int, threads: int, device: str) -> None:

@@ -1,6 +1,6 @@
 """The one declaration of every selection default (paper 3.3 and 4.1): ``python -m selection select`` takes its
-argparse defaults and help from ``SelectConfig``, and the Python entry points their defaults (the scoring ones:
-``scoring.config``)."""
+options, defaults and help from ``SelectConfig`` (:func:`cli.add_settings`), and the Python entry points their
+defaults (the scoring ones: ``scoring.config``)."""
 
 from __future__ import annotations
 

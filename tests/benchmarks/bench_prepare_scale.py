@@ -11,7 +11,7 @@
 3. --lake-events events written as --parts Parquet files (not timed; each part holds its own users, ~1.7 GB
    in all for 500 M events) prepared out of core in --lake-buckets buckets: peak RSS against 8 GB and
    wall time against 12x that of the out-of-core run of step 2 (--lake-events 0 skips it; disk: the log
-   plus ~21 bytes an event of bucket files while it runs).
+   plus up to ~30 bytes an event of bucket files while it runs: ~15 GB for 500 M).
 4. On a log of --ray-events events: ENGINE=ray with 2 workers (a local instance, RAY_NUM_CPUS=2) against
    ENGINE=local with the same buckets; wall times and identical output checked.
 Run directories are removed after each step and the logs at the end, unless --keep.

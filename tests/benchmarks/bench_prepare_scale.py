@@ -13,7 +13,7 @@
    wall time against 12x that of the out-of-core run of step 2 (--lake-events 0 skips it; disk: the log
    plus up to ~30 bytes an event of bucket files while it runs: ~15 GB for 500 M).
 4. On a log of --ray-events events: ENGINE=ray with 2 workers (a local instance, RAY_NUM_CPUS=2) against
-   ENGINE=local with the same buckets; wall times and identical output checked.
+   ENGINE=local with the same buckets; wall times and identical output checked (--ray-events 0 skips it).
 Run directories are removed after each step and the logs at the end, unless --keep.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def run_prepare(log: Path, out: Path, *extra: str, env: dict | None = None) -> d
     if result.returncode:
         sys.exit(f"prepare {' '.join(extra)} failed:\n{result.stderr[-3000:]}")
     rss = int(next(line for line in result.stdout.splitlines() if line.startswith("RSS")).split()[1])
-    return {"wall_s": wall, "peak_rss_gb": rss / 2**20}
+    return {"wall_s": wall, "peak_rss_gb": rss / 2**20, "load": os.getloadavg()[0]}
 
 
 def digests(directory: Path) -> dict[str, str]:
@@ -120,34 +120,45 @@ def main() -> None:
     print(f"prepare {args.events:,} events: in memory {mem['wall_s']:.1f}s, peak RSS {mem['peak_rss_gb']:.2f} GB "
           f"(baseline) | out of core, {args.buckets} buckets: {ooc['wall_s']:.1f}s, peak RSS "
           f"{ooc['peak_rss_gb']:.2f} GB -> {ratio:.2f}x the in-memory time (target <= 1.5x: "
-          f"{'met' if ratio <= 1.5 else 'not met'}); files byte-identical: {same}", flush=True)
+          f"{'met' if ratio <= 1.5 else 'not met'}); files byte-identical: {same} (1-min load average after each: "
+          f"{mem['load']:.1f}, {ooc['load']:.1f})", flush=True)
     tidy(args, work / "in_memory", work / "out_of_core")
     if args.lake_events:
         lake = lake_of(work, args.lake_events, args.parts)
         big = run_prepare(lake, work / "lake_run", "--buckets", str(args.lake_buckets))
         times = big["wall_s"] / ooc["wall_s"]
-        print(f"prepare {args.lake_events:,} events in {args.parts} Parquet parts, out of core, {args.lake_buckets} "
+        n_parts = len(list(lake.glob("*.parquet")))
+        print(f"prepare {args.lake_events:,} events in {n_parts} Parquet parts, out of core, {args.lake_buckets} "
               f"buckets: {big['wall_s']:.1f}s ({times:.1f}x the {args.events:,}-event out-of-core run; target "
               f"<= 12x: {'met' if times <= 12 else 'not met'}), peak RSS {big['peak_rss_gb']:.2f} GB (target "
-              f"<= 8 GB: {'met' if big['peak_rss_gb'] <= 8 else 'not met'})", flush=True)
+              f"<= 8 GB: {'met' if big['peak_rss_gb'] <= 8 else 'not met'}; 1-min load average after it: "
+              f"{big['load']:.1f})", flush=True)
         tidy(args, work / "lake_run", lake)
+    same_ray = ray_against_local(args, work) if args.ray_events else True
+    tidy(args, log)
+    if not (same and same_ray):
+        sys.exit("outputs differ")
+
+
+def ray_against_local(args, work: Path) -> bool:
+    """ENGINE=ray with 2 workers against ENGINE=local on --ray-events events; whether the files are equal."""
     ray_log = log_of(work, args.ray_events)
     local = run_prepare(ray_log, work / "ray_local", "--buckets", str(args.buckets))
     try:
         import ray  # noqa: F401
     except ImportError:
         print("ENGINE=ray: skipped (ray is not installed)")
-        return
+        tidy(args, work / "ray_local", ray_log)
+        return True
     on_ray = run_prepare(ray_log, work / "ray_ray", "--buckets", str(args.buckets), "--engine", "ray",
                          env={"RAY_NUM_CPUS": "2", "RAY_ADDRESS": ""})
     same_ray = digests(work / "ray_local") == digests(work / "ray_ray")
     print(f"prepare {args.ray_events:,} events, {args.buckets} buckets: ENGINE=local {local['wall_s']:.1f}s "
           f"(baseline) | ENGINE=ray, 2 workers {on_ray['wall_s']:.1f}s (Ray start included; driver peak RSS "
           f"{on_ray['peak_rss_gb']:.2f} GB) -> {on_ray['wall_s'] / local['wall_s']:.2f}x; files byte-identical: "
-          f"{same_ray}")
-    tidy(args, work / "ray_local", work / "ray_ray", log, ray_log)
-    if not (same and same_ray):
-        sys.exit("outputs differ")
+          f"{same_ray}", flush=True)
+    tidy(args, work / "ray_local", work / "ray_ray", ray_log)
+    return same_ray
 
 
 def tidy(args, *paths: Path) -> None:

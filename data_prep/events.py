@@ -123,7 +123,7 @@ from data_prep.errors import MAX_EXAMPLES, PrepareError
 from data_prep.foursquare import load_foursquare
 from data_prep.options import load_label_map, parse_columns_option, resolve_columns
 from data_prep.parquet import read_parquet
-from data_prep.readers import FORMATS, detect_format, read_csv, read_jsonl
+from data_prep.readers import FORMATS, detect_format, read_csv, read_events_jsonl
 from data_prep.table import CANONICAL, SCHEMA_COLUMNS, UNKNOWN_PLACE, EventTable, hour_of, weekday_of
 from data_prep.timestamps import MAX_TIME, MIN_TIME, parse_times
 
@@ -154,7 +154,7 @@ def load_events(path: str | os.PathLike, fmt: str | None = None, columns: Mappin
     elif fmt in ("csv", "tsv"):
         data = read_csv(path, source, cols, "\t" if fmt == "tsv" else ",")
     else:
-        data, row_numbers, blank = read_jsonl(path, source, cols)
+        data, row_numbers, blank = read_events_jsonl(path, source, cols)
         notes["blank_lines"] = blank
     n_rows = len(data["time"])
     notes["rows_read"] = n_rows

@@ -110,7 +110,7 @@ def _select(users, work, eng, vocab_ref, config: PrepareConfig, n_behaviors: int
     eligible = np.flatnonzero(long_enough)
     samples.check_enough_users(len(eligible), config.history_len)
     split_of = samples.split_users(len(eligible), seed, tuple(config.split_ratios))
-    by_split = {name: eligible[split_of == s] for s, name in enumerate(samples.SPLITS)}
+    by_split = {name: eligible[split_of == s] for s, name in enumerate(samples.USER_SPLITS)}
     pools = {name: _pool(users, members) for name, members in by_split.items()}
     labels = _labels(users, by_split, work, eng, vocab_ref)
     n_test = pools["test"].n

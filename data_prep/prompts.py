@@ -24,7 +24,7 @@ SYSTEM_PROMPT = f"{ROLE_PLAYING} {TASK_DEFINITION}"
 
 # {history}: "(weekday, hour, place, behavior), ..." oldest first; {next_context}: "(weekday, hour, place)";
 # {candidates}: every behavior, by name, comma separated. [Output] is the assistant response.
-TEMPLATES = (
+INSTRUCTION_TEMPLATES = (
     ("This user has done behaviors {history} in the previous. Day of the week, the hour, and the place of the "
      "next behavior are {next_context}, respectively. Choose the answer from the following behavior candidate "
      "set: {candidates}. The answer is"),
@@ -53,12 +53,12 @@ def format_candidates(behaviors: list[str]) -> str:
 
 
 def render_instruction(template_id: int, history: str, next_context: str, candidates: str) -> str:
-    return TEMPLATES[template_id].format(history=history, next_context=next_context, candidates=candidates)
+    return INSTRUCTION_TEMPLATES[template_id].format(history=history, next_context=next_context, candidates=candidates)
 
 
 def draw_template_ids(n: int, rng: np.random.Generator) -> np.ndarray:
     """One of the three templates per sample, uniformly at random (paper 4.1.4: sampled in training and test)."""
-    return rng.integers(0, len(TEMPLATES), size=n, dtype=np.int8)
+    return rng.integers(0, len(INSTRUCTION_TEMPLATES), size=n, dtype=np.int8)
 
 
 def _history_parts(weekday, hour, place, behavior, places, behaviors, escape=None):

@@ -126,7 +126,7 @@ def _raise_bad_utf8(path: Path, source: str, header_lines: int) -> None:
     raise PrepareError(f"{source}: not valid UTF-8")
 
 
-def read_jsonl(path: Path, source: str, cols: dict[str, str]):
+def read_events_jsonl(path: Path, source: str, cols: dict[str, str]):
     """Line by line (JSONL may mix number and string types per row); slower than the Parquet path."""
     values: dict[str, list] = {k: [] for k in CANONICAL}
     line_numbers: list[int] = []

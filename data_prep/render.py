@@ -28,7 +28,7 @@ class Renderer:
         self.user_ids = table.user_ids
         candidates = prompts.format_candidates(self.behaviors)
         self.candidates_esc = esc(candidates)
-        for template in prompts.TEMPLATES:
+        for template in prompts.INSTRUCTION_TEMPLATES:
             assert esc(template) == template, "templates must need no JSON escaping"
         self.system_json = quote(config.system_prompt)[:-1]
         self.name_json = [quote(n)[:-1] for n in self.behaviors]
@@ -36,7 +36,7 @@ class Renderer:
         self.anchor_json = ["true" if a else "false" for a in info.is_anchor.tolist()]
         # unescaped character counts, for the prompt lengths the auxiliary length filter compares against
         self.template_chars = np.array([len(t.format(history="", next_context="", candidates=""))
-                                        for t in prompts.TEMPLATES], dtype=np.int64) + len(candidates)
+                                        for t in prompts.INSTRUCTION_TEMPLATES], dtype=np.int64) + len(candidates)
         self.weekday_chars = np.array([len(w) for w in samples.WEEKDAYS], dtype=np.int64)
         self.place_chars = np.array([len(p) for p in self.places], dtype=np.int64)
         self.name_chars = np.array([len(n) for n in self.behaviors], dtype=np.int64)
@@ -46,7 +46,7 @@ class Renderer:
         t, L = self.table, self.config.history_len
         weekdays, groups = samples.WEEKDAYS, self.info.freq_group
         name_json, place_esc, anchor_json = self.name_json, self.place_esc, self.anchor_json
-        user_ids, templates, cands = self.user_ids, prompts.TEMPLATES, self.candidates_esc
+        user_ids, templates, cands = self.user_ids, prompts.INSTRUCTION_TEMPLATES, self.candidates_esc
         head = '{"system": ' + self.system_json + ', "instruction": "'
         uid_json: dict[int, str] = {}   # user code -> '"<escaped id>' (no closing quote), built on first use
         for lo in range(0, len(targets), RENDER_CHUNK):

@@ -20,7 +20,7 @@ from data_prep import ties
 from data_prep.errors import PrepareError
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-SPLITS = ("train", "valid", "test")
+USER_SPLITS = ("train", "valid", "test")
 FREQ_GROUPS = ("head", "medium", "tail")
 
 
@@ -208,7 +208,7 @@ def build_sample_sets(user: np.ndarray, behavior: np.ndarray, n_behaviors: int, 
     eligible_users = np.flatnonzero(long_enough)            # positions into runs, ascending user code
     check_enough_users(len(eligible_users), history_len)
     split_of = split_users(len(eligible_users), seed, ratios)
-    by_split = {name: eligible_users[split_of == s] for s, name in enumerate(SPLITS)}
+    by_split = {name: eligible_users[split_of == s] for s, name in enumerate(USER_SPLITS)}
     pools = {name: EligibleSamples.of(runs, users, first_target) for name, users in by_split.items()}
 
     # Training label counts = all training-user events minus each training user's events before its first target.

@@ -5,8 +5,8 @@ A metrics source is ``NAME=PATH`` or ``NAME=PATH#MODEL``: PATH is a metrics.json
 Values are the protocol-2 means (Overall/Head/Medium/Tail) and protocol-1 means (Prec_w/Rec_w).
 
 Variant names that match the paper's Table 4 rows get the paper's drop beside ours:
-``no_aux`` (A-Tuning w/o Aux. Task), ``no_dds`` (B-Tuning w/o DDS), ``no_kmeans`` (B-Tuning w/o KMeans),
-``no_dpo`` (B-Tuning w/o DPO), ``no_atune`` (w/o A-Tuning).
+``wo_aux`` (A-Tuning w/o Aux. Task), ``wo_dds`` (B-Tuning w/o DDS), ``wo_kmeans`` (B-Tuning w/o KMeans),
+``wo_dpo`` (B-Tuning w/o DPO), ``wo_atune`` (w/o A-Tuning).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ P2_KEYS = ("overall", "head", "medium", "tail")
 SIX_KEYS = ("prec_w", "rec_w") + P2_KEYS
 _SPLIT_OF = {"prec_w": "test_p1", "rec_w": "test_p1", "overall": "test_p2", "head": "test_p2",
              "medium": "test_p2", "tail": "test_p2"}
-ABLATION_TITLES = {"no_aux": "A-Tuning w/o Aux. Task", "no_dds": "B-Tuning w/o DDS",
-                   "no_kmeans": "B-Tuning w/o KMeans", "no_dpo": "B-Tuning w/o DPO", "no_atune": "w/o A-Tuning"}
+ABLATION_TITLES = {"wo_aux": "A-Tuning w/o Aux. Task", "wo_dds": "B-Tuning w/o DDS",
+                   "wo_kmeans": "B-Tuning w/o KMeans", "wo_dpo": "B-Tuning w/o DPO", "wo_atune": "w/o A-Tuning"}
 
 
 def load_model_metrics(spec: str) -> dict[str, float | None]:

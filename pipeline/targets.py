@@ -183,7 +183,7 @@ def ablation_table(r: Runner, s: Settings, lay: Layout) -> None:
     metrics = lay.report_dir / "metrics.json"
     args = ["--full", f"behaviorlm={metrics}#behaviorlm"]
     for a in done:
-        args += ["--variant", f"{a.replace('wo_', 'no_')}={metrics}#abl-{a}"]
+        args += ["--variant", f"{a}={metrics}#abl-{a}"]
     args += ["--out", str(lay.report_dir / "ablations.md")]
     if s["PAPER_TABLE"] in ("behavior", "app"):
         args += ["--paper-table", s["PAPER_TABLE"]]

@@ -28,7 +28,7 @@ from .lengths import SEP, LengthCounter
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("anchor", "train_all", "tail_medium", "valid", "test_p1", "test_p2")
+CHECKED_SPLITS = ("anchor", "train_all", "tail_medium", "valid", "test_p1", "test_p2")
 FIELDS = ("system", "instruction", "input", "output")
 BLOCK_BYTES = 1 << 24  # Arrow's JSON block; a longer line makes the reader fail and the file is read by Python
 CHECKS_FIRST_BATCH, CHECKS_PER_BATCH = 64, 4  # seeded rows checked against the exact encoding
@@ -249,7 +249,7 @@ class _Files:
 
 
 def split_token_budget(dataset_dir, model_path, template_name: str, cutoff_len: int | None,
-                       splits: Sequence[str] = SPLITS) -> dict:
+                       splits: Sequence[str] = CHECKED_SPLITS) -> dict:
     """Token lengths of every prepared split under the recipe's tokenizer and chat template:
     per split min / median / p99 / max of prompt + answer (what LLaMA-Factory trains on) and the longest
     prompt + longest candidate (what the scorer and DPO see), and the verdict against ``cutoff_len``."""

@@ -127,12 +127,12 @@ def _predict(args, run) -> int:
 
 
 def _serve(args, run) -> int:
-    from serving.app import Settings, create_app
+    from serving.app import AppSettings, create_app
     from serving.server import serve
 
     prediction, server = settings_from_args(PredictionSettings, args), settings_from_args(ServeSettings, args)
     tz, _, label_map = _read_defaults(args, run)
-    settings = Settings(top_k=prediction.top_k, mode=prediction.instruction_template, max_batch=server.max_batch,
+    settings = AppSettings(top_k=prediction.top_k, mode=prediction.instruction_template, max_batch=server.max_batch,
                         max_wait_ms=server.max_wait_ms, max_body_bytes=server.max_body_bytes,
                         api_key=os.environ.get("API_KEY") or None, tz=tz, label_map=label_map)
     print(f"loading {run.model_name} of {run.run_dir} ...", file=sys.stderr, flush=True)

@@ -163,7 +163,7 @@ MAX_BATCH_ITEMS = 256   # users per /v1/predict/batch request: larger batches be
 
 
 @dataclass
-class Settings:
+class AppSettings:
     """What the app serves with; the defaults are the command line's (serving.settings)."""
     top_k: int = PredictionSettings.top_k
     mode: str = PredictionSettings.instruction_template
@@ -255,7 +255,7 @@ class BodyLimit:
         return f"request body over the limit of {self.max_bytes} bytes: send fewer or smaller requests"
 
 
-def _to_query(req: PredictIn, run, names: BehaviorNames, settings: Settings, prefix: str = ""):
+def _to_query(req: PredictIn, run, names: BehaviorNames, settings: AppSettings, prefix: str = ""):
     events = events_from_raw([e.model_dump() for e in req.events], names, settings.tz, f"{prefix}events")
     (next_time,) = parse_time_values([req.next.timestamp], [f"{prefix}next.timestamp"], settings.tz)
     top_k = min(req.top_k or settings.top_k, len(run.behaviors))
@@ -271,9 +271,9 @@ def _field_error(err: FieldError) -> JSONResponse:
     return JSONResponse(status_code=422, content=content)
 
 
-def create_app(predictor, settings: Settings | None = None) -> FastAPI:
+def create_app(predictor, settings: AppSettings | None = None) -> FastAPI:
     """The service around a loaded Predictor (the model is loaded once, before the app is built)."""
-    settings = settings or Settings()
+    settings = settings or AppSettings()
     run = predictor.run
     names = BehaviorNames(run.behaviors, settings.label_map)
     batcher = MicroBatcher(predictor.predict, lambda q: len(q.template_ids), settings.max_batch,

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from serving.upstream import (
-    TEMPLATES,
+    INSTRUCTION_TEMPLATES,
     WEEKDAYS,
     format_candidates,
     format_event,
@@ -62,7 +62,7 @@ class Query:
 
 def template_ids(mode: str) -> list[int]:
     if mode == "mean":
-        return list(range(len(TEMPLATES)))
+        return list(range(len(INSTRUCTION_TEMPLATES)))
     if mode in MODES:
         return [int(mode)]
     raise ValueError(f"instruction template must be one of {', '.join(MODES)}, got {mode!r}")
@@ -91,7 +91,7 @@ def render_records(query: Query, behaviors: list[str], system_prompt: str) -> li
 
 
 def _template_pattern(template_id: int) -> re.Pattern:
-    literal = re.split(r"\{(history|next_context|candidates)\}", TEMPLATES[template_id])
+    literal = re.split(r"\{(history|next_context|candidates)\}", INSTRUCTION_TEMPLATES[template_id])
     parts = [re.escape(p) if i % 2 == 0 else f"(?P<{p}>.*)" for i, p in enumerate(literal)]
     return re.compile("".join(parts), re.DOTALL)
 

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from serving.prompting import rerender
-from serving.upstream import TEMPLATES, all_metrics
+from serving.upstream import INSTRUCTION_TEMPLATES, all_metrics
 
 CHOICES = ("0", "1", "2", "own", "mean")
 CHUNK = 32
@@ -30,7 +30,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def score_all_templates(predictor, records: list[dict], meta: list[dict]) -> np.ndarray:
     """[n, 3, K] candidate log-probs of every sample in each template."""
-    n_t = len(TEMPLATES)
+    n_t = len(INSTRUCTION_TEMPLATES)
     out = []
     for lo in tqdm(range(0, len(records), CHUNK), desc="scoring 3 templates", unit="chunk", disable=None):
         batch = [rerender(r, m["template_id"], t) for r, m in zip(records[lo:lo + CHUNK], meta[lo:lo + CHUNK])

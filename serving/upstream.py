@@ -21,7 +21,7 @@ from data_prep.labels import number_text
 from data_prep.options import resolve_columns
 from data_prep.outputs import atomic_open, write_json, write_jsonl
 from data_prep.prompts import (
-    TEMPLATES,
+    INSTRUCTION_TEMPLATES,
     format_candidates,
     format_event,
     format_next_context,
@@ -34,7 +34,7 @@ from data_prep.ties import event_order
 from scoring.config import ScoreConfig
 
 __all__ = [
-    "TEMPLATES",
+    "INSTRUCTION_TEMPLATES",
     "UNKNOWN_PLACE",
     "WEEKDAYS",
     "PrepareError",

@@ -88,5 +88,5 @@ def test_ablations_and_their_table(tmp):
     assert not (tmp / "main" / "ablations" / "wo_dds" / "pi_ref").exists()
     rows = _table_rows((tmp / "main" / "report" / "ablations.md").read_text())
     names = {r[0] for r in rows}
-    assert "behaviorlm (full)" in names and {"no_aux", "no_dds", "no_kmeans", "no_dpo", "no_atune", "reverse"} <= names
+    assert "behaviorlm (full)" in names and {"wo_aux", "wo_dds", "wo_kmeans", "wo_dpo", "wo_atune", "reverse"} <= names
     assert "up to date: a-tune: train (atune_lora_sft)" in log  # the run's own A-tune, reused

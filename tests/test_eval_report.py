@@ -120,22 +120,22 @@ def test_ablation_and_sweep_tables(setup, tmp_path):
     data, preds, _ = setup
     full_dir, var_dir = tmp_path / "full", tmp_path / "variants"
     build_report(data, {"BehaviorLM": preds["good"]}, full_dir)
-    build_report(data, {"no_dpo": preds["mf"], "other": preds["gen"]}, var_dir)
+    build_report(data, {"wo_dpo": preds["mf"], "other": preds["gen"]}, var_dir)
     full = load_model_metrics(str(full_dir / "metrics.json"))
     with pytest.raises(ValueError, match="#MODEL"):
         load_model_metrics(str(var_dir / "metrics.json"))
-    variant = load_model_metrics(f"{var_dir / 'metrics.json'}#no_dpo")
+    variant = load_model_metrics(f"{var_dir / 'metrics.json'}#wo_dpo")
     assert relative_drop(variant["overall"], full["overall"]) == pytest.approx(
         100 * (np.mean([1 / 3, 1 / 6]) - 2 / 3) / (2 / 3))
     assert relative_drop(0.5, None) is None
 
     out = tmp_path / "ablations.md"
     assert main(["ablation-table", "--full", f"BehaviorLM={full_dir / 'metrics.json'}",
-                 "--variant", f"no_dpo={var_dir / 'metrics.json'}#no_dpo",
+                 "--variant", f"wo_dpo={var_dir / 'metrics.json'}#wo_dpo",
                  "--variant", f"other={var_dir / 'metrics.json'}#other",
                  "--out", str(out), "--paper-table", "behavior"]) == 0
     text = out.read_text()
-    drop_rows = [line for line in text.splitlines() if line.startswith("| no_dpo (B-Tuning w/o DPO)")]
+    drop_rows = [line for line in text.splitlines() if line.startswith("| wo_dpo (B-Tuning w/o DPO)")]
     assert len(drop_rows) == 1
     expected = relative_drop(variant["overall"], full["overall"])
     assert f"{expected:+.2f}%" in drop_rows[0] and "-3.58%" in drop_rows[0]  # ours, then paper Table 4(b)

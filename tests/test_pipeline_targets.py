@@ -140,7 +140,7 @@ def test_ablation_table_maps_ablation_dirs_to_table4_names(tmp_path):
     assert f"--full behaviorlm={metrics}#behaviorlm" in table
     words = table.split()
     variants = [words[i + 1] for i, w in enumerate(words) if w == "--variant"]
-    assert variants == [f"no_aux={metrics}#abl-wo_aux", f"no_atune={metrics}#abl-wo_atune",
+    assert variants == [f"wo_aux={metrics}#abl-wo_aux", f"wo_atune={metrics}#abl-wo_atune",
                         f"reverse={metrics}#abl-reverse"]
     assert f"--out {run}/report/ablations.md" in table
 

@@ -16,7 +16,7 @@ from data_prep.config import PrepareConfig
 from data_prep.events import PrepareError, events_from_arrays
 from data_prep.outputs import BEHAVIOR_STEMS, PACKAGE_DATASET_INFO, atomic_open, json_line, write_jsonl
 from data_prep.prepare import prepare
-from data_prep.prompts import SYSTEM_PROMPT, TEMPLATES
+from data_prep.prompts import INSTRUCTION_TEMPLATES, SYSTEM_PROMPT
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = calendar.timegm((2024, 3, 4, 0, 0, 0))  # Monday
@@ -83,7 +83,7 @@ def test_dataset_dir_files_and_record_layout(prepared):
             assert rec["system"] == SYSTEM_PROMPT and rec["input"] == "" and rec["output"] == m["label"]
             assert m["label"] == table.behaviors[m["label_id"]]
             assert len(m["history"]) == 5 and len(m["next_context"]) == 3
-            assert rec["instruction"].startswith(TEMPLATES[m["template_id"]].split("{")[0])
+            assert rec["instruction"].startswith(INSTRUCTION_TEMPLATES[m["template_id"]].split("{")[0])
             nw, nh, npl = m["next_context"]
             assert f"are ({nw}, {nh}, {npl}), respectively" in rec["instruction"]
             assert ", ".join(table.behaviors) in rec["instruction"]

@@ -2,8 +2,8 @@
 import numpy as np
 
 from data_prep.prompts import (
+    INSTRUCTION_TEMPLATES,
     SYSTEM_PROMPT,
-    TEMPLATES,
     draw_template_ids,
     format_candidates,
     format_event,
@@ -44,7 +44,7 @@ def test_instruct3_wording_with_typos_fixed():
 
 def test_templates_end_with_their_answer_stem_and_name_every_slot():
     stems = ("The answer is", "The intent you recommend is", "The recommendation is")
-    for template, stem in zip(TEMPLATES, stems):
+    for template, stem in zip(INSTRUCTION_TEMPLATES, stems):
         assert template.endswith(stem)
         for slot in ("{history}", "{next_context}", "{candidates}"):
             assert template.count(slot) == 1

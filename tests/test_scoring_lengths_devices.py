@@ -108,7 +108,7 @@ def budget_dir(tmp_path, tokenizer, rows_by_split) -> tuple[Path, Path]:
     tokenizer.save_pretrained(model)
     stats = {"behaviors": [{"name": b, "label_id": i} for i, b in enumerate(BEHAVIORS)]}
     (data / "stats.json").write_text(json.dumps(stats, ensure_ascii=False), encoding="utf-8")
-    for split in budget.SPLITS:
+    for split in budget.CHECKED_SPLITS:
         lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in rows_by_split.get(split, [])]
         (data / f"{split}.jsonl").write_text("".join(lines), encoding="utf-8")
     return data, model

@@ -20,6 +20,7 @@ from data_prep.table import CANONICAL, SCHEMA_COLUMNS
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}
 _DICT = pa.dictionary(pa.int32(), pa.string())
+JSONL_BLOCK = 1 << 16   # rows read as Python values before they become Arrow text
 
 
 def detect_format(path: Path, fmt: str | None) -> str:
@@ -127,9 +128,12 @@ def _raise_bad_utf8(path: Path, source: str, header_lines: int) -> None:
 
 
 def read_events_jsonl(path: Path, source: str, cols: dict[str, str]):
-    """Line by line (JSONL may mix number and string types per row); slower than the Parquet path."""
+    """Line by line (JSONL may mix number and string types per row); slower than the Parquet path. Every
+    JSONL_BLOCK rows the values become Arrow text (a few bytes a value instead of a Python object each)."""
     values: dict[str, list] = {k: [] for k in CANONICAL}
+    blocks: dict[str, list] = {k: [] for k in CANONICAL}
     line_numbers: list[int] = []
+    number_blocks: list[np.ndarray] = []
     blank = 0
     offset = 0
     with open(path, "rb") as f:
@@ -150,7 +154,7 @@ def read_events_jsonl(path: Path, source: str, cols: dict[str, str]):
             if not isinstance(obj, dict):
                 raise PrepareError(f"{source}: row {line_no}: expected one JSON object a line, "
                                    f"got {type(obj).__name__}")
-            if not line_numbers:
+            if not line_numbers and not number_blocks:   # the first row names the columns
                 missing_columns_error(source, cols, list(obj))
             for key in CANONICAL:
                 name = cols[key]
@@ -161,8 +165,20 @@ def read_events_jsonl(path: Path, source: str, cols: dict[str, str]):
                     refuse_surrogates(value, f"{source}: row {line_no}: field '{name}'")
                 values[key].append(value)
             line_numbers.append(line_no)
-    data = {k: pa.chunked_array([pa.array(v, type=pa.string())]) for k, v in values.items()}
-    return data, np.asarray(line_numbers, dtype=np.int64), blank
+            if len(line_numbers) == JSONL_BLOCK:
+                _close_block(values, blocks, line_numbers, number_blocks)
+    _close_block(values, blocks, line_numbers, number_blocks)
+    data = {k: pa.chunked_array([pa.concat_arrays(v)]) for k, v in blocks.items()}
+    return data, np.concatenate(number_blocks), blank
+
+
+def _close_block(values: dict, blocks: dict, line_numbers: list, number_blocks: list) -> None:
+    """The rows read since the last block, as Arrow text and a numpy array of line numbers."""
+    for key, column in values.items():
+        blocks[key].append(pa.array(column, type=pa.string()))
+        column.clear()
+    number_blocks.append(np.asarray(line_numbers, dtype=np.int64))
+    line_numbers.clear()
 
 
 def _json_scalar(value: Any, source: str, line_no: int, name: str) -> str | None:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from data_prep import auxiliary
+from data_prep.sources import is_uri
 
 from . import launch, stages
 from .graph import Runner, Stage
@@ -267,8 +268,9 @@ def predict(r: Runner, s: Settings, lay: Layout) -> None:
     source = [x for name, flag in (("COLUMNS", "--columns"), ("LABEL_MAP", "--label-map"), ("TIMEZONE", "--tz"),
                                    ("TIME_FORMAT", "--time-format")) if s[name] for x in (flag, s[name])]
     nproc = s.int("PREDICT_NPROC") if s["PREDICT_NPROC"] else s.int("NPROC")
-    cmd = launch.python_module("serving", "predict", *_serving_args(s, lay), "--events", str(Path(s["EVENTS"])
-                               .resolve()), "--next", str(Path(s["NEXT"]).resolve()), "--out", str(out),
+    events = s["EVENTS"] if is_uri(s["EVENTS"]) else str(Path(s["EVENTS"]).resolve())  # s3://... stays as given
+    cmd = launch.python_module("serving", "predict", *_serving_args(s, lay), "--events", events,
+                               "--next", str(Path(s["NEXT"]).resolve()), "--out", str(out),
                                *s.options("predict"), *source, nproc=nproc, nodes=launch.nodes(s))
     always(r, "predict", cmd)
 

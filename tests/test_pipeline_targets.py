@@ -269,6 +269,8 @@ def test_predict_serve_and_sasrec_use_the_runs_layout_and_recipe(tmp_path):
     assert f"--out {run}/eval/sasrec" in sasrec
     (curve,) = _lines(out, "-m sasrec sample-efficiency")
     assert "--sizes 100 200" in curve and f"--llm behaviorlm={run}/report/metrics.json#behaviorlm" in curve
+    (predict,) = _lines(_dry(run, "predict", "EVENTS=s3://lake/events/dt=*/", "NEXT=n.csv"), "-m serving predict")
+    assert "--events s3://lake/events/dt=*/ " in predict  # an object-store URI is passed as given
     proc = _pipeline(run, "predict", dry=False)
     assert proc.returncode != 0 and "usage: make predict" in proc.stderr
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import io
 import pickle
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data_prep import encode, samples, sources, ties
+from data_prep import encode, samples, sources, stream, ties
 from data_prep.render import RENDER_CHUNK, Renderer
+from data_prep.stream import bucket_of
 from data_prep.table import EventTable
 
 EVENT_COLUMNS = ("user", "time", "place", "behavior")   # events-<column>.npy in a bucket folder
@@ -31,17 +31,35 @@ def bucket_dir(work: Path, bucket: int) -> Path:
     return Path(work) / f"bucket-{bucket:05d}"
 
 
-def bucket_of(user_ids: list[str], n_buckets: int) -> np.ndarray:
-    """The bucket of each user id: crc32 of its UTF-8 bytes, modulo the bucket count (stable everywhere)."""
-    return np.fromiter((zlib.crc32(u.encode()) % n_buckets for u in user_ids), dtype=np.int32,
-                       count=len(user_ids))
-
-
 def partition_file(item: sources.InputFile, index: int, reader: dict, work: str, n_buckets: int) -> dict:
-    """Read one input file (one-file rules) and write its events into one piece per bucket: the piece's users
-    (sorted) with their event counts, and per event the time and the smallest int codes into the piece's own
-    places and the file's behaviors. Returns its dropped counts, notes and vocabularies."""
+    """Read one input file (one-file rules, batch by batch: data_prep.stream) and write its events into one
+    piece per bucket: the piece's users (sorted) with their event counts, and per event the time and the
+    smallest int codes into the piece's own places and behaviors. Returns its dropped counts, notes and
+    vocabularies."""
+    with sources.local_copy(item.name) as path:
+        try:
+            facts, tables = stream.read_by_buckets(path, item.fmt, str(path), Path(work) / f"read-{index:06d}",
+                                                   n_buckets, **reader)
+        except stream.WholeFile:
+            facts = None
+        if facts is not None:
+            names = {"user_ids": set(), "places": set(), "behaviors": set()}
+            events = 0
+            for table in tables:
+                _write_pieces(table, index, work, n_buckets)
+                for key, found in names.items():
+                    found.update(getattr(table, key))
+                events += len(table)
+            dropped, notes = facts.notes(item.name if sources.is_uri(item.name) else str(path), item.fmt,
+                                         facts.filled, facts.duplicates, events)
+            return {"dropped": dropped, "notes": notes, **{k: sorted(v) for k, v in names.items()}}
     table = sources.load_file(item, **reader)
+    _write_pieces(table, index, work, n_buckets)
+    return {"dropped": table.dropped, "notes": table.notes, "user_ids": table.user_ids,
+            "places": table.places, "behaviors": table.behaviors}
+
+
+def _write_pieces(table: EventTable, index: int, work: str, n_buckets: int) -> None:
     # the table is sorted by user, so each user's rows are one run: deal the users (not the rows) to buckets
     counts = np.bincount(table.user, minlength=len(table.user_ids))
     starts = np.cumsum(counts) - counts
@@ -65,8 +83,6 @@ def partition_file(item: sources.InputFile, index: int, reader: dict, work: str,
         out.mkdir(parents=True, exist_ok=True)
         with open(out / f"part-{index:06d}{PIECE_SUFFIX}", "wb") as f:
             pickle.dump(piece, f, protocol=5)
-    return {"dropped": table.dropped, "notes": table.notes, "user_ids": table.user_ids,
-            "places": table.places, "behaviors": table.behaviors}
 
 
 def _small(codes: np.ndarray, n: int) -> np.ndarray:

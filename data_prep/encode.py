@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,49 @@ def finish_columns(columns: dict, *, label_map, strict_labels, reject, dropped, 
                    row_numbers) -> EventTable:
     """events_from_arrays on a dict it may empty: each input column is released as soon as it is
     encoded, so peak memory stays near 30 bytes an event."""
+    rows = encode_rows(columns, label_map=label_map, strict_labels=strict_labels, reject=reject, dropped=dropped,
+                       notes=notes, source=source, row_numbers=row_numbers)
+    if rows.user.size == 0:
+        raise PrepareError(f"{source}: no events left after dropping rows ({fmt_counts(rows.dropped)})")
+    return sort_rows(rows)
+
+
+@dataclass
+class EncodedRows:
+    """A file's (or a batch's) kept rows before sorting: codes into sorted names (user, behavior), into
+    sorted places with len(places) for an empty place, the drop counts and notes so far."""
+    user: np.ndarray
+    user_ids: list[str]
+    time: np.ndarray
+    place: np.ndarray
+    places: list[str]
+    behavior: np.ndarray
+    behaviors: list[str]
+    dropped: dict
+    notes: dict
+
+
+def sort_rows(rows: EncodedRows) -> EventTable:
+    """Sort and de-duplicate encoded rows (an empty place loses a tie, then becomes UNKNOWN_PLACE)."""
+    dropped, notes, places = rows.dropped, rows.notes, rows.places
+    filled_code = len(places)
+    arrays = [rows.user, rows.time, rows.place, rows.behavior]
+    rows.user = rows.time = rows.place = rows.behavior = None
+    u, time, p, b, n_dup, sort_notes = sort_and_dedup(arrays, len(rows.user_ids), len(places) + 1,
+                                                      len(rows.behaviors))
+    if n_dup:
+        dropped["duplicate_event"] = dropped.get("duplicate_event", 0) + n_dup
+    notes.update(sort_notes)
+    places, p = _fill_unknown_place(places, p, filled_code, notes)
+    places, p = _compact(places, p)
+    notes["events"] = int(u.size)
+    return EventTable(user=u, user_ids=rows.user_ids, time=time, place=p, places=places,
+                      behavior=b, behaviors=rows.behaviors, dropped=dropped, notes=notes)
+
+
+def encode_rows(columns: dict, *, label_map, strict_labels, reject, dropped, notes, source,
+                row_numbers) -> EncodedRows:
+    """Codes, label map and drop accounting of a dict of columns it empties (no rows kept: empty arrays)."""
     dropped = dict(dropped or {})
     notes = dict(notes or {})
     time = np.asarray(columns.pop("time"))
@@ -103,24 +147,10 @@ def finish_columns(columns: dict, *, label_map, strict_labels, reject, dropped, 
     if not ok.all():
         u, time, p, b = u[ok], time[ok], p[ok], b[ok]
     del ok
-    if u.size == 0:
-        raise PrepareError(f"{source}: no events left after dropping rows ({fmt_counts(dropped)})")
-
     user_ids, u = _compact(user_ids, u)
     behaviors, b = _compact(behaviors, b)
-    filled_code = len(places)  # empty places get their own code until de-duplication is done
-    p[p == _CODE_EMPTY] = filled_code
-    arrays = [u, time, p, b]
-    del u, time, p, b  # sort_and_dedup releases each column once it is packed into the sort key
-    u, time, p, b, n_dup, sort_notes = sort_and_dedup(arrays, len(user_ids), len(places) + 1, len(behaviors))
-    if n_dup:
-        dropped["duplicate_event"] = dropped.get("duplicate_event", 0) + n_dup
-    notes.update(sort_notes)
-    places, p = _fill_unknown_place(places, p, filled_code, notes)
-    places, p = _compact(places, p)
-    notes["events"] = int(u.size)
-    return EventTable(user=u, user_ids=user_ids, time=time, place=p, places=places,
-                      behavior=b, behaviors=behaviors, dropped=dropped, notes=notes)
+    p[p == _CODE_EMPTY] = len(places)  # empty places get their own code until de-duplication is done
+    return EncodedRows(u, user_ids, time, p, places, b, behaviors, dropped, notes)
 
 
 class _RowFinder:

@@ -169,7 +169,7 @@ def load_events(path: str | os.PathLike, fmt: str | None = None, columns: Mappin
         examples = bad[:MAX_EXAMPLES]
         rows = row_numbers[examples] if row_numbers is not None else examples + 1
         notes["bad_timestamp_rows"] = [int(r) for r in rows]
-        notes["bad_timestamp_examples"] = [{"row": int(r), "value": _json_value(raw_time[int(i)])}
+        notes["bad_timestamp_examples"] = [{"row": int(r), "value": json_value(raw_time[int(i)])}
                                            for r, i in zip(rows, examples)]
     del raw_time, bad
     bad_time = ~ok
@@ -180,7 +180,7 @@ def load_events(path: str | os.PathLike, fmt: str | None = None, columns: Mappin
                           row_numbers=row_numbers)
 
 
-def _json_value(scalar):
+def json_value(scalar):
     """A raw value for stats.json: numbers and text as they are; dates, NaN and the like as text (a Parquet
     timestamp in the year 3000 is a datetime, and one past 9999 cannot even become one)."""
     try:

@@ -73,6 +73,25 @@ def read_csv(path: Path, source: str, cols: dict[str, str], delimiter: str) -> d
     raise PrepareError(f"{source}: {one_line(error)}")
 
 
+def iter_csv(path: Path, source: str, cols: dict[str, str], delimiter: str, block_bytes: int):
+    """The four columns of a CSV / TSV file, read_csv's types, one record batch (about `block_bytes` of the
+    file) at a time; newlines inside quoted values are allowed at any block boundary."""
+    import pyarrow.csv as pcsv
+
+    header = _csv_header(path, source, delimiter)
+    missing_columns_error(source, cols, header)
+    types = {cols[k]: _DICT for k in ("user", "place", "behavior")}
+    types[cols["time"]] = pa.string()
+    convert = pcsv.ConvertOptions(include_columns=list(dict.fromkeys(cols.values())), column_types=types,
+                                  strings_can_be_null=False)
+    with pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=block_bytes),
+                       parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                       convert_options=convert) as reader:
+        for batch in reader:
+            if batch.num_rows:
+                yield {k: batch.column(v) for k, v in cols.items()}
+
+
 def _has_data_after_header(path: Path) -> bool:
     """Whether anything but whitespace follows the header line (a header-only file may lack its newline)."""
     with open(path, "rb") as f:
@@ -130,11 +149,23 @@ def _raise_bad_utf8(path: Path, source: str, header_lines: int) -> None:
 def read_events_jsonl(path: Path, source: str, cols: dict[str, str]):
     """Line by line (JSONL may mix number and string types per row); slower than the Parquet path. Every
     JSONL_BLOCK rows the values become Arrow text (a few bytes a value instead of a Python object each)."""
+    counts = {"blank": 0}
+    blocks: dict[str, list] = {k: [pa.array([], type=pa.string())] for k in CANONICAL}
+    number_blocks: list[np.ndarray] = [np.empty(0, np.int64)]
+    for block, line_numbers in iter_events_jsonl(path, source, cols, JSONL_BLOCK, counts):
+        for key, column in block.items():
+            blocks[key].append(column)
+        number_blocks.append(line_numbers)
+    data = {k: pa.chunked_array([pa.concat_arrays(v)]) for k, v in blocks.items()}
+    return data, np.concatenate(number_blocks), counts["blank"]
+
+
+def iter_events_jsonl(path: Path, source: str, cols: dict[str, str], block: int, counts: dict):
+    """The rows of a JSONL file in blocks of `block` rows: (column -> Arrow text, line numbers); blank
+    lines are counted in counts["blank"]."""
     values: dict[str, list] = {k: [] for k in CANONICAL}
-    blocks: dict[str, list] = {k: [] for k in CANONICAL}
     line_numbers: list[int] = []
-    number_blocks: list[np.ndarray] = []
-    blank = 0
+    first = True
     offset = 0
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
@@ -145,7 +176,7 @@ def read_events_jsonl(path: Path, source: str, cols: dict[str, str]):
                                    f"(line {line_no}, byte offset {offset + exc.start})") from None
             offset += len(raw)
             if not line.strip():
-                blank += 1
+                counts["blank"] += 1
                 continue
             try:
                 obj = json.loads(line)
@@ -154,8 +185,9 @@ def read_events_jsonl(path: Path, source: str, cols: dict[str, str]):
             if not isinstance(obj, dict):
                 raise PrepareError(f"{source}: row {line_no}: expected one JSON object a line, "
                                    f"got {type(obj).__name__}")
-            if not line_numbers and not number_blocks:   # the first row names the columns
+            if first:   # the first row names the columns
                 missing_columns_error(source, cols, list(obj))
+                first = False
             for key in CANONICAL:
                 name = cols[key]
                 if name not in obj:
@@ -165,20 +197,20 @@ def read_events_jsonl(path: Path, source: str, cols: dict[str, str]):
                     refuse_surrogates(value, f"{source}: row {line_no}: field '{name}'")
                 values[key].append(value)
             line_numbers.append(line_no)
-            if len(line_numbers) == JSONL_BLOCK:
-                _close_block(values, blocks, line_numbers, number_blocks)
-    _close_block(values, blocks, line_numbers, number_blocks)
-    data = {k: pa.chunked_array([pa.concat_arrays(v)]) for k, v in blocks.items()}
-    return data, np.concatenate(number_blocks), blank
+            if len(line_numbers) == block:
+                yield _close_block(values, line_numbers)
+    if line_numbers:
+        yield _close_block(values, line_numbers)
 
 
-def _close_block(values: dict, blocks: dict, line_numbers: list, number_blocks: list) -> None:
+def _close_block(values: dict, line_numbers: list) -> tuple[dict, np.ndarray]:
     """The rows read since the last block, as Arrow text and a numpy array of line numbers."""
-    for key, column in values.items():
-        blocks[key].append(pa.array(column, type=pa.string()))
+    block = {key: pa.array(column, type=pa.string()) for key, column in values.items()}
+    for column in values.values():
         column.clear()
-    number_blocks.append(np.asarray(line_numbers, dtype=np.int64))
+    numbers = np.asarray(line_numbers, dtype=np.int64)
     line_numbers.clear()
+    return block, numbers
 
 
 def _json_scalar(value: Any, source: str, line_no: int, name: str) -> str | None:

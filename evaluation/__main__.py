@@ -9,8 +9,8 @@ from pathlib import Path
 from cli import Command, add_settings, run, settings_from_args
 from cli import build_parser as command_parser
 
+from .config import PredictConfig
 from .files import TEST_SPLITS
-from .settings import PredictConfig
 
 
 def _add_predict(p: argparse.ArgumentParser) -> None:

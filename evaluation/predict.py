@@ -26,9 +26,9 @@ import numpy as np
 from data_prep.outputs import read_jsonl
 from data_prep.prepared import load_prepared
 
+from .config import PredictConfig
 from .files import check_split, prediction_row, write_jsonl_atomic, write_predictions
 from .metrics import log_softmax
-from .settings import PredictConfig
 from .temperature import calibration_subset, fit_record, write_temperature
 
 DEFAULTS = PredictConfig()   # the keyword defaults below are the command line's

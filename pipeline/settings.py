@@ -20,10 +20,10 @@ from pathlib import Path
 
 from cli import UsageError, field_default, flag_of
 from data_prep.config import PrepareConfig, ScaleConfig, SyntheticConfig
-from evaluation.settings import PredictConfig
+from evaluation.config import PredictConfig
 from scoring.config import ScoreConfig
 from selection.config import SelectConfig
-from serving.settings import PredictFilesSettings, PredictionSettings, ServeSettings
+from serving.config import PredictFilesConfig, PredictionConfig, ServeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,10 +162,10 @@ DEFAULT_FROM = {
     "LAMBDA": (SelectConfig, "lam"),
     "EVAL_BATCH": (PredictConfig, "batch_size"),
     "CALIB_SAMPLES": (PredictConfig, "calib_samples"),
-    "TOP_K": (PredictionSettings, "top_k"),
-    "PREDICT_BUCKETS": (PredictFilesSettings, "buckets"),
-    "HOST": (ServeSettings, "host"),
-    "PORT": (ServeSettings, "port"),
+    "TOP_K": (PredictionConfig, "top_k"),
+    "PREDICT_BUCKETS": (PredictFilesConfig, "buckets"),
+    "HOST": (ServeConfig, "host"),
+    "PORT": (ServeConfig, "port"),
 }
 # The options a stage's command takes from variables: stage -> (settings dataclass, {NAME: field}), in the order
 # they are passed. A variable is passed only when set (a stage default always is).
@@ -181,9 +181,9 @@ STAGE_OPTIONS = {
     "score": (ScoreConfig, {"POOL": "pool_per_behavior"}),
     "select": (SelectConfig, {"F": "F", "SELECT_MODE": "mode", "LAMBDA": "lam", "EQ3": "eq3", "SEED": "seed"}),
     "eval": (PredictConfig, {"EVAL_BATCH": "batch_size", "CALIB_SAMPLES": "calib_samples", "SEED": "calib_seed"}),
-    "prediction": (PredictionSettings, {"TOP_K": "top_k"}),
-    "predict": (PredictFilesSettings, {"PREDICT_BUCKETS": "buckets"}),
-    "serve": (ServeSettings, {"HOST": "host", "PORT": "port"}),
+    "prediction": (PredictionConfig, {"TOP_K": "top_k"}),
+    "predict": (PredictFilesConfig, {"PREDICT_BUCKETS": "buckets"}),
+    "serve": (ServeConfig, {"HOST": "host", "PORT": "port"}),
 }
 
 

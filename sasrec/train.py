@@ -25,6 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from data_prep.outputs import atomic_open
+from evaluation.config import PredictConfig
 from evaluation.files import (
     TEST_SPLITS,
     candidate_names,
@@ -33,7 +34,6 @@ from evaluation.files import (
     write_json_atomic,
     write_predictions,
 )
-from evaluation.settings import PredictConfig
 from evaluation.temperature import calibration_subset, fit_record, write_temperature
 
 from .data import Windows, read_split

@@ -14,14 +14,14 @@ from pathlib import Path
 
 from cli import Command, add_settings, run, settings_from_args
 from cli import build_parser as command_parser
-from serving.run import ServingError, load_run
-from serving.settings import (
-    ModelSettings,
-    PredictFilesSettings,
-    PredictionSettings,
-    ServeSettings,
-    TemplateEvalSettings,
+from serving.config import (
+    PredictFilesConfig,
+    PredictionConfig,
+    ServeConfig,
+    ServedModelConfig,
+    TemplateEvalConfig,
 )
+from serving.run import ServingError, load_run
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model dir instead of the run's final/ (base model when --adapter is given)")
     p.add_argument("--adapter", help="PEFT adapter dir on top of --model")
     p.add_argument("--template", required=True, help="the recipe's LLaMA-Factory chat template (smollm2, llama3, qwen)")
-    add_settings(p, ModelSettings)
+    add_settings(p, ServedModelConfig)
     p.add_argument("--device", help="e.g. cpu, cuda:0 (default: cuda when available)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default bf16 on GPU, fp32 on CPU")
     p.add_argument("--no-temperature", action="store_true",
@@ -40,7 +40,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_prediction_args(p: argparse.ArgumentParser) -> None:
-    add_settings(p, PredictionSettings)
+    add_settings(p, PredictionConfig)
     p.add_argument("--label-map", help="raw label -> behavior (default: the one prepare used, if it exists)")
     p.add_argument("--tz", help="time zone for Z / epoch timestamps (default: the one prepare used)")
 
@@ -55,19 +55,19 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--columns", help="column mapping as for prepare, e.g. user=uid,time=ts,place=loc,behavior=act")
     p.add_argument("--time-format", help="strptime format of the timestamps of --events and --next, as for prepare "
                                          "(default: the one prepare used; 'none': ISO-8601 or epoch seconds)")
-    add_settings(p, PredictFilesSettings)
+    add_settings(p, PredictFilesConfig)
     p.add_argument("--parts", help="folder of the parts, shared by every rank and node (default: <out>.parts)")
 
 
 def _add_serve_args(p: argparse.ArgumentParser) -> None:
     _add_model_args(p)
     _add_prediction_args(p)
-    add_settings(p, ServeSettings)
+    add_settings(p, ServeConfig)
 
 
 def _add_template_eval_args(p: argparse.ArgumentParser) -> None:
     _add_model_args(p)
-    add_settings(p, TemplateEvalSettings)
+    add_settings(p, TemplateEvalConfig)
     p.add_argument("--out", help="write <out>.json and <out>.md")
 
 
@@ -99,7 +99,7 @@ def _read_defaults(args, run) -> tuple[str | None, dict | None, dict | None]:
 def _predictor(args, run):
     from serving.predictor import Predictor
 
-    model = settings_from_args(ModelSettings, args)
+    model = settings_from_args(ServedModelConfig, args)
     return Predictor(run, batch_size=model.batch_size, device=args.device, dtype=args.dtype,
                      cutoff_len=model.cutoff_len)
 
@@ -108,8 +108,8 @@ def _predict(args, run) -> int:
     from serving.batch import ReadOptions
     from serving.parts import predict_parts
 
-    model, prediction = settings_from_args(ModelSettings, args), settings_from_args(PredictionSettings, args)
-    files = settings_from_args(PredictFilesSettings, args)
+    model, prediction = settings_from_args(ServedModelConfig, args), settings_from_args(PredictionConfig, args)
+    files = settings_from_args(PredictFilesConfig, args)
     tz, columns, label_map = _read_defaults(args, run)
     opts = ReadOptions(fmt=args.format, columns=columns, label_map=label_map, tz=tz,
                        time_format=_time_format(args, run))
@@ -127,12 +127,12 @@ def _predict(args, run) -> int:
 
 
 def _serve(args, run) -> int:
-    from serving.app import AppSettings, create_app
+    from serving.app import AppConfig, create_app
     from serving.server import serve
 
-    prediction, server = settings_from_args(PredictionSettings, args), settings_from_args(ServeSettings, args)
+    prediction, server = settings_from_args(PredictionConfig, args), settings_from_args(ServeConfig, args)
     tz, _, label_map = _read_defaults(args, run)
-    settings = AppSettings(top_k=prediction.top_k, mode=prediction.instruction_template, max_batch=server.max_batch,
+    settings = AppConfig(top_k=prediction.top_k, mode=prediction.instruction_template, max_batch=server.max_batch,
                         max_wait_ms=server.max_wait_ms, max_body_bytes=server.max_body_bytes,
                         api_key=os.environ.get("API_KEY") or None, tz=tz, label_map=label_map)
     print(f"loading {run.model_name} of {run.run_dir} ...", file=sys.stderr, flush=True)
@@ -144,7 +144,7 @@ def _template_eval(args, run) -> int:
     from serving.template_eval import markdown, run_template_eval
     from serving.upstream import write_json
 
-    measured = settings_from_args(TemplateEvalSettings, args)
+    measured = settings_from_args(TemplateEvalConfig, args)
     result = run_template_eval(_predictor(args, run), args.dataset_dir or run.run_dir / "data", measured.dataset,
                                measured.limit)
     text = markdown(result)

@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.batcher import MicroBatcher
+from serving.config import PredictionConfig, ServeConfig
 from serving.predictor import result_line
 from serving.prompting import MODES
 from serving.queries import (
@@ -32,7 +33,6 @@ from serving.queries import (
     make_query,
     parse_time_values,
 )
-from serving.settings import PredictionSettings, ServeSettings
 
 Mode = Literal[MODES]
 
@@ -163,13 +163,13 @@ MAX_BATCH_ITEMS = 256   # users per /v1/predict/batch request: larger batches be
 
 
 @dataclass
-class AppSettings:
-    """What the app serves with; the defaults are the command line's (serving.settings)."""
-    top_k: int = PredictionSettings.top_k
-    mode: str = PredictionSettings.instruction_template
-    max_batch: int = ServeSettings.max_batch          # prompts per scorer call ("mean" requests count 3)
-    max_wait_ms: float = ServeSettings.max_wait_ms
-    max_body_bytes: int = ServeSettings.max_body_bytes
+class AppConfig:
+    """What the app serves with; the defaults are the command line's (serving.config)."""
+    top_k: int = PredictionConfig.top_k
+    mode: str = PredictionConfig.instruction_template
+    max_batch: int = ServeConfig.max_batch          # prompts per scorer call ("mean" requests count 3)
+    max_wait_ms: float = ServeConfig.max_wait_ms
+    max_body_bytes: int = ServeConfig.max_body_bytes
     api_key: str | None = None
     tz: str | None = None
     label_map: dict | None = None
@@ -255,7 +255,7 @@ class BodyLimit:
         return f"request body over the limit of {self.max_bytes} bytes: send fewer or smaller requests"
 
 
-def _to_query(req: PredictIn, run, names: BehaviorNames, settings: AppSettings, prefix: str = ""):
+def _to_query(req: PredictIn, run, names: BehaviorNames, settings: AppConfig, prefix: str = ""):
     events = events_from_raw([e.model_dump() for e in req.events], names, settings.tz, f"{prefix}events")
     (next_time,) = parse_time_values([req.next.timestamp], [f"{prefix}next.timestamp"], settings.tz)
     top_k = min(req.top_k or settings.top_k, len(run.behaviors))
@@ -271,9 +271,9 @@ def _field_error(err: FieldError) -> JSONResponse:
     return JSONResponse(status_code=422, content=content)
 
 
-def create_app(predictor, settings: AppSettings | None = None) -> FastAPI:
+def create_app(predictor, settings: AppConfig | None = None) -> FastAPI:
     """The service around a loaded Predictor (the model is loaded once, before the app is built)."""
-    settings = settings or AppSettings()
+    settings = settings or AppConfig()
     run = predictor.run
     names = BehaviorNames(run.behaviors, settings.label_map)
     batcher = MicroBatcher(predictor.predict, lambda q: len(q.template_ids), settings.max_batch,

@@ -35,10 +35,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from serving.batch import CHUNK, ReadOptions, build_queries, read_next
+from serving.config import PredictFilesConfig
 from serving.predictor import error_line, result_line
 from serving.queries import BehaviorNames
 from serving.run import RunInfo, ServingError
-from serving.settings import PredictFilesSettings
 from serving.spool import ALL_DROPPED, Spool, as_input_error, input_digest, read_spooled_events, spool, spool_inputs
 from serving.upstream import (
     PrepareError,
@@ -244,7 +244,7 @@ def totals(manifests: list[dict]) -> dict:
 
 
 def predict_parts(run: RunInfo, new_predictor: Callable, events: str, next_path: str, out: str,
-                  opts: ReadOptions, top_k: int, mode: str, buckets: int = PredictFilesSettings.buckets,
+                  opts: ReadOptions, top_k: int, mode: str, buckets: int = PredictFilesConfig.buckets,
                   parts: str | None = None, cutoff_len: int | None = None, log=print) -> dict | None:
     """This rank's share of a predict run; on rank 0 also the merge. Returns the counts on rank 0, else None."""
     if buckets < 1:

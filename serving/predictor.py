@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from serving.config import ServedModelConfig
 from serving.prompting import Query, render_records
 from serving.queries import top_k_of
 from serving.run import RunInfo
-from serving.settings import ModelSettings
 from serving.upstream import new_scorer
 
 
@@ -36,7 +36,7 @@ def softmax(logprobs: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 class Predictor:
     """Loads the run's model once; ``predict(queries)`` scores them all in scorer batches of `batch_size`."""
 
-    def __init__(self, run: RunInfo, batch_size: int = ModelSettings.batch_size, device: str | None = None,
+    def __init__(self, run: RunInfo, batch_size: int = ServedModelConfig.batch_size, device: str | None = None,
                  dtype: str | None = None, cutoff_len: int | None = None):
         if cutoff_len is not None and cutoff_len < 1:
             raise ValueError(f"cutoff_len must be positive, got {cutoff_len}")

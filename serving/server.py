@@ -12,7 +12,7 @@ import sys
 
 import uvicorn
 
-from serving.settings import ServeSettings
+from serving.config import ServeConfig
 
 
 class _Server(uvicorn.Server):
@@ -25,8 +25,8 @@ class _Server(uvicorn.Server):
             print(f"serving on http://{host}:{port}", flush=True)
 
 
-def serve(app, host: str = ServeSettings.host, port: int = ServeSettings.port,
-          log_level: str = ServeSettings.log_level) -> int:
+def serve(app, host: str = ServeConfig.host, port: int = ServeConfig.port,
+          log_level: str = ServeConfig.log_level) -> int:
     """Run until a shutdown signal; returns the exit status (0 after a clean shutdown)."""
     received = []
 

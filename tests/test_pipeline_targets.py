@@ -246,10 +246,10 @@ def test_help_lists_every_variable_with_the_stage_defaults():
                           check=True)
     from cli import field_default
     from data_prep.config import PrepareConfig
-    from serving.settings import ServeSettings
+    from serving.config import ServeConfig
 
     for name, settings, field in (("EPS", PrepareConfig, "eps"), ("TRAIN_CAP", PrepareConfig, "train_cap"),
-                                  ("HISTORY_LEN", PrepareConfig, "history_len"), ("PORT", ServeSettings, "port")):
+                                  ("HISTORY_LEN", PrepareConfig, "history_len"), ("PORT", ServeConfig, "port")):
         (line,) = _lines(proc.stdout, f"  {name} ")
         assert line.endswith(f"[default: {field_default(settings, field)}]"), line
 

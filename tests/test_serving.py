@@ -17,7 +17,7 @@ import pytest
 from serving_helpers import KEY, L, build_tiny_run, protocol2_samples, serve_in_thread, start_server, stop_server
 
 from serving.__main__ import main as serving_main
-from serving.app import AppSettings, create_app
+from serving.app import AppConfig, create_app
 from serving.batcher import MicroBatcher
 from serving.predictor import Predictor, local_iso
 from serving.prompting import DEFAULT_MODE, Event, Query, render_record, rerender
@@ -399,7 +399,7 @@ def test_http_concurrent_clients_are_batched(server, samples):
 
 def test_http_without_api_key_in_process(predictor, samples):
     """create_app served by uvicorn in a thread: no API_KEY means no Authorization needed."""
-    with serve_in_thread(create_app(predictor, AppSettings(top_k=2))) as port:
+    with serve_in_thread(create_app(predictor, AppConfig(top_k=2))) as port:
         r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json=_request(samples[0]), timeout=30)
         assert r.status_code == 200 and len(r.json()["top"]) == 2
 

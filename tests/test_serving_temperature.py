@@ -13,7 +13,7 @@ from serving_helpers import build_tiny_run, protocol2_samples, serve_in_thread
 from evaluation.__main__ import main as evaluation_main
 from evaluation.temperature import scale
 from serving.__main__ import main as serving_main
-from serving.app import AppSettings, create_app
+from serving.app import AppConfig, create_app
 from serving.predictor import Predictor, local_iso
 from serving.prompting import Query
 from serving.run import load_run
@@ -107,7 +107,7 @@ def test_http_response_carries_the_temperature(tiny_run, samples):
     body = {"events": [{"timestamp": local_iso(t), "place": p, "behavior": b} for t, p, b in s["history"]],
             "next": {"timestamp": local_iso(s["next"][0]), "place": s["next"][1]},
             "instruction_template": str(s["meta"]["template_id"])}
-    with serve_in_thread(create_app(predictor, AppSettings(top_k=100))) as port:
+    with serve_in_thread(create_app(predictor, AppConfig(top_k=100))) as port:
         r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json=body, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["temperature"] == pytest.approx(tiny_run["T"])

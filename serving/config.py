@@ -1,6 +1,6 @@
 """The settings of `python -m serving predict|serve|template-eval`, each default declared once, here (the
 scorer's batch size is scoring's): the command line (:func:`cli.add_settings`), the HTTP app's
-:class:`serving.app.Settings`, the pipeline's TOP_K, PREDICT_BUCKETS, HOST and PORT defaults and
+:class:`serving.app.AppConfig`, the pipeline's TOP_K, PREDICT_BUCKETS, HOST and PORT defaults and
 docs/serving.md take them from these fields."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 @dataclass(frozen=True)
-class ModelSettings:
+class ServedModelConfig:
     """How the run's model scores (every command)."""
     batch_size: int = field(default=field_default(ScoreConfig, "batch_size"),
                             metadata={"type": positive_int, "help": "prompts per forward pass"})
@@ -30,7 +30,7 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
-class PredictionSettings:
+class PredictionConfig:
     """What a prediction holds (predict and serve)."""
     instruction_template: str = field(default=DEFAULT_MODE, metadata={
         "choices": MODES, "help": "a fixed Appendix D template (0-2) or the mean of candidate log-probs over the "
@@ -45,7 +45,7 @@ class PredictionSettings:
 
 
 @dataclass(frozen=True)
-class PredictFilesSettings:
+class PredictFilesConfig:
     """`predict`: how the users are split into resumable parts."""
     buckets: int = field(default=64, metadata={
         "type": positive_int, "help": "users are split by a hash of user_id into this many resumable parts "
@@ -56,7 +56,7 @@ class PredictFilesSettings:
 
 
 @dataclass(frozen=True)
-class ServeSettings:
+class ServeConfig:
     """`serve`: the HTTP listener and its request batching."""
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = field(default=8000, metadata={"help": "0 picks a free port (printed on stdout)"})
@@ -77,7 +77,7 @@ class ServeSettings:
 
 
 @dataclass(frozen=True)
-class TemplateEvalSettings:
+class TemplateEvalConfig:
     """`template-eval`: the split measured."""
     dataset: str = field(default="test_p2", metadata={"help": "prepared split to measure on"})
     limit: int | None = field(default=None, metadata={"type": positive_int, "metavar": "N", "shown": "every sample",

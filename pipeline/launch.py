@@ -111,8 +111,8 @@ def run(cmd: list[str], env_extra: dict[str, str] | None = None) -> None:
         env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(ROOT)
         code = subprocess.run([str(c) for c in cmd], check=False, cwd=ROOT, env=env).returncode
     if code != 0:
-        print(f"error: {Path(str(cmd[0])).name} {cmd[1] if len(cmd) > 1 else ''} failed "
-              f"(exit {code})", file=sys.stderr)
+        words = [Path(str(cmd[0])).name, *map(str, cmd[1:4 if len(cmd) > 1 and cmd[1] == "-m" else 2])]
+        print(f"error: {' '.join(words)} failed (exit {code})", file=sys.stderr)
         raise SystemExit(code)
 
 

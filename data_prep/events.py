@@ -45,9 +45,10 @@ is a ``bad_timestamp``, and more than half of the non-empty rows not matching (o
 naive local times; with ``%z`` they name their instant. ``%Z`` (zone names) is refused; typed Parquet
 timestamps are read as they are. Without ``time_format`` (details: :mod:`data_prep.time_formats`):
 
-* integers whose values (from 1971 on) all read as YYYYMMDDHH, YYYYMMDDHHMM or YYYYMMDDHHMMSS with a valid
-  date and time in 1971-2099 are an error naming the first row, its date and the ``TIME_FORMAT`` to set
-  (``"%Y%m%d%H"``); epoch seconds (``1709280000``, read as the year 1709) are never taken for them.
+* integers more than half of which are shaped like YYYYMMDDHH, YYYYMMDDHHMM or YYYYMMDDHHMMSS with a year in
+  1971-2099 (a calendar slip such as 31 February or hour 24 keeps the shape) are an error naming the first
+  row, its date, the ``TIME_FORMAT`` to set (``"%Y%m%d%H"``) and the rows that would not parse with it: such
+  a column is never read as epoch seconds; epoch seconds (``1709280000``, the year 1709) never look compact.
 * text columns more than half of whose non-empty values are neither ISO-8601 nor numbers and share one
   shape with digits in it are an error naming the first such row, its kind and the ``TIME_FORMAT`` to
   set: a slash date (``04/03/2024 07:00``) whose day and month order no row shows, or whose rows show

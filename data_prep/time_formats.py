@@ -4,11 +4,11 @@ columns that need one (rules: :mod:`data_prep.events`).
 Without a format the readers take ISO-8601 and epoch seconds only, and two kinds of column would go wrong
 there, so :mod:`data_prep.timestamps` refuses them, naming the ``TIME_FORMAT`` to set:
 
-* integers that all read as compact dates and times YYYYMMDDHH[MM[SS]] with a year in 1971-2099 (they would
-  be read as epoch seconds in 2032-2036, or as milliseconds). Real epoch seconds of that range would need
-  month, day, hour (and minute, second) digits that are valid in every row: the last two digits of epoch
-  seconds are the seconds 00-99, so a column of them passes only by a coincidence of about 0.24 per row;
-  epoch seconds of today (1709280000) read as the year 1709 and are never taken.
+* integers more than half of which are shaped like compact dates and times YYYYMMDDHH[MM[SS]] with a year in
+  1971-2099 (they would be read as epoch seconds in 2032-2036, or as milliseconds); the rows that would not
+  parse with the format are named, so one bad row never turns the column into epoch seconds. Real epoch
+  seconds of that range would need month, day and hour digits shaped like a date in most rows (the last two
+  digits of epoch seconds are the seconds 00-99); epoch seconds of today (1709280000) read as the year 1709.
 * text columns more than half of whose non-empty values share one shape (digits and letters aside) with
   digits in it that is neither ISO-8601 nor a number: slash dates ``04/03/2024 07:00`` above all, whose
   day and month order is named when some row shows it (a first field above 12: day first; a second one:
@@ -89,39 +89,85 @@ def strptime_wall(uniques: pa.Array, fmt: str) -> tuple[np.ndarray, np.ndarray, 
 
 
 # ---- integer columns that are compact dates ------------------------------------------------------------
-def compact_digits(raw: np.ndarray, secs: np.ndarray, ok: np.ndarray, min_time: int) -> tuple[int, str] | None:
-    """(first row, message) when every number from ``min_time`` on (earlier ones are sentinels) is a
-    YYYYMMDDHH[MM[SS]] of one length with a valid date and time in 1971-2099; else None. Two reductions
-    for a column of epoch seconds, which the year bound turns away."""
-    candidates = ok & (secs >= min_time)
-    if not candidates.any():
-        return None
-    lo = int(secs.min(where=candidates, initial=np.iinfo(np.int64).max))
-    hi = int(secs.max(where=candidates, initial=0))
-    digits = next((d for d in COMPACT if 1971 * 10 ** (d - 4) <= lo and hi < 2100 * 10 ** (d - 4)), None)
-    if digits is None:
-        return None
-    (name, fmt), scale = COMPACT[digits], 10 ** (digits - 4)
-    values = secs[candidates]
-    if raw.dtype.kind == "f" and not np.array_equal(raw[candidates], values):
-        return None   # fractions: not digits of a date
-    fields = [values // scale]
+def _compact_fields(values: np.ndarray, digits: int) -> list[np.ndarray]:
+    """[year, month, day, hour(, minute(, second))] of YYYYMMDDHH[MM[SS]] numbers of ``digits`` digits."""
+    fields = [values // 10 ** (digits - 4)]
     for position in range(digits - 6, -1, -2):
         fields.append(values // 10**position % 100)
-    year, month, day, *clock = fields
-    valid = (month >= 1) & (month <= 12) & (day >= 1) & (day <= _DAYS_IN_MONTH[np.clip(month, 0, 12)])
+    return fields
+
+
+def compact_shape(values: np.ndarray) -> np.ndarray:
+    """The digit count (10, 12 or 14) of each whole number shaped like YYYYMMDDHH[MM[SS]] (a year in
+    1971-2099, month 01-12, day 01-31, hour 00-24, minute and second 00-60: a calendar slip such as 31
+    February or hour 24 still has the shape), else 0."""
+    values = np.asarray(values)
+    out = np.zeros(values.shape, np.int64)
+    if values.dtype.kind == "f":
+        whole = np.isfinite(values) & (np.abs(values) < 1e15)
+        whole[whole] = values[whole] == np.floor(values[whole])
+        values = np.where(whole, values, 0).astype(np.int64)
+    else:
+        values = values.astype(np.int64, copy=False)
+    for digits in COMPACT:
+        scale = 10 ** (digits - 4)
+        year, month, day, *clock = _compact_fields(values, digits)
+        shaped = (year >= 1971) & (year < 2100) & (values < 2100 * scale)
+        shaped &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
+        for value, top in zip(clock, (24, 60, 60)):
+            shaped &= value <= top
+        out[shaped] = digits
+    return out
+
+
+def compact_valid(values: np.ndarray, digits: int) -> np.ndarray:
+    """Whether each number is a real date and time written YYYYMMDDHH[MM[SS]] with ``digits`` digits."""
+    year, month, day, *clock = _compact_fields(values, digits)
+    valid = (values >= 1971 * 10 ** (digits - 4)) & (values < 2100 * 10 ** (digits - 4))
+    valid &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= _DAYS_IN_MONTH[np.clip(month, 0, 12)])
     leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
     valid &= (month != 2) | (day <= 28) | leap
     for value, top in zip(clock, (23, 59, 59)):
         valid &= value <= top
-    if not valid.all():
+    return valid
+
+
+def compact_digits(raw: np.ndarray, secs: np.ndarray, ok: np.ndarray) -> tuple[int, str, np.ndarray] | None:
+    """(row to show, message, rows that would not parse) when most of the numbers are shaped like
+    YYYYMMDDHH[MM[SS]] (compact_shape); else None. The format is that of the most common length; the rows
+    that would not parse with it (a calendar slip, an epoch number among them, a sentinel) are every other
+    number. A column of epoch seconds is turned away by the year bound: 1709280000 reads as the year 1709."""
+    shape = compact_shape(raw)
+    shape[~ok] = 0
+    n_values = int(np.count_nonzero(ok))
+    if not n_values or np.count_nonzero(shape) * 2 <= n_values:
         return None
-    first = int(np.flatnonzero(candidates)[0])
-    y, mo, d, *rest = (int(f[0]) for f in fields)
-    shown = f"{y:04d}-{mo:02d}-{d:02d} " + ":".join(f"{v:02d}" for v in (rest + [0])[:max(2, len(rest))])
-    every = f", as is every timestamp of the column ({values.size})" if values.size > 1 else ""
-    return first, (f"timestamp {int(secs[first])} is a compact date and time {name} ({shown}){every}, not epoch "
-                   f"seconds; set TIME_FORMAT=\"{fmt}\"")
+    digits = max(COMPACT, key=lambda d: (int(np.count_nonzero(shape == d)), -d))
+    (name, fmt) = COMPACT[digits]
+    valid = ok & (shape == digits) & compact_valid(secs, digits)
+    first = int(np.flatnonzero(valid)[0]) if valid.any() else int(np.flatnonzero(shape)[0])
+    unparsed = np.flatnonzero(ok & ~valid)
+    text = f"timestamp {int(secs[first])} is a compact date and time {name}"
+    if valid[first]:
+        y, mo, d, *rest = (int(f[0]) for f in _compact_fields(secs[first:first + 1], digits))
+        text += f" ({y:04d}-{mo:02d}-{d:02d} " + ":".join(f"{v:02d}" for v in (rest + [0])[:max(2, len(rest))]) + ")"
+    shaped = int(np.count_nonzero(shape))
+    every = (f", as is every timestamp of the column ({n_values})" if not unparsed.size and n_values > 1 else
+             f", and {shaped} of the {n_values} timestamps have its shape" if n_values > 1 else "")
+    return first, f"{text}{every}, not epoch seconds; set TIME_FORMAT=\"{fmt}\"", unparsed
+
+
+def compact_format(value) -> str | None:
+    """The TIME_FORMAT of one value shaped like YYYYMMDDHH[MM[SS]] (a number or a text of digits), else None."""
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.isdigit() or len(value) not in COMPACT:
+            return None
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    digits = int(compact_shape(np.array([value]))[0])
+    return COMPACT[digits][1] if digits else None
 
 
 # ---- text columns most of which have one shape that is not read ------------------------------------------

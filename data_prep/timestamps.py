@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data_prep.errors import PrepareError
+from data_prep.errors import MAX_EXAMPLES, PrepareError
 from data_prep.time_formats import check_time_format, compact_digits, strptime_wall, unread_shape
 
 # Local times must fall in [1971, 2100): wider ranges are almost always unit mistakes, and 1970 holds only
@@ -25,11 +25,24 @@ MAX_OFFSET_MINUTES = 14 * 60
 
 
 class _TimeValueError(Exception):
-    """A problem with the whole time column, shown at position ``index`` (parse_times names the row)."""
+    """A problem with the whole time column, shown at position ``index`` (parse_times names the row);
+    ``others``: positions of rows the message lists after it, with their values ``shown``."""
 
-    def __init__(self, message: str, index: int):
+    def __init__(self, message: str, index: int, others=(), shown=()):
         super().__init__(message)
-        self.index = index
+        self.index, self.others, self.shown = index, np.asarray(others, np.int64), list(shown)
+
+    def moved(self, positions: np.ndarray) -> _TimeValueError:
+        """The same error about a subset of the column: ``positions`` maps its positions to the column's."""
+        return _TimeValueError(str(self), int(positions[self.index]), positions[self.others], self.shown)
+
+    def line(self, row_of) -> str:
+        if not self.others.size:
+            return f"row {row_of(self.index)}: {self}"
+        listed = ", ".join(f"row {row_of(int(i))} ({v})" for i, v in zip(self.others[:MAX_EXAMPLES], self.shown))
+        more = ", ..." if self.others.size > MAX_EXAMPLES else ""
+        return (f"row {row_of(self.index)}: {self} ({self.others.size} row(s) would not parse with it: "
+                f"{listed}{more})")
 
 _ISO = re.compile(
     r"^\s*(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[Tt ](?P<h>\d{2}):(?P<mi>\d{2})"
@@ -54,8 +67,10 @@ def parse_times(values, tz: str | None = None, source: str = "<times>",
     try:
         return _parse_times(values, tz, source, time_format, detect)
     except _TimeValueError as exc:
-        row = int(row_numbers[exc.index]) if row_numbers is not None else exc.index + 1
-        raise PrepareError(f"{source}: row {row}: {exc}") from None
+        def row_of(index: int) -> int:
+            return int(row_numbers[index]) if row_numbers is not None else index + 1
+
+        raise PrepareError(f"{source}: {exc.line(row_of)}") from None
 
 
 def _parse_times(values, tz: str | None, source: str, time_format: str | None = None,
@@ -158,9 +173,15 @@ def _epoch_to_local(raw: np.ndarray, ok: np.ndarray, tz: str | None, source: str
 
 
 def _refuse_compact_digits(raw: np.ndarray, secs: np.ndarray, ok: np.ndarray) -> None:
-    found = compact_digits(raw, secs, ok, MIN_TIME)
+    found = compact_digits(raw, secs, ok)
     if found:
-        raise _TimeValueError(found[1], found[0])
+        first, message, unparsed = found
+        shown = [_number_text(raw[i]) for i in unparsed[:MAX_EXAMPLES].tolist()]
+        raise _TimeValueError(message, first, unparsed, shown)
+
+
+def _number_text(value) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _refuse_unread_shape(filled: pa.Array, unread: np.ndarray) -> None:
@@ -275,7 +296,7 @@ def _strings_to_local(arr: pa.Array, tz: str | None, source: str, detect: bool =
             local[idx], ok[idx] = _epoch_to_local(numbers.to_numpy(zero_copy_only=False), np.ones(idx.size, bool),
                                                   tz, source, detect)
         except _TimeValueError as exc:
-            raise _TimeValueError(str(exc), int(idx[exc.index])) from None
+            raise exc.moved(idx) from None
         zoned[idx] = ok[idx]
         counts["epoch"] = int(idx.size)
     rest = np.flatnonzero(~is_number)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from serving.prompting import Event, Query
-from serving.upstream import UNKNOWN_PLACE, PrepareError, event_order, parse_times
+from serving.upstream import UNKNOWN_PLACE, PrepareError, compact_format, event_order, parse_times
 
 
 class FieldError(ValueError):
@@ -56,8 +56,14 @@ class BehaviorNames:
 
 
 def parse_time_values(values: Sequence, fields: Sequence[str], tz: str | None) -> list[int]:
-    """Raw timestamps (ISO-8601 strings or epoch seconds) -> local epochs by data_prep's timezone rule."""
+    """Raw timestamps (ISO-8601 strings or epoch seconds) -> local epochs by data_prep's timezone rule. A value
+    shaped like YYYYMMDDHH[MM[SS]] is refused (read as epoch seconds it would be a time in 2032-2036)."""
     out: list[int | None] = [None] * len(values)
+    for value, field in zip(values, fields):
+        fmt = compact_format(value)
+        if fmt is not None:
+            raise FieldError(field, f"timestamp {value!r} looks like a compact date and time ({fmt}), not epoch "
+                                    f"seconds; send ISO-8601 (2024-03-01T07:00:00)")
     for kind in (str, (int, float)):
         where = [i for i, v in enumerate(values) if isinstance(v, kind) and not isinstance(v, bool)]
         if not where:

@@ -31,6 +31,7 @@ from data_prep.readers import detect_format, missing_columns_error
 from data_prep.samples import WEEKDAYS
 from data_prep.sources import list_inputs, load_input, local_copy, merge_tables
 from data_prep.ties import event_order
+from data_prep.time_formats import compact_format
 from scoring.config import ScoreConfig
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "ScoreConfig",
     "all_metrics",
     "atomic_open",
+    "compact_format",
     "detect_format",
     "event_order",
     "format_candidates",

@@ -181,8 +181,9 @@ def test_epoch_seconds_are_never_taken_for_compact_digits():
     # epoch seconds of 2033 start with a year-like 20..: their last digits (seconds 00-99) are not an hour
     later = [2000000000 + k * 3_607 for k in range(50)]
     assert parse_times(later, detect=True)[0].tolist() == later
-    # one value that is no valid YYYYMMDDHH (hour 24) keeps the column epoch seconds, as before
-    assert parse_times([2024030107, 2024030124], detect=True)[1].all()
+    # one value that is no valid YYYYMMDDHH (hour 24) does not make the column epoch seconds
+    with pytest.raises(PrepareError, match=r"row 1: .*compact.*would not parse with it: row 2 \(2024030124\)"):
+        parse_times([2024030107, 2024030124], detect=True)
     # sentinels before 1971 do not hide a compact column
     with pytest.raises(PrepareError, match=r"row 2: timestamp 2024030107 is a compact"):
         parse_times([0, 2024030107, 2024030108], detect=True)

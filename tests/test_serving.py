@@ -278,6 +278,9 @@ def test_http_auth(server, samples):
     (lambda r: r.update(top_k=0), "top_k", "greater"),
     (lambda r: r.update(instruction_template="7"), "instruction_template", ""),
     (lambda r: r["next"].update(timestamp="2020-01-01T00:00"), "events[0].timestamp", "at or after"),
+    (lambda r: r["events"][1].update(timestamp=2024030107), "events[1].timestamp", "(%Y%m%d%H)"),
+    (lambda r: r["events"][1].update(timestamp="2024030107"), "events[1].timestamp", "(%Y%m%d%H)"),
+    (lambda r: r["next"].update(timestamp=2024030107), "next.timestamp", "(%Y%m%d%H)"),
 ])
 def test_http_invalid_requests_name_the_field(server, samples, change, field, words):
     req = _request(samples[0])

@@ -54,7 +54,8 @@ def _reader(args) -> tuple[dict, dict]:
     columns = events.parse_columns_option(args.columns) if args.columns else None
     resolve_columns(columns, distinct=True)   # prepare needs four different columns
     label_map = events.load_label_map(args.label_map) if args.label_map else None
-    return ({"columns": columns, "label_map": label_map, "tz": args.tz, "time_format": args.time_format},
+    return ({"columns": columns, "label_map": label_map, "tz": args.tz, "time_format": args.time_format,
+             "allow_bad_timestamps": args.allow_bad_timestamps},
             {"kind": "events", "path": args.input, "format": args.format, "columns": args.columns,
              "label_map": args.label_map, "tz": args.tz})
 

@@ -89,6 +89,9 @@ class PrepareConfig:
     time_format: str | None = _option(
         None, "strptime format of the --input file's timestamps, as pandas' format= (docs/data-preparation.md: "
               "TIME_FORMAT); none: ISO-8601 or epoch seconds", parse_time_format)
+    allow_bad_timestamps: bool = _option(
+        False, "1: drop the rows whose timestamp does not read even when they are more than 5 percent of a file's rows "
+               "(counted as bad_timestamp); 0: such a file stops prepare", parse_flag)
 
     def validate(self) -> None:
         for name in ("train_cap", "valid_cap", "test_cap", "anchor_cap"):

@@ -45,6 +45,11 @@ def finish_columns(columns: dict, *, label_map, strict_labels, reject, dropped, 
     encoded, so peak memory stays near 30 bytes an event."""
     rows = encode_rows(columns, label_map=label_map, strict_labels=strict_labels, reject=reject, dropped=dropped,
                        notes=notes, source=source, row_numbers=row_numbers)
+    return finish_rows(rows, source)
+
+
+def finish_rows(rows: EncodedRows, source: str) -> EventTable:
+    """Sorted, de-duplicated encoded rows; none kept is an error listing the drops."""
     if rows.user.size == 0:
         raise PrepareError(f"{source}: no events left after dropping rows ({fmt_counts(rows.dropped)})")
     return sort_rows(rows)

@@ -119,13 +119,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from data_prep.encode import events_from_arrays, finish_columns
+from data_prep.encode import encode_rows, events_from_arrays, finish_rows
 from data_prep.errors import MAX_EXAMPLES, PrepareError
 from data_prep.foursquare import load_foursquare
 from data_prep.options import load_label_map, parse_columns_option, resolve_columns
 from data_prep.parquet import read_parquet
 from data_prep.readers import FORMATS, detect_format, read_csv, read_events_jsonl
 from data_prep.table import CANONICAL, SCHEMA_COLUMNS, UNKNOWN_PLACE, EventTable, hour_of, weekday_of
+from data_prep.time_rules import refuse_bad_share
 from data_prep.timestamps import MAX_TIME, MIN_TIME, parse_times
 
 __all__ = ["CANONICAL", "FORMATS", "MAX_EXAMPLES", "MAX_TIME", "MIN_TIME", "SCHEMA_COLUMNS", "UNKNOWN_PLACE",
@@ -135,7 +136,8 @@ __all__ = ["CANONICAL", "FORMATS", "MAX_EXAMPLES", "MAX_TIME", "MIN_TIME", "SCHE
 
 def load_events(path: str | os.PathLike, fmt: str | None = None, columns: Mapping[str, str] | None = None,
                 label_map: Mapping[str, str] | None = None, tz: str | None = None,
-                strict_labels: bool = False, time_format: str | None = None) -> EventTable:
+                strict_labels: bool = False, time_format: str | None = None,
+                allow_bad_timestamps: bool = False) -> EventTable:
     """Read an event log (CSV / TSV / JSONL / Parquet) into a canonical :class:`EventTable`.
 
     See the module docstring for the schema, the timezone rule and how bad input is handled.
@@ -175,10 +177,12 @@ def load_events(path: str | os.PathLike, fmt: str | None = None, columns: Mappin
     del raw_time, bad
     bad_time = ~ok
     del ok
-    # finish_columns empties `data` column by column, so the Arrow buffers are freed as they are encoded.
-    return finish_columns(data, label_map=label_map, strict_labels=strict_labels,
-                          reject={"bad_timestamp": bad_time}, dropped={}, notes=notes, source=source,
-                          row_numbers=row_numbers)
+    # encode_rows empties `data` column by column, so the Arrow buffers are freed as they are encoded.
+    rows = encode_rows(data, label_map=label_map, strict_labels=strict_labels, reject={"bad_timestamp": bad_time},
+                       dropped={}, notes=notes, source=source, row_numbers=row_numbers)
+    refuse_bad_share(source, rows.dropped.get("bad_timestamp", 0), n_rows, notes.get("bad_timestamp_examples", []),
+                     time_format, allow_bad_timestamps)
+    return finish_rows(rows, source)
 
 
 def json_value(scalar):

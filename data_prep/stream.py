@@ -25,11 +25,12 @@ import numpy as np
 import pyarrow as pa
 
 from data_prep import encode
-from data_prep.errors import MAX_EXAMPLES
+from data_prep.errors import MAX_EXAMPLES, PrepareError
 from data_prep.events import json_value
 from data_prep.options import resolve_columns
 from data_prep.readers import JSONL_BLOCK, iter_csv, iter_events_jsonl, missing_columns_error
 from data_prep.table import EventTable
+from data_prep.time_rules import refuse_bad_share
 from data_prep.timestamps import parse_times
 
 STREAM_ROWS = 1 << 20            # rows of a Parquet or JSONL batch
@@ -54,7 +55,7 @@ class WholeFile(Exception):
 
 
 def read_by_buckets(path: Path, fmt: str, source: str, scratch: Path, n_buckets: int, columns=None,
-                    label_map=None, tz=None, strict_labels=False, time_format=None):
+                    label_map=None, tz=None, strict_labels=False, time_format=None, allow_bad_timestamps=False):
     """(facts, tables): an iterator of each bucket's events of the file as a sorted, de-duplicated
     EventTable, and the facts whose notes() are the file's drop counts and notes as load_events gives them
     (once the tables are consumed). Raises WholeFile where the file has to be read whole."""
@@ -84,6 +85,12 @@ def read_by_buckets(path: Path, fmt: str, source: str, scratch: Path, n_buckets:
     if facts.kept == 0 or facts.mixed_kinds():
         shutil.rmtree(scratch, ignore_errors=True)
         raise WholeFile
+    try:   # on the file's totals, as load_events: a batch's share decides nothing
+        refuse_bad_share(source, facts.dropped.get("bad_timestamp", 0), facts.rows, facts.bad_examples(),
+                         time_format, allow_bad_timestamps)
+    except PrepareError:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     return facts, _bucket_tables(scratch, n_buckets, facts)
 
 
@@ -144,6 +151,9 @@ class _Facts:
         self.bad_rows += [int(rows[i]) for i in bad]
         self.bad_values += [json_value(raw_time[int(i)]) for i in bad]
 
+    def bad_examples(self) -> list[dict]:
+        return [{"row": r, "value": v} for r, v in zip(self.bad_rows, self.bad_values)]
+
     def add_rows(self, rows: encode.EncodedRows) -> None:
         for reason, count in rows.dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + count
@@ -173,7 +183,7 @@ class _Facts:
                  "input_sorted": self.out_of_order == 0, "out_of_order_rows": self.out_of_order, "events": events}
         if self.bad_rows:
             found["bad_timestamp_rows"] = self.bad_rows
-            found["bad_timestamp_examples"] = [{"row": r, "value": v} for r, v in zip(self.bad_rows, self.bad_values)]
+            found["bad_timestamp_examples"] = self.bad_examples()
         if self.fixed:
             found["text_fixed"] = {k: self.fixed[k] for k in _FIX_ORDER if k in self.fixed}
         if filled:

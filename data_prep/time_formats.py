@@ -244,3 +244,39 @@ def _shape_message(values: pa.Array, n_values: int) -> str:
         return f"timestamp {value!r} is a {kind} whose day and month order cannot be told apart; {either}"
     return (f"timestamp {value!r} is neither ISO-8601 (2024-03-01T08:00) nor epoch seconds, and {k} of the "
             f"{n_values} timestamps have its shape; set TIME_FORMAT to their strptime format (e.g. {_EXAMPLE})")
+
+
+# ---- the format that bad rows are likely written in ------------------------------------------------------------
+def _likely_one(value) -> str | None:
+    """How one raw value is likely written (a TIME_FORMAT, or a reading without one), or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value)):
+        fmt = compact_format(value)
+        return f'TIME_FORMAT="{fmt}"' if fmt else "epoch seconds (no TIME_FORMAT)"
+    text = str(value).strip()
+    if re.match(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}", text):
+        return "ISO-8601 (no TIME_FORMAT)"
+    ymd, dmy = _YMD.match(text), _DMY.match(text)
+    if ymd:
+        sep = ymd.group("sep")
+        return f'TIME_FORMAT="%Y{sep}%m{sep}%d{_time_format(ymd)}"'
+    if not dmy:
+        return None
+    sep, clock = dmy.group("sep"), _time_format(dmy)
+    year = "%Y" if len(dmy.group("y")) == 4 else "%y"
+    day_first, month_first = f"%d{sep}%m{sep}{year}{clock}", f"%m{sep}%d{sep}{year}{clock}"
+    a, b = int(dmy.group("a")), int(dmy.group("b"))
+    if a > 12 or b > 12:
+        return f'TIME_FORMAT="{day_first if a > 12 else month_first}"'
+    return f'TIME_FORMAT="{day_first}" or "{month_first}"'
+
+
+def likely_format(values) -> str:
+    """The most common likely format of some bad rows' raw values; a slash date with a day above 12 decides
+    the order for the others."""
+    found = [f for f in (_likely_one(v) for v in values) if f]
+    if not found:
+        return "unknown (no example has a known shape)"
+    pool = [f for f in found if " or " not in f] or found
+    return max(dict.fromkeys(pool), key=pool.count)

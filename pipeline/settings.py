@@ -56,6 +56,8 @@ VARIABLES: list[Var] = [
         ("TIMEZONE", None, "IANA zone or +HH:MM for epoch seconds and Z timestamps"),
         ("TIME_FORMAT", None, "strptime format of INPUT's timestamps, e.g. %d/%m/%Y %H:%M (default: ISO-8601 or "
                               "epoch seconds)"),
+        ("ALLOW_BAD_TIMESTAMPS", None, "1: drop the rows whose timestamp does not read even when they are more "
+                                       "than 5 % of a file (prepare and predict stop otherwise)"),
         ("ENGINE", None, "local | ray: where prepare runs (ray: RAY_ADDRESS's cluster or a local instance); "
                          "the files are the same"),
         ("BUCKETS", None, "prepare INPUT out of core in N buckets on disk (default 0: in memory); the files are "
@@ -174,7 +176,7 @@ STAGE_OPTIONS = {
                                 "VALID_CAP": "valid_cap", "TEST_CAP": "test_cap", "ANCHOR_CAP": "anchor_cap",
                                 "P2_PER_BEHAVIOR": "p2_per_behavior", "ANCHOR_THRESHOLD": "anchor_threshold",
                                 "HEAD_THRESHOLD": "head_threshold", "EPS": "eps", "AUX_REPEAT": "aux_repeat"}),
-    "prepare-input": (PrepareConfig, {"TIME_FORMAT": "time_format"}),
+    "prepare-input": (PrepareConfig, {"TIME_FORMAT": "time_format", "ALLOW_BAD_TIMESTAMPS": "allow_bad_timestamps"}),
     "prepare-aux": (PrepareConfig, {"AUX": "aux_path"}),
     "synthetic": (SyntheticConfig, {"USERS": "users", "DAYS": "days", "BEHAVIORS": "behaviors"}),
     "scale": (ScaleConfig, {"ENGINE": "engine", "BUCKETS": "buckets"}),

@@ -266,7 +266,8 @@ def predict(r: Runner, s: Settings, lay: Layout) -> None:
     check_data(r, lay)
     out = Path(s["OUT"]).resolve() if s["OUT"] else lay.run_dir / "predictions.jsonl"
     source = [x for name, flag in (("COLUMNS", "--columns"), ("LABEL_MAP", "--label-map"), ("TIMEZONE", "--tz"),
-                                   ("TIME_FORMAT", "--time-format")) if s[name] for x in (flag, s[name])]
+                                   ("TIME_FORMAT", "--time-format"), ("ALLOW_BAD_TIMESTAMPS", "--allow-bad-timestamps"))
+              if s[name] for x in (flag, s[name])]
     nproc = s.int("PREDICT_NPROC") if s["PREDICT_NPROC"] else s.int("NPROC")
     events = s["EVENTS"] if is_uri(s["EVENTS"]) else str(Path(s["EVENTS"]).resolve())  # s3://... stays as given
     cmd = launch.python_module("serving", "predict", *_serving_args(s, lay), "--events", events,

@@ -22,6 +22,7 @@ from serving.config import (
     TemplateEvalConfig,
 )
 from serving.run import ServingError, load_run
+from serving.upstream import parse_flag
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -55,6 +56,9 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--columns", help="column mapping as for prepare, e.g. user=uid,time=ts,place=loc,behavior=act")
     p.add_argument("--time-format", help="strptime format of the timestamps of --events and --next, as for prepare "
                                          "(default: the one prepare used; 'none': ISO-8601 or epoch seconds)")
+    p.add_argument("--allow-bad-timestamps", type=parse_flag, default=False, metavar="0|1",
+                   help="1: drop the --events rows whose timestamp does not read even when they are more than "
+                        "5 percent of a file (default 0: such a file stops predict)")
     add_settings(p, PredictFilesConfig)
     p.add_argument("--parts", help="folder of the parts, shared by every rank and node (default: <out>.parts)")
 
@@ -112,7 +116,7 @@ def _predict(args, run) -> int:
     files = settings_from_args(PredictFilesConfig, args)
     tz, columns, label_map = _read_defaults(args, run)
     opts = ReadOptions(fmt=args.format, columns=columns, label_map=label_map, tz=tz,
-                       time_format=_time_format(args, run))
+                       time_format=_time_format(args, run), allow_bad_timestamps=args.allow_bad_timestamps)
     # --events may be several files, as prepare's INPUT (serving.spool lists them, or names what is missing)
     if not Path(args.next).is_file():
         raise ServingError(f"--next {args.next}: no such file")

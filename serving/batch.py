@@ -37,6 +37,7 @@ class ReadOptions:
     label_map: dict[str, str] | None = None
     tz: str | None = None
     time_format: str | None = None
+    allow_bad_timestamps: bool = False
 
 
 def read_next(path: str, opts: ReadOptions) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
@@ -67,7 +68,8 @@ def read_next(path: str, opts: ReadOptions) -> tuple[dict[str, tuple[int, str]],
 
 def _reader(opts: ReadOptions) -> dict:
     return {"columns": opts.columns, "label_map": opts.label_map, "tz": opts.tz,
-            "strict_labels": opts.label_map is not None, "time_format": opts.time_format}
+            "strict_labels": opts.label_map is not None, "time_format": opts.time_format,
+            "allow_bad_timestamps": opts.allow_bad_timestamps}
 
 
 def read_events_table(path: str, opts: ReadOptions):

@@ -25,13 +25,17 @@ import pyarrow as pa
 
 from serving.batch import ReadOptions, histories_of, read_events_table
 from serving.upstream import (
+    MAX_EXAMPLES,
     PrepareError,
     detect_format,
+    json_value,
     list_inputs,
     local_copy,
     merge_tables,
     missing_columns_error,
     number_text,
+    parse_times,
+    refuse_bad_share,
     resolve_columns,
     string_dictionary,
 )
@@ -92,13 +96,41 @@ def _arrow_batches(path: Path, fmt: str, cols: dict[str, str], source: str) -> I
                              convert_options=convert)
 
 
+class TimeCensus:
+    """An --events file's timestamps counted while it is spooled, so that the bad-timestamp share is the file's
+    (as prepare counts it), not one bucket's; a batch that a whole-column rule refuses is left to the buckets'
+    reads, which apply every rule of one file."""
+
+    def __init__(self, opts: ReadOptions, source: str):
+        self.opts, self.source = opts, source
+        self.rows = self.bad = 0
+        self.examples: list[dict] = []
+
+    def add(self, values: pa.Array, rows: np.ndarray) -> None:
+        try:
+            _, ok, _ = parse_times(values, tz=self.opts.tz, source=self.source, time_format=self.opts.time_format)
+        except PrepareError:
+            return
+        bad = np.flatnonzero(~ok)
+        self.rows += int(ok.size)
+        self.bad += int(bad.size)
+        self.examples += [{"row": int(rows[i]), "value": json_value(values[int(i)])}
+                          for i in bad[:MAX_EXAMPLES - len(self.examples)].tolist()]
+
+    def check(self) -> None:
+        refuse_bad_share(self.source, self.bad, self.rows, self.examples, self.opts.time_format,
+                         self.opts.allow_bad_timestamps)
+
+
 def _spool_arrow(path: Path, fmt: str, cols: dict, buckets: int, wanted: set, folder: Path, tag: str,
-                 source: str) -> dict[int, Spool]:
+                 source: str, census: TimeCensus | None = None) -> dict[int, Spool]:
     import pyarrow.parquet as pq
 
     spools, writers, row = {}, {}, 1
     try:
         for batch in _arrow_batches(path, fmt, cols, source):
+            if census is not None:
+                census.add(batch.column(cols["time"]), np.arange(row, row + batch.num_rows))
             owner = _arrow_buckets(batch.column(cols["user"]), buckets, source, cols["user"])
             for b in np.unique(owner).tolist():
                 if b not in wanted:
@@ -120,8 +152,9 @@ def _spool_arrow(path: Path, fmt: str, cols: dict, buckets: int, wanted: set, fo
     return spools
 
 
-def _jsonl_user(raw: bytes, line_no: int, source: str, name: str) -> str | None:
-    """The user id of one JSONL line (None: a blank line); the line's other faults are the reader's to name."""
+def _jsonl_fields(raw: bytes, line_no: int, source: str, name: str, time: str) -> tuple[str, object] | None:
+    """The user id and the raw time (as the reader's text) of one JSONL line (None: a blank line); the line's
+    other faults are the reader's to name."""
     try:
         line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
     except UnicodeDecodeError:
@@ -134,20 +167,30 @@ def _jsonl_user(raw: bytes, line_no: int, source: str, name: str) -> str | None:
         raise PrepareError(f"{source}: row {line_no}: not valid JSON ({exc.msg})") from None
     if not isinstance(obj, dict) or name not in obj:
         raise PrepareError(f"{source}: row {line_no}: expected a JSON object with the key '{name}'")
-    value = obj[name]
-    return _canonical(number_text(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
-                      else value)
+    return _canonical(_text(obj[name])), _text(obj.get(time))
+
+
+def _text(value):
+    return number_text(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 def _spool_jsonl(path: Path, cols: dict, buckets: int, wanted: set, folder: Path, tag: str,
-                 source: str) -> dict[int, Spool]:
+                 source: str, census: TimeCensus | None = None) -> dict[int, Spool]:
     spools, files, seen = {}, {}, False
+    times, lines = [], []
     try:
         with open(path, "rb") as f:
             for line_no, raw in enumerate(f, start=1):
-                user = _jsonl_user(raw, line_no, source, cols["user"])
-                if user is None:
+                found = _jsonl_fields(raw, line_no, source, cols["user"], cols["time"])
+                if found is None:
                     continue
+                user, time = found
+                if census is not None:
+                    times.append(time if isinstance(time, str) else None)
+                    lines.append(line_no)
+                    if len(lines) == BATCH_ROWS:
+                        census.add(pa.array(times, pa.string()), np.array(lines))
+                        times, lines = [], []
                 seen = True
                 b = bucket_of(user, buckets)
                 if b not in wanted:
@@ -161,6 +204,8 @@ def _spool_jsonl(path: Path, cols: dict, buckets: int, wanted: set, folder: Path
                 spools[b].rows.append(line_no)
             if not seen:
                 raise PrepareError(f"{source}: no events (the file has no data rows)")
+            if lines:
+                census.add(pa.array(times, pa.string()), np.array(lines))
     finally:
         for handle in files.values():
             handle.close()
@@ -168,17 +213,23 @@ def _spool_jsonl(path: Path, cols: dict, buckets: int, wanted: set, folder: Path
 
 
 def spool(path: str, opts: ReadOptions, buckets: int, wanted: set, folder: Path, tag: str,
-          columns: dict | None = None, source: str | None = None) -> tuple[dict[int, Spool], str]:
+          columns: dict | None = None, source: str | None = None, census: bool = False) -> tuple[dict[int, Spool], str]:
     """Each wanted bucket's rows of `path` -> {bucket: Spool}, and the format the spools are in. `source`: the
-    name errors give the file (default: the path)."""
+    name errors give the file (default: the path). `census`: count the file's timestamps (TimeCensus) and stop
+    when too many do not read."""
     source, path = (source or str(path)), Path(path)
     cols = resolve_columns(columns if columns is not None else opts.columns)
     fmt = detect_format(path, opts.fmt)
     if path.stat().st_size == 0:
         raise PrepareError(f"{source}: file is empty")
+    counted = TimeCensus(opts, source) if census else None
     if fmt == "jsonl":
-        return _spool_jsonl(path, cols, buckets, wanted, folder, tag, source), "jsonl"
-    return _spool_arrow(path, fmt, cols, buckets, wanted, folder, tag, source), "parquet"
+        found = _spool_jsonl(path, cols, buckets, wanted, folder, tag, source, counted), "jsonl"
+    else:
+        found = _spool_arrow(path, fmt, cols, buckets, wanted, folder, tag, source, counted), "parquet"
+    if counted is not None:
+        counted.check()
+    return found
 
 
 def spool_inputs(spec: str, opts: ReadOptions, buckets: int, wanted: set, folder: Path,
@@ -189,7 +240,7 @@ def spool_inputs(spec: str, opts: ReadOptions, buckets: int, wanted: set, folder
     for i, item in enumerate(list_inputs(spec, opts.fmt)):
         with local_copy(item.name) as path:
             spools, fmt = spool(str(path), replace(opts, fmt=item.fmt), buckets, wanted, folder, f"{tag}-{i:05d}",
-                                source=item.name)
+                                source=item.name, census=True)
         for b, sp in spools.items():
             out.setdefault(b, []).append(replace(sp, source=item.name, fmt=fmt))
     return out
@@ -202,7 +253,8 @@ def read_spooled_events(spools: list[Spool], opts: ReadOptions) -> tuple[dict, d
     tables, dropped = [], {}
     for sp in spools:
         try:
-            tables.append(read_events_table(str(sp.path), replace(opts, fmt=sp.fmt)))
+            # the file's bad-timestamp share was checked while it was spooled (TimeCensus), not a bucket's
+            tables.append(read_events_table(str(sp.path), replace(opts, fmt=sp.fmt, allow_bad_timestamps=True)))
         except PrepareError as err:
             every = ALL_DROPPED.search(str(err))
             if not every:

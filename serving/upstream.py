@@ -5,12 +5,14 @@ function is re-pointed in this one file.
 """
 from __future__ import annotations
 
-from data_prep.config import parse_time_format
+from data_prep.config import parse_flag, parse_time_format
 from data_prep.encode import string_dictionary
+from data_prep.errors import MAX_EXAMPLES
 from data_prep.events import (
     UNKNOWN_PLACE,
     PrepareError,
     hour_of,
+    json_value,
     load_events,
     load_label_map,
     parse_columns_option,
@@ -32,10 +34,12 @@ from data_prep.samples import WEEKDAYS
 from data_prep.sources import list_inputs, load_input, local_copy, merge_tables
 from data_prep.ties import event_order
 from data_prep.time_formats import compact_format
+from data_prep.time_rules import refuse_bad_share
 from scoring.config import ScoreConfig
 
 __all__ = [
     "INSTRUCTION_TEMPLATES",
+    "MAX_EXAMPLES",
     "UNKNOWN_PLACE",
     "WEEKDAYS",
     "PrepareError",
@@ -49,6 +53,7 @@ __all__ = [
     "format_event",
     "format_next_context",
     "hour_of",
+    "json_value",
     "list_inputs",
     "load_events",
     "load_input",
@@ -59,8 +64,10 @@ __all__ = [
     "new_scorer",
     "number_text",
     "parse_columns_option",
+    "parse_flag",
     "parse_time_format",
     "parse_times",
+    "refuse_bad_share",
     "render_instruction",
     "resolve_columns",
     "string_dictionary",

@@ -135,7 +135,7 @@ def test_parquet_null_values(tmp_path):
                              "timestamp": pa.array([T + 100, None, T + 300, T + 400], pa.int64()),
                              "place": ["home", "home", "home", None], "behavior": ["a", "b", "c", None]}),
                    tmp_path / "e.parquet")
-    table = load_events(tmp_path / "e.parquet")
+    table = load_events(tmp_path / "e.parquet", allow_bad_timestamps=True)
     assert rows_of(table) == [("u", T + 100, "home", "a")]
     assert table.dropped == {"bad_timestamp": 1, "empty_user": 1, "empty_label": 1}
     assert table.notes["bad_timestamp_examples"] == [{"row": 2, "value": None}]
@@ -280,7 +280,7 @@ def test_unparseable_timestamps_are_dropped_counted_and_located(tmp_path):
     rows = [["u", "2024-03-01 08:00:00", "home", "a"], ["u", "yesterday", "home", "a"],
             ["u", "2024-02-30 08:00:00", "home", "a"], ["u", "2024-03-01", "home", "a"],
             ["u", "2024-03-01 24:00:00", "home", "a"], ["u", "", "home", "a"]]
-    table = load_events(write_csv(tmp_path / "e.csv", HEADER, rows))
+    table = load_events(write_csv(tmp_path / "e.csv", HEADER, rows), allow_bad_timestamps=True)
     assert len(table) == 1 and table.dropped == {"bad_timestamp": 5}
     assert table.notes["bad_timestamp_rows"] == [2, 3, 4, 5, 6]
     assert table.notes["bad_timestamp_examples"][0] == {"row": 2, "value": "yesterday"}
@@ -339,7 +339,7 @@ def test_empty_inputs_are_errors(tmp_path):
         load_events(tmp_path / "empty.parquet")
     write_csv(tmp_path / "bad.csv", HEADER, [["u", "never", "home", "a"]])
     with pytest.raises(PrepareError, match="no events left.*bad_timestamp: 1"):
-        load_events(tmp_path / "bad.csv")
+        load_events(tmp_path / "bad.csv", allow_bad_timestamps=True)
     with pytest.raises(PrepareError, match="no such file"):
         load_events(tmp_path / "missing.csv")
 

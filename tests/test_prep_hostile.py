@@ -23,10 +23,10 @@ HEADER = "user_id,timestamp,place,behavior"
 T = 1_709_280_000  # 2024-03-01 08:00:00 UTC
 
 
-def csv_file(tmp, rows, name="e.csv", final_newline=True):
+def csv_file(tmp, rows, name="e.csv", final_newline=True, **options):
     path = tmp / name
     path.write_text("\n".join([HEADER, *rows]) + ("\n" if final_newline else ""), encoding="utf-8")
-    return load_events, path, {}
+    return load_events, path, options
 
 
 def jsonl_text(tmp, text, name="e.jsonl", **options):
@@ -39,10 +39,10 @@ def jsonl_file(tmp, records, **options):
     return jsonl_text(tmp, "".join(json.dumps(r) + "\n" for r in records), **options)
 
 
-def parquet_file(tmp, columns):
+def parquet_file(tmp, columns, **options):
     path = tmp / "e.parquet"
     pq.write_table(pa.table(columns), path)
-    return load_events, path, {}
+    return load_events, path, options
 
 
 def events(n, **fields):
@@ -97,7 +97,8 @@ CORPUS = {
     # --- Parquet timestamps far outside 1970-2100 (sentinels): dropped, and stats.json stays valid JSON
     "parquet_ts_1900_and_3000": (
         lambda tmp: parquet_file(tmp, {"user_id": ["u"] * 4, "timestamp": timestamp_us([2024, 1900, 3000, 2024]),
-                                       "place": ["home"] * 4, "behavior": ["a", "a", "a", "b"]}),
+                                       "place": ["home"] * 4, "behavior": ["a", "a", "a", "b"]},
+                              allow_bad_timestamps=True),
         drops({"bad_timestamp": 2}, bad_rows=[2, 3])),
     # --- lone surrogates (a cut emoji) in JSONL values and in a label map
     "jsonl_lone_surrogate": (
@@ -132,8 +133,15 @@ CORPUS = {
         lambda tmp: csv_file(tmp, [f"u,{d},home,a" for d in (45352.35, 45352.5, 45353.1)]),
         error(r"e\.csv: row 1: timestamp 45352\.35 looks like a spreadsheet serial date")),
     "csv_epoch_zero_sentinel": (
-        lambda tmp: csv_file(tmp, [f"u,{t},home,a" for t in (T, 0, T + 60, T + 120)]),
+        lambda tmp: csv_file(tmp, [f"u,{t},home,a" for t in (T, 0, T + 60, T + 120)], allow_bad_timestamps=True),
         drops({"bad_timestamp": 1}, bad_rows=[2])),
+    # --- more than 5 % of the rows with a bad timestamp: a wrong format, not a few bad rows
+    "csv_bad_timestamps_over_five_percent": (
+        lambda tmp: csv_file(tmp, [f"u,{t},home,a" for t in (T, 0, T + 60, T + 120)]),
+        error(r"e\.csv: 1 of 4 rows \(25\.0%\) have a timestamp that does not read as ISO-8601 or epoch seconds")),
+    "csv_bad_timestamps_at_five_percent": (
+        lambda tmp: csv_file(tmp, [f"u,{T + 60 * k if k else 0},home,a" for k in range(20)]),
+        drops({"bad_timestamp": 1}, bad_rows=[1])),
     # --- time zones: naive next to zoned is refused at the first row of the smaller kind
     "csv_offsets_mixed_with_naive": (
         lambda tmp: csv_file(tmp, ["u,2024-03-01T08:00:00+08:00,home,a", "u,2024-03-01T09:00:00+08:00,home,a",

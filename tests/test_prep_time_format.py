@@ -74,7 +74,7 @@ def test_time_format_keeps_the_timezone_rule():
 
 def test_rows_that_do_not_match_are_dropped_and_most_not_matching_is_an_error(tmp_path):
     times = ["04/03/2024 07:00", "05/03/2024 07:00", "06/03/2024 07:00", "2024-03-07 07:00"]
-    table = load_events(csv_file(tmp_path / "few.csv", times), time_format=DMY)
+    table = load_events(csv_file(tmp_path / "few.csv", times), time_format=DMY, allow_bad_timestamps=True)
     assert len(table) == 3 and table.dropped == {"bad_timestamp": 1}
     assert table.notes["bad_timestamp_examples"] == [{"row": 4, "value": "2024-03-07 07:00"}]
     iso = csv_file(tmp_path / "iso.csv", ["2024-03-04 07:00", "2024-03-05 07:00", "", "04/03/2024 07:00"])
@@ -132,7 +132,7 @@ def test_the_error_names_the_first_slash_row_and_a_few_among_iso_rows_are_droppe
                                          "06/03/2024 07:00"])
     assert error_of(lambda: load_events(path)).startswith(f"{path}: row 2: timestamp '04/03/2024 07:00' is a slash")
     few = csv_file(tmp_path / "few.csv", ["2024-03-01 07:00", "2024-03-01 08:00", "04/03/2024 07:00"])
-    assert load_events(few).dropped == {"bad_timestamp": 1}
+    assert load_events(few, allow_bad_timestamps=True).dropped == {"bad_timestamp": 1}
 
 
 def test_other_shapes_name_time_format_and_dates_without_hours_say_so(tmp_path):
@@ -142,7 +142,7 @@ def test_other_shapes_name_time_format_and_dates_without_hours_say_so(tmp_path):
     dates = csv_file(tmp_path / "d.csv", ["04/03/2024", "05/03/2024"])
     assert "is a date without a time of day" in error_of(lambda: load_events(dates))
     words = csv_file(tmp_path / "w.csv", ["never", "never", "2024-03-01 07:00"])   # no digits: bad values only
-    assert load_events(words).dropped == {"bad_timestamp": 2}
+    assert load_events(words, allow_bad_timestamps=True).dropped == {"bad_timestamp": 2}
 
 
 # ---- compact digits YYYYMMDDHH ----------------------------------------------------------------------------

@@ -60,3 +60,83 @@ def test_serving_refuses_a_compact_value_naming_the_field_and_format(value, fiel
                           [field, "events[1].timestamp"], None)
     assert info.value.field == field
     assert "%Y%m%d%H" in info.value.message and "ISO-8601" in info.value.message
+
+
+# ---- more than 5 % of a file's rows with a bad timestamp stop the run ------------------------------------------
+
+def day_first_file(path, n=420):
+    """Day-first slash dates, days 1-17 of March 2024: read month-first, the days above 12 do not parse."""
+    times = [f"{1 + i % 17:02d}/03/2024 {i % 24:02d}:{i % 60:02d}" for i in range(n)]
+    path.write_text(HEADER + "\n" + "".join(f"u{i % 7},{t},home,b{i % 3}\n" for i, t in enumerate(times)))
+    return path, sum(1 + i % 17 > 12 for i in range(n))
+
+
+def predict_spool(path, folder, **opts):
+    from serving.spool import read_spooled_events, spool_inputs
+
+    folder.mkdir(exist_ok=True)
+    read = ReadOptions(**opts)
+    spools = spool_inputs(str(path), read, 8, set(range(8)), folder, "events")
+    return [read_spooled_events(sp, read) for sp in spools.values()]
+
+
+def test_a_wrong_time_format_dropping_28_percent_stops_prepare_and_predict(tmp_path, monkeypatch):
+    monkeypatch.setattr(stream, "STREAM_ROWS", 50)
+    monkeypatch.setattr(stream, "CSV_BLOCK_BYTES", 1000)
+    path, bad = day_first_file(tmp_path / "eu.csv")
+    month_first = "%m/%d/%Y %H:%M"
+    messages = []
+    for call in (lambda: load_events(path, time_format=month_first),
+                 lambda: outofcore.prepare_input(path, tmp_path / "ooc", CONFIG, n_buckets=3, log=quiet,
+                                                 reader={"time_format": month_first}),
+                 lambda: predict_spool(path, tmp_path / "spool", time_format=month_first)):
+        with pytest.raises(PrepareError) as info:
+            call()
+        messages.append(str(info.value))
+    assert len(set(messages)) == 1 and "\n" not in messages[0]
+    message = messages[0]
+    assert message.startswith(f"{path}: {bad} of 420 rows ({bad / 420:.1%}) have a timestamp that does not read "
+                              f"with TIME_FORMAT '{month_first}'")
+    assert message.count("row ") == 3 and "row 13 ('13/03/2024 12:12')" in message
+    assert 'likely format: TIME_FORMAT="%d/%m/%Y %H:%M"' in message and "ALLOW_BAD_TIMESTAMPS=1" in message
+    # opted in: the rows are dropped and counted, in memory and out of core alike
+    table = load_events(path, time_format=month_first, allow_bad_timestamps=True)
+    assert table.dropped == {"bad_timestamp": bad} and len(table) == 420 - bad
+    assert predict_spool(path, tmp_path / "spool2", time_format=month_first, allow_bad_timestamps=True)
+
+
+def test_bad_rows_without_time_format_stop_above_five_percent_only(tmp_path):
+    iso = [f"2024-03-{1 + i % 28:02d}T{i % 24:02d}:00" for i in range(100)]
+    for n_bad, stops in ((5, False), (6, True)):
+        times = ["never"] * n_bad + iso[n_bad:]
+        path = csv_file(tmp_path / f"iso{n_bad}.csv", times)
+        if stops:
+            with pytest.raises(PrepareError, match=r"6 of 100 rows \(6\.0%\) have a timestamp that does not read as "
+                                                   r"ISO-8601 or epoch seconds.*likely format: unknown"):
+                load_events(path)
+        else:
+            assert load_events(path).dropped == {"bad_timestamp": n_bad}
+
+
+def test_predict_counts_bad_timestamps_per_file_not_per_bucket(tmp_path):
+    # 4 % of the file, all of them one user's: that user's bucket alone is far above 5 %
+    times = [f"2024-03-01T{i % 24:02d}:{i % 60:02d}" for i in range(100)]
+    rows = [f"u{i % 20},{t},home,b{i % 3}" for i, t in enumerate(times)]
+    rows[:4] = ["u0,never,home,b0"] * 4
+    path = tmp_path / "e.csv"
+    path.write_text(HEADER + "\n" + "\n".join(rows) + "\n")
+    read = predict_spool(path, tmp_path / "spool")
+    assert sum(dropped.get("bad_timestamp", 0) for _, dropped in read) == 4
+
+
+def test_allow_bad_timestamps_is_a_prepare_setting_and_a_predict_option():
+    from pipeline.settings import Settings
+
+    flags = Settings({"ALLOW_BAD_TIMESTAMPS": "1"}).options("prepare-input")
+    assert flags == ["--allow-bad-timestamps", "1"]
+    assert PrepareConfig().allow_bad_timestamps is False
+    from serving.__main__ import build_parser
+
+    text = build_parser().format_help() + "".join(
+        a.format_help() for a in build_parser()._subparsers._group_actions[0].choices.values())
+    assert "--allow-bad-timestamps" in text

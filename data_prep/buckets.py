@@ -38,7 +38,7 @@ def partition_file(item: sources.InputFile, index: int, reader: dict, work: str,
     vocabularies."""
     with sources.local_copy(item.name) as path:
         try:
-            facts, tables = stream.read_by_buckets(path, item.fmt, str(path), Path(work) / f"read-{index:06d}",
+            facts, tables = stream.read_by_buckets(path, item.fmt, item.name, Path(work) / f"read-{index:06d}",
                                                    n_buckets, **reader)
         except stream.WholeFile:
             facts = None
@@ -50,8 +50,7 @@ def partition_file(item: sources.InputFile, index: int, reader: dict, work: str,
                 for key, found in names.items():
                     found.update(getattr(table, key))
                 events += len(table)
-            dropped, notes = facts.notes(item.name if sources.is_uri(item.name) else str(path), item.fmt,
-                                         facts.filled, facts.duplicates, events)
+            dropped, notes = facts.notes(item.name, item.fmt, facts.filled, facts.duplicates, events)
             return {"dropped": dropped, "notes": notes, **{k: sorted(v) for k, v in names.items()}}
     table = sources.load_file(item, **reader)
     _write_pieces(table, index, work, n_buckets)

@@ -11,7 +11,9 @@ Formats: CSV (``.csv``), TSV (``.tsv``/``.tab``), JSONL (``.jsonl``/``.ndjson``,
 line) and Parquet (``.parquet``/``.pq``), chosen by extension or by ``fmt``. The Parquet path reads
 one row group at a time with text columns as dictionaries and never loops over rows in Python
 (50 M events in ~7 s of CPU, ~1.6 GB peak RSS); CSV uses pyarrow's reader; JSONL is parsed line by
-line (~4 s per million rows) because its rows may mix number and string types.
+line (~4 s per million rows) because its rows may mix number and string types. A compressed file
+(``events.csv.gz``, ``.bz2``, ``.zst``) is decompressed by pyarrow's input streams into a temporary plain
+file and read as that file (errors and notes name the compressed one).
 
 Timezone rule
 -------------
@@ -124,9 +126,9 @@ from data_prep.errors import MAX_EXAMPLES, PrepareError
 from data_prep.foursquare import load_foursquare
 from data_prep.options import load_label_map, parse_columns_option, resolve_columns
 from data_prep.parquet import read_parquet
-from data_prep.readers import FORMATS, detect_format, read_csv, read_events_jsonl
+from data_prep.readers import FORMATS, compression_of, decompressed, detect_format, read_csv, read_events_jsonl
 from data_prep.table import CANONICAL, SCHEMA_COLUMNS, UNKNOWN_PLACE, EventTable, hour_of, weekday_of
-from data_prep.time_rules import refuse_bad_share
+from data_prep.time_rules import refuse_bad_share, refuse_future
 from data_prep.timestamps import MAX_TIME, MIN_TIME, parse_times
 
 __all__ = ["CANONICAL", "FORMATS", "MAX_EXAMPLES", "MAX_TIME", "MIN_TIME", "SCHEMA_COLUMNS", "UNKNOWN_PLACE",
@@ -137,15 +139,29 @@ __all__ = ["CANONICAL", "FORMATS", "MAX_EXAMPLES", "MAX_TIME", "MIN_TIME", "SCHE
 def load_events(path: str | os.PathLike, fmt: str | None = None, columns: Mapping[str, str] | None = None,
                 label_map: Mapping[str, str] | None = None, tz: str | None = None,
                 strict_labels: bool = False, time_format: str | None = None,
-                allow_bad_timestamps: bool = False) -> EventTable:
-    """Read an event log (CSV / TSV / JSONL / Parquet) into a canonical :class:`EventTable`.
+                allow_bad_timestamps: bool = False, source: str | None = None,
+                future: bool = False) -> EventTable:
+    """Read an event log (CSV / TSV / JSONL / Parquet, each also compressed: .gz, .bz2, .zst) into a canonical
+    :class:`EventTable`. ``source``: the file's name in errors and notes (default: the path). ``future``: the
+    rows are events to predict, which may lie after the time of the run plus a day (history may not).
 
     See the module docstring for the schema, the timezone rule and how bad input is handled.
     """
-    source = str(path)
+    source = source or str(path)
     path = Path(path)
-    cols = resolve_columns(columns)
     fmt = detect_format(path, fmt)
+    reader = {"columns": columns, "label_map": label_map, "tz": tz, "strict_labels": strict_labels,
+              "time_format": time_format, "allow_bad_timestamps": allow_bad_timestamps, "future": future}
+    if compression_of(path) is not None and path.is_file():
+        with decompressed(str(path)) as plain:
+            return load_events(plain, fmt, source=source, **reader)
+    return _load_plain(path, fmt, source, **reader)
+
+
+def _load_plain(path: Path, fmt: str, source: str, columns, label_map, tz, strict_labels, time_format,
+                allow_bad_timestamps, future) -> EventTable:
+    """load_events on an uncompressed file."""
+    cols = resolve_columns(columns)
     if not path.is_file():
         raise PrepareError(f"{source}: no such file")
     if path.stat().st_size == 0:
@@ -167,6 +183,8 @@ def load_events(path: str | os.PathLike, fmt: str | None = None, columns: Mappin
     data["time"], ok, time_notes = parse_times(raw_time, tz=tz, source=source, row_numbers=row_numbers,
                                                time_format=time_format, detect=True)
     notes.update(time_notes)
+    if not future:
+        refuse_future(source, data["time"], ok, raw_time, row_numbers)
     bad = np.flatnonzero(~ok)
     if bad.size:
         examples = bad[:MAX_EXAMPLES]

@@ -5,8 +5,11 @@ raw strings), plus what the caller needs to name rows in errors.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +22,21 @@ from data_prep.table import CANONICAL, SCHEMA_COLUMNS
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}
+# a compressed export (events.csv.gz) is read as its plain file, decompressed by pyarrow's input streams
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 _DICT = pa.dictionary(pa.int32(), pa.string())
 JSONL_BLOCK = 1 << 16   # rows read as Python values before they become Arrow text
+
+
+def compression_of(name) -> str | None:
+    """pyarrow's codec of a compressed file name (events.csv.gz -> gzip), else None."""
+    return COMPRESSIONS.get(Path(str(name)).suffix.lower())
+
+
+def plain_suffix(name) -> str:
+    """The extension of the file once decompressed (events.csv.gz -> .csv)."""
+    path = Path(str(name))
+    return Path(path.stem).suffix if compression_of(path) else path.suffix
 
 
 def detect_format(path: Path, fmt: str | None) -> str:
@@ -29,11 +45,28 @@ def detect_format(path: Path, fmt: str | None) -> str:
         if fmt not in set(FORMATS.values()):
             raise PrepareError(f"{path}: unknown format '{fmt}' (expected one of csv, tsv, jsonl, parquet)")
         return fmt
-    found = FORMATS.get(path.suffix.lower())
+    suffix = plain_suffix(path)
+    found = FORMATS.get(suffix.lower())
     if found is None:
-        raise PrepareError(f"{path}: cannot tell the format from the extension '{path.suffix}' "
-                           f"(use .csv, .tsv, .jsonl or .parquet, or pass the format)")
+        raise PrepareError(f"{path}: cannot tell the format from the extension '{suffix}' (use .csv, .tsv, "
+                           f".jsonl or .parquet, each also compressed as .gz, .bz2 or .zst, or pass the format)")
     return found
+
+
+@contextlib.contextmanager
+def decompressed(name: str, stream=None):
+    """A temporary plain copy of the file `name` (its compression from the extension; `stream`: an open
+    pyarrow input stream of it, an object store's, else the local file), removed afterwards."""
+    suffix = plain_suffix(name)
+    with tempfile.TemporaryDirectory(prefix="prepare-input-") as tmp:
+        local = Path(tmp) / f"input{suffix}"
+        try:
+            with (stream or pa.input_stream(name, compression=compression_of(name))) as src, \
+                    open(local, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
+        except (OSError, pa.ArrowException) as exc:
+            raise PrepareError(f"{name}: cannot read ({one_line(exc)})") from None
+        yield local
 
 
 def missing_columns_error(source: str, cols: dict[str, str], found: list[str]) -> None:

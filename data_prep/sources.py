@@ -17,17 +17,16 @@ import contextlib
 import fnmatch
 import glob
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from tqdm import tqdm
 
 from data_prep import encode
 from data_prep.errors import MAX_EXAMPLES, PrepareError, one_line
-from data_prep.readers import FORMATS, detect_format
+from data_prep.readers import FORMATS, compression_of, decompressed, detect_format, plain_suffix
 from data_prep.table import EventTable
 
 _GLOB_CHARS = "*?["
@@ -50,10 +49,10 @@ def list_inputs(spec: str | os.PathLike, fmt: str | None = None) -> list[InputFi
     if not is_uri(spec) and os.path.isfile(spec):
         return [InputFile(spec, detect_format(Path(spec), fmt))]
     names = _list_uri(spec) if is_uri(spec) else _list_local(spec)
-    wanted = [n for n in names if not _hidden(n) and (fmt is not None or Path(n).suffix.lower() in FORMATS)]
+    wanted = [n for n in names if not _hidden(n) and (fmt is not None or plain_suffix(n).lower() in FORMATS)]
     if not wanted:
-        raise PrepareError(f"{spec}: no event files found (CSV, TSV, JSONL or Parquet; hidden and _-prefixed "
-                           f"files are skipped)")
+        raise PrepareError(f"{spec}: no event files found (CSV, TSV, JSONL or Parquet, also .gz, .bz2 or .zst; "
+                           f"hidden and _-prefixed files are skipped)")
     return [InputFile(n, detect_format(Path(n), fmt)) for n in sorted(wanted)]
 
 
@@ -106,19 +105,19 @@ def _list_uri(spec: str) -> list[str]:
 
 @contextlib.contextmanager
 def local_copy(name: str):
-    """A local path holding the file `name` (the file itself, or a temporary copy of a URI's object)."""
-    if not is_uri(name):
+    """A local plain path holding the file `name`: the file itself, or a temporary copy of a URI's object or
+    of a compressed file, decompressed."""
+    if not is_uri(name) and compression_of(name) is None:
         yield Path(name)
         return
-    fs, path = _filesystem(name)
-    suffix = Path(path).suffix
-    with tempfile.TemporaryDirectory(prefix="prepare-input-") as tmp:
-        local = Path(tmp) / f"input{suffix}"
+    stream = None
+    if is_uri(name):
+        fs, path = _filesystem(name)
         try:
-            with fs.open_input_stream(path) as src, open(local, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 22)
-        except OSError as exc:
+            stream = fs.open_input_stream(path, compression=compression_of(name))
+        except (OSError, pa.ArrowException) as exc:
             raise PrepareError(f"{name}: cannot read ({one_line(exc)})") from None
+    with decompressed(name, stream) as local:
         yield local
 
 
@@ -138,10 +137,7 @@ def load_file(item: InputFile, **reader) -> EventTable:
     from data_prep.events import load_events
 
     with local_copy(item.name) as path:
-        table = load_events(path, fmt=item.fmt, **reader)
-    if is_uri(item.name):
-        table.notes["source"] = item.name
-    return table
+        return load_events(path, fmt=item.fmt, source=item.name, **reader)
 
 
 def merge_vocab(lists) -> list[str]:

@@ -30,7 +30,7 @@ from data_prep.events import json_value
 from data_prep.options import resolve_columns
 from data_prep.readers import JSONL_BLOCK, iter_csv, iter_events_jsonl, missing_columns_error
 from data_prep.table import EventTable
-from data_prep.time_rules import refuse_bad_share
+from data_prep.time_rules import refuse_bad_share, refuse_future
 from data_prep.timestamps import parse_times
 
 STREAM_ROWS = 1 << 20            # rows of a Parquet or JSONL batch
@@ -72,6 +72,7 @@ def read_by_buckets(path: Path, fmt: str, source: str, scratch: Path, n_buckets:
             raw_time = data.pop("time")
             data["time"], ok, time_notes = parse_times(raw_time, tz=tz, source=source, row_numbers=rows,
                                                        time_format=time_format, detect=True)
+            refuse_future(source, data["time"], ok, raw_time, rows)   # the whole read names the file's first
             facts.add_times(raw_time, rows, ok, time_notes)
             del raw_time
             encoded = encode.encode_rows(data, label_map=label_map, strict_labels=strict_labels,

@@ -3,8 +3,17 @@
 * More than BAD_SHARE of a file's rows dropped as ``bad_timestamp`` stops the run: that many rows failing is
   a wrong (or missing) TIME_FORMAT, not a few bad rows, and the rows that do parse may be misread (a
   day-first file read month-first). ``allow_bad_timestamps`` (ALLOW_BAD_TIMESTAMPS=1) drops them on purpose.
+* A history event after the time of the run plus a day stops the run (``refuse_future``): a wrong unit or
+  format, or a broken clock. The cutoff is the clock, not a setting: it only grows, so a file that passes once
+  passes on every later run with the same outputs, and no stamp or stage parameter depends on it. The events
+  to predict (predict's --next, serve's ``next``) may lie in the future.
 """
 from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import numpy as np
 
 from data_prep.errors import PrepareError
 from data_prep.time_formats import likely_format
@@ -26,3 +35,30 @@ def refuse_bad_share(source: str, bad: int, rows: int, examples: list[dict], tim
         f"{BAD_SHARE:.0%}: {shown}; likely format: {likely_format([e['value'] for e in examples])}; set "
         f"TIME_FORMAT to the format of the file, or ALLOW_BAD_TIMESTAMPS=1 (--allow-bad-timestamps 1) to drop "
         f"them as bad_timestamp")
+
+
+# ---- history in the future ---------------------------------------------------------------------------------------
+FUTURE_SLACK = 86_400   # seconds past the clock a history event may lie (local times run up to 14 h ahead of UTC)
+clock = time.time        # the time of the run (tests set it)
+
+
+def future_cutoff() -> int:
+    """The latest local time a history event may have: the time of the run plus a day. It only grows, so a file
+    that passes once passes on every later run, with the same outputs."""
+    return int(clock()) + FUTURE_SLACK
+
+
+def refuse_future(source: str, local: np.ndarray, ok: np.ndarray, raw, row_numbers: np.ndarray | None = None) -> None:
+    """One-line PrepareError naming the first valid timestamp after future_cutoff() (``raw``: the values as read)."""
+    cutoff = future_cutoff()
+    late = np.flatnonzero(ok & (local > cutoff))
+    if not late.size:
+        return
+    first = int(late[0])
+    row = int(row_numbers[first]) if row_numbers is not None else first + 1
+    value = raw[first]
+    value = value.as_py() if hasattr(value, "as_py") else value
+    when = datetime.fromtimestamp(cutoff, UTC).strftime("%Y-%m-%d %H:%M")
+    raise PrepareError(f"{source}: row {row}: timestamp {value!r} is after the time of this run plus a day ({when}), "
+                       f"as are {late.size} row(s); history events cannot lie in the future (a wrong unit, format "
+                       f"or clock?)")

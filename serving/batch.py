@@ -47,7 +47,7 @@ def read_next(path: str, opts: ReadOptions) -> tuple[dict[str, tuple[int, str]],
     event has none), so formats, column names and time zones follow prepare's rules exactly."""
     cols = dict(opts.columns or {})
     cols["behavior"] = cols.get("user", "user_id")
-    table = load_events(path, fmt=opts.fmt, columns=cols, tz=opts.tz, time_format=opts.time_format)
+    table = load_events(path, fmt=opts.fmt, columns=cols, tz=opts.tz, time_format=opts.time_format, future=True)
     dropped = {k: v for k, v in table.dropped.items() if v and k != "duplicate_event"}
     if dropped:
         rows = table.notes.get("bad_timestamp_examples") or []

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from serving.prompting import Event, Query
-from serving.upstream import UNKNOWN_PLACE, PrepareError, compact_format, event_order, parse_times
+from serving.upstream import UNKNOWN_PLACE, PrepareError, compact_format, event_order, future_cutoff, parse_times
 
 
 class FieldError(ValueError):
@@ -108,6 +108,11 @@ def events_from_raw(raw: Sequence[Mapping], names: BehaviorNames, tz: str | None
     """JSON events {"timestamp", "place", "behavior"} -> Events (fields named `prefix[i].key` in errors)."""
     fields = [f"{prefix}[{i}]" for i in range(len(raw))]
     times = parse_time_values([e["timestamp"] for e in raw], [f"{f}.timestamp" for f in fields], tz)
+    cutoff = future_cutoff()
+    for t, e, f in zip(times, raw, fields):
+        if t > cutoff:
+            raise FieldError(f"{f}.timestamp", f"timestamp {e['timestamp']!r} is after the time of the request plus "
+                                               f"a day: history events cannot lie in the future (next may)")
     return [Event(t, str(e["place"]).strip() or UNKNOWN_PLACE, names.resolve(str(e["behavior"]), f"{f}.behavior"))
             for t, e, f in zip(times, raw, fields)]
 

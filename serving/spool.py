@@ -27,6 +27,7 @@ from serving.batch import ReadOptions, histories_of, read_events_table
 from serving.upstream import (
     MAX_EXAMPLES,
     PrepareError,
+    compression_of,
     detect_format,
     json_value,
     list_inputs,
@@ -218,6 +219,10 @@ def spool(path: str, opts: ReadOptions, buckets: int, wanted: set, folder: Path,
     name errors give the file (default: the path). `census`: count the file's timestamps (TimeCensus) and stop
     when too many do not read."""
     source, path = (source or str(path)), Path(path)
+    if compression_of(path) is not None:   # read as its plain file, as prepare reads it
+        with local_copy(str(path)) as plain:
+            return spool(str(plain), replace(opts, fmt=detect_format(path, opts.fmt)), buckets, wanted, folder, tag,
+                         columns, source, census)
     cols = resolve_columns(columns if columns is not None else opts.columns)
     fmt = detect_format(path, opts.fmt)
     if path.stat().st_size == 0:

@@ -29,12 +29,12 @@ from data_prep.prompts import (
     format_next_context,
     render_instruction,
 )
-from data_prep.readers import detect_format, missing_columns_error
+from data_prep.readers import compression_of, detect_format, missing_columns_error
 from data_prep.samples import WEEKDAYS
 from data_prep.sources import list_inputs, load_input, local_copy, merge_tables
 from data_prep.ties import event_order
 from data_prep.time_formats import compact_format
-from data_prep.time_rules import refuse_bad_share
+from data_prep.time_rules import future_cutoff, refuse_bad_share
 from scoring.config import ScoreConfig
 
 __all__ = [
@@ -47,11 +47,13 @@ __all__ = [
     "all_metrics",
     "atomic_open",
     "compact_format",
+    "compression_of",
     "detect_format",
     "event_order",
     "format_candidates",
     "format_event",
     "format_next_context",
+    "future_cutoff",
     "hour_of",
     "json_value",
     "list_inputs",

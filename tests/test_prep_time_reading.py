@@ -140,3 +140,62 @@ def test_allow_bad_timestamps_is_a_prepare_setting_and_a_predict_option():
     text = build_parser().format_help() + "".join(
         a.format_help() for a in build_parser()._subparsers._group_actions[0].choices.values())
     assert "--allow-bad-timestamps" in text
+
+
+# ---- history events after the time of the run plus a day --------------------------------------------------------
+
+RUN_TIME = 1_710_028_800   # the clock of these tests: 2024-03-10 00:00 UTC
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from data_prep import time_rules
+
+    monkeypatch.setattr(time_rules, "clock", lambda: RUN_TIME)
+    return time_rules
+
+
+def history_file(path, last):
+    times = [f"2024-03-0{1 + i // 10}T{6 + i % 10:02d}:00" for i in range(80)] + [last]
+    path.write_text(HEADER + "\n" + "".join(f"u{i % 10},{t},home,b{i % 3}\n" for i, t in enumerate(times)))
+    return path
+
+
+def test_a_history_event_after_the_run_plus_a_day_stops_every_reader(tmp_path, clock):
+    ok = history_file(tmp_path / "ok.csv", "2024-03-10T23:00")        # within a day of the run
+    assert len(load_events(ok)) == 81
+    late = history_file(tmp_path / "late.csv", "2024-03-11T01:00")
+    for message in every_reading(late):
+        assert message.startswith(f"{late}: row 81: timestamp '2024-03-11T01:00' is after the time of this run "
+                                  f"plus a day (2024-03-11 00:00)"), message
+
+
+def test_the_event_to_predict_may_lie_in_the_future(tmp_path, clock):
+    from serving.batch import read_next
+    from serving.queries import BehaviorNames, events_from_raw
+
+    nxt = tmp_path / "next.csv"
+    nxt.write_text("user_id,timestamp,place\nu1,2024-04-01T09:00:00,home\n")
+    contexts, errors = read_next(str(nxt), ReadOptions())
+    assert not errors and contexts["u1"][1] == "home"
+    assert parse_time_values(["2024-04-01T09:00:00"], ["next.timestamp"], None)
+    names = BehaviorNames(["b0"])
+    with pytest.raises(FieldError) as info:
+        events_from_raw([{"timestamp": "2024-03-01T07:00", "place": "home", "behavior": "b0"},
+                         {"timestamp": "2024-03-12T07:00", "place": "home", "behavior": "b0"}], names, None)
+    assert info.value.field == "events[1].timestamp" and "plus a day" in info.value.message
+
+
+def test_a_file_that_passes_gives_the_same_run_on_any_later_day(tmp_path, clock, monkeypatch):
+    import hashlib
+
+    from data_prep.prepare import prepare
+
+    path = history_file(tmp_path / "e.csv", "2024-03-10T23:00")
+    found = []
+    for day in (0, 400):
+        monkeypatch.setattr(clock, "clock", lambda d=day: RUN_TIME + d * 86_400)
+        out = tmp_path / f"run{day}"
+        prepare(load_events(path), out, CONFIG, log=quiet)
+        found.append({f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in out.iterdir()})
+    assert found[0] == found[1] and "stats.json" in found[0]

@@ -281,6 +281,7 @@ def test_http_auth(server, samples):
     (lambda r: r["events"][1].update(timestamp=2024030107), "events[1].timestamp", "(%Y%m%d%H)"),
     (lambda r: r["events"][1].update(timestamp="2024030107"), "events[1].timestamp", "(%Y%m%d%H)"),
     (lambda r: r["next"].update(timestamp=2024030107), "next.timestamp", "(%Y%m%d%H)"),
+    (lambda r: r["events"][1].update(timestamp="2090-01-01T07:00"), "events[1].timestamp", "plus a day"),
 ])
 def test_http_invalid_requests_name_the_field(server, samples, change, field, words):
     req = _request(samples[0])

@@ -164,8 +164,8 @@ def compact_format(value) -> str | None:
         if not value.isdigit() or len(value) not in COMPACT:
             return None
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) < 1e15:
+        return None   # NaN, infinities and huge numbers have no date shape (and no int64)
     digits = int(compact_shape(np.array([value]))[0])
     return COMPACT[digits][1] if digits else None
 

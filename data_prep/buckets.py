@@ -77,11 +77,21 @@ def _write_pieces(table: EventTable, index: int, work: str, n_buckets: int) -> N
                  "behavior": _small(table.behavior[rows], len(table.behaviors)),
                  "user_ids": [table.user_ids[u] for u in users.tolist()],
                  "places": [table.places[p] for p in np.flatnonzero(used).tolist()],
-                 "behaviors": list(table.behaviors)}
+                 "behaviors": list(table.behaviors), "input_order": _piece_orders(table.input_order, rows)}
         out = bucket_dir(Path(work), bucket)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / f"part-{index:06d}{PIECE_SUFFIX}", "wb") as f:
             pickle.dump(piece, f, protocol=5)
+
+
+def _piece_orders(input_order: tuple | None, rows: np.ndarray) -> tuple | None:
+    """The table's input orders of its tied rows that are among `rows` (ascending), as positions in `rows`."""
+    if input_order is None:
+        return None
+    tied, orders = input_order
+    at = np.minimum(np.searchsorted(rows, tied), rows.size - 1)
+    mine = rows[at] == tied
+    return at[mine].astype(np.int64), orders[mine]
 
 
 def _small(codes: np.ndarray, n: int) -> np.ndarray:
@@ -130,14 +140,18 @@ def scan_bucket(work: str, bucket: int, vocab: dict, seed: int, history_len: int
               np.concatenate([p["time"] for p in pieces]),
               np.concatenate([lut[p["place"]] for p, lut in zip(pieces, luts["places"])]),
               np.concatenate([lut[p["behavior"]] for p, lut in zip(pieces, luts["behaviors"])])]
+    files = [int(path.name[len("part-"):-len(PIECE_SUFFIX)]) for path in paths]
     if len(pieces) == 1:   # one file's events, sorted and de-duplicated by its reader; global codes keep the order
         (u, time, p, b), n_dup = arrays, 0
+        order = pieces[0]["input_order"]
     else:
-        u, time, p, b, n_dup, _ = encode.sort_and_dedup(arrays, len(vocab["user_ids"]), len(vocab["places"]),
-                                                        len(vocab["behaviors"]))
+        u, time, p, b, n_dup, _, (rows, src) = encode.sort_and_dedup(
+            arrays, len(vocab["user_ids"]), len(vocab["places"]), len(vocab["behaviors"]), sources=True)
+        offsets = np.cumsum([0] + [len(piece["time"]) for piece in pieces[:-1]])
+        order = rows, ties.merged_orders(src, offsets, [piece["input_order"] for piece in pieces], files)
     del pieces
     table = EventTable(user=u, user_ids=vocab["user_ids"], time=time, place=p, places=vocab["places"],
-                       behavior=b, behaviors=vocab["behaviors"])
+                       behavior=b, behaviors=vocab["behaviors"], input_order=order)
     table = ties.order_instants(table, seed)
     for k in EVENT_COLUMNS:
         np.save(folder / f"events-{k}.npy", getattr(table, k))

@@ -76,8 +76,8 @@ def sort_rows(rows: EncodedRows) -> EventTable:
     filled_code = len(places)
     arrays = [rows.user, rows.time, rows.place, rows.behavior]
     rows.user = rows.time = rows.place = rows.behavior = None
-    u, time, p, b, n_dup, sort_notes = sort_and_dedup(arrays, len(rows.user_ids), len(places) + 1,
-                                                      len(rows.behaviors))
+    u, time, p, b, n_dup, sort_notes, order = sort_and_dedup(arrays, len(rows.user_ids), len(places) + 1,
+                                                             len(rows.behaviors), sources=True)
     if n_dup:
         dropped["duplicate_event"] = dropped.get("duplicate_event", 0) + n_dup
     notes.update(sort_notes)
@@ -85,7 +85,7 @@ def sort_rows(rows: EncodedRows) -> EventTable:
     places, p = _compact(places, p)
     notes["events"] = int(u.size)
     return EventTable(user=u, user_ids=rows.user_ids, time=time, place=p, places=places,
-                      behavior=b, behaviors=rows.behaviors, dropped=dropped, notes=notes)
+                      behavior=b, behaviors=rows.behaviors, dropped=dropped, notes=notes, input_order=order)
 
 
 def encode_rows(columns: dict, *, label_map, strict_labels, reject, dropped, notes, source,
@@ -289,21 +289,24 @@ def take_blocked(lut: np.ndarray, indices: np.ndarray, out: np.ndarray, block: i
         out[start:start + block] = lut[indices[start:start + block]]
 
 
-def sort_and_dedup(arrays: list[np.ndarray], n_users: int, n_places: int, n_behaviors: int):
+def sort_and_dedup(arrays: list[np.ndarray], n_users: int, n_places: int, n_behaviors: int, sources: bool = False):
     """Sort rows by (user, time, behavior, place) and drop repeated (user, time, behavior) rows,
     keeping the one with the smallest place code. ``arrays`` is [user, time, place, behavior] and is
-    emptied. Returns (u, time, p, b, duplicates, notes).
+    emptied. Returns (u, time, p, b, duplicates, notes), and with ``sources`` also (rows, input rows): every
+    output row of an instant with several events and the input row it came from (the first of equal rows).
 
     Speed and memory: the four columns are packed into one int64 key, sorted by value (numpy's SIMD
     sort, ~10x faster than an argsort) and unpacked, so no permutation array is ever built. Which
-    duplicate survives therefore depends on the place, never on the file's row order."""
+    duplicate survives therefore depends on the place, never on the file's row order. ``sources`` keeps the
+    input's keys beside the sorted ones while it runs (8 bytes more an event) to look up the tied rows in them."""
     u, time = arrays[0], arrays[1]
     n = u.size
     tmin = int(time.min())
     span = int(time.max()) - tmin + 1
     nb, npl = max(n_behaviors, 1), max(n_places, 1)
     if n_users * span * nb * npl >= 2 ** 62:  # enormous time spans: the packed key would overflow
-        return sort_and_dedup_lexsort(*arrays)
+        found = sort_and_dedup_lexsort(*arrays)
+        return found if sources else found[:-1]
     key = u.astype(np.int64)
     del u, time
     key *= span
@@ -317,7 +320,11 @@ def sort_and_dedup(arrays: list[np.ndarray], n_users: int, n_places: int, n_beha
     key *= npl
     key += arrays[2]
     arrays.clear()
-    if np.count_nonzero(key[1:] < key[:-1]):
+    unsorted = bool(np.count_nonzero(key[1:] < key[:-1]))
+    inkey = None
+    if sources:   # the input's keys, kept only to find where the rows of tied instants came from
+        inkey, key = key, (np.sort(key) if unsorted else key.copy())
+    elif unsorted:
         key.sort()
     p = np.remainder(key, npl, out=np.empty(n, np.int32), casting="unsafe")
     key //= npl
@@ -328,13 +335,32 @@ def sort_and_dedup(arrays: list[np.ndarray], n_users: int, n_places: int, n_beha
     if n_dup:
         key, p = key[unique], p[unique]
     del unique
+    order = _tied_sources(key, p, nb, npl, inkey) if sources else None
+    del inkey
     b = np.remainder(key, nb, out=np.empty(key.size, np.int32), casting="unsafe")
     key //= nb
     time = key % span
     time += tmin
     key //= span
     u = key.astype(np.int32)
-    return u, time, p, b, n_dup, {"input_sorted": out_of_order == 0, "out_of_order_rows": out_of_order}
+    found = u, time, p, b, n_dup, {"input_sorted": out_of_order == 0, "out_of_order_rows": out_of_order}
+    return (*found, order) if sources else found
+
+
+def _tied_sources(key: np.ndarray, p: np.ndarray, nb: int, npl: int, inkey: np.ndarray):
+    """(rows, input rows) of the rows of tied instants: ``key`` the sorted, unique (user, time, behavior) keys,
+    ``inkey`` the input's (user, time, behavior, place) keys in input order; the first equal input row wins."""
+    instant = key // nb
+    same = np.flatnonzero(instant[1:] == instant[:-1])
+    rows = np.union1d(same, same + 1).astype(np.int64)
+    if not rows.size:
+        return rows, rows
+    full = key[rows] * npl + p[rows]           # ascending, as key is
+    at = np.minimum(np.searchsorted(full, inkey), full.size - 1)
+    hits = np.flatnonzero(full[at] == inkey)
+    src = np.empty(rows.size, np.int64)
+    src[at[hits][::-1]] = hits[::-1]           # assigned last: the first input row of each key
+    return rows, src
 
 
 def sort_and_dedup_lexsort(u, time, p, b):
@@ -347,8 +373,11 @@ def sort_and_dedup_lexsort(u, time, p, b):
     unique[1:] = (u[1:] != u[:-1]) | (time[1:] != time[:-1]) | (b[1:] != b[:-1])
     n_dup = int(u.size - np.count_nonzero(unique))
     if n_dup:
-        u, time, p, b = u[unique], time[unique], p[unique], b[unique]
-    return u, time, p, b, n_dup, {"input_sorted": out_of_order == 0, "out_of_order_rows": out_of_order}
+        u, time, p, b, order = u[unique], time[unique], p[unique], b[unique], order[unique]
+    same = np.flatnonzero((u[1:] == u[:-1]) & (time[1:] == time[:-1]))
+    rows = np.union1d(same, same + 1).astype(np.int64)
+    return (u, time, p, b, n_dup, {"input_sorted": out_of_order == 0, "out_of_order_rows": out_of_order},
+            (rows, order[rows].astype(np.int64)))
 
 
 

@@ -6,7 +6,8 @@ files (``_SUCCESS``, ``.crc``) are skipped. Partition keys in the path are not c
 columns must be in every file. Each file is read by :func:`data_prep.events.load_events` with the same
 column map, label map, timezone and time format, so every rule (and every error: ``"<file>: row <n>: ..."``)
 is that of one file. The files are taken in sorted path order and their events are merged and sorted, so the
-output never depends on the listing order or on which file holds which event.
+output never depends on the listing order or on which file holds which event, except the order of the
+events of one instant, which follows the input (data_prep.ties).
 
 Object-store URIs (``s3://``, ``gs://``, ``hdfs://``, ``file://``) are opened with pyarrow's filesystems;
 each file is copied to a local temporary file while it is read.
@@ -24,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from data_prep import encode
+from data_prep import encode, ties
 from data_prep.errors import MAX_EXAMPLES, PrepareError, one_line
 from data_prep.readers import FORMATS, compression_of, decompressed, detect_format, plain_suffix
 from data_prep.table import EventTable
@@ -165,12 +166,15 @@ def merge_tables(tables: list[EventTable], source: str) -> EventTable:
               np.concatenate([recode(t.places, places, t.place) for t in tables]),
               np.concatenate([recode(t.behaviors, behaviors, t.behavior) for t in tables])]
     dropped, notes = merge_accounts(tables, source)
-    u, time, p, b, n_dup, _ = encode.sort_and_dedup(arrays, len(users), len(places), len(behaviors))
+    u, time, p, b, n_dup, _, (rows, src) = encode.sort_and_dedup(arrays, len(users), len(places), len(behaviors),
+                                                                 sources=True)
     if n_dup:
         dropped["duplicate_event"] = dropped.get("duplicate_event", 0) + n_dup
     notes["events"] = int(u.size)
+    offsets = np.cumsum([0] + [len(t) for t in tables[:-1]])
+    orders = ties.merged_orders(src, offsets, [t.input_order for t in tables], list(range(len(tables))))
     return EventTable(user=u, user_ids=users, time=time, place=p, places=places, behavior=b, behaviors=behaviors,
-                      dropped=dropped, notes=notes)
+                      dropped=dropped, notes=notes, input_order=(rows, orders))
 
 
 def merge_accounts(tables, source: str) -> tuple[dict[str, int], dict]:

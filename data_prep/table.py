@@ -28,6 +28,9 @@ class EventTable:
     behaviors: list[str]
     dropped: dict[str, int] = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
+    # (rows, orders) for the events of tied instants: rows ascending, and an integer per row that orders an
+    # instant's events as the input did (data_prep.ties); None once the instants are ordered
+    input_order: tuple | None = None
 
     def __len__(self) -> int:
         return int(self.user.shape[0])

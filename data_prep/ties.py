@@ -9,11 +9,16 @@ answer: after "Aerobics" at 07:00 the only events left at 07:00 sort after it. S
 - a sample's history holds only events strictly earlier than its target (`instant_start`): events of one
   instant never see each other, and every target of one instant has the same history;
 - inside a history, the events of one instant are ordered by `instant_order_key`, a seeded hash of
-  (seed, user, time, behavior), never by name. `order_instants` puts the table in that order once, before
-  the samples are drawn; serving orders a request's events by the same key.
+  (seed, user, time, rank), where rank is the event's place among its instant's rows in the input (files in
+  sorted path order, rows in file order; `EventTable.input_order`). Never the behavior's name: when the L-event
+  window cuts an instant at its oldest end, which of its events fill the oldest slots does not change when
+  behaviors are renamed, and an export sorted by name does not give histories in alphabetical order.
+  `order_instants` puts the table in that order once, before the samples are drawn; serving orders a
+  request's events by the same key, ranking an instant's events by their order in the request (`event_order`).
 
 Memory stays proportional to the tied events (an event at the same instant as the one before it), never to
-all events: a log without ties costs two boolean passes.
+all events: ``EventTable.input_order`` holds only them, and finding them costs the readers' sort one more copy
+of its keys while it runs (data_prep.encode.sort_and_dedup); a log without ties is left as it is.
 """
 from __future__ import annotations
 
@@ -23,7 +28,9 @@ from dataclasses import replace
 import numpy as np
 
 RULE = ("history = the L events strictly earlier than the target's timestamp (events of the target's instant "
-        "are never history); events of one instant are ordered by a seeded hash of (seed, user, time, behavior)")
+        "are never history); events of one instant are ordered by a seeded hash of (seed, user, time, the event's "
+        "rank among its instant's rows in the input)")
+FILE_SHIFT = 40   # an input order is file index << FILE_SHIFT | the event's order in its file
 WARN_SHARE = 0.05   # prepare warns when more than this share of the targets are tied
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -42,21 +49,33 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def instant_order_key(seed: int, user_hash: np.ndarray, time: np.ndarray, behavior_hash: np.ndarray) -> np.ndarray:
-    """The order of events inside one instant: hash(seed, user, time, behavior) as uint64.
+def instant_order_key(seed: int, user_hash: np.ndarray, time: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """The order of events inside one instant: hash(seed, user, time, rank) as uint64.
 
-    ``user_hash`` and ``behavior_hash`` come from `_name_hash` of the user id and the behavior name (the seed is
-    in them), so the key is the same in prepare and in serving, whatever codes the names have."""
+    ``user_hash`` comes from `_name_hash` of the user id (the seed is in it); ``rank`` is the event's place among
+    its instant's events in the input (0, 1, ...), so the key is the same in prepare and in serving, whatever
+    codes or names the behaviors have."""
     with np.errstate(over="ignore"):
         key = _mix(np.asarray(user_hash, np.uint64) ^ _mix(np.asarray(time, np.int64).astype(np.uint64) & _M64))
-        return _mix(key ^ np.asarray(behavior_hash, np.uint64))
+        return _mix(key ^ _mix(np.asarray(rank, np.int64).astype(np.uint64) + np.uint64(int(seed) & 0xFFFFFFFF)))
 
 
-def event_order(seed: int, user_id: str, times, behaviors) -> list[int]:
-    """Positions of one user's events in history order: by time, then by the instant key (serving's rule)."""
+def event_order(seed: int, user_id: str, times) -> list[int]:
+    """Positions of one user's events in history order: by time, then by the instant key of each event's rank
+    among the events of its instant in the given order (serving's rule: a request lists them as its input)."""
     times = np.asarray(times, dtype=np.int64)
-    key = instant_order_key(seed, _name_hash(seed, [user_id])[0], times, _name_hash(seed, behaviors))
+    listed = np.argsort(times, kind="stable")
+    rank = np.empty(times.size, np.int64)
+    rank[listed] = _rank_in_group(times[listed])
+    key = instant_order_key(seed, _name_hash(seed, [user_id])[0], times, rank)
     return np.lexsort((key, times)).tolist()
+
+
+def _rank_in_group(groups: np.ndarray) -> np.ndarray:
+    """0, 1, ... along each run of equal values of a grouped (sorted) array."""
+    starts = np.concatenate(([True], groups[1:] != groups[:-1])) if groups.size else np.empty(0, bool)
+    first = np.flatnonzero(starts)
+    return np.arange(groups.size) - np.repeat(first, np.diff(np.append(first, groups.size)))
 
 
 def tied_positions(user: np.ndarray, time: np.ndarray) -> np.ndarray:
@@ -67,25 +86,69 @@ def tied_positions(user: np.ndarray, time: np.ndarray) -> np.ndarray:
     return np.flatnonzero(same) + 1
 
 
-def order_instants(table, seed: int):
-    """The table with the events of each instant in the seeded hash order (a new table; the input is kept).
-
-    De-duplication left at most one event per (user, time, behavior), so the key never needs the place."""
+def _members(table) -> tuple[np.ndarray, np.ndarray]:
+    """(every event of a tied instant, the number of its instant), both ascending."""
     tied = tied_positions(table.user, table.time)
-    if tied.size == 0:
-        return table
-    # every event of a tied instant: the tied ones and the event that opens each instant
     members = np.union1d(tied, tied - 1)
-    instant = np.cumsum(~np.isin(members, tied, assume_unique=True))  # a member that is not tied opens one
+    return members, np.cumsum(~np.isin(members, tied, assume_unique=True))  # a member that is not tied opens one
+
+
+def input_orders(table, members: np.ndarray) -> np.ndarray:
+    """The input order of each of `members` (rows of tied instants) from ``table.input_order``."""
+    if table.input_order is None:
+        raise ValueError("the table has events at one instant but no input_order: build it with "
+                         "data_prep.encode.events_from_arrays or a reader")
+    rows, orders = table.input_order
+    at = np.searchsorted(rows, members)
+    if at.size and (at.max() >= rows.size or not np.array_equal(rows[at], members)):
+        raise ValueError("input_order does not cover every event of a tied instant")
+    return orders[at]
+
+
+def order_instants(table, seed: int):
+    """The table with the events of each instant in the seeded order of their input ranks (a new table; the
+    input is kept). The ranks come from ``table.input_order``, which the readers and merges fill."""
+    members, instant = _members(table)
+    if members.size == 0:
+        return table
+    by_input = members[np.lexsort((input_orders(table, members), instant))]
+    rank = np.empty(members.size, np.int64)
+    rank[np.searchsorted(members, by_input)] = _rank_in_group(instant)
     users = table.user[members]
     codes, inverse = np.unique(users, return_inverse=True)
     user_hash = _name_hash(seed, [table.user_ids[c] for c in codes.tolist()])[inverse]
-    behavior_hash = _name_hash(seed, table.behaviors)[table.behavior[members]]
-    key = instant_order_key(seed, user_hash, table.time[members], behavior_hash)
+    key = instant_order_key(seed, user_hash, table.time[members], rank)
     order = members[np.lexsort((key, instant))]
     behavior, place = table.behavior.copy(), table.place.copy()
     behavior[members], place[members] = table.behavior[order], table.place[order]
-    return replace(table, behavior=behavior, place=place)
+    return replace(table, behavior=behavior, place=place, input_order=None)
+
+
+def input_sequence(table) -> np.ndarray:
+    """The table's rows with each instant's events in input order (serving hands them on as a request would)."""
+    members, instant = _members(table)
+    rows = np.arange(len(table))
+    if members.size:
+        rows[members] = members[np.lexsort((input_orders(table, members), instant))]
+    return rows
+
+
+def merged_orders(src: np.ndarray, offsets: np.ndarray, parts: list, files: list[int]) -> np.ndarray:
+    """Input orders of merged events: ``src`` indexes the concatenation of ``parts`` (tables or pieces with an
+    ``input_order`` of (rows, orders), or None) starting at ``offsets``; ``files``: each part's file index. An
+    event alone at its instant in its file has order 0 there: only its file places it."""
+    k = np.searchsorted(offsets, src, side="right") - 1
+    local = src - offsets[k]
+    out = np.asarray(files, np.int64)[k] << FILE_SHIFT
+    for part in np.unique(k).tolist():
+        known = parts[part]
+        if known is None or not known[0].size:
+            continue
+        mine = np.flatnonzero(k == part)
+        at = np.minimum(np.searchsorted(known[0], local[mine]), known[0].size - 1)
+        hit = known[0][at] == local[mine]
+        out[mine[hit]] += known[1][at[hit]]
+    return out
 
 
 def instant_start(tied: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from serving.predictor import Predictor, error_line, local_iso, result_line
 from serving.prompting import Event, Query
 from serving.queries import BehaviorNames, FieldError, make_query
 from serving.run import RunInfo, ServingError
-from serving.upstream import load_events, load_input, write_jsonl
+from serving.upstream import input_sequence, load_events, load_input, write_jsonl
 
 CHUNK = 256   # queries per Predictor.predict call: progress and memory granularity
 
@@ -84,13 +84,16 @@ def read_histories(path: str, opts: ReadOptions) -> tuple[dict[str, list[Event]]
 
 
 def histories_of(table) -> tuple[dict[str, list[Event]], dict]:
-    """An EventTable's histories by user_id, and its rows dropped by reason."""
+    """An EventTable's histories by user_id (the events of one instant in input order, which make_query
+    ranks them by), and its rows dropped by reason."""
     offsets = table.user_offsets()
+    seq = input_sequence(table)
+    time, place, behavior = table.time[seq].tolist(), table.place[seq].tolist(), table.behavior[seq].tolist()
     histories = {}
     for u, uid in enumerate(table.user_ids):
         lo, hi = int(offsets[u]), int(offsets[u + 1])
         histories[uid] = [Event(int(t), table.places[p], table.behaviors[b]) for t, p, b in zip(
-            table.time[lo:hi].tolist(), table.place[lo:hi].tolist(), table.behavior[lo:hi].tolist())]
+            time[lo:hi], place[lo:hi], behavior[lo:hi])]
     return histories, {k: v for k, v in table.dropped.items() if v}
 
 

@@ -8,7 +8,8 @@ read by data_prep's readers, errors become a per-user ``error``). Decisions:
 - an event at or after the next event's time is an error: history is strictly earlier than what it
   predicts, as in training (data_prep.ties);
 - events are ordered as prepare orders them: by time, then, inside one instant, by the seeded hash of
-  (seed, user, time, behavior) (data_prep.ties), never by name.
+  (seed, user, time, the event's rank among its instant's events in the order given) (data_prep.ties), never
+  by name: list an instant's events in the order of the export, as prepare read them.
 """
 from __future__ import annotations
 
@@ -85,12 +86,12 @@ def parse_time_values(values: Sequence, fields: Sequence[str], tz: str | None) -
 
 def make_query(user_id: str | None, events: Sequence[Event], next_time: int, next_place: str, history_len: int,
                top_k: int, mode: str, seed: int, fields: Sequence[str] | None = None) -> Query:
-    """Order events as prepare does (``seed``: the run's prepare seed), check them against the next event,
-    keep the last L."""
+    """Order events as prepare does (``seed``: the run's prepare seed; the events of one instant ranked by
+    their order in ``events``), check them against the next event, keep the last L."""
     fields = fields or [f"events[{i}]" for i in range(len(events))]
     if not events:
         raise FieldError("events", "no event: need at least one earlier event of this user")
-    order = event_order(seed, user_id or "", [e.time for e in events], [e.behavior for e in events])
+    order = event_order(seed, user_id or "", [e.time for e in events])
     later = [i for i in order if events[i].time >= next_time]
     if later:
         raise FieldError(f"{fields[later[0]]}.timestamp", f"{len(later)} event(s) are at or after the next "

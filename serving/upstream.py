@@ -32,7 +32,7 @@ from data_prep.prompts import (
 from data_prep.readers import compression_of, detect_format, missing_columns_error
 from data_prep.samples import WEEKDAYS
 from data_prep.sources import list_inputs, load_input, local_copy, merge_tables
-from data_prep.ties import event_order
+from data_prep.ties import event_order, input_sequence
 from data_prep.time_formats import compact_format
 from data_prep.time_rules import future_cutoff, refuse_bad_share
 from scoring.config import ScoreConfig
@@ -55,6 +55,7 @@ __all__ = [
     "format_next_context",
     "future_cutoff",
     "hour_of",
+    "input_sequence",
     "json_value",
     "list_inputs",
     "load_events",

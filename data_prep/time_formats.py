@@ -132,29 +132,68 @@ def compact_valid(values: np.ndarray, digits: int) -> np.ndarray:
     return valid
 
 
-def compact_digits(raw: np.ndarray, secs: np.ndarray, ok: np.ndarray) -> tuple[int, str, np.ndarray] | None:
-    """(row to show, message, rows that would not parse) when most of the numbers are shaped like
-    YYYYMMDDHH[MM[SS]] (compact_shape); else None. The format is that of the most common length; the rows
-    that would not parse with it (a calendar slip, an epoch number among them, a sentinel) are every other
-    number. A column of epoch seconds is turned away by the year bound: 1709280000 reads as the year 1709."""
-    shape = compact_shape(raw)
-    shape[~ok] = 0
-    n_values = int(np.count_nonzero(ok))
-    if not n_values or np.count_nonzero(shape) * 2 <= n_values:
-        return None
-    digits = max(COMPACT, key=lambda d: (int(np.count_nonzero(shape == d)), -d))
-    (name, fmt) = COMPACT[digits]
-    valid = ok & (shape == digits) & compact_valid(secs, digits)
-    first = int(np.flatnonzero(valid)[0]) if valid.any() else int(np.flatnonzero(shape)[0])
-    unparsed = np.flatnonzero(ok & ~valid)
-    text = f"timestamp {int(secs[first])} is a compact date and time {name}"
-    if valid[first]:
-        y, mo, d, *rest = (int(f[0]) for f in _compact_fields(secs[first:first + 1], digits))
-        text += f" ({y:04d}-{mo:02d}-{d:02d} " + ":".join(f"{v:02d}" for v in (rest + [0])[:max(2, len(rest))]) + ")"
-    shaped = int(np.count_nonzero(shape))
-    every = (f", as is every timestamp of the column ({n_values})" if not unparsed.size and n_values > 1 else
-             f", and {shaped} of the {n_values} timestamps have its shape" if n_values > 1 else "")
-    return first, f"{text}{every}, not epoch seconds; set TIME_FORMAT=\"{fmt}\"", unparsed
+class CompactTally:
+    """Whether most numbers of a column, read in one piece or batch by batch (``add``), are shaped like
+    YYYYMMDDHH[MM[SS]] (compact_shape). The format is that of the most common length; the rows that would not
+    parse with it (a calendar slip, an epoch number among them, a sentinel) are every other number. A column
+    of epoch seconds is turned away by the year bound: 1709280000 reads as the year 1709."""
+
+    def __init__(self):
+        self.values = 0
+        self.shaped = dict.fromkeys(COMPACT, 0)
+        self.first: dict[int, tuple] = {}      # digits -> (row, value, valid) of the first shaped, valid if any
+        self.unparsed = dict.fromkeys(COMPACT, 0)
+        self.listed: dict[int, list] = {d: [] for d in COMPACT}   # digits -> the first (row, text) not parsing
+
+    def add(self, raw: np.ndarray, secs: np.ndarray, ok: np.ndarray, rows: np.ndarray) -> None:
+        shape = compact_shape(raw)
+        shape[~ok] = 0
+        self.values += int(np.count_nonzero(ok))
+        for digits in COMPACT:
+            valid = ok & (shape == digits) & compact_valid(secs, digits)
+            self.shaped[digits] += int(np.count_nonzero(shape == digits))
+            found = np.flatnonzero(valid if valid.any() else shape == digits)
+            if found.size and not self.first.get(digits, (0, 0, False))[2]:
+                self.first[digits] = (int(rows[found[0]]), int(secs[found[0]]), bool(valid.any()))
+            bad = np.flatnonzero(ok & ~valid)
+            self.unparsed[digits] += int(bad.size)
+            room = MAX_LISTED - len(self.listed[digits])
+            self.listed[digits] += [(int(rows[i]), _number_text(raw[i])) for i in bad[:room].tolist()]
+
+    def found(self) -> tuple[int, str, list, int] | None:
+        """(row to show, message, the first rows that would not parse as (row, text), how many) or None."""
+        shaped = sum(self.shaped.values())
+        if not self.values or shaped * 2 <= self.values:
+            return None
+        digits = max(COMPACT, key=lambda d: (self.shaped[d], -d))
+        name, fmt = COMPACT[digits]
+        row, value, valid = self.first[digits]
+        text = f"timestamp {value} is a compact date and time {name}"
+        if valid:
+            y, mo, d, *rest = (int(f[0]) for f in _compact_fields(np.array([value]), digits))
+            clock = ":".join(f"{v:02d}" for v in (rest + [0])[:max(2, len(rest))])
+            text += f" ({y:04d}-{mo:02d}-{d:02d} {clock})"
+        n = self.values
+        every = (f", as is every timestamp of the column ({n})" if not self.unparsed[digits] and n > 1 else
+                 f", and {shaped} of the {n} timestamps have its shape" if n > 1 else "")
+        return (row, f"{text}{every}, not epoch seconds; set TIME_FORMAT=\"{fmt}\"", self.listed[digits],
+                self.unparsed[digits])
+
+
+MAX_LISTED = 5   # rows named as not parsing with the format
+
+
+def _number_text(value) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def unparsed_line(row: int, message: str, listed: list, count: int) -> str:
+    """``row <n>: <message>``, then the rows that would not parse with the named format."""
+    if not count:
+        return f"row {row}: {message}"
+    shown = ", ".join(f"row {r} ({text})" for r, text in listed)
+    more = ", ..." if count > len(listed) else ""
+    return f"row {row}: {message} ({count} row(s) would not parse with it: {shown}{more})"
 
 
 def compact_format(value) -> str | None:

@@ -14,6 +14,8 @@ import time
 from datetime import UTC, datetime
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from data_prep.errors import PrepareError
 from data_prep.time_formats import likely_format
@@ -62,3 +64,30 @@ def refuse_future(source: str, local: np.ndarray, ok: np.ndarray, raw, row_numbe
     raise PrepareError(f"{source}: row {row}: timestamp {value!r} is after the time of this run plus a day ({when}), "
                        f"as are {late.size} row(s); history events cannot lie in the future (a wrong unit, format "
                        f"or clock?)")
+
+
+# ---- a column read in batches ----------------------------------------------------------------------------------
+_NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+
+
+def numbers_of(values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw, whole seconds, ok) of the numbers of a time column (numeric types, or text that is a number) as
+    the epoch rule of data_prep.timestamps sees them; text that is no number is not ok."""
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    n = len(arr)
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+        ok = arr.is_valid().to_numpy(zero_copy_only=False)
+        raw = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False).astype(
+            np.float64 if pa.types.is_floating(arr.type) else np.int64)
+    elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        text = pc.utf8_trim_whitespace(pc.fill_null(arr, ""))
+        ok = pc.match_substring_regex(text, _NUMBER).to_numpy(zero_copy_only=False)
+        raw = np.zeros(n, np.float64)
+        raw[ok] = pc.cast(text.filter(pa.array(ok)), pa.float64()).to_numpy(zero_copy_only=False)
+    else:
+        return np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool)
+    ok &= np.isfinite(raw) & (np.abs(raw) < 9e18) if raw.dtype.kind == "f" else ok
+    secs = np.floor(np.where(ok, raw, 0)).astype(np.int64) if raw.dtype.kind == "f" else raw
+    return raw, secs, ok

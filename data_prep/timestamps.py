@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data_prep.errors import MAX_EXAMPLES, PrepareError
-from data_prep.time_formats import check_time_format, compact_digits, strptime_wall, unread_shape
+from data_prep.errors import PrepareError
+from data_prep.time_formats import CompactTally, check_time_format, strptime_wall, unparsed_line, unread_shape
 
 # Local times must fall in [1971, 2100): wider ranges are almost always unit mistakes, and 1970 holds only
 # sentinels (epoch 0) and numbers that are not epoch seconds (compact dates 20240301, spreadsheet serials).
@@ -26,23 +26,21 @@ MAX_OFFSET_MINUTES = 14 * 60
 
 class _TimeValueError(Exception):
     """A problem with the whole time column, shown at position ``index`` (parse_times names the row);
-    ``others``: positions of rows the message lists after it, with their values ``shown``."""
+    ``listed``: (position, text) of rows the message lists after it, ``count`` of them in all."""
 
-    def __init__(self, message: str, index: int, others=(), shown=()):
+    def __init__(self, message: str, index: int, listed=(), count: int = 0):
         super().__init__(message)
-        self.index, self.others, self.shown = index, np.asarray(others, np.int64), list(shown)
+        self.index, self.listed, self.count = index, list(listed), count
 
     def moved(self, positions: np.ndarray) -> _TimeValueError:
         """The same error about a subset of the column: ``positions`` maps its positions to the column's."""
-        return _TimeValueError(str(self), int(positions[self.index]), positions[self.others], self.shown)
+        return _TimeValueError(str(self), int(positions[self.index]),
+                               [(int(positions[i]), text) for i, text in self.listed], self.count)
 
     def line(self, row_of) -> str:
-        if not self.others.size:
-            return f"row {row_of(self.index)}: {self}"
-        listed = ", ".join(f"row {row_of(int(i))} ({v})" for i, v in zip(self.others[:MAX_EXAMPLES], self.shown))
-        more = ", ..." if self.others.size > MAX_EXAMPLES else ""
-        return (f"row {row_of(self.index)}: {self} ({self.others.size} row(s) would not parse with it: "
-                f"{listed}{more})")
+        return unparsed_line(row_of(self.index), str(self), [(row_of(i), text) for i, text in self.listed],
+                             self.count)
+
 
 _ISO = re.compile(
     r"^\s*(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[Tt ](?P<h>\d{2}):(?P<mi>\d{2})"
@@ -173,15 +171,11 @@ def _epoch_to_local(raw: np.ndarray, ok: np.ndarray, tz: str | None, source: str
 
 
 def _refuse_compact_digits(raw: np.ndarray, secs: np.ndarray, ok: np.ndarray) -> None:
-    found = compact_digits(raw, secs, ok)
+    tally = CompactTally()
+    tally.add(raw, secs, ok, np.arange(raw.size))
+    found = tally.found()
     if found:
-        first, message, unparsed = found
-        shown = [_number_text(raw[i]) for i in unparsed[:MAX_EXAMPLES].tolist()]
-        raise _TimeValueError(message, first, unparsed, shown)
-
-
-def _number_text(value) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+        raise _TimeValueError(found[1], found[0], found[2], found[3])
 
 
 def _refuse_unread_shape(filled: pa.Array, unread: np.ndarray) -> None:

@@ -16,9 +16,9 @@ equals its own (inputs' digest, bucket count, model, temperature, every predicti
 predicts it again otherwise. Rank 0 waits for every part, then merges them in user_id order into --out: the
 same bytes whatever the number of ranks.
 
-Timestamp detection (epoch milliseconds, slash dates, compact dates, the half-bad rule) runs on one bucket's
-rows (the share of bad timestamps is counted on the whole file while it is spooled: serving.spool.TimeCensus), as
-prepare runs it on each file of a directory INPUT.
+Timestamp detection (epoch milliseconds, slash dates, the half-bad rule) runs on one bucket's rows, as prepare
+runs it on each file of a directory INPUT; compact dates and the share of bad timestamps are decided on the whole
+file while it is spooled (serving.spool.TimeCensus).
 """
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 from serving.batch import ReadOptions, histories_of, read_events_table
 from serving.upstream import (
     MAX_EXAMPLES,
+    CompactTally,
     PrepareError,
     compression_of,
     detect_format,
@@ -35,10 +36,12 @@ from serving.upstream import (
     merge_tables,
     missing_columns_error,
     number_text,
+    numbers_of,
     parse_times,
     refuse_bad_share,
     resolve_columns,
     string_dictionary,
+    unparsed_line,
 )
 
 BATCH_ROWS = 1 << 16   # rows per Parquet batch read and written
@@ -98,16 +101,23 @@ def _arrow_batches(path: Path, fmt: str, cols: dict[str, str], source: str) -> I
 
 
 class TimeCensus:
-    """An --events file's timestamps counted while it is spooled, so that the bad-timestamp share is the file's
-    (as prepare counts it), not one bucket's; a batch that a whole-column rule refuses is left to the buckets'
-    reads, which apply every rule of one file."""
+    """A file's timestamps counted while it is spooled, so that the file is read one way, as prepare reads it,
+    not one bucket at a time: a column most of whose numbers look compact (YYYYMMDDHH) stops naming the file's
+    rows that would not parse, and (``bad_share``: --events) more than 5 % of rows with a timestamp that does
+    not read stop the run. A batch that a whole-column rule refuses is left to the buckets' reads, which apply
+    every rule of one file."""
 
-    def __init__(self, opts: ReadOptions, source: str):
-        self.opts, self.source = opts, source
+    def __init__(self, opts: ReadOptions, source: str, bad_share: bool = True):
+        self.opts, self.source, self.bad_share = opts, source, bad_share
         self.rows = self.bad = 0
         self.examples: list[dict] = []
+        self.compact = CompactTally() if opts.time_format is None else None
 
     def add(self, values: pa.Array, rows: np.ndarray) -> None:
+        if self.compact is not None:
+            self.compact.add(*numbers_of(values), rows)
+        if not self.bad_share:
+            return
         try:
             _, ok, _ = parse_times(values, tz=self.opts.tz, source=self.source, time_format=self.opts.time_format)
         except PrepareError:
@@ -119,19 +129,22 @@ class TimeCensus:
                           for i in bad[:MAX_EXAMPLES - len(self.examples)].tolist()]
 
     def check(self) -> None:
-        refuse_bad_share(self.source, self.bad, self.rows, self.examples, self.opts.time_format,
-                         self.opts.allow_bad_timestamps)
+        found = self.compact.found() if self.compact is not None else None
+        if found:
+            raise PrepareError(f"{self.source}: {unparsed_line(*found)}")
+        if self.bad_share:
+            refuse_bad_share(self.source, self.bad, self.rows, self.examples, self.opts.time_format,
+                             self.opts.allow_bad_timestamps)
 
 
 def _spool_arrow(path: Path, fmt: str, cols: dict, buckets: int, wanted: set, folder: Path, tag: str,
-                 source: str, census: TimeCensus | None = None) -> dict[int, Spool]:
+                 source: str, census: TimeCensus) -> dict[int, Spool]:
     import pyarrow.parquet as pq
 
     spools, writers, row = {}, {}, 1
     try:
         for batch in _arrow_batches(path, fmt, cols, source):
-            if census is not None:
-                census.add(batch.column(cols["time"]), np.arange(row, row + batch.num_rows))
+            census.add(batch.column(cols["time"]), np.arange(row, row + batch.num_rows))
             owner = _arrow_buckets(batch.column(cols["user"]), buckets, source, cols["user"])
             for b in np.unique(owner).tolist():
                 if b not in wanted:
@@ -176,7 +189,7 @@ def _text(value):
 
 
 def _spool_jsonl(path: Path, cols: dict, buckets: int, wanted: set, folder: Path, tag: str,
-                 source: str, census: TimeCensus | None = None) -> dict[int, Spool]:
+                 source: str, census: TimeCensus) -> dict[int, Spool]:
     spools, files, seen = {}, {}, False
     times, lines = [], []
     try:
@@ -186,12 +199,11 @@ def _spool_jsonl(path: Path, cols: dict, buckets: int, wanted: set, folder: Path
                 if found is None:
                     continue
                 user, time = found
-                if census is not None:
-                    times.append(time if isinstance(time, str) else None)
-                    lines.append(line_no)
-                    if len(lines) == BATCH_ROWS:
-                        census.add(pa.array(times, pa.string()), np.array(lines))
-                        times, lines = [], []
+                times.append(time if isinstance(time, str) else None)
+                lines.append(line_no)
+                if len(lines) == BATCH_ROWS:
+                    census.add(pa.array(times, pa.string()), np.array(lines))
+                    times, lines = [], []
                 seen = True
                 b = bucket_of(user, buckets)
                 if b not in wanted:
@@ -214,26 +226,26 @@ def _spool_jsonl(path: Path, cols: dict, buckets: int, wanted: set, folder: Path
 
 
 def spool(path: str, opts: ReadOptions, buckets: int, wanted: set, folder: Path, tag: str,
-          columns: dict | None = None, source: str | None = None, census: bool = False) -> tuple[dict[int, Spool], str]:
+          columns: dict | None = None, source: str | None = None,
+          bad_share: bool = False) -> tuple[dict[int, Spool], str]:
     """Each wanted bucket's rows of `path` -> {bucket: Spool}, and the format the spools are in. `source`: the
-    name errors give the file (default: the path). `census`: count the file's timestamps (TimeCensus) and stop
-    when too many do not read."""
+    name errors give the file (default: the path). The file's timestamps are counted (TimeCensus; `bad_share`:
+    also stop when too many do not read)."""
     source, path = (source or str(path)), Path(path)
     if compression_of(path) is not None:   # read as its plain file, as prepare reads it
         with local_copy(str(path)) as plain:
             return spool(str(plain), replace(opts, fmt=detect_format(path, opts.fmt)), buckets, wanted, folder, tag,
-                         columns, source, census)
+                         columns, source, bad_share)
     cols = resolve_columns(columns if columns is not None else opts.columns)
     fmt = detect_format(path, opts.fmt)
     if path.stat().st_size == 0:
         raise PrepareError(f"{source}: file is empty")
-    counted = TimeCensus(opts, source) if census else None
+    counted = TimeCensus(opts, source, bad_share)
     if fmt == "jsonl":
         found = _spool_jsonl(path, cols, buckets, wanted, folder, tag, source, counted), "jsonl"
     else:
         found = _spool_arrow(path, fmt, cols, buckets, wanted, folder, tag, source, counted), "parquet"
-    if counted is not None:
-        counted.check()
+    counted.check()
     return found
 
 
@@ -245,7 +257,7 @@ def spool_inputs(spec: str, opts: ReadOptions, buckets: int, wanted: set, folder
     for i, item in enumerate(list_inputs(spec, opts.fmt)):
         with local_copy(item.name) as path:
             spools, fmt = spool(str(path), replace(opts, fmt=item.fmt), buckets, wanted, folder, f"{tag}-{i:05d}",
-                                source=item.name, census=True)
+                                source=item.name, bad_share=True)
         for b, sp in spools.items():
             out.setdefault(b, []).append(replace(sp, source=item.name, fmt=fmt))
     return out

@@ -33,11 +33,12 @@ from data_prep.readers import compression_of, detect_format, missing_columns_err
 from data_prep.samples import WEEKDAYS
 from data_prep.sources import list_inputs, load_input, local_copy, merge_tables
 from data_prep.ties import event_order, input_sequence
-from data_prep.time_formats import compact_format
-from data_prep.time_rules import future_cutoff, refuse_bad_share
+from data_prep.time_formats import CompactTally, compact_format, unparsed_line
+from data_prep.time_rules import future_cutoff, numbers_of, refuse_bad_share
 from scoring.config import ScoreConfig
 
 __all__ = [
+    "CompactTally",
     "INSTRUCTION_TEMPLATES",
     "MAX_EXAMPLES",
     "UNKNOWN_PLACE",
@@ -66,6 +67,7 @@ __all__ = [
     "missing_columns_error",
     "new_scorer",
     "number_text",
+    "numbers_of",
     "parse_columns_option",
     "parse_flag",
     "parse_time_format",
@@ -74,6 +76,7 @@ __all__ = [
     "render_instruction",
     "resolve_columns",
     "string_dictionary",
+    "unparsed_line",
     "weekday_of",
     "write_json",
     "write_jsonl",

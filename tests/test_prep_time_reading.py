@@ -26,11 +26,13 @@ def csv_file(path, times):
 
 
 def every_reading(path):
-    """The error of the in-memory read, the out-of-core prepare (batches of 2 rows) and predict's reader."""
+    """The error of the in-memory read, the out-of-core prepare, predict's one-pass reader and its spooled
+    buckets (make predict)."""
     found = []
     for call in (lambda: load_events(path),
                  lambda: outofcore.prepare_input(path, path.parent / "ooc", CONFIG, n_buckets=2, log=quiet),
-                 lambda: read_histories(str(path), ReadOptions())):
+                 lambda: read_histories(str(path), ReadOptions()),
+                 lambda: predict_spool(path, path.parent / f"spool{len(found)}")):
         with pytest.raises(PrepareError) as info:
             call()
         found.append(str(info.value))

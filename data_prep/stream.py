@@ -9,10 +9,12 @@ holds one batch, then one bucket's rows of the file.
 
 The rules that look at a whole column (milliseconds, compact dates, slash dates, more than half of the
 timestamps failing a TIME_FORMAT) fire on a whole file only if they fire on some batch, since each asks
-whether more than half of the rows (or all of them) are of one kind. So the file is read whole, by
-load_events, whenever a batch raises, whenever a text time column holds both naive and zoned timestamps
-(one read refuses that when both kinds parse), and when no row is kept: every error, and every decision
-between an error and a success, is that of the one-file read.
+whether more than half of the rows are of one kind. So the file is read whole, by load_events, whenever a
+batch raises (a history event in the future too), whenever a text time column holds both naive and zoned
+timestamps (one read refuses that when both kinds parse), and when no row is kept: every error, and every
+decision between an error and a success, is that of the one-file read, and the column is read one way for
+all rows of the file. The share of rows with a bad timestamp (more than 5 % stops the run) is counted on the
+file's totals, never a batch's. Each bucket's tied events keep their order in the file (EventTable.input_order).
 """
 from __future__ import annotations
 

@@ -188,6 +188,17 @@ def _text(value):
     return number_text(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
+def _utf8_or_none(value):
+    """A time as the census counts it: text that UTF-8 holds (a lone surrogate is the reader's to name)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def _spool_jsonl(path: Path, cols: dict, buckets: int, wanted: set, folder: Path, tag: str,
                  source: str, census: TimeCensus) -> dict[int, Spool]:
     spools, files, seen = {}, {}, False
@@ -199,7 +210,7 @@ def _spool_jsonl(path: Path, cols: dict, buckets: int, wanted: set, folder: Path
                 if found is None:
                     continue
                 user, time = found
-                times.append(time if isinstance(time, str) else None)
+                times.append(_utf8_or_none(time))
                 lines.append(line_no)
                 if len(lines) == BATCH_ROWS:
                     census.add(pa.array(times, pa.string()), np.array(lines))

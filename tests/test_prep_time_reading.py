@@ -108,8 +108,12 @@ def test_a_wrong_time_format_dropping_28_percent_stops_prepare_and_predict(tmp_p
 
 
 def test_bad_rows_without_time_format_stop_above_five_percent_only(tmp_path):
+    from data_prep.time_rules import BAD_SHARE
+
     iso = [f"2024-03-{1 + i % 28:02d}T{i % 24:02d}:00" for i in range(100)]
-    for n_bad, stops in ((5, False), (6, True)):
+    at_most = round(BAD_SHARE * len(iso))
+    assert at_most == 5
+    for n_bad, stops in ((at_most, False), (at_most + 1, True)):
         times = ["never"] * n_bad + iso[n_bad:]
         path = csv_file(tmp_path / f"iso{n_bad}.csv", times)
         if stops:

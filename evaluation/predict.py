@@ -2,8 +2,9 @@
 
 Default, candidate-constrained: the scorer of ``scoring`` gives p(c|x) over every candidate behavior
 (softmax of the candidate sequence log-probs, the prompt rendered by LLaMA-Factory's template code exactly
-as in training); the prediction is the argmax. No output can fail to parse. The scores are written as
-Parquet parts under ``<out>/<dataset>.scores/`` first, so an interrupted run resumes where it stopped.
+as in training); the prediction is the top of the stored log-probabilities (``files.distribution_row``). No
+output can fail to parse. The scores are written as Parquet parts under ``<out>/<dataset>.scores/`` first, so
+an interrupted run resumes where it stopped.
 
 ``generate=True``: free greedy generation (transformers ``generate``, the same rendered prompt), as the
 paper's LLM baselines are run; the text is parsed to a candidate by ``parse_generation``, an output that is
@@ -27,16 +28,18 @@ from data_prep.outputs import read_jsonl
 from data_prep.prepared import load_prepared
 
 from .config import PredictConfig
-from .files import check_split, prediction_row, write_jsonl_atomic, write_predictions
+from .files import check_split, distribution_row, prediction_row, write_jsonl_atomic, write_predictions
 from .metrics import log_softmax
 from .temperature import calibration_subset, fit_record, write_temperature
 
 DEFAULTS = PredictConfig()   # the keyword defaults below are the command line's
 
 
-def _top(probs: np.ndarray, candidates: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
-    order = np.argsort(-probs, kind="stable")[:k]  # stable: ties go to the lower label_id, as argmax does
-    return [(candidates[i], float(probs[i])) for i in order]
+def constrained_rows(scores: dict, meta: list[dict], candidates: list[str]) -> list[dict]:
+    """Prediction rows of scored samples: the normalized log-probabilities are stored, pred and the top-3 are
+    their ranking (``distribution_row``), p_label and the top probabilities the scorer's."""
+    logprobs = log_softmax(scores["logprobs"])
+    return [distribution_row(i, m, candidates, logprobs[i], scores["probs"][i]) for i, m in enumerate(meta)]
 
 
 def _wait_for_parts(paths: list[Path], poll_s: float = 5.0, timeout_s: float = 6 * 3600) -> None:
@@ -53,7 +56,7 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
                         batch_size: int = DEFAULTS.batch_size, shard_size: int = DEFAULTS.shard_size,
                         device: str | None = None,
                         cutoff_len: int | None = None, dtype: str | None = None, cache=None) -> Path | None:
-    """Argmax of the scorer's candidate probabilities for every sample of ``dataset``; returns the file.
+    """The top of the scorer's candidate probabilities for every sample of ``dataset``; returns the file.
 
     With cutoff_len (the recipe's), samples whose prompt + longest candidate exceed it are refused before any
     model forward.  Returns None on ranks other than 0 of a torchrun launch (rank 0 writes the file).
@@ -77,14 +80,7 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
         raise ValueError(f"{scores_dir}: scored candidates differ from {dataset_dir}/stats.json; use a new --out")
     if not np.array_equal(scores["index"], np.arange(len(meta))):
         raise ValueError(f"{scores_dir}: scores do not cover {dataset} line by line; use a new --out")
-    rows = []
-    logprobs = log_softmax(scores["logprobs"])
-    for i, m in enumerate(meta):
-        probs = scores["probs"][i]
-        pred_id = int(scores["pred_id"][i])
-        label_id = candidates.index(m["label"])
-        rows.append(prediction_row(i, m, candidates[pred_id], candidates, p_label=float(probs[label_id]),
-                                   top=_top(probs, candidates), logprobs=logprobs[i]))
+    rows = constrained_rows(scores, meta, candidates)
     return write_predictions(out_dir, dataset, rows, {
         "method": "constrained", "model": str(model), "adapter": None if adapter is None else str(adapter),
         "template": template, "dataset_dir": str(dataset_dir), "scores_dir": str(scores_dir)})

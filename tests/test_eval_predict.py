@@ -10,10 +10,12 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from prediction_checks import assert_pred_is_argmax
 from tiny_models import build_tiny_llama, texts_from_dataset_dir
 
 from data_prep.outputs import read_jsonl
 from evaluation.__main__ import main
+from evaluation.files import LOGPROB_DECIMALS
 from evaluation.predict import parse_generation, predict_constrained, predict_generate
 from evaluation.temperature import fit_temperature
 from scoring.shards import load_scores
@@ -80,6 +82,7 @@ def test_constrained_is_argmax_of_scorer_and_resumes(dataset_dir, tiny_model, tm
         assert [t["name"] for t in row["top"]] == [NAMES[i] for i in np.argsort(-probs, kind="stable")[:3]]
         assert row["top"][0]["name"] == row["pred"]
         assert np.exp(row["logprobs"]) == pytest.approx(probs, abs=1e-5)   # every candidate, normalized
+    assert_pred_is_argmax(rows)
     assert json.loads((out / "test_p2.predictions.info.json").read_text())["method"] == "constrained"
 
     parts = sorted((out / "test_p2.scores").glob("part-*.parquet"))
@@ -96,6 +99,28 @@ def test_constrained_is_argmax_of_scorer_and_resumes(dataset_dir, tiny_model, tm
     assert record["n_samples"] == 7 and record["split"] == "valid" and record["nll_after"] <= record["nll_before"]
     labels = [NAMES.index(r["label"]) for r in rows]   # valid is a copy of test_p2 here
     assert record["temperature"] == pytest.approx(fit_temperature(valid["logprobs"], labels))
+
+
+def test_constrained_pred_is_the_top_of_the_stored_log_probabilities(dataset_dir, tmp_path, monkeypatch):
+    """Two float32 scores the file cannot tell apart (equal to LOGPROB_DECIMALS) are a tie: the lower label_id."""
+    import scoring.scorer
+    import scoring.shards
+
+    raw = np.random.default_rng(3).normal(-3.0, 1.0, size=(7, len(NAMES))).astype(np.float32)
+    raw[0] = [-1.0, -2.5, -0.9999999, -3.0]   # candidate 2 is the float32 argmax by 1e-7
+    normalized = raw - np.logaddexp.reduce(raw.astype(np.float64), axis=1, keepdims=True)
+    assert round(normalized[0, 0], LOGPROB_DECIMALS) == round(normalized[0, 2], LOGPROB_DECIMALS)
+    probs = np.exp(normalized).astype(np.float32)
+    scores = {"candidates": NAMES, "index": np.arange(7), "logprobs": raw, "probs": probs,
+              "pred_id": raw.argmax(axis=1)}
+    monkeypatch.setattr(scoring.scorer, "score_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(scoring.shards, "wait_for_scores", lambda *a, **k: None)
+    monkeypatch.setattr(scoring.shards, "load_scores", lambda *a, **k: scores)
+    rows = read_jsonl(predict_constrained("unused", "smollm2", dataset_dir, "test_p2", tmp_path / "pred"))
+    assert_pred_is_argmax(rows)
+    assert rows[0]["pred"] == NAMES[0] and [t["name"] for t in rows[0]["top"][:2]] == [NAMES[0], NAMES[2]]
+    assert [r["p_label"] for r in rows] == [pytest.approx(float(p[NAMES.index(r["label"])]))
+                                            for r, p in zip(rows, probs)]   # the scorer's probabilities
 
 
 def test_generate_reports_invalid_rate(dataset_dir, tiny_model, tmp_path):

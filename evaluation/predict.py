@@ -26,11 +26,12 @@ import numpy as np
 
 from data_prep.outputs import read_jsonl
 from data_prep.prepared import load_prepared
+from data_prep.prompts import INSTRUCTION_TEMPLATES, rerender
 
 from .config import PredictConfig
 from .files import check_split, distribution_row, prediction_row, write_jsonl_atomic, write_predictions
 from .metrics import log_softmax
-from .temperature import calibration_subset, fit_record, write_temperature
+from .temperature import calibration_subset, fit_modes_record, write_temperature
 
 DEFAULTS = PredictConfig()   # the keyword defaults below are the command line's
 
@@ -88,36 +89,46 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
 
 def fit_constrained_temperature(model: str, template: str, dataset_dir: str | os.PathLike,
                                 out_dir: str | os.PathLike, samples: int, seed: int, adapter: str | None = None,
-                                batch_size: int = DEFAULTS.batch_size, shard_size: int = DEFAULTS.shard_size,
-                                device: str | None = None,
+                                batch_size: int = DEFAULTS.batch_size, device: str | None = None,
                                 cutoff_len: int | None = None, dtype: str | None = None, cache=None) -> Path | None:
-    """Score a seeded subset of `samples` validation samples and write ``<out>/temperature.json`` (the T
-    minimising their NLL, ``evaluation.temperature``); returns the file, None on ranks other than 0 and when
-    dataset_dir has no valid split (a warning says so)."""
+    """Score a seeded subset of `samples` validation samples in every instruction template and write
+    ``<out>/temperature.json``: the T minimising their NLL in each prompt mode (``evaluation.temperature``).
+    Rank 0 scores them; returns the file, None on other ranks and when dataset_dir has no valid split (a warning
+    says so)."""
     from scoring.devices import dist_env
-    from scoring.scorer import score_dataset
-    from scoring.shards import load_scores, wait_for_scores
+    from scoring.scorer import ScorerCache, check_scored_lengths
 
+    if dist_env()[0] != 0:
+        return None
     try:
-        split = load_prepared(dataset_dir, "valid", records=False)
+        split = load_prepared(dataset_dir, "valid")
     except FileNotFoundError as err:
         print(f"warning: no temperature fitted ({err}); the model's probabilities are used unscaled")
         return None
     if not split.meta:
         raise ValueError(f"{dataset_dir}: the valid split is empty; no temperature can be fitted (--calib-samples 0)")
-    indices = calibration_subset(len(split.meta), samples, seed)
-    scores_dir = Path(out_dir) / "valid.scores"
-    score_dataset(model, template, dataset_dir, "valid", scores_dir, adapter_path=adapter, indices=indices,
-                  batch_size=batch_size, shard_size=shard_size, with_embeddings=False, device=device,
-                  dtype=dtype, cutoff_len=cutoff_len, cache=cache)
-    if dist_env()[0] != 0:
-        return None
-    wait_for_scores(scores_dir)
-    scores = load_scores(scores_dir)
-    if not np.array_equal(scores["index"], indices) or list(scores["candidates"]) != split.candidates:
-        raise ValueError(f"{scores_dir}: scored another subset; delete it or use a new --out")
-    labels = [split.candidates.index(split.meta[i]["label"]) for i in indices.tolist()]
-    return write_temperature(out_dir, fit_record(scores["logprobs"], labels, seed))
+    indices = calibration_subset(len(split.meta), samples, seed).tolist()
+    own = [int(split.meta[i]["template_id"]) for i in indices]
+    records = every_template(split.records, split.meta, indices)
+    cache = cache or ScorerCache()
+    check_scored_lengths(model, template, records, split.candidates, cutoff_len,
+                         "valid samples in every instruction template (prompt + longest candidate)", cache)
+    scorer = cache.scorer(model, template, adapter, batch_size, device, dtype)
+    logprobs = scorer.score(records, split.candidates, with_embeddings=False).cand_logprob
+    labels = [split.candidates.index(split.meta[i]["label"]) for i in indices]
+    return write_temperature(out_dir, fit_modes_record(logprobs.reshape(len(indices), len(INSTRUCTION_TEMPLATES), -1),
+                                                       own, labels, seed))
+
+
+def every_template(records: list[dict], meta: list[dict], indices: list[int]) -> list[dict]:
+    """Each sample of `indices` rendered in each Appendix D template, template by template within a sample."""
+    out = []
+    for i in indices:
+        try:
+            out += [rerender(records[i], int(meta[i]["template_id"]), t) for t in range(len(INSTRUCTION_TEMPLATES))]
+        except ValueError as err:
+            raise ValueError(f"valid sample {meta[i].get('sample_id')}: {err}") from None
+    return out
 
 
 def _normalize(text: str) -> str:

@@ -26,6 +26,7 @@ from data_prep.prompts import (
     format_event,
     format_next_context,
     render_instruction,
+    rerender,
 )
 from data_prep.readers import detect_format, missing_columns_error
 from data_prep.samples import WEEKDAYS
@@ -60,6 +61,7 @@ __all__ = [
     "parse_time_format",
     "parse_times",
     "render_instruction",
+    "rerender",
     "resolve_columns",
     "string_dictionary",
     "weekday_of",

@@ -1,5 +1,7 @@
 """predict and serve apply the run's temperature (eval/behaviorlm/temperature.json, written by `make eval`'s
-predict): their probabilities equal softmax(eval log-probs / T) for the same sample, and say which T."""
+predict) of the prompt mode they use, fitted on the validation samples in that mode: their probabilities equal
+softmax(eval log-probs / T) for the same sample, and say which T. The run's own model keeps its T when named by
+--model; another model gets T = 1."""
 from __future__ import annotations
 
 import json
@@ -10,12 +12,14 @@ import numpy as np
 import pytest
 from serving_helpers import build_tiny_run, protocol2_samples, serve_in_thread
 
+from data_prep.prepared import load_prepared
+from data_prep.prompts import rerender
 from evaluation.__main__ import main as evaluation_main
-from evaluation.temperature import scale
+from evaluation.temperature import calibration_subset, fit_temperature, scale
 from serving.__main__ import main as serving_main
 from serving.app import AppConfig, create_app
 from serving.predictor import Predictor, local_iso
-from serving.prompting import Query
+from serving.prompting import MODES, Query, template_ids
 from serving.run import load_run
 
 
@@ -33,7 +37,7 @@ def tiny_run(tmp_path_factory):
                             "--device", "cpu", "--calib-samples", "16", "--calib-seed", "1"]) == 0
     record = json.loads((out / "temperature.json").read_text())
     return {**built, "rows": _jsonl(out / "test_p2.predictions.jsonl"), "T": record["temperature"],
-            "record": record}
+            "record": record, "T_of": {mode: fit["temperature"] for mode, fit in record["modes"].items()}}
 
 
 @pytest.fixture(scope="module")
@@ -53,22 +57,47 @@ def _by_name(top: list[dict]) -> dict[str, float]:
 def test_eval_fits_a_temperature_that_is_not_one(tiny_run):
     record = tiny_run["record"]
     assert record["n_samples"] == 16 and record["seed"] == 1 and record["nll_after"] <= record["nll_before"]
-    assert abs(np.log(tiny_run["T"])) > 0.05   # otherwise the comparisons below could not tell T from 1
+    for t in (tiny_run["T"], *tiny_run["T_of"].values()):
+        assert abs(np.log(t)) > 0.05   # otherwise the comparisons below could not tell T from 1
+
+
+def test_each_prompt_mode_has_the_t_fitted_on_its_own_prompts(tiny_run):
+    """The validation subset, scored by serving's predictor in each mode, gives the T that mode is served with."""
+    valid = load_prepared(tiny_run["data"], "valid")
+    indices = calibration_subset(len(valid.meta), 16, 1).tolist()
+    run = load_run(tiny_run["run"], "smollm2")
+    predictor = Predictor(run, batch_size=4, device="cpu")
+    labels = [valid.candidates.index(valid.meta[i]["label"]) for i in indices]
+    assert set(MODES) == set(tiny_run["T_of"])
+    for mode in MODES:
+        lp = np.stack([predictor.logprobs([rerender(valid.records[i], valid.meta[i]["template_id"], t)
+                                           for t in template_ids(mode)]).mean(axis=0) for i in indices])
+        assert tiny_run["T_of"][mode] == pytest.approx(fit_temperature(lp, labels), rel=1e-3)
+        assert run.temperature(mode) == tiny_run["T_of"][mode]
 
 
 def test_predictor_applies_the_runs_temperature(tiny_run, samples):
     from serving.prompting import Event
 
-    for enabled, t in ((True, tiny_run["T"]), (False, 1.0)):
+    for enabled in (True, False):
         run = load_run(tiny_run["run"], "smollm2", temperature=enabled)
-        assert run.temperature == pytest.approx(t)
         predictor = Predictor(run, batch_size=4, device="cpu")
         queries = [Query(None, [Event(*e) for e in s["history"]], s["next"][0], s["next"][1], 100,
                          str(s["meta"]["template_id"])) for s in samples]
-        for pred, row in zip(predictor.predict(queries), tiny_run["rows"]):
+        for pred, row, q in zip(predictor.predict(queries), tiny_run["rows"], queries):
+            t = tiny_run["T_of"][q.mode] if enabled else 1.0
+            assert run.temperature(q.mode) == pytest.approx(t)
             np.testing.assert_allclose(pred.probs, _expected(row, t), atol=1e-4)
-    # another model than the run's own: no eval of it is known, T = 1
-    assert load_run(tiny_run["run"], "smollm2", model=str(tiny_run["run"] / "final")).temperature == 1.0
+
+
+def test_the_runs_own_model_keeps_its_temperature_another_gets_one(tiny_run, tmp_path):
+    final = tiny_run["run"] / "final"
+    assert load_run(tiny_run["run"], "smollm2", model=str(final)).temperatures == tiny_run["T_of"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text((final / "config.json").read_text())
+    run = load_run(tiny_run["run"], "smollm2", model=str(other))
+    assert run.temperatures == {} and all(run.temperature(mode) == 1.0 for mode in MODES)
 
 
 def _inputs(tmp_path, samples) -> tuple[Path, Path]:
@@ -86,7 +115,7 @@ def _inputs(tmp_path, samples) -> tuple[Path, Path]:
 def test_predict_cli_lines_carry_the_temperature(tiny_run, samples, tmp_path):
     ev, nx = _inputs(tmp_path, samples)
     template = samples[0]["meta"]["template_id"]
-    for extra, t in (([], tiny_run["T"]), (["--no-temperature"], 1.0)):
+    for extra, t in (([], tiny_run["T_of"][str(template)]), (["--no-temperature"], 1.0)):
         out = tmp_path / f"pred{len(extra)}.jsonl"
         assert serving_main(["predict", "--run-dir", str(tiny_run["run"]), "--template", "smollm2", "--events",
                              str(ev), "--next", str(nx), "--out", str(out), "--top-k", "100", "--device", "cpu",
@@ -110,6 +139,7 @@ def test_http_response_carries_the_temperature(tiny_run, samples):
     with serve_in_thread(create_app(predictor, AppConfig(top_k=100))) as port:
         r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json=body, timeout=60)
     assert r.status_code == 200, r.text
-    assert r.json()["temperature"] == pytest.approx(tiny_run["T"])
+    t = tiny_run["T_of"][str(s["meta"]["template_id"])]
+    assert r.json()["temperature"] == pytest.approx(t)
     got = _by_name(r.json()["top"])
-    np.testing.assert_allclose([got[n] for n in predictor.run.behaviors], _expected(row, tiny_run["T"]), atol=1e-4)
+    np.testing.assert_allclose([got[n] for n in predictor.run.behaviors], _expected(row, t), atol=1e-4)

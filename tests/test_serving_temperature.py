@@ -5,6 +5,7 @@ softmax(eval log-probs / T) for the same sample, and say which T. The run's own 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -14,12 +15,13 @@ from serving_helpers import build_tiny_run, protocol2_samples, serve_in_thread
 
 from data_prep.prepared import load_prepared
 from data_prep.prompts import rerender
+from evaluation import metrics as M
 from evaluation.__main__ import main as evaluation_main
 from evaluation.temperature import calibration_subset, fit_temperature, scale
 from serving.__main__ import main as serving_main
 from serving.app import AppConfig, create_app
-from serving.predictor import Predictor, local_iso
-from serving.prompting import MODES, Query, template_ids
+from serving.predictor import Predictor, local_iso, result_line
+from serving.prompting import MODES, Query, render_records, template_ids
 from serving.run import load_run
 
 
@@ -62,18 +64,38 @@ def test_eval_fits_a_temperature_that_is_not_one(tiny_run):
 
 
 def test_each_prompt_mode_has_the_t_fitted_on_its_own_prompts(tiny_run):
-    """The validation subset, scored by serving's predictor in each mode, gives the T that mode is served with."""
+    """The validation subset, scored by serving's predictor in each mode, gives that mode's fit (its NLL before
+    scaling tells the modes apart) and the T it is served with."""
     valid = load_prepared(tiny_run["data"], "valid")
     indices = calibration_subset(len(valid.meta), 16, 1).tolist()
     run = load_run(tiny_run["run"], "smollm2")
     predictor = Predictor(run, batch_size=4, device="cpu")
     labels = [valid.candidates.index(valid.meta[i]["label"]) for i in indices]
     assert set(MODES) == set(tiny_run["T_of"])
+    nll_before = {}
     for mode in MODES:
         lp = np.stack([predictor.logprobs([rerender(valid.records[i], valid.meta[i]["template_id"], t)
                                            for t in template_ids(mode)]).mean(axis=0) for i in indices])
-        assert tiny_run["T_of"][mode] == pytest.approx(fit_temperature(lp, labels), rel=1e-3)
-        assert run.temperature(mode) == tiny_run["T_of"][mode]
+        fit = tiny_run["record"]["modes"][mode]
+        nll_before[mode] = fit["nll_before"]
+        assert fit["nll_before"] == pytest.approx(M.nll(lp, labels), rel=1e-4)
+        assert fit["temperature"] == pytest.approx(fit_temperature(lp, labels), rel=1e-3)
+        assert run.temperature(mode) == fit["temperature"]
+    assert len({round(v, 4) for v in nll_before.values()}) == len(MODES)   # four different fits
+
+
+def test_each_mode_is_served_with_its_own_temperature(tiny_run, samples):
+    from serving.prompting import Event
+
+    ts = {mode: 0.5 + i for i, mode in enumerate(MODES)}
+    run = replace(load_run(tiny_run["run"], "smollm2"), temperatures=ts)
+    predictor = Predictor(run, batch_size=4, device="cpu")
+    s = samples[0]
+    for mode, t in ts.items():
+        query = Query(None, [Event(*e) for e in s["history"]], s["next"][0], s["next"][1], 100, mode)
+        raw = predictor.logprobs(render_records(query, run.behaviors, run.system_prompt)).mean(axis=0)
+        np.testing.assert_allclose(predictor.predict([query])[0].probs, np.exp(scale(raw[None], t)[0]), atol=1e-6)
+        assert result_line(predictor.predict([query])[0], run)["temperature"] == t
 
 
 def test_predictor_applies_the_runs_temperature(tiny_run, samples):
@@ -115,8 +137,10 @@ def _inputs(tmp_path, samples) -> tuple[Path, Path]:
 def test_predict_cli_lines_carry_the_temperature(tiny_run, samples, tmp_path):
     ev, nx = _inputs(tmp_path, samples)
     template = samples[0]["meta"]["template_id"]
-    for extra, t in (([], tiny_run["T_of"][str(template)]), (["--no-temperature"], 1.0)):
-        out = tmp_path / f"pred{len(extra)}.jsonl"
+    own = ["--model", str(tiny_run["run"] / "final")]   # the run's own model, named: it keeps its T
+    for i, (extra, t) in enumerate((([], tiny_run["T_of"][str(template)]), (["--no-temperature"], 1.0),
+                                    (own, tiny_run["T_of"][str(template)]))):
+        out = tmp_path / f"pred{i}.jsonl"
         assert serving_main(["predict", "--run-dir", str(tiny_run["run"]), "--template", "smollm2", "--events",
                              str(ev), "--next", str(nx), "--out", str(out), "--top-k", "100", "--device", "cpu",
                              "--instruction-template", str(template), *extra]) == 0

@@ -13,6 +13,8 @@ apostrophe of "user's" is written as ASCII.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from data_prep.samples import WEEKDAYS
@@ -54,6 +56,28 @@ def format_candidates(behaviors: list[str]) -> str:
 
 def render_instruction(template_id: int, history: str, next_context: str, candidates: str) -> str:
     return INSTRUCTION_TEMPLATES[template_id].format(history=history, next_context=next_context, candidates=candidates)
+
+
+def _template_pattern(template_id: int) -> re.Pattern:
+    literal = re.split(r"\{(history|next_context|candidates)\}", INSTRUCTION_TEMPLATES[template_id])
+    parts = [re.escape(p) if i % 2 == 0 else f"(?P<{p}>.*)" for i, p in enumerate(literal)]
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def split_instruction(instruction: str, template_id: int) -> tuple[str, str, str]:
+    """(history, next_context, candidates) of a prepared instruction: lets a prepared sample be re-rendered
+    with the other templates (template-eval, the temperature of each prompt mode). The literal parts of a
+    template never occur inside a field."""
+    match = _template_pattern(template_id).fullmatch(instruction)
+    if match is None:
+        raise ValueError(f"instruction does not follow template {template_id}")
+    return match["history"], match["next_context"], match["candidates"]
+
+
+def rerender(record: dict, template_id: int, new_template_id: int) -> dict:
+    """A prepared record with its instruction re-rendered in template `new_template_id`."""
+    history, next_context, candidates = split_instruction(record["instruction"], template_id)
+    return {**record, "instruction": render_instruction(new_template_id, history, next_context, candidates)}
 
 
 def draw_template_ids(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -4,7 +4,8 @@ Stages talk through files (see docs/data-preparation.md "Files between stages");
 
 ``<out>/<dataset>.predictions.jsonl`` -- line i is test sample i of ``<dataset_dir>/<dataset>.jsonl``:
 ``index``, ``sample_id``, ``label``, ``label_id``, ``pred`` (a candidate name, or null when a generated
-output is not a candidate), ``pred_id`` (-1 when invalid), ``p_label`` (probability of the true label,
+output is not a candidate; with ``logprobs``, their first maximum as stored: ``files.distribution_row``),
+``pred_id`` (-1 when invalid), ``p_label`` (probability of the true label,
 null when the method has none), ``top`` (up to 3 ``{"name", "p"}``, best first), ``valid``, and
 ``logprobs`` (log p(c|x) of every candidate in label_id order, when the method gives a distribution; files
 without it are still read, their ranking and calibration metrics are then absent); generation adds

@@ -47,8 +47,9 @@ def _predict(args: argparse.Namespace) -> None:
         if path is not None:
             print(path)
     if cfg.calib_samples > 0 and not args.generate:
+        calib = {k: v for k, v in kwargs.items() if k != "shard_size"}   # one in-memory batch, on rank 0
         path = fit_constrained_temperature(args.model, args.template, args.dataset_dir, args.out, cfg.calib_samples,
-                                           cfg.calib_seed, cache=cache, **kwargs)
+                                           cfg.calib_seed, cache=cache, **calib)
         if path is not None:
             print(path)
 

@@ -11,18 +11,17 @@ per window that holds it). When the global row is empty too, the most-frequent b
 The ``source`` field of each prediction says which level answered: ``user``, ``global`` or
 ``most_frequent``.
 
-Tie-break (deterministic): among successors with the same count, the one with the larger global
-transition count from the same behavior wins, then the one with the larger training count, then the
-lower label_id (stats.json order). The same key ranks the top-3 list.
-
 Distributions (``logprobs``, ``p_label`` and the top-3 probabilities): most-frequent gives every candidate
 its Laplace-smoothed training frequency, prior_c = (train_count_c + 1) / (N + K), so a behavior never seen in
-training keeps a finite log-probability. Markov gives (count_c + prior_c) / (total + 1) at the level that
-answered (a Dirichlet prior of one pseudo-count spread as the training frequency), and prior_c when the
-most-frequent fall-back answered. Smoothing adds less than one count, so the most probable candidate is the
-predicted one whenever counts differ; candidates with equal counts and equal training counts get equal
-probabilities, and the ranking metrics treat them as ties (``evaluation.metrics``), whatever the tie-break
-above chose as the prediction.
+training keeps a finite log-probability. Markov smooths each level with the next one as its Dirichlet prior of
+one pseudo-count: global_c = (global_count_c + prior_c) / (global_total + 1) and, when the user level answers,
+p_c = (user_count_c + global_c) / (user_total + 1). A prior adds less than one count, so the distribution
+ranks by the user count, then the global count, then the training count.
+
+The prediction and the top-3 are read off the stored distribution (``evaluation.files.distribution_row``):
+pred is the candidate with the largest stored log-probability, and candidates whose stored log-probabilities
+are equal are tied, the lower label_id first. Ranking metrics treat the same candidates as ties
+(``evaluation.metrics``).
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from tqdm import tqdm
 from data_prep.outputs import iter_jsonl
 from data_prep.prepared import candidate_names, load_prepared
 
-from .files import check_split, prediction_row, write_predictions
+from .files import check_split, distribution_row, first_max, write_predictions
 
 KINDS = ("most-frequent", "markov")
 
@@ -80,45 +79,30 @@ def global_transitions(train_meta: Iterable[dict]) -> dict[str, Counter]:
 class MarkovPredictor:
     def __init__(self, stats: dict, global_table: dict[str, Counter]):
         self.candidates = candidate_names(stats)
-        self.label_id = {name: i for i, name in enumerate(self.candidates)}
-        self.train_count = {b["name"]: int(b["train_count"]) for b in stats["behaviors"]}
+        self.prior = smoothed_prior(stats)
         self.global_table = global_table
-        self.fallback = most_frequent_order(stats)
 
-    def _rank(self, counts: Counter, last: str) -> list[tuple[str, int]]:
-        global_row = self.global_table.get(last, Counter())
-        return sorted(counts.items(), key=lambda kv: (-kv[1], -global_row[kv[0]], -self.train_count.get(kv[0], 0),
-                                                     self.label_id.get(kv[0], len(self.candidates))))
+    def distribution(self, history: list[str]) -> tuple[np.ndarray, str]:
+        """p(next behavior | history) in label_id order, and the level that answered (``source``)."""
+        last = history[-1] if history else None
+        global_row = self.global_table.get(last)
+        backoff = smoothed_distribution(global_row or {}, self.prior, self.candidates)
+        user_row = transition_counts([history]).get(last) if history else None
+        if user_row:
+            return smoothed_distribution(user_row, backoff, self.candidates), "user"
+        if global_row:
+            return backoff, "global"
+        return self.prior, "most_frequent"
 
-    def predict(self, history: list[str]) -> tuple[str, str, list[tuple[str, float | None]], dict[str, float]]:
-        """(prediction, source, top-3 ranked, successor distribution at the answering level).
-
-        The distribution is empty when the most-frequent fall-back answered."""
-        if history:
-            last = history[-1]
-            for source, counts in (("user", transition_counts([history]).get(last)),
-                                   ("global", self.global_table.get(last))):
-                if counts:
-                    total = sum(counts.values())
-                    ranked = [(name, c / total) for name, c in self._rank(counts, last)]
-                    return ranked[0][0], source, ranked[:3], dict(ranked)
-        return self.fallback[0], "most_frequent", [(name, None) for name in self.fallback[:3]], {}
-
-    def counts(self, history: list[str], source: str) -> Counter:
-        """The successor counts of history's last behavior at the level that answered (empty for the fall-back)."""
-        if source == "most_frequent":
-            return Counter()
-        table = transition_counts([history]) if source == "user" else self.global_table
-        return table.get(history[-1], Counter())
+    def predict(self, history: list[str]) -> tuple[str, str, np.ndarray]:
+        """(prediction, source, distribution): the prediction is the distribution's stored top."""
+        probs, source = self.distribution(history)
+        return self.candidates[first_max(np.log(probs))], source, probs
 
 
-def _row(i: int, meta: dict, pred: str, ranked: list[str], probs: np.ndarray, candidates: list[str],
-         **extra) -> dict:
-    """A prediction row with the smoothed distribution: p_label, the top-3 in the predictor's order, logprobs."""
-    index = {name: j for j, name in enumerate(candidates)}
-    label = index.get(meta["label"])
-    return prediction_row(i, meta, pred, candidates, p_label=None if label is None else probs[label],
-                          top=[(n, probs[index[n]]) for n in ranked[:3]], logprobs=np.log(probs), **extra)
+def _row(i: int, meta: dict, probs: np.ndarray, candidates: list[str], **extra) -> dict:
+    """A prediction row of a smoothed distribution: pred, top-3 and p_label read off it."""
+    return distribution_row(i, meta, candidates, np.log(probs), probs, **extra)
 
 
 def run_baseline(dataset_dir: str | os.PathLike, kind: str, dataset: str, out_dir: str | os.PathLike) -> Path:
@@ -131,17 +115,14 @@ def run_baseline(dataset_dir: str | os.PathLike, kind: str, dataset: str, out_di
     rows = []
     prior = smoothed_prior(stats)
     if kind == "most-frequent":
-        order = most_frequent_order(stats)
         for i, m in enumerate(meta):
-            rows.append(_row(i, m, order[0], order, prior, candidates))
+            rows.append(_row(i, m, prior, candidates))
     else:
         # streamed: train_all.meta.jsonl can be far larger than memory allows
         train_meta = iter_jsonl(Path(dataset_dir) / "train_all.meta.jsonl")
         table = global_transitions(tqdm(train_meta, desc="transitions of train_all", unit="sample"))
         predictor = MarkovPredictor(stats, table)
         for i, m in enumerate(tqdm(meta, desc=f"markov {dataset}", unit="sample")):
-            pred, source, top, dist = predictor.predict(list(m["history"]))
-            counts = predictor.counts(list(m["history"]), source)
-            rows.append(_row(i, m, pred, [n for n, _ in top], smoothed_distribution(counts, prior, candidates),
-                             candidates, source=source))
+            probs, source = predictor.distribution(list(m["history"]))
+            rows.append(_row(i, m, probs, candidates, source=source))
     return write_predictions(out_dir, dataset, rows, {"method": f"baseline:{kind}", "dataset_dir": str(dataset_dir)})

@@ -24,8 +24,8 @@ class PredictConfig:
         "help": "the recipe's cutoff_len: refuse samples whose prompt + longest candidate is longer (they were "
                 "trained on a truncated prompt)"})
     calib_samples: int = field(default=64, metadata={
-        "help": "validation samples (a seeded subset) to fit the temperature on, written as <out>/temperature.json; "
-                "0: none (not with --generate)"})
+        "help": "validation samples (a seeded subset, scored in each instruction template) to fit a temperature per "
+                "prompt mode on, written as <out>/temperature.json; 0: none (not with --generate)"})
     calib_seed: int = field(default=0, metadata={"help": "seed of the validation subset"})
 
     def __post_init__(self):

@@ -10,14 +10,16 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from data_prep.outputs import read_jsonl, write_jsonl, write_text_atomic
 from data_prep.outputs import write_json as write_json_atomic
 from data_prep.prepared import candidate_names, load_stats
 
 # The evaluation file helpers other packages (sasrec, serving) use; the loaders are data_prep's, re-exported.
-__all__ = ["TEST_SPLITS", "candidate_names", "check_split", "info_path", "load_predictions", "load_stats",
-           "prediction_row", "predictions_path", "read_jsonl", "write_json_atomic", "write_jsonl_atomic",
-           "write_predictions", "write_text_atomic"]
+__all__ = ["TEST_SPLITS", "candidate_names", "check_split", "distribution_row", "first_max", "info_path",
+           "load_predictions", "load_stats", "prediction_row", "predictions_path", "ranking", "read_jsonl",
+           "stored_logprobs", "write_json_atomic", "write_jsonl_atomic", "write_predictions", "write_text_atomic"]
 
 TEST_SPLITS = ("test_p1", "test_p2")
 LOGPROB_DECIMALS = 6   # absolute error 5e-7 in log p: a relative error of 5e-7 in p
@@ -62,9 +64,41 @@ def prediction_row(index: int, meta: dict, pred: str | None, candidates: list[st
     if logprobs is not None:
         if len(logprobs) != len(candidates):
             raise ValueError(f"{len(logprobs)} logprobs for {len(candidates)} candidates")
-        row["logprobs"] = [round(float(v), LOGPROB_DECIMALS) for v in logprobs]
+        row["logprobs"] = stored_logprobs(logprobs)
     row.update(extra)
     return row
+
+
+def stored_logprobs(logprobs: Sequence[float]) -> list[float]:
+    """log p(c|x) as a predictions file keeps them: LOGPROB_DECIMALS decimals."""
+    return [round(float(v), LOGPROB_DECIMALS) for v in logprobs]
+
+
+def ranking(values: Sequence[float]) -> np.ndarray:
+    """Candidate ids best first; equal values keep label_id order (the lower label_id first)."""
+    return np.argsort(-np.asarray(values, dtype=np.float64), kind="stable")
+
+
+def first_max(logprobs: Sequence[float]) -> int:
+    """The prediction of a distribution: the id of the largest stored log-probability (ties: the lower
+    label_id)."""
+    return int(ranking(stored_logprobs(logprobs))[0])
+
+
+def distribution_row(index: int, meta: dict, candidates: list[str], logprobs: Sequence[float],
+                     probs: Sequence[float] | None = None, keep_logprobs: bool = True, **extra: Any) -> dict:
+    """The row of a method with a distribution: ``pred`` and the order of ``top`` are the ranking of the stored
+    (rounded) log-probabilities, so pred is their first maximum (ties: the lower label_id). ``p_label`` and the
+    top probabilities are `probs` (default exp(logprobs)). keep_logprobs=False leaves ``logprobs`` out and ranks
+    by `probs`, the values the row then keeps."""
+    kept = stored_logprobs(logprobs)
+    p = np.exp(np.asarray(logprobs, dtype=np.float64)) if probs is None else np.asarray(probs)
+    order = ranking(kept if keep_logprobs else p)
+    label = candidates.index(meta["label"]) if meta["label"] in candidates else None
+    return prediction_row(index, meta, candidates[int(order[0])], candidates,
+                          p_label=None if label is None else p[label],
+                          top=[(candidates[int(j)], p[j]) for j in order[:3]],
+                          logprobs=kept if keep_logprobs else None, **extra)
 
 
 def write_predictions(out_dir: str | os.PathLike, dataset: str, rows: list[dict], info: dict) -> Path:

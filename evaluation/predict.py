@@ -2,8 +2,9 @@
 
 Default, candidate-constrained: the scorer of ``scoring`` gives p(c|x) over every candidate behavior
 (softmax of the candidate sequence log-probs, the prompt rendered by LLaMA-Factory's template code exactly
-as in training); the prediction is the argmax. No output can fail to parse. The scores are written as
-Parquet parts under ``<out>/<dataset>.scores/`` first, so an interrupted run resumes where it stopped.
+as in training); the prediction is the top of the stored log-probabilities (``files.distribution_row``). No
+output can fail to parse. The scores are written as Parquet parts under ``<out>/<dataset>.scores/`` first, so
+an interrupted run resumes where it stopped.
 
 ``generate=True``: free greedy generation (transformers ``generate``, the same rendered prompt), as the
 paper's LLM baselines are run; the text is parsed to a candidate by ``parse_generation``, an output that is
@@ -25,18 +26,21 @@ import numpy as np
 
 from data_prep.outputs import read_jsonl
 from data_prep.prepared import load_prepared
+from data_prep.prompts import INSTRUCTION_TEMPLATES, rerender
 
 from .config import PredictConfig
-from .files import check_split, prediction_row, write_jsonl_atomic, write_predictions
+from .files import check_split, distribution_row, prediction_row, write_jsonl_atomic, write_predictions
 from .metrics import log_softmax
-from .temperature import calibration_subset, fit_record, write_temperature
+from .temperature import calibration_subset, fit_modes_record, write_temperature
 
 DEFAULTS = PredictConfig()   # the keyword defaults below are the command line's
 
 
-def _top(probs: np.ndarray, candidates: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
-    order = np.argsort(-probs, kind="stable")[:k]  # stable: ties go to the lower label_id, as argmax does
-    return [(candidates[i], float(probs[i])) for i in order]
+def constrained_rows(scores: dict, meta: list[dict], candidates: list[str]) -> list[dict]:
+    """Prediction rows of scored samples: the normalized log-probabilities are stored, pred and the top-3 are
+    their ranking (``distribution_row``), p_label and the top probabilities the scorer's."""
+    logprobs = log_softmax(scores["logprobs"])
+    return [distribution_row(i, m, candidates, logprobs[i], scores["probs"][i]) for i, m in enumerate(meta)]
 
 
 def _wait_for_parts(paths: list[Path], poll_s: float = 5.0, timeout_s: float = 6 * 3600) -> None:
@@ -53,7 +57,7 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
                         batch_size: int = DEFAULTS.batch_size, shard_size: int = DEFAULTS.shard_size,
                         device: str | None = None,
                         cutoff_len: int | None = None, dtype: str | None = None, cache=None) -> Path | None:
-    """Argmax of the scorer's candidate probabilities for every sample of ``dataset``; returns the file.
+    """The top of the scorer's candidate probabilities for every sample of ``dataset``; returns the file.
 
     With cutoff_len (the recipe's), samples whose prompt + longest candidate exceed it are refused before any
     model forward.  Returns None on ranks other than 0 of a torchrun launch (rank 0 writes the file).
@@ -77,14 +81,7 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
         raise ValueError(f"{scores_dir}: scored candidates differ from {dataset_dir}/stats.json; use a new --out")
     if not np.array_equal(scores["index"], np.arange(len(meta))):
         raise ValueError(f"{scores_dir}: scores do not cover {dataset} line by line; use a new --out")
-    rows = []
-    logprobs = log_softmax(scores["logprobs"])
-    for i, m in enumerate(meta):
-        probs = scores["probs"][i]
-        pred_id = int(scores["pred_id"][i])
-        label_id = candidates.index(m["label"])
-        rows.append(prediction_row(i, m, candidates[pred_id], candidates, p_label=float(probs[label_id]),
-                                   top=_top(probs, candidates), logprobs=logprobs[i]))
+    rows = constrained_rows(scores, meta, candidates)
     return write_predictions(out_dir, dataset, rows, {
         "method": "constrained", "model": str(model), "adapter": None if adapter is None else str(adapter),
         "template": template, "dataset_dir": str(dataset_dir), "scores_dir": str(scores_dir)})
@@ -92,36 +89,46 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
 
 def fit_constrained_temperature(model: str, template: str, dataset_dir: str | os.PathLike,
                                 out_dir: str | os.PathLike, samples: int, seed: int, adapter: str | None = None,
-                                batch_size: int = DEFAULTS.batch_size, shard_size: int = DEFAULTS.shard_size,
-                                device: str | None = None,
+                                batch_size: int = DEFAULTS.batch_size, device: str | None = None,
                                 cutoff_len: int | None = None, dtype: str | None = None, cache=None) -> Path | None:
-    """Score a seeded subset of `samples` validation samples and write ``<out>/temperature.json`` (the T
-    minimising their NLL, ``evaluation.temperature``); returns the file, None on ranks other than 0 and when
-    dataset_dir has no valid split (a warning says so)."""
+    """Score a seeded subset of `samples` validation samples in every instruction template and write
+    ``<out>/temperature.json``: the T minimising their NLL in each prompt mode (``evaluation.temperature``).
+    Rank 0 scores them; returns the file, None on other ranks and when dataset_dir has no valid split (a warning
+    says so)."""
     from scoring.devices import dist_env
-    from scoring.scorer import score_dataset
-    from scoring.shards import load_scores, wait_for_scores
+    from scoring.scorer import ScorerCache, check_scored_lengths
 
+    if dist_env()[0] != 0:
+        return None
     try:
-        split = load_prepared(dataset_dir, "valid", records=False)
+        split = load_prepared(dataset_dir, "valid")
     except FileNotFoundError as err:
         print(f"warning: no temperature fitted ({err}); the model's probabilities are used unscaled")
         return None
     if not split.meta:
         raise ValueError(f"{dataset_dir}: the valid split is empty; no temperature can be fitted (--calib-samples 0)")
-    indices = calibration_subset(len(split.meta), samples, seed)
-    scores_dir = Path(out_dir) / "valid.scores"
-    score_dataset(model, template, dataset_dir, "valid", scores_dir, adapter_path=adapter, indices=indices,
-                  batch_size=batch_size, shard_size=shard_size, with_embeddings=False, device=device,
-                  dtype=dtype, cutoff_len=cutoff_len, cache=cache)
-    if dist_env()[0] != 0:
-        return None
-    wait_for_scores(scores_dir)
-    scores = load_scores(scores_dir)
-    if not np.array_equal(scores["index"], indices) or list(scores["candidates"]) != split.candidates:
-        raise ValueError(f"{scores_dir}: scored another subset; delete it or use a new --out")
-    labels = [split.candidates.index(split.meta[i]["label"]) for i in indices.tolist()]
-    return write_temperature(out_dir, fit_record(scores["logprobs"], labels, seed))
+    indices = calibration_subset(len(split.meta), samples, seed).tolist()
+    own = [int(split.meta[i]["template_id"]) for i in indices]
+    records = every_template(split.records, split.meta, indices)
+    cache = cache or ScorerCache()
+    check_scored_lengths(model, template, records, split.candidates, cutoff_len,
+                         "valid samples in every instruction template (prompt + longest candidate)", cache)
+    scorer = cache.scorer(model, template, adapter, batch_size, device, dtype)
+    logprobs = scorer.score(records, split.candidates, with_embeddings=False).cand_logprob
+    labels = [split.candidates.index(split.meta[i]["label"]) for i in indices]
+    return write_temperature(out_dir, fit_modes_record(logprobs.reshape(len(indices), len(INSTRUCTION_TEMPLATES), -1),
+                                                       own, labels, seed))
+
+
+def every_template(records: list[dict], meta: list[dict], indices: list[int]) -> list[dict]:
+    """Each sample of `indices` rendered in each Appendix D template, template by template within a sample."""
+    out = []
+    for i in indices:
+        try:
+            out += [rerender(records[i], int(meta[i]["template_id"]), t) for t in range(len(INSTRUCTION_TEMPLATES))]
+        except ValueError as err:
+            raise ValueError(f"valid sample {meta[i].get('sample_id')}: {err}") from None
+    return out
 
 
 def _normalize(text: str) -> str:

@@ -29,7 +29,7 @@ from . import metrics as M
 from .figures import plot_long_tail
 from .files import TEST_SPLITS, load_predictions, write_json_atomic, write_text_atomic
 from .paper_tables import TABLE3
-from .temperature import load_temperature
+from .temperature import bound_note, read_record
 
 LABELS = {"prec_w": "Prec_w", "rec_w": "Rec_w", "overall": "Overall", "head": "Head", "medium": "Medium",
           "tail": "Tail", "anchor_accuracy": "Anchor acc", "tail_behavior_accuracy": "Tail-behavior acc"}
@@ -85,7 +85,9 @@ def evaluate_model(stats: dict, pred_dirs: list[str]) -> dict:
     runs = []
     for pred_dir in pred_dirs:
         run = {"pred_dir": str(pred_dir)}
-        temperature = load_temperature(pred_dir)
+        record = read_record(pred_dir)
+        temperature = None if record is None else float(record["temperature"])
+        run["temperature_note"] = bound_note(record)   # a T at its search bound, said in one line
         for split in TEST_SPLITS:
             loaded = load_predictions(pred_dir, split)
             if loaded is not None:
@@ -193,7 +195,8 @@ def distribution_tables(models: dict) -> list[str]:
     missing = {name: reason for name, model in models.items() for run in model["runs"] for split in TEST_SPLITS
                if (reason := run.get(split, {}).get("distribution_missing"))}
     lines += [f"- {name}: {reason}." for name, reason in missing.items()]
-    return lines
+    return lines + [f"- {name}: {note}." for name, model in models.items() for run in model["runs"]
+                    if (note := run.get("temperature_note"))]
 
 
 def pooled_reliability(model: dict, key: str = "reliability") -> tuple[str, list[dict]] | None:

@@ -29,8 +29,8 @@ from evaluation.config import PredictConfig
 from evaluation.files import (
     TEST_SPLITS,
     candidate_names,
+    distribution_row,
     load_stats,
-    prediction_row,
     write_json_atomic,
     write_predictions,
 )
@@ -188,14 +188,12 @@ def fit(train: Windows, valid: Windows, model_cfg: ModelConfig, tcfg: TrainConfi
 
 def prediction_rows(probs: torch.Tensor, w: Windows, candidates: list[str],
                     logprobs: torch.Tensor | None = None) -> list[dict]:
-    """Rows of the evaluation's predictions contract: argmax, p(label), top-3 (and every log-probability)."""
-    top_p, top_i = probs.topk(min(3, probs.shape[1]), dim=-1)
-    rows = []
-    for i, meta in enumerate(w.meta):
-        top = [(candidates[j], p) for j, p in zip(top_i[i].tolist(), top_p[i].tolist())]
-        rows.append(prediction_row(i, meta, top[0][0], candidates, p_label=float(probs[i, w.label[i]]), top=top,
-                                   logprobs=None if logprobs is None else logprobs[i].tolist()))
-    return rows
+    """Rows of the evaluation's predictions contract (``distribution_row``): pred and the top-3 are the ranking
+    of the stored log-probabilities (of probs when logprobs is None: then only the top-3 probabilities are kept)."""
+    lp = (probs.log() if logprobs is None else logprobs).double().numpy()
+    p = probs.double().numpy()
+    return [distribution_row(i, meta, candidates, lp[i], p[i], keep_logprobs=logprobs is not None)
+            for i, meta in enumerate(w.meta)]
 
 
 def fit_valid_temperature(model: SASRec, valid: Windows, tcfg: TrainConfig, device: str) -> dict | None:

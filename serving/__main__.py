@@ -37,7 +37,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default bf16 on GPU, fp32 on CPU")
     p.add_argument("--no-temperature", action="store_true",
                    help="serve the raw probabilities (T = 1) instead of dividing the log-probabilities by the "
-                        "T of <run-dir>/eval/behaviorlm/temperature.json")
+                        "T of <run-dir>/eval/behaviorlm/temperature.json for the instruction template")
 
 
 def _add_prediction_args(p: argparse.ArgumentParser) -> None:
@@ -160,14 +160,23 @@ def _template_eval(args, run) -> int:
     return 0
 
 
+def temperature_line(run) -> str:
+    """The T of each prompt mode, and the file they came from (T = 1 for a mode the file has none for)."""
+    from serving.prompting import MODES
+
+    ts = ", ".join(f"{mode} {run.temperature(mode):g}" for mode in MODES)
+    missing = [mode for mode in MODES if mode not in run.temperatures]
+    source = f" ({run.temperature_from}" + (f"; no T for {', '.join(missing)}: 1" if missing else "") + ")"
+    return f"temperature per instruction template: {ts}" + (source if run.temperature_from else "")
+
+
 def _with_run(handler):
     """The command on the run's model, data and temperature (loaded first, from --run-dir)."""
 
     def load_then_handle(args) -> int:
         loaded = load_run(args.run_dir, args.template, args.model, args.adapter, args.dataset_dir,
                           temperature=not args.no_temperature)
-        print(f"temperature {loaded.temperature:g}"
-              + (f" ({loaded.temperature_from})" if loaded.temperature_from else ""), file=sys.stderr)
+        print(temperature_line(loaded), file=sys.stderr)
         return handler(args, loaded)
 
     return load_then_handle

@@ -137,7 +137,7 @@ def predict_files(predictor: Predictor, events: str, next_path: str, out: str, o
             bar.update(min(CHUNK, len(queries) - lo))
     lines = {p.query.user_id: result_line(p, run) for p in preds}
     for uid, message in errors.items():
-        lines[uid] = error_line(uid, message, run)
+        lines[uid] = error_line(uid, message, run, mode)
     write_jsonl(Path(out), (lines[uid] for uid in sorted(lines)))
     counts = {"users": len(lines), "predicted": sum("top" in v for v in lines.values()),
               "errors": sum("error" in v for v in lines.values()),

@@ -98,7 +98,7 @@ def part_key(run: RunInfo, events: str, next_path: str, opts: ReadOptions, top_k
             "adapter": str(run.adapter_path.resolve()) if run.adapter_path else None,
             "model_files": folder_stamp(run.model_path), "adapter_files": folder_stamp(run.adapter_path),
             "run": str(run.run_dir.resolve()), "template": run.template, "behaviors": run.behaviors,
-            "history_len": run.history_len, "seed": run.seed, "temperature": run.temperature,
+            "history_len": run.history_len, "seed": run.seed, "temperature": run.temperature(mode),
             "cutoff_len": cutoff_len, "top_k": top_k, "instruction_template": mode, "read": asdict(opts)}
 
 
@@ -158,7 +158,7 @@ def predict_bucket(job: Job, predictor, b: int, ev: dict, nx: dict, next_fmt: st
     for lo in range(0, len(queries), CHUNK):
         preds += predictor.predict(queries[lo:lo + CHUNK])
     lines = {p.query.user_id: result_line(p, run) for p in preds}
-    lines.update({uid: error_line(uid, message, run) for uid, message in errors.items()})
+    lines.update({uid: error_line(uid, message, run, job.mode) for uid, message in errors.items()})
     out, meta = part_paths(job.folder, b)
     write_jsonl(out, (lines[uid] for uid in sorted(lines)))
     manifest = {"key": job.key, "bucket": b, "users": len(lines),

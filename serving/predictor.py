@@ -1,8 +1,9 @@
 """The model side of predict and serve: one cached-prefix candidate scorer, loaded once, scoring queries.
 
 p(c | x) over the run's behaviors is the softmax of the candidates' sequence log-probabilities (the
-scorer's p(y|x), paper 3.3), divided by the run's temperature T first (``RunInfo.temperature``); in "mean"
-mode each candidate's log-probability is first averaged over the three instruction templates.
+scorer's p(y|x), paper 3.3), divided first by the run's temperature T for the query's prompt mode
+(``RunInfo.temperature``); in "mean" mode each candidate's log-probability is first averaged over the three
+instruction templates.
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ class Predictor:
             lp = self.logprobs(records)
             owner = np.asarray(owner)
             for i in np.unique(owner).tolist():
-                out[i].probs = softmax(lp[owner == i].mean(axis=0), self.run.temperature)
+                out[i].probs = softmax(lp[owner == i].mean(axis=0), self.run.temperature(queries[i].mode))
                 out[i].top = top_k_of(out[i].probs, self.run.behaviors, queries[i].top_k)
         return out
 
@@ -85,10 +86,10 @@ def local_iso(time: int) -> str:
     return datetime.fromtimestamp(int(time), tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def error_line(user_id: str | None, error: str, run: RunInfo) -> dict:
-    """The JSON of a user that could not be predicted."""
+def error_line(user_id: str | None, error: str, run: RunInfo, mode: str) -> dict:
+    """The JSON of a user that could not be predicted (in prompt mode `mode`)."""
     return {"user_id": user_id, "error": error, "model": run.model_name, "run": run.run_name,
-            "temperature": run.temperature}
+            "temperature": run.temperature(mode)}
 
 
 def result_line(pred: Prediction, run: RunInfo) -> dict:
@@ -96,10 +97,10 @@ def result_line(pred: Prediction, run: RunInfo) -> dict:
     their probabilities, the context they are for, and the model and run they came from."""
     q = pred.query
     if pred.error:
-        return error_line(q.user_id, pred.error, run)
+        return error_line(q.user_id, pred.error, run, q.mode)
     line = {"user_id": q.user_id, "context": {"timestamp": local_iso(q.next_time), **q.context}, "top": pred.top,
             "history_len": len(q.history), "instruction_template": q.mode, "model": run.model_name,
-            "run": run.run_name, "temperature": run.temperature}
+            "run": run.run_name, "temperature": run.temperature(q.mode)}
     if q.warning:
         line["warning"] = q.warning
     return line

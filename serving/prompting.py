@@ -11,7 +11,6 @@ instruction wordings training sampled from; see `python -m serving template-eval
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from serving.upstream import (
@@ -22,8 +21,12 @@ from serving.upstream import (
     format_next_context,
     hour_of,
     render_instruction,
+    rerender,
     weekday_of,
 )
+
+__all__ = ["DEFAULT_MODE", "MODES", "Event", "Query", "render_history", "render_record", "render_records", "rerender",
+           "template_ids", "weekday_hour"]
 
 MODES = ("mean", "0", "1", "2")
 # Measured on protocol 2 (python -m serving template-eval, SmolLM2-135M zero-shot on the demo-profile data, 36
@@ -88,24 +91,3 @@ def render_record(query: Query, behaviors: list[str], system_prompt: str, templa
 def render_records(query: Query, behaviors: list[str], system_prompt: str) -> list[dict]:
     """One record per template the query's mode uses (three for "mean")."""
     return [render_record(query, behaviors, system_prompt, t) for t in query.template_ids]
-
-
-def _template_pattern(template_id: int) -> re.Pattern:
-    literal = re.split(r"\{(history|next_context|candidates)\}", INSTRUCTION_TEMPLATES[template_id])
-    parts = [re.escape(p) if i % 2 == 0 else f"(?P<{p}>.*)" for i, p in enumerate(literal)]
-    return re.compile("".join(parts), re.DOTALL)
-
-
-def split_instruction(instruction: str, template_id: int) -> tuple[str, str, str]:
-    """(history, next_context, candidates) of a prepared instruction: lets a prepared sample be re-rendered
-    with the other templates (template-eval). The literal parts of a template never occur inside a field."""
-    match = _template_pattern(template_id).fullmatch(instruction)
-    if match is None:
-        raise ValueError(f"instruction does not follow template {template_id}")
-    return match["history"], match["next_context"], match["candidates"]
-
-
-def rerender(record: dict, template_id: int, new_template_id: int) -> dict:
-    """A prepared record with its instruction re-rendered in template `new_template_id`."""
-    history, next_context, candidates = split_instruction(record["instruction"], template_id)
-    return {**record, "instruction": render_instruction(new_template_id, history, next_context, candidates)}

@@ -7,13 +7,15 @@ stored in the run: it comes from the recipe (``recipes/<MODEL>/atune_lora_sft.ya
 and is passed in.
 
 Temperature: the run's model (final/, or pi_ref/ + btune/, both the model `make eval` evaluates as
-``behaviorlm``) is served with the T of ``<run>/eval/behaviorlm/temperature.json`` (``evaluation.temperature``);
-T = 1 when that file does not exist, when --model names another model, or with --no-temperature.
+``behaviorlm``; given by --model/--adapter or found in the run dir) is served with the T that
+``<run>/eval/behaviorlm/temperature.json`` holds for the prompt mode of each prediction (``modes``:
+``evaluation.temperature``). T = 1 for a mode that file has no T for, when the file does not exist, when
+--model names another model, or with --no-temperature.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cli import UsageError
@@ -33,8 +35,12 @@ class RunInfo:
     model_path: Path
     adapter_path: Path | None
     template: str                 # LLaMA-Factory chat template name, from the recipe
-    temperature: float = 1.0      # log-probabilities are divided by it before the softmax
-    temperature_from: str | None = None   # the temperature.json it came from (None: T = 1)
+    temperatures: dict[str, float] = field(default_factory=dict)   # prompt mode -> T (a mode not here: T = 1)
+    temperature_from: str | None = None   # the temperature.json they came from (None: T = 1)
+
+    def temperature(self, mode: str) -> float:
+        """T the log-probabilities of a prompt mode are divided by before the softmax."""
+        return self.temperatures.get(mode, 1.0)
 
     @property
     def run_name(self) -> str:
@@ -95,18 +101,29 @@ def _adapter(adapter: str | None) -> Path | None:
 SERVED_EVAL = "behaviorlm"   # the eval name of the run's own model (pipeline: eval_all)
 
 
-def served_temperature(run_dir: Path, own_model: bool, enabled: bool = True) -> tuple[float, str | None]:
-    """(T, file) for the served model: eval/behaviorlm/temperature.json of the run's own model, else (1, None)."""
-    from evaluation.temperature import FILENAME, load_temperature
+def is_own_model(run_dir: Path, model_path: Path, adapter_path: Path | None) -> bool:
+    """Whether the model is the one `make eval` evaluates as behaviorlm: final/, or pi_ref/ + btune/."""
+    def same(a: Path | None, b: Path | None) -> bool:
+        return (a is None) == (b is None) and (a is None or a.resolve() == b.resolve())
+    return any(same(model_path, m) and same(adapter_path, a)
+               for m, a in ((run_dir / "final", None), (run_dir / "pi_ref", run_dir / "btune")))
+
+
+def served_temperatures(run_dir: Path, own_model: bool, enabled: bool = True) -> tuple[dict[str, float], str | None]:
+    """(prompt mode -> T, file) for the served model: the T per mode of eval/behaviorlm/temperature.json for the
+    run's own model, else ({}, None): T = 1."""
+    from evaluation.temperature import FILENAME, MODES, load_temperature
 
     if not (enabled and own_model):
-        return 1.0, None
+        return {}, None
     folder = run_dir / "eval" / SERVED_EVAL
     try:
-        t = load_temperature(folder)
+        ts = {mode: load_temperature(folder, mode) for mode in MODES}
     except ValueError as err:
         raise ServingError(str(err)) from None
-    return (1.0, None) if t is None else (t, str(folder / FILENAME))
+    if not (folder / FILENAME).is_file():
+        return {}, None
+    return {mode: t for mode, t in ts.items() if t is not None}, str(folder / FILENAME)
 
 
 def load_run(run_dir: str | Path, template: str, model: str | None = None, adapter: str | None = None,
@@ -130,8 +147,8 @@ def load_run(run_dir: str | Path, template: str, model: str | None = None, adapt
     if len(behaviors) < 2:
         raise ServingError(f"{stats_path}: needs at least two behaviors, found {len(behaviors)}")
     model_path, adapter_path = resolve_model(run_dir, model, adapter)
-    t, t_from = served_temperature(run_dir, own_model=model is None, enabled=temperature)
-    return RunInfo(run_dir, stats, behaviors, history_len, system_prompt, model_path, adapter_path, template, t,
+    ts, t_from = served_temperatures(run_dir, is_own_model(run_dir, model_path, adapter_path), temperature)
+    return RunInfo(run_dir, stats, behaviors, history_len, system_prompt, model_path, adapter_path, template, ts,
                    t_from)
 
 

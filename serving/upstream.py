@@ -28,6 +28,7 @@ from data_prep.prompts import (
     format_event,
     format_next_context,
     render_instruction,
+    rerender,
 )
 from data_prep.readers import compression_of, detect_format, missing_columns_error
 from data_prep.samples import WEEKDAYS
@@ -74,6 +75,7 @@ __all__ = [
     "parse_times",
     "refuse_bad_share",
     "render_instruction",
+    "rerender",
     "resolve_columns",
     "string_dictionary",
     "unparsed_line",

@@ -1,19 +1,20 @@
-"""Most-frequent and per-user Markov baselines on a hand-made log (predictions checked by hand)."""
+"""Most-frequent and per-user Markov baselines on hand-made logs (predictions checked by hand); every baseline's
+prediction is the top of the distribution it writes."""
 
 import json
 
 import numpy as np
 import pytest
+from prediction_checks import assert_pred_is_argmax
 
 from data_prep.outputs import read_jsonl
 from evaluation.__main__ import main
-from evaluation.baselines import MarkovPredictor, global_transitions, most_frequent_order, run_baseline
+from evaluation.baselines import KINDS, MarkovPredictor, global_transitions, most_frequent_order, run_baseline
+from evaluation.files import LOGPROB_DECIMALS
 from evaluation.metrics import metrics_from_predictions
 
 NAMES = ["sleep", "work", "eat", "game", "taxi"]
 COUNTS = [10, 10, 5, 2, 1]  # sleep and work tie: the lower label_id (sleep) is the most frequent
-STATS = {"behaviors": [{"name": n, "label_id": i, "train_count": c, "train_freq": c / 28, "is_anchor": c >= 5,
-                        "freq_group": "head" if c >= 5 else "tail"} for i, (n, c) in enumerate(zip(NAMES, COUNTS))]}
 TRAIN = [  # global table: sleep->{work 1, eat 1}, work->{eat 2}, eat->{work 1, game 1, sleep 2}, game->{eat 1}
     {"history": ["sleep", "work", "eat"], "label": "work"},
     {"history": ["eat", "game", "eat"], "label": "sleep"},
@@ -34,18 +35,37 @@ CASES = [
 ]
 
 
-def write_dataset(tmp_path):
+
+def stats_of(names: list[str], counts: list[int]) -> dict:
+    total = sum(counts)
+    return {"behaviors": [{"name": n, "label_id": i, "train_count": c, "train_freq": c / total, "is_anchor": c >= 5,
+                           "freq_group": "head" if c >= 5 else "tail"} for i, (n, c) in enumerate(zip(names, counts))]}
+
+
+STATS = stats_of(NAMES, COUNTS)
+# Users tie C -> A and C -> B inside the history; the global row C -> {B: 3, A: 1} ranks B first, while the
+# training counts A/B/C = 10/5/5 favour A.
+TIE = {"stats": stats_of(["A", "B", "C"], [10, 5, 5]),
+       "train": [{"history": ["C"], "label": "B"}] * 3 + [{"history": ["C"], "label": "A"}],
+       "cases": [(["C", "A", "C", "B", "C"], "B", "B", "user")]}
+# Counts so large that adjacent ones give log-probabilities equal to the 6 decimals a predictions file keeps.
+HUGE = {"stats": stats_of(["x", "y", "z"], [10**8, 10**8 + 1, 3]), "train": [{"history": ["z"], "label": "x"}],
+        "cases": [(["y"], "y", None, "most_frequent"), (["x", "z"], "x", None, "global")]}
+
+
+def write_dataset(tmp_path, stats=STATS, train=TRAIN, cases=CASES):
     d = tmp_path / "data"
     d.mkdir()
-    (d / "stats.json").write_text(json.dumps(STATS))
+    names = [b["name"] for b in stats["behaviors"]]
+    (d / "stats.json").write_text(json.dumps(stats))
     with open(d / "train_all.meta.jsonl", "w") as f:
-        f.writelines(json.dumps({"sample_id": f"tr{i}", "user_id": "u0", **m}) + "\n" for i, m in enumerate(TRAIN))
+        f.writelines(json.dumps({"sample_id": f"tr{i}", "user_id": "u0", **m}) + "\n" for i, m in enumerate(train))
     for split in ("test_p1", "test_p2"):
         with open(d / f"{split}.jsonl", "w") as rec, open(d / f"{split}.meta.jsonl", "w") as meta:
-            for i, (hist, label, _, _) in enumerate(CASES):
+            for i, (hist, label, _, _) in enumerate(cases):
                 rec.write(json.dumps({"system": "", "instruction": "?", "input": "", "output": label}) + "\n")
                 meta.write(json.dumps({"sample_id": f"{split}-{i}", "user_id": f"u{i}", "label": label,
-                                       "label_id": NAMES.index(label), "history": hist}) + "\n")
+                                       "label_id": names.index(label), "history": hist}) + "\n")
     return d
 
 
@@ -62,11 +82,9 @@ def test_global_transitions_from_histories_and_labels():
 
 @pytest.mark.parametrize("history,label,expected,source", CASES)
 def test_markov_hand_checked(history, label, expected, source):
-    pred, got_source, top, dist = MarkovPredictor(STATS, global_transitions(TRAIN)).predict(history)
+    pred, got_source, probs = MarkovPredictor(STATS, global_transitions(TRAIN)).predict(history)
     assert (pred, got_source) == (expected, source)
-    assert top[0][0] == expected
-    if source != "most_frequent":
-        assert sum(dist.values()) == pytest.approx(1.0)
+    assert probs.sum() == pytest.approx(1.0) and NAMES[int(np.argmax(probs))] == expected
 
 
 def test_run_baseline_files(tmp_path):
@@ -76,10 +94,13 @@ def test_run_baseline_files(tmp_path):
     assert [r["pred"] for r in rows] == [c[2] for c in CASES]
     assert [r["source"] for r in rows] == [c[3] for c in CASES]
     assert [r["index"] for r in rows] == list(range(len(CASES)))
-    # smoothed: (count + prior) / (total + 1), prior = (train_count + 1) / (28 + 5): work 11/33, eat 6/33
-    assert rows[3]["p_label"] == pytest.approx((2 + 11 / 33) / 4)  # eat -> work 2 of 3 inside x
-    assert rows[0]["p_label"] == pytest.approx((1 + 6 / 33) / 3)  # work -> eat 1 of 2 inside x
-    assert rows[2]["p_label"] == pytest.approx(11 / 33)            # the fall-back: the prior itself
+    # prior = (train_count + 1) / (28 + 5): work 11/33, eat 6/33; global = (global count + prior) / (total + 1);
+    # user = (count + global) / (total + 1)
+    global_work = (1 + 11 / 33) / (4 + 1)                                # eat -> work 1 of 4 in train_all
+    assert rows[3]["p_label"] == pytest.approx((2 + global_work) / 4)    # eat -> work 2 of 3 inside x
+    global_eat = (2 + 6 / 33) / (2 + 1)                                  # work -> eat 2 of 2 in train_all
+    assert rows[0]["p_label"] == pytest.approx((1 + global_eat) / 3)     # work -> eat 1 of 2 inside x
+    assert rows[2]["p_label"] == pytest.approx(11 / 33)                  # the fall-back: the prior itself
     for row in rows:
         probs = np.exp(row["logprobs"])
         assert probs.sum() == pytest.approx(1.0, abs=1e-5) and probs.min() > 0
@@ -97,6 +118,31 @@ def test_run_baseline_files(tmp_path):
     m = metrics_from_predictions(mf, STATS)
     hit1 = sum({"sleep": 0.5, "work": 0.5}.get(c[1], 0.0) for c in CASES) / len(CASES)
     assert m["hit@1"] == pytest.approx(hit1)
+
+
+def test_markov_prediction_is_the_top_of_its_distribution(tmp_path):
+    """A tie inside the history broken by the global row: the written distribution ranks the same way."""
+    rows = read_jsonl(run_baseline(write_dataset(tmp_path, **TIE), "markov", "test_p1", tmp_path / "markov"))
+    assert [(r["pred"], r["source"]) for r in rows] == [(c[2], c[3]) for c in TIE["cases"]]
+    assert_pred_is_argmax(rows)
+    m = metrics_from_predictions(rows, TIE["stats"])
+    assert m["hit@1"] == m["rec_w"] == 1.0
+    assert m["ece"] == pytest.approx(1.0 - rows[0]["top"][0]["p"])    # correct, at the top probability
+
+
+@pytest.mark.parametrize("dataset", [{}, TIE, HUGE], ids=["hand-made", "tie", "huge-counts"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_baseline_predicts_the_top_of_its_distribution(tmp_path, kind, dataset):
+    rows = read_jsonl(run_baseline(write_dataset(tmp_path, **dataset), kind, "test_p2", tmp_path / kind))
+    assert_pred_is_argmax(rows)
+
+
+def test_equal_stored_log_probabilities_are_a_tie_to_the_lower_label_id(tmp_path):
+    prior = np.array([c + 1 for c in (10**8, 10**8 + 1, 3)], dtype=np.float64)
+    kept = [round(v, LOGPROB_DECIMALS) for v in np.log(prior / prior.sum()).tolist()]
+    assert kept[0] == kept[1]    # the two large counts cannot be told apart in the file
+    rows = read_jsonl(run_baseline(write_dataset(tmp_path, **HUGE), "most-frequent", "test_p1", tmp_path / "mf"))
+    assert {r["pred"] for r in rows} == {"x"}
 
 
 def test_bad_kind_and_split(tmp_path):

@@ -10,12 +10,15 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from prediction_checks import assert_pred_is_argmax
 from tiny_models import build_tiny_llama, texts_from_dataset_dir
 
 from data_prep.outputs import read_jsonl
+from data_prep.prompts import format_candidates, format_event, format_next_context, render_instruction
 from evaluation.__main__ import main
+from evaluation.files import LOGPROB_DECIMALS
 from evaluation.predict import parse_generation, predict_constrained, predict_generate
-from evaluation.temperature import fit_temperature
+from evaluation.temperature import MODES, fit_temperature
 from scoring.shards import load_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,9 +48,10 @@ def dataset_dir(tmp_path_factory):
     for i in range(7):
         label_id = int(rng.integers(0, len(NAMES)))
         history = [NAMES[j] for j in rng.integers(0, len(NAMES), size=4)]
+        events = ", ".join(format_event(0, 8, "home", h) for h in history)
         records.append({"system": "Predict the next behavior.", "input": "", "output": NAMES[label_id],
-                        "instruction": f"Template {i % 3}. History: {'; '.join(history)}. "
-                                       f"Options: {'; '.join(NAMES)}."})
+                        "instruction": render_instruction(i % 3, events, format_next_context(0, 8, "home"),
+                                                          format_candidates(NAMES))})
         meta.append({"sample_id": f"s{i}", "user_id": f"u{i}", "label": NAMES[label_id], "label_id": label_id,
                      "is_anchor": label_id < 2, "freq_group": GROUPS[label_id], "template_id": i % 3,
                      "history": history, "next_context": ["Mon", 8, "home"]})
@@ -80,6 +84,7 @@ def test_constrained_is_argmax_of_scorer_and_resumes(dataset_dir, tiny_model, tm
         assert [t["name"] for t in row["top"]] == [NAMES[i] for i in np.argsort(-probs, kind="stable")[:3]]
         assert row["top"][0]["name"] == row["pred"]
         assert np.exp(row["logprobs"]) == pytest.approx(probs, abs=1e-5)   # every candidate, normalized
+    assert_pred_is_argmax(rows)
     assert json.loads((out / "test_p2.predictions.info.json").read_text())["method"] == "constrained"
 
     parts = sorted((out / "test_p2.scores").glob("part-*.parquet"))
@@ -90,12 +95,37 @@ def test_constrained_is_argmax_of_scorer_and_resumes(dataset_dir, tiny_model, tm
                  "--dataset", "test_p2", "--out", str(out), "--device", "cpu", "--shard-size", "4"]) == 0
     assert [p.stat().st_mtime_ns for p in parts] == stamps
     assert read_jsonl(path) == rows
-    # the CLI also fits the temperature on the (seeded, here whole) validation split
+    # the CLI also fits the temperature on the (seeded, here whole) validation split, in every prompt mode
     record = json.loads((out / "temperature.json").read_text())
-    valid = load_scores(out / "valid.scores")
     assert record["n_samples"] == 7 and record["split"] == "valid" and record["nll_after"] <= record["nll_before"]
+    assert set(record["modes"]) == set(MODES)
+    assert all(m["nll_after"] <= m["nll_before"] for m in record["modes"].values())
     labels = [NAMES.index(r["label"]) for r in rows]   # valid is a copy of test_p2 here
-    assert record["temperature"] == pytest.approx(fit_temperature(valid["logprobs"], labels))
+    # the own mode is what the predictions use: its T is the one fitted on their log-probabilities
+    own = fit_temperature(np.array([r["logprobs"] for r in rows]), labels)
+    assert record["temperature"] == pytest.approx(own, rel=1e-3)
+
+
+def test_constrained_pred_is_the_top_of_the_stored_log_probabilities(dataset_dir, tmp_path, monkeypatch):
+    """Two float32 scores the file cannot tell apart (equal to LOGPROB_DECIMALS) are a tie: the lower label_id."""
+    import scoring.scorer
+    import scoring.shards
+
+    raw = np.random.default_rng(3).normal(-3.0, 1.0, size=(7, len(NAMES))).astype(np.float32)
+    raw[0] = [-1.0, -2.5, -0.9999999, -3.0]   # candidate 2 is the float32 argmax by 1e-7
+    normalized = raw - np.logaddexp.reduce(raw.astype(np.float64), axis=1, keepdims=True)
+    assert round(normalized[0, 0], LOGPROB_DECIMALS) == round(normalized[0, 2], LOGPROB_DECIMALS)
+    probs = np.exp(normalized).astype(np.float32)
+    scores = {"candidates": NAMES, "index": np.arange(7), "logprobs": raw, "probs": probs,
+              "pred_id": raw.argmax(axis=1)}
+    monkeypatch.setattr(scoring.scorer, "score_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(scoring.shards, "wait_for_scores", lambda *a, **k: None)
+    monkeypatch.setattr(scoring.shards, "load_scores", lambda *a, **k: scores)
+    rows = read_jsonl(predict_constrained("unused", "smollm2", dataset_dir, "test_p2", tmp_path / "pred"))
+    assert_pred_is_argmax(rows)
+    assert rows[0]["pred"] == NAMES[0] and [t["name"] for t in rows[0]["top"][:2]] == [NAMES[0], NAMES[2]]
+    assert [r["p_label"] for r in rows] == [pytest.approx(float(p[NAMES.index(r["label"])]))
+                                            for r, p in zip(rows, probs)]   # the scorer's probabilities
 
 
 def test_generate_reports_invalid_rate(dataset_dir, tiny_model, tmp_path):

@@ -11,6 +11,7 @@ from evaluation.__main__ import main
 from evaluation.ablations import load_model_metrics, relative_drop
 from evaluation.files import load_predictions, prediction_row, write_predictions
 from evaluation.report import build_report, parse_named
+from evaluation.temperature import T_MAX, T_MIN
 
 NAMES = ["A", "B", "C", "D"]
 # listed out of frequency order on purpose: the report must order by train_count
@@ -226,6 +227,14 @@ def test_ranking_calibration_temperature_and_reliability(setup, tmp_path):
     assert matplotlib.image.imread(out / "reliability_over.png").shape[0] > 100
     summary = json.loads((out / "metrics.json").read_text())["models"]["over"]["summary"]["test_p2"]
     assert set(M.DISTRIBUTION_METRICS) <= set(summary) and summary["ndcg@5"]["mean"] is not None
+    assert "search bound" not in md
+    # a fit at its search bound (the own mode at T_MAX, "mean" at T_MIN) is said in one line
+    (over / "temperature.json").write_text(json.dumps({"temperature": T_MAX, "modes": {
+        "2": {"temperature": 1.3}, "mean": {"temperature": T_MIN}}}))
+    build_report(data, {"over": [str(over)], "good": preds["good"]}, out)
+    flagged = [line for line in (out / "report.md").read_text().splitlines() if "search bound" in line]
+    assert len(flagged) == 1 and flagged[0].startswith("- over: ")
+    assert f"own {T_MAX:g}" in flagged[0] and f"mean {T_MIN:g}" in flagged[0] and "1.3" not in flagged[0]
 
 
 def test_report_header_states_the_auxiliary_ratio_and_the_remedy(setup):

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from prediction_checks import assert_pred_is_argmax
 
-from evaluation.files import load_predictions, read_jsonl
+from evaluation.files import LOGPROB_DECIMALS, load_predictions, read_jsonl
 from evaluation.metrics import metrics_from_predictions
 from evaluation.report import build_report
 from sasrec.data import event_pattern, parse_history_contexts, read_split
 from sasrec.efficiency import run_sample_efficiency
-from sasrec.train import run_train
+from sasrec.train import prediction_rows, run_train
 
 ROOT = Path(__file__).resolve().parents[1]
 BEHAVIORS = [f"behavior {chr(65 + i)}" for i in range(8)]
@@ -121,7 +123,8 @@ def test_predictions_round_trip_through_the_report(dataset_dir, with_context, tm
             metrics_from_predictions(rows, stats)["rec_w"])
         assert report["models"]["sasrec"]["summary"][split]["rec_w"]["mean"] == pytest.approx(accuracy(with_context,
                                                                                                          split))
-        assert all(r["top"][0]["name"] == r["pred"] and 0 <= r["p_label"] <= 1 for r in rows)
+        assert all(0 <= r["p_label"] <= 1 for r in rows)
+        assert_pred_is_argmax(rows)
         assert all(np.exp(r["logprobs"][r["label_id"]]) == pytest.approx(r["p_label"], rel=1e-5) for r in rows)
         assert report["models"]["sasrec"]["summary"][split]["hit@1"]["mean"] == pytest.approx(
             report["models"]["sasrec"]["summary"][split]["rec_w"]["mean"])   # no ties in float log-probs
@@ -129,6 +132,20 @@ def test_predictions_round_trip_through_the_report(dataset_dir, with_context, tm
     record = json.loads((with_context / "temperature.json").read_text())
     assert record["split"] == "valid" and 0 < record["n_samples"] <= 64 and record["nll_after"] <= record["nll_before"]
     assert report["models"]["sasrec"]["runs"][0]["test_p1"]["temperature"] == record["temperature"]
+
+
+def test_prediction_is_the_top_of_the_stored_log_probabilities():
+    """Log-probabilities the file cannot tell apart (equal to LOGPROB_DECIMALS) are a tie: the lower label_id."""
+    logprobs = torch.log_softmax(torch.tensor([[-1.0, -0.9999999, -3.0], [-2.0, -0.5, -1.0]]), dim=-1)
+    kept = [[round(v, LOGPROB_DECIMALS) for v in row] for row in logprobs.tolist()]
+    assert logprobs[0, 1] > logprobs[0, 0] and logprobs.exp()[0, 1] > logprobs.exp()[0, 0] and kept[0][0] == kept[0][1]
+    names = BEHAVIORS[:3]
+    windows = type("W", (), {"meta": [{"sample_id": f"s{i}", "label": names[1]} for i in range(2)],
+                             "label": np.array([1, 1])})
+    for stored in (logprobs, None):
+        rows = prediction_rows(logprobs.exp(), windows, names, stored)
+        assert_pred_is_argmax(rows)
+        assert [r["pred"] for r in rows] == [names[0] if stored is not None else names[1], names[1]]
 
 
 def test_same_seed_same_predictions_other_seed_differs(dataset_dir, tmp_path):

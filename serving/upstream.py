@@ -5,7 +5,7 @@ function is re-pointed in this one file.
 """
 from __future__ import annotations
 
-from data_prep.config import parse_time_format
+from data_prep.config import parse_flag, parse_time_format
 from data_prep.encode import string_dictionary
 from data_prep.events import (
     UNKNOWN_PLACE,
@@ -57,6 +57,7 @@ __all__ = [
     "new_scorer",
     "number_text",
     "parse_columns_option",
+    "parse_flag",
     "parse_time_format",
     "parse_times",
     "render_instruction",

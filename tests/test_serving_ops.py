@@ -172,8 +172,8 @@ def test_sigterm_drains_every_accepted_request(tiny_run, valid, tmp_path):
     proc, url = start_server(tiny_run["run"], "--max-wait-ms", "600000", "--max-batch", "64", "--grace-s",
                              str(grace), log=tmp_path / "server.log")
     try:
-        depth, drained, late, answers = asyncio.run(_drain_scenario(proc, url, valid[:n]))
-        proc.wait(timeout=grace + 30)
+        depth, drained, late, answers, signalled = asyncio.run(_drain_scenario(proc, url, valid[:n]))
+        proc.wait(timeout=max(grace - (time.monotonic() - signalled), 1))   # exits within the grace time
         out = proc.stdout.read()
     finally:
         stop_server(proc)
@@ -199,6 +199,7 @@ async def _drain_scenario(proc, url: str, requests: list[dict]):
                     break
                 await asyncio.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
         drained = await asyncio.to_thread(read_line, proc, "draining:", 30)
         late = []
         async with httpx.AsyncClient(base_url=url, timeout=30) as fresh:
@@ -208,7 +209,7 @@ async def _drain_scenario(proc, url: str, requests: list[dict]):
                 except httpx.ConnectError as err:
                     late.append(err)
         answers = await asyncio.gather(*held)
-    return depth, drained, late, answers
+    return depth, drained, late, answers, signalled
 
 
 def test_serve_settings_are_checked():

@@ -157,7 +157,9 @@ async def soak(port: int, requests: list[tuple[str, bytes]], concurrency: int, d
             if on_progress is not None:
                 on_progress(len(results))
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # a kept-alive connection expires here (1 s) well before the server closes it (uvicorn: 5 s idle), so no
+    # request is ever sent on a connection the server is closing at that moment
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=1.0)
     async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=120, limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     return results

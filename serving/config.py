@@ -75,8 +75,8 @@ class ServeConfig:
     grace_s: float = field(default=30.0, metadata={
         "help": "on SIGTERM, seconds the accepted requests have to finish before they are cancelled (GRACE_S)"})
     metrics: bool = field(default=True, metadata={
-        "type": parse_flag, "help": "1: GET /metrics in the Prometheus text format; 0: no /metrics, no request "
-                                    "metrics"})
+        "type": parse_flag, "metavar": "1|0", "shown": "1",
+        "help": "1: GET /metrics in the Prometheus text format; 0: no /metrics, no request metrics"})
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:

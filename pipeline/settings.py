@@ -130,6 +130,8 @@ VARIABLES: list[Var] = [
         ("PREDICT_BUCKETS", None, "predict: users hashed into this many resumable parts (<OUT>.parts/)"),
         ("HOST", None, "serve: address to listen on"),
         ("PORT", None, "serve: port (0 picks a free one)"),
+        ("GRACE_S", None, "serve: on SIGTERM, seconds the accepted requests have to finish"),
+        ("LOG_FORMAT", None, "serve: text | json (one JSON object per log line)"),
         ("SERVE_ARGS", None, "extra flags for python -m serving predict|serve (e.g. --instruction-template mean)"),
     ]),
     *_v("sasrec", [
@@ -168,6 +170,8 @@ DEFAULT_FROM = {
     "PREDICT_BUCKETS": (PredictFilesConfig, "buckets"),
     "HOST": (ServeConfig, "host"),
     "PORT": (ServeConfig, "port"),
+    "GRACE_S": (ServeConfig, "grace_s"),
+    "LOG_FORMAT": (ServeConfig, "log_format"),
 }
 # The options a stage's command takes from variables: stage -> (settings dataclass, {NAME: field}), in the order
 # they are passed. A variable is passed only when set (a stage default always is).
@@ -185,7 +189,7 @@ STAGE_OPTIONS = {
     "eval": (PredictConfig, {"EVAL_BATCH": "batch_size", "CALIB_SAMPLES": "calib_samples", "SEED": "calib_seed"}),
     "prediction": (PredictionConfig, {"TOP_K": "top_k"}),
     "predict": (PredictFilesConfig, {"PREDICT_BUCKETS": "buckets"}),
-    "serve": (ServeConfig, {"HOST": "host", "PORT": "port"}),
+    "serve": (ServeConfig, {"HOST": "host", "PORT": "port", "GRACE_S": "grace_s", "LOG_FORMAT": "log_format"}),
 }
 
 

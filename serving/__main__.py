@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from cli import Command, add_settings, run, settings_from_args
@@ -136,12 +137,15 @@ def _serve(args, run) -> int:
 
     prediction, server = settings_from_args(PredictionConfig, args), settings_from_args(ServeConfig, args)
     tz, _, label_map = _read_defaults(args, run)
-    settings = AppConfig(top_k=prediction.top_k, mode=prediction.instruction_template, max_batch=server.max_batch,
-                        max_wait_ms=server.max_wait_ms, max_body_bytes=server.max_body_bytes,
-                        api_key=os.environ.get("API_KEY") or None, tz=tz, label_map=label_map)
     print(f"loading {run.model_name} of {run.run_dir} ...", file=sys.stderr, flush=True)
-    app = create_app(_predictor(args, run), settings)
-    return serve(app, server.host, server.port, server.log_level)
+    started = time.perf_counter()
+    predictor = _predictor(args, run)
+    settings = AppConfig(top_k=prediction.top_k, mode=prediction.instruction_template, max_batch=server.max_batch,
+                         max_wait_ms=server.max_wait_ms, max_body_bytes=server.max_body_bytes, metrics=server.metrics,
+                         model_load_s=time.perf_counter() - started, api_key=os.environ.get("API_KEY") or None, tz=tz,
+                         label_map=label_map)
+    return serve(create_app(predictor, settings), server.host, server.port, server.log_level, server.log_format,
+                 server.grace_s)
 
 
 def _template_eval(args, run) -> int:
@@ -185,7 +189,8 @@ def _with_run(handler):
 COMMANDS = {
     "predict": Command("events file -> one JSONL line of next-behavior probabilities per user", _add_predict_args,
                        _with_run(_predict)),
-    "serve": Command("HTTP JSON service: /v1/predict, /v1/predict/batch, /v1/behaviors, /healthz", _add_serve_args,
+    "serve": Command("HTTP JSON service: /v1/predict, /v1/predict/batch, /v1/behaviors, /healthz, /metrics",
+                     _add_serve_args,
                      _with_run(_serve)),
     "template-eval": Command("fixed template vs mean over the three, on protocol 2", _add_template_eval_args,
                              _with_run(_template_eval)),

@@ -1,5 +1,6 @@
 """The HTTP service (FastAPI): POST /v1/predict, POST /v1/predict/batch, GET /v1/behaviors, GET /healthz,
-OpenAPI at /docs.
+GET /metrics (serving.metrics), OpenAPI at /docs. Every response carries the request's X-Request-ID
+(serving.middleware); after `drain()` (SIGTERM) /healthz answers 503 "draining".
 
 Errors are JSON ``{"error": "<one line>", "field": ...}``: 422 for an invalid request (the field is named,
 e.g. ``events[2].timestamp``; an unknown behavior also lists the ``closest`` known names), 413 for a body
@@ -24,6 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.batcher import MicroBatcher
 from serving.config import PredictionConfig, ServeConfig
+from serving.metrics import ServiceMetrics, add_metrics_route, training_shares
+from serving.middleware import Observed
 from serving.predictor import result_line
 from serving.prompting import MODES
 from serving.queries import (
@@ -170,6 +173,8 @@ class AppConfig:
     max_batch: int = ServeConfig.max_batch          # prompts per scorer call ("mean" requests count 3)
     max_wait_ms: float = ServeConfig.max_wait_ms
     max_body_bytes: int = ServeConfig.max_body_bytes
+    metrics: bool = ServeConfig.metrics           # GET /metrics and the request metrics
+    model_load_s: float | None = None             # reported as behaviorlm_model_load_seconds
     api_key: str | None = None
     tz: str | None = None
     label_map: dict | None = None
@@ -276,8 +281,11 @@ def create_app(predictor, settings: AppConfig | None = None) -> FastAPI:
     settings = settings or AppConfig()
     run = predictor.run
     names = BehaviorNames(run.behaviors, settings.label_map)
+    metrics = ServiceMetrics(run.behaviors, training_shares(run.stats)) if settings.metrics else None
     batcher = MicroBatcher(predictor.predict, lambda q: len(q.template_ids), settings.max_batch,
-                           settings.max_wait_ms)
+                           settings.max_wait_ms, on_batch=metrics.observe_batch if metrics else None)
+    if metrics is not None:
+        metrics.watch(lambda: batcher.waiting, settings.model_load_s)
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -299,7 +307,15 @@ def create_app(predictor, settings: AppConfig | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.state.batcher, app.state.settings = batcher, settings
+    app.add_middleware(Observed, metrics=metrics)   # added last: outermost, so it sees the 413s too
+    app.state.batcher, app.state.settings, app.state.draining = batcher, settings, False
+
+    def drain() -> None:
+        """On SIGTERM (on the event loop): /healthz says "draining", the batcher scores what it holds at once."""
+        app.state.draining = True
+        batcher.drain()
+
+    app.state.drain = drain
 
     async def predict_many(items: list[PredictIn], prefixes: list[str]):
         if not items:
@@ -312,7 +328,10 @@ def create_app(predictor, settings: AppConfig | None = None) -> FastAPI:
         for pred, prefix in zip(preds, prefixes):
             if pred.error:
                 return None, _field_error(FieldError(f"{prefix}events", pred.error))
-        return [result_line(p, run) for p in preds], None
+        lines = [result_line(p, run) for p in preds]
+        if metrics is not None:
+            metrics.observe_predictions(lines)
+        return lines, None
 
     def responses(*codes: int) -> dict:
         return {**auth.get("responses", {}), **_errors(*codes)}
@@ -339,8 +358,14 @@ def create_app(predictor, settings: AppConfig | None = None) -> FastAPI:
                 "history_len": run.history_len, "instruction_template": settings.mode,
                 "model": run.model_name, "run": run.run_name}
 
-    @app.get("/healthz", response_model=HealthOut)
+    @app.get("/healthz", response_model=HealthOut, responses={503: {
+        "model": HealthOut, "description": "draining: the server is shutting down, send it nothing new"}})
     async def healthz():
-        return {"status": "ok", "run": run.run_name, "model": run.model_name, "batching": batcher.stats.as_dict()}
+        body = {"status": "draining" if app.state.draining else "ok", "run": run.run_name, "model": run.model_name,
+                "batching": batcher.stats.as_dict()}
+        return JSONResponse(body, status_code=503) if app.state.draining else body
+
+    if metrics is not None:
+        add_metrics_route(app, metrics, deps, responses())
 
     return app

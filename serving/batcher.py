@@ -4,6 +4,8 @@ prompts, and scores them together in a thread (the event loop keeps accepting re
 
 One worker means one forward pass at a time on the model; throughput grows with load because a forward
 over B prompts costs much less than B forwards where per-call overhead or memory bandwidth dominates.
+
+`drain()` (on shutdown) stops the waiting: what is queued is scored at once, and so is anything submitted after.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+_WAKE = object()   # put by drain(): the gathering stops waiting
 
 
 @dataclass
@@ -37,12 +41,14 @@ class MicroBatcher:
     """``await submit(queries)`` -> predict_fn's results for those queries, computed in a shared batch."""
 
     def __init__(self, predict_fn: Callable[[list], list], size_of: Callable[[object], int], max_batch: int = 32,
-                 max_wait_ms: float = 5.0):
+                 max_wait_ms: float = 5.0, on_batch: Callable[[int, float], None] | None = None):
         if max_batch < 1 or max_wait_ms < 0:
             raise ValueError(f"need max_batch >= 1 and max_wait_ms >= 0, got {max_batch}, {max_wait_ms}")
         self.predict_fn, self.size_of = predict_fn, size_of
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.stats = BatchStats()
+        self.on_batch = on_batch   # (prompts, seconds) of each scorer call
+        self.waiting = 0           # requests submitted and not yet being scored
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
 
@@ -57,10 +63,17 @@ class MicroBatcher:
             await self._worker
             self._worker = None
 
+    def drain(self) -> None:
+        """Wait no more for requests to gather: score what is queued now (call it on the event loop)."""
+        self.max_wait = 0.0
+        if self._queue is not None:
+            self._queue.put_nowait(_WAKE)
+
     async def submit(self, queries: list) -> list:
         if self._worker is None or self._worker.done():
             raise RuntimeError("the batcher is not running")
         future = asyncio.get_running_loop().create_future()
+        self.waiting += 1
         await self._queue.put(_Item(queries, sum(self.size_of(q) for q in queries), future))
         return await future
 
@@ -81,6 +94,9 @@ class MicroBatcher:
                     break
             if item is None:
                 return items, True
+            if item is _WAKE:
+                deadline = 0.0   # take what is queued, wait for nothing more
+                continue
             items.append(item)
             size += item.size
         return items, False
@@ -91,7 +107,10 @@ class MicroBatcher:
             first = await self._queue.get()
             if first is None:
                 break
+            if first is _WAKE:
+                continue
             items, stopping = await self._gather(first)
+            self.waiting -= len(items)
             await self._score(items)
 
     async def _score(self, items: list[_Item]) -> None:
@@ -124,3 +143,5 @@ class MicroBatcher:
         s.prompts += size
         s.largest_batch = max(s.largest_batch, size)
         s.busy_s += seconds
+        if self.on_batch is not None:
+            self.on_batch(size, seconds)

@@ -4,11 +4,13 @@ scorer's batch size is scoring's): the command line (:func:`cli.add_settings`), 
 docs/serving.md take them from these fields."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from cli import check_positive, field_default, positive_int
+from serving.logs import LOG_FORMATS
 from serving.prompting import DEFAULT_MODE, MODES
-from serving.upstream import ScoreConfig
+from serving.upstream import ScoreConfig, parse_flag
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -65,7 +67,16 @@ class ServeConfig:
                                       "request counts 3)"})
     max_wait_ms: float = field(default=5.0, metadata={"help": "how long the first request waits for others"})
     max_body_bytes: int = field(default=1 << 20, metadata={"type": positive_int, "help": "larger bodies get 413"})
-    log_level: str = field(default="warning", metadata={"choices": LOG_LEVELS, "help": "uvicorn's log level"})
+    log_level: str = field(default="warning", metadata={
+        "choices": LOG_LEVELS, "help": "uvicorn's log level; info adds the access log, a line per request with its "
+                                       "request id"})
+    log_format: str = field(default="text", metadata={
+        "choices": LOG_FORMATS, "help": "text, or json: each log line one JSON object (LOG_FORMAT)"})
+    grace_s: float = field(default=30.0, metadata={
+        "help": "on SIGTERM, seconds the accepted requests have to finish before they are cancelled (GRACE_S)"})
+    metrics: bool = field(default=True, metadata={
+        "type": parse_flag, "metavar": "1|0", "shown": "1",
+        "help": "1: GET /metrics in the Prometheus text format; 0: no /metrics, no request metrics"})
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -74,6 +85,12 @@ class ServeConfig:
         check_positive(self.max_body_bytes, "max body bytes")
         if self.max_wait_ms < 0:
             raise ValueError(f"max wait must be >= 0 ms, got {self.max_wait_ms}")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
+        if not (self.grace_s > 0 and math.isfinite(self.grace_s)):
+            raise ValueError(f"grace time must be a positive number of seconds, got {self.grace_s}")
 
 
 @dataclass(frozen=True)

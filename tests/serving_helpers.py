@@ -35,17 +35,25 @@ def build_tiny_run(root: Path) -> dict:
     return {"run": run, "events": events, "data": run / "data"}
 
 
-def read_url(proc: subprocess.Popen, timeout: float = 180) -> str:
-    """The URL from the server's `serving on http://HOST:PORT` line (killed if it does not come)."""
+def read_line(proc: subprocess.Popen, prefix: str, timeout: float) -> str | None:
+    """The server's next stdout line starting with `prefix` (None when none comes within `timeout` s)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stdout], [], [], 1.0)
         if ready:
             line = proc.stdout.readline()
             if not line:
-                break
-            if line.startswith("serving on "):
-                return line.split()[-1]
+                return None
+            if line.startswith(prefix):
+                return line.rstrip("\n")
+    return None
+
+
+def read_url(proc: subprocess.Popen, timeout: float = 180) -> str:
+    """The URL from the server's `serving on http://HOST:PORT` line (killed if it does not come)."""
+    line = read_line(proc, "serving on ", timeout)
+    if line is not None:
+        return line.split()[-1]
     proc.kill()
     raise AssertionError(f"server did not start: {proc.stderr.read() if proc.stderr else ''}")
 
@@ -114,3 +122,26 @@ def protocol2_samples(tiny_run: dict) -> list[dict]:
         out.append({"record": record, "meta": meta, "history": events[:-1], "next": events[-1]})
     return out
 
+
+def make_requests(events: Path, history_len: int, n: int, seed: int = 0) -> list[dict]:
+    """n requests from random windows of the event log: the L events before an event, and its context."""
+    import numpy as np
+
+    from serving.predictor import local_iso
+    from serving.upstream import load_events
+
+    table = load_events(events)
+    offsets = table.user_offsets()
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        u = int(rng.integers(len(table.user_ids)))
+        lo, hi = int(offsets[u]) + history_len, int(offsets[u + 1])
+        if hi <= lo:
+            continue
+        t = int(rng.integers(lo, hi))
+        out.append({"user_id": table.user_ids[u],
+                    "events": [{"timestamp": local_iso(table.time[i]), "place": table.places[table.place[i]],
+                                "behavior": table.behaviors[table.behavior[i]]} for i in range(t - history_len, t)],
+                    "next": {"timestamp": local_iso(table.time[t]), "place": table.places[table.place[t]]}})
+    return out

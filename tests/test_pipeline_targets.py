@@ -258,13 +258,13 @@ def test_predict_serve_and_sasrec_use_the_runs_layout_and_recipe(tmp_path):
     run = tmp_path / "run"
     _prepared(run)
     out = _dry(run, "predict", "EVENTS=e.jsonl", "NEXT=n.csv", "TOP_K=3", "TIMEZONE=+08:00", "serve", "PORT=0",
-               "sasrec", "sample-efficiency", "SIZES=100 200")
+               "GRACE_S=5", "LOG_FORMAT=json", "sasrec", "sample-efficiency", "SIZES=100 200")
     (predict,) = _lines(out, "-m serving predict")
     for part in (f"--run-dir {run} ", "--template smollm2", "--cutoff-len 2048", "--top-k 3", "--tz +08:00",
                  f"--out {run}/predictions.jsonl", f"--events {ROOT}/e.jsonl"):
         assert part in predict + " ", part
     (serve,) = _lines(out, "-m serving serve")
-    assert "--host 127.0.0.1 --port 0" in serve
+    assert "--host 127.0.0.1 --port 0 --grace-s 5 --log-format json" in serve
     (sasrec,) = _lines(out, "-m sasrec train")
     assert f"--out {run}/eval/sasrec" in sasrec
     (curve,) = _lines(out, "-m sasrec sample-efficiency")

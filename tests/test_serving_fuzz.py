@@ -28,7 +28,7 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 50))   # per operation and genera
 SEED = os.environ.get("FUZZ_SEED")   # unset: derandomized, the same cases on every run
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 LIMIT = 20000   # --max-body-bytes of the server
-PROTECTED = {"/v1/predict", "/v1/predict/batch", "/v1/behaviors"}
+PROTECTED = {"/v1/predict", "/v1/predict/batch", "/v1/behaviors", "/metrics"}
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,8 @@ def test_fuzzed_requests_get_declared_responses_and_no_5xx(live, mode):
 def test_fuzzed_requests_without_the_key_get_401(live):
     """With API_KEY set: schema-valid requests lacking the key (or with a wrong one) get 401 (413 when over the
     body limit), never a 5xx;
-    the health probe needs none. Without API_KEY no operation asks for one."""
+    the health probe needs none (/metrics does: docs/serving.md says why). Without API_KEY no operation asks for
+    one."""
     seen: dict[str, set[int]] = {}
     sent = []
 
@@ -119,7 +120,7 @@ def test_fuzzed_requests_without_the_key_get_401(live):
     declared = httpx.get(f"{live['url']}/openapi.json", timeout=30).json()
     schemes = declared.get("components", {}).get("securitySchemes", {})
     if live["key"]:
-        assert seen["/v1/behaviors"] == {401} and list(schemes.values()) == [{"type": "http", "scheme": "bearer",
-                                                                               "description": "API_KEY of the server"}]
+        assert seen["/v1/behaviors"] == seen["/metrics"] == {401}
+        assert list(schemes.values()) == [{"type": "http", "scheme": "bearer", "description": "API_KEY of the server"}]
     else:
-        assert seen["/v1/behaviors"] == {200} and not schemes
+        assert seen["/v1/behaviors"] == seen["/metrics"] == {200} and not schemes

@@ -25,6 +25,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from serving_helpers import make_requests  # noqa: E402
+
 SMOLLM2 = ROOT / ".cache" / "smollm2-135m-instruct"
 BEHAVIORS = ("Watching videos,Social media,Music,Gaming,Public transportation,Online shopping,Reading,Exercise,"
              "Watching sports matches,Podcasts,Taking a taxi,Cycling")
@@ -48,28 +52,6 @@ def build_run(work: Path, history_len: int, tiny: bool = False) -> tuple[Path, P
     if not (run / "final" / "config.json").is_file():
         _py(str(ROOT / "tests" / "tiny_models.py"), "--out", str(run / "final"), "--dataset-dir", str(run / "data"))
     return run, events, None
-
-
-def make_requests(events: Path, history_len: int, n: int, seed: int = 0) -> list[dict]:
-    """n requests from random windows of the event log: the L events before an event, and its context."""
-    from serving.predictor import local_iso
-    from serving.upstream import load_events
-
-    table = load_events(events)
-    offsets = table.user_offsets()
-    rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < n:
-        u = int(rng.integers(len(table.user_ids)))
-        lo, hi = int(offsets[u]) + history_len, int(offsets[u + 1])
-        if hi <= lo:
-            continue
-        t = int(rng.integers(lo, hi))
-        out.append({"user_id": table.user_ids[u],
-                    "events": [{"timestamp": local_iso(table.time[i]), "place": table.places[table.place[i]],
-                                "behavior": table.behaviors[table.behavior[i]]} for i in range(t - history_len, t)],
-                    "next": {"timestamp": local_iso(table.time[t]), "place": table.places[table.place[t]]}})
-    return out
 
 
 def start_server(run: Path, model: Path | None, max_batch: int, mode: str) -> tuple[subprocess.Popen, str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from cli import Command, add_settings, run, settings_from_args
 from cli import build_parser as command_parser
 
+from .baselines import KINDS
 from .config import PredictConfig
 from .files import TEST_SPLITS
 
@@ -56,7 +57,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _add_baseline(b: argparse.ArgumentParser) -> None:
     b.add_argument("--dataset-dir", required=True)
-    b.add_argument("--kind", required=True, choices=("most-frequent", "markov"))
+    b.add_argument("--kind", required=True, choices=KINDS)
     b.add_argument("--dataset", required=True, nargs="+", choices=TEST_SPLITS)
     b.add_argument("--out", required=True)
 

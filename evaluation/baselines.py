@@ -1,6 +1,10 @@
-"""Two non-LLM reference predictors computed from the prepared data (no model, no randomness).
+"""Three non-LLM reference predictors computed from the prepared data (no model, no randomness).
 
 most-frequent: always the behavior with the largest training count (stats.json ``train_count``).
+
+last-behavior: the history's last behavior again, the floor any sequence model must clear. Its distribution
+gives that behavior one count over the smoothed training prior, p_c = (1[c = last] + prior_c) / 2, so the
+last behavior is always its top; an empty history gives the prior.
 
 markov: a first-order Markov chain (last behavior -> next). Test users never appear in training, so the
 user's own transitions are read off the history window x itself (counts of b_i -> b_{i+1} inside x);
@@ -40,7 +44,7 @@ from data_prep.prepared import candidate_names, load_prepared
 
 from .files import check_split, distribution_row, first_max, write_predictions
 
-KINDS = ("most-frequent", "markov")
+KINDS = ("most-frequent", "last-behavior", "markov")   # the order of make eval and the report
 
 
 def most_frequent_order(stats: dict) -> list[str]:
@@ -60,6 +64,11 @@ def smoothed_distribution(counts: dict[str, float], prior: np.ndarray, candidate
     """(count_c + prior_c) / (total + 1): successor counts under a one-pseudo-count Dirichlet prior."""
     c = np.array([float(counts.get(name, 0)) for name in candidates])
     return (c + prior) / (c.sum() + 1.0)
+
+
+def last_behavior_distribution(history: list[str], prior: np.ndarray, candidates: list[str]) -> np.ndarray:
+    """One count for the history's last behavior over the smoothed prior (the prior alone for no history)."""
+    return smoothed_distribution({history[-1]: 1} if history else {}, prior, candidates)
 
 
 def transition_counts(sequences) -> dict[str, Counter]:
@@ -117,6 +126,9 @@ def run_baseline(dataset_dir: str | os.PathLike, kind: str, dataset: str, out_di
     if kind == "most-frequent":
         for i, m in enumerate(meta):
             rows.append(_row(i, m, prior, candidates))
+    elif kind == "last-behavior":
+        for i, m in enumerate(meta):
+            rows.append(_row(i, m, last_behavior_distribution(list(m["history"]), prior, candidates), candidates))
     else:
         # streamed: train_all.meta.jsonl can be far larger than memory allows
         train_meta = iter_jsonl(Path(dataset_dir) / "train_all.meta.jsonl")

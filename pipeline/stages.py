@@ -12,6 +12,7 @@ from pathlib import Path
 
 from data_prep.errors import PrepareError
 from data_prep.sources import is_uri, list_inputs
+from evaluation.baselines import KINDS as BASELINES
 
 from . import launch, precision
 from .graph import Stage
@@ -248,7 +249,7 @@ def eval_model(s: Settings, lay: Layout, name: str, model: str, adapter: Path | 
 
 def baselines(s: Settings, lay: Layout) -> list[Stage]:
     stages = []
-    for kind in ("most-frequent", "markov"):
+    for kind in BASELINES:
         out = lay.eval_dir / kind
         cmd = launch.python_module("evaluation", "baseline", "--dataset-dir", str(lay.data), "--kind", kind,
                                    "--dataset", *TEST_SPLITS, "--out", str(out))
@@ -258,7 +259,7 @@ def baselines(s: Settings, lay: Layout) -> list[Stage]:
 
 
 # Report rows: these first, in this order (each followed by its generation variant), then the rest alphabetically.
-EVAL_ORDER = [n + g for n in ("zero-shot", "full-ft", "a-tune", "behaviorlm", "sasrec", "most-frequent", "markov")
+EVAL_ORDER = [n + g for n in ("zero-shot", "full-ft", "a-tune", "behaviorlm", "sasrec", *BASELINES)
               for g in ("", "-generate")]
 
 

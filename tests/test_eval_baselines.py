@@ -151,3 +151,13 @@ def test_bad_kind_and_split(tmp_path):
         run_baseline(d, "random", "test_p1", tmp_path / "x")
     assert main(["baseline", "--dataset-dir", str(tmp_path / "nowhere"), "--kind", "markov",
                  "--dataset", "test_p1", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_last_behavior_repeats_the_history_and_keeps_a_distribution(tmp_path):
+    rows = read_jsonl(run_baseline(write_dataset(tmp_path), "last-behavior", "test_p1", tmp_path / "last"))
+    assert [r["pred"] for r in rows] == [c[0][-1] for c in CASES]
+    prior = np.array([(int(b["train_count"]) + 1) / (28 + 5) for b in STATS["behaviors"]])
+    for row, (history, *_rest) in zip(rows, CASES):
+        expected = prior / 2
+        expected[NAMES.index(history[-1])] += 0.5        # one count for the last behavior over the prior
+        assert np.exp(row["logprobs"]) == pytest.approx(expected, abs=1e-5)

@@ -93,10 +93,10 @@ def test_eval_evaluates_the_models_that_exist(tmp_path):
     assert f"--model {run}/pi_ref --adapter {run}/btune " in behaviorlm and f"{run}/eval/behaviorlm " in behaviorlm
     assert f"skipping full-ft: no finished {run}/ablations/wo_atune/pi_ref" in out
     baselines = _lines(out, "-m evaluation baseline")
-    assert [b.split("--kind ")[1].split()[0] for b in baselines] == ["most-frequent", "markov"]
+    assert [b.split("--kind ")[1].split()[0] for b in baselines] == ["most-frequent", "last-behavior", "markov"]
     (report,) = _lines(out, "-m evaluation report")
     assert [p.split("=")[0] for p in _pred_args(report)] == ["zero-shot", "a-tune", "behaviorlm", "most-frequent",
-                                                             "markov"]
+                                                             "last-behavior", "markov"]
 
 
 def test_eval_ranks_default_to_nproc(tmp_path):
@@ -113,13 +113,13 @@ def test_report_lists_finished_predictions_in_a_fixed_order(tmp_path):
     run = tmp_path / "run"
     _prepared(run)
     for name in ("markov", "zz-other", "behaviorlm", "abl-wo_dds", "zero-shot", "a-tune-generate", "a-tune",
-                 "most-frequent", "full-ft", "sasrec"):
+                 "most-frequent", "full-ft", "sasrec", "last-behavior"):
         _fake_predictions(run, name)
     _fake_predictions(run, "half-done", splits=("test_p1",))  # no test_p2 yet: left out
     (report,) = _lines(_dry(run, "report", "PAPER_TABLE=behavior"), "-m evaluation report")
     names = [p.split("=", 1)[0] for p in _pred_args(report)]
     assert names == ["zero-shot", "full-ft", "a-tune", "a-tune-generate", "behaviorlm", "sasrec", "most-frequent",
-                     "markov", "abl-wo_dds", "zz-other"]
+                     "last-behavior", "markov", "abl-wo_dds", "zz-other"]
     assert f"behaviorlm={run}/eval/behaviorlm" in _pred_args(report)
     assert f"--out {run}/report" in report and "--paper-table behavior" in report
 

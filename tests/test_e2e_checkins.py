@@ -145,7 +145,7 @@ def test_report_rows_and_the_behaviors_without_samples_line(chain):
 def test_report_figures_stay_bounded_with_two_hundred_behaviors(chain):
     from PIL import Image
 
-    from evaluation.report import MAX_CHART_INCHES, MAX_CONFUSION_INCHES
+    from evaluation.report_plots import MAX_CHART_INCHES, MAX_CONFUSION_INCHES
 
     figures = json.loads((chain["report"] / "metrics.json").read_text())["figures"]
     assert set(figures) == {"per_behavior_accuracy.png", "long_tail.png",

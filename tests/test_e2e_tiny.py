@@ -292,7 +292,8 @@ def test_final_model_is_pi_ref_plus_dpo(chain):
 
 
 # ---- evaluation ---------------------------------------------------------------------------------------
-REPORTED = ["zero-shot", "a-tune", "a-tune-generate", "behaviorlm", "most-frequent", "last-behavior", "markov"]  # make's order
+# make's order
+REPORTED = ["zero-shot", "a-tune", "a-tune-generate", "behaviorlm", "most-frequent", "last-behavior", "markov"]
 SIX_COLUMNS = ["Prec_w", "Rec_w", "Overall", "Head", "Medium", "Tail"]
 SIX_METRICS = {"prec_w": "test_p1", "rec_w": "test_p1", "overall": "test_p2", "head": "test_p2",
                "medium": "test_p2", "tail": "test_p2"}

@@ -81,7 +81,9 @@ def _add_report(r: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> None:
     from .report import build_report, parse_named
 
-    build_report(args.dataset_dir, parse_named(args.pred), args.out, args.paper_table)
+    report = build_report(args.dataset_dir, parse_named(args.pred), args.out, args.paper_table)
+    for line in report["warnings"]:
+        print(line, file=sys.stderr)
     print(f"{args.out}/report.md")
 
 

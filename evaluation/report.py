@@ -24,6 +24,7 @@ import numpy as np
 from data_prep.auxiliary import ratio_line
 from data_prep.prepared import load_stats, protocol2_balance_of
 
+from . import learned
 from . import metrics as M
 from .figures import plot_long_tail
 from .files import TEST_SPLITS, load_predictions, write_json_atomic, write_text_atomic
@@ -141,6 +142,8 @@ def render_markdown(report: dict, stats: dict) -> str:
         if invalid:
             cells.append(" / ".join(_fmt(model["summary"].get(s, {}).get("invalid_rate")) for s in TEST_SPLITS))
         lines.append("| " + " | ".join(cells) + " |")
+    if report.get("warnings"):
+        lines += [""] + [f"**{w}**" for w in report["warnings"]]
     if report.get("paper_table"):
         title, rows = report["paper_table"]["title"], report["paper_table"]["rows"]
         lines += ["", f"Paper, {title} (their data and backbone; for orientation, not a like-for-like comparison):",
@@ -232,6 +235,7 @@ def build_report(dataset_dir: str | os.PathLike, preds: dict[str, list[str]], ou
         "figures": [],
     }
     report["behaviors_without_samples"] = behaviors_without_samples(report["models"], stats)
+    report["warnings"] = learned.warnings(report["models"], stats)
     if paper_table:
         title, rows = TABLE3[paper_table]
         report["paper_table"] = {"name": paper_table, "title": title, "rows": rows}

@@ -70,6 +70,7 @@ def build_tiny_llama(
     kv_heads: int = 2,
     intermediate: int = 128,
     max_positions: int = 4096,
+    init_std: float = 0.02,
     overwrite: bool = False,
 ) -> Path:
     """A tiny random LlamaForCausalLM + a BPE tokenizer trained on `texts`, saved as an HF dir (no downloads).
@@ -77,6 +78,10 @@ def build_tiny_llama(
     The tokenizer carries ChatML special tokens (`<|im_start|>`, `<|im_end|>`, eos = `<|im_end|>`, pad =
     `<|endoftext|>`) so LLaMA-Factory's `smollm2` template runs on it unchanged, adding no token.
     Skips the work when out_dir is already complete, unless overwrite.
+    `init_std` is the weights' initializer range. The tied embeddings are the output layer, which LoRA leaves
+    frozen as it leaves the final norm: at 0.02 on 64 dimensions no logit can exceed about 1.3, so no token of
+    the 1,024 can reach 1 % probability and no answer can be learned (the SFT loss stalls near 5). The learning
+    tests build a larger model at 0.05, whose logits can separate.
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -101,6 +106,7 @@ def build_tiny_llama(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        initializer_range=init_std,
     )
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id

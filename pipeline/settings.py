@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cli import UsageError, field_default, flag_of
 from data_prep.config import PrepareConfig, ScaleConfig, SyntheticConfig
+from data_prep.time_rules import BAD_SHARE
 from evaluation.config import PredictConfig
 from scoring.config import ScoreConfig
 from selection.config import SelectConfig
@@ -57,7 +58,7 @@ VARIABLES: list[Var] = [
         ("TIME_FORMAT", None, "strptime format of INPUT's timestamps, e.g. %d/%m/%Y %H:%M (default: ISO-8601 or "
                               "epoch seconds)"),
         ("ALLOW_BAD_TIMESTAMPS", None, "1: drop the rows whose timestamp does not read even when they are more "
-                                       "than 5 % of a file (prepare and predict stop otherwise)"),
+                                       f"than {BAD_SHARE * 100:g} % of a file (prepare and predict stop otherwise)"),
         ("ENGINE", None, "local | ray: where prepare runs (ray: RAY_ADDRESS's cluster or a local instance); "
                          "the files are the same"),
         ("BUCKETS", None, "prepare INPUT out of core in N buckets on disk (default 0: in memory); the files are "

@@ -121,6 +121,9 @@ def test_btune_lifts_the_tail_and_keeps_most_anchors(acc):
     # measured on training seeds 42 and 7: tail +0.333 on both, anchors -0.056 and -0.167 (docs/tuning.md)
     assert acc["behaviorlm"]["tail"] >= acc["a-tune"]["tail"] + 0.15, acc
     assert acc["behaviorlm"]["anchor"] >= acc["a-tune"]["anchor"] - 0.25, acc
+    # a lift that comes from answering one tail everywhere is no lift (each behavior is 1/9 of protocol 2;
+    # measured largest shares 0.191 and 0.290, and 1.000 on the shuffled log)
+    assert acc["behaviorlm"]["top_share"] <= 0.5, acc
 
 
 def test_swapped_pairs_do_not_lift_the_tail(acc):

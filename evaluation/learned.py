@@ -48,11 +48,10 @@ def warnings(models: dict, stats: dict) -> list[str]:
     for name, model in models.items():
         if all(m.startswith("baseline:") for m in model["methods"]):
             continue
-        signs = [s for split in TEST_SPLITS if (counts := _pooled(model, split)) and
-                 (s := over_answered(counts, split))]
-        counts = _pooled(model, "test_p1")
+        pooled = {split: _pooled(model, split) for split in TEST_SPLITS}
+        signs = [s for split, counts in pooled.items() if counts and (s := over_answered(counts, split))]
         rec_w = model["summary"].get("test_p1", {}).get("rec_w", {}).get("mean")
-        floor = most_frequent_rec_w(counts, stats) if counts else None
+        floor = most_frequent_rec_w(pooled["test_p1"], stats) if pooled["test_p1"] else None
         if rec_w is not None and floor is not None and rec_w < floor:
             signs.append(f"Rec_w {rec_w:.4f} below most-frequent's {floor:.4f}")
         if signs:

@@ -18,7 +18,7 @@ PIPELINE = cd $(ROOT) && $(PY) -m pipeline $(if $(filter-out 0,$(DRY_RUN)),--dry
 RUN_TARGETS := prepare prepared a-tune merge score select b-tune export-final a-tune-train b-tune-train \
 	full-ft ablations ablation-wo-aux ablation-wo-dds ablation-wo-kmeans ablation-wo-dpo ablation-wo-atune \
 	ablation-reverse eval-model eval-baselines eval report ablation-report ablation-table sweep-eps \
-	sweep-anchor repeats report-seeds demo smollm2 clean-run gpu-check predict serve sasrec sample-efficiency \
+	sweep-anchor repeats report-seeds demo demo-full smollm2 clean-run gpu-check predict serve sasrec sample-efficiency \
 	behavior-map sweep-f tuning-data compare-runs sweep-aux help
 .PHONY: $(RUN_TARGETS) setup test lint bench
 

@@ -7,7 +7,7 @@ import sys
 
 from cli import EXIT_USAGE, Parser, UsageError, error_line
 
-from .demo import convert_smollm2, demo
+from .demo import convert_smollm2, demo, demo_full
 from .figures import FIGURE_TARGETS
 from .graph import Runner, StageFailed
 from .layout import Layout
@@ -20,8 +20,8 @@ def clean_run(runner: Runner, settings: Settings, layout: Layout) -> None:
     shutil.rmtree(layout.run_dir, ignore_errors=True)
 
 
-ALL_TARGETS = {**TARGETS, **FIGURE_TARGETS, "demo": demo, "smollm2": convert_smollm2, "clean-run": clean_run,
-               "help": None}
+ALL_TARGETS = {**TARGETS, **FIGURE_TARGETS, "demo": demo, "demo-full": demo_full, "smollm2": convert_smollm2,
+               "clean-run": clean_run, "help": None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.demo import STAGES, read_profile
+from pipeline.demo import BUDGETS_S, PROFILES, STAGES, budget_of, read_profile
 from pipeline.settings import default_of
 
 pytestmark = pytest.mark.e2e
@@ -38,6 +38,21 @@ def test_profile_is_complete_and_every_stage_is_a_target():
     steps = [step for _, step, _ in STAGES]
     assert all(step in ALL_TARGETS.values() for step in steps if not step.__name__.startswith("_"))
     assert [name for name, _, counted in STAGES if not counted] == ["convert SmolLM2 GGUF (setup, cached)"]
+
+
+def test_both_profiles_are_budgeted_and_a_dry_run_writes_nothing(tmp_path):
+    """`make demo` (the smoke run) and `make demo-full` (the run that learns) each have a budget; a dry run
+    lists the stages and writes no file."""
+    for name in BUDGETS_S:
+        variables = read_profile(PROFILES / name)
+        assert variables["MODEL"] == "smollm2-135m-instruct" and budget_of(str(PROFILES / name)) > 0
+    assert budget_of(str(tmp_path / "mine.env")) is None  # a profile of the user's own has none
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "demo-full", "--dry-run", f"RUN_DIR={run_dir}"],
+                          check=False, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert all(f"=== {name} ===" in proc.stdout for name, _, _ in STAGES)
+    assert not run_dir.exists() or not any(p.is_file() for p in run_dir.rglob("*"))
 
 
 def _demo(tmp_path: Path, run_dir: Path, smollm2_dir: Path, attempt: str) -> tuple[str, list[dict]]:

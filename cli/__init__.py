@@ -94,7 +94,7 @@ def shown(value) -> str:
 
 def add_settings(parser: argparse.ArgumentParser, settings) -> None:
     """One option per field of the dataclass `settings` that has a help text: the flag (``--name-with-dashes``,
-    or metadata ``flag``, plus any ``aliases``), the type (metadata ``type``, else the default's), the default,
+    or metadata ``flag``), the type (metadata ``type``, else the default's), the default,
     ``choices``/``metavar``, and the help with its default (metadata ``shown``, else the value) all come from
     the field."""
     for f in option_fields(settings):
@@ -103,7 +103,7 @@ def add_settings(parser: argparse.ArgumentParser, settings) -> None:
                   "type": meta.get("type") or (type(default) if default is not None else str),
                   "help": f"{meta['help']} (default: {meta.get('shown', shown(default))})".replace("%", "%%")}
         kwargs.update({key: meta[key] for key in ("choices", "metavar") if key in meta})
-        parser.add_argument(flag_of(f), *meta.get("aliases", ()), **kwargs)
+        parser.add_argument(flag_of(f), **kwargs)
 
 
 def settings_from_args(settings, args: argparse.Namespace, **values):

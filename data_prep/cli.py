@@ -88,8 +88,6 @@ def _summary(stats: dict, out_dir: Path) -> str:
 
 def prepare_command(args: argparse.Namespace) -> int:
     config, scale = config_from_args(args), config_from_args(args, ScaleConfig)
-    config.validate()
-    scale.validate()
     if scale.n_buckets and not args.input:
         raise PrepareError("--buckets and --engine ray read an --input log; the Foursquare and synthetic "
                            "sources are prepared in memory")

@@ -45,7 +45,7 @@ def parse_flag(text: str) -> bool:
 
 
 def parse_time_format(text: str) -> str | None:
-    """A strptime format on the command line (checked by ``validate``), or ``none`` / empty for no format."""
+    """A strptime format on the command line (checked by ``PrepareConfig``), or ``none`` / empty for no format."""
     return None if text.strip().lower() in ("none", "") else text
 
 
@@ -93,7 +93,9 @@ class PrepareConfig:
         False, "1: drop the rows whose timestamp does not read even when they are more than 5 percent of a file's rows "
                "(counted as bad_timestamp); 0: such a file stops prepare", parse_flag)
 
-    def validate(self) -> None:
+    def __post_init__(self):
+        if self.history_len < 1:
+            raise PrepareError(f"history-len must be >= 1, got {self.history_len}")
         for name in ("train_cap", "valid_cap", "test_cap", "anchor_cap"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -131,7 +133,7 @@ class ScaleConfig:
     buckets: int = _option(0, "0: in memory; N: out of core, events partitioned by user into N buckets on disk "
                               "(peak memory ~ one bucket); with --engine ray, 0 means 16")
 
-    def validate(self) -> None:
+    def __post_init__(self):
         if self.engine not in ("local", "ray"):
             raise PrepareError(f"engine must be local or ray, got '{self.engine}'")
         if self.buckets < 0:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cli import UsageError
+
 from . import launch, stages
 from .graph import Runner, Stage
 from .layout import Layout, stamp_of
@@ -49,10 +51,10 @@ def _f_values(s: Settings) -> list[str]:
     """F_SWEEP, refused before anything trains when a value is not a count or exceeds the scored pool."""
     values = s.words("F_SWEEP")
     if not values or not all(v.isdigit() and int(v) > 0 for v in values):
-        raise SystemExit(f"error: F_SWEEP must be positive integers, got {s['F_SWEEP']!r}")
+        raise UsageError(f"F_SWEEP must be positive integers, got {s['F_SWEEP']!r}")
     over = [v for v in values if s["POOL"].isdigit() and int(v) > int(s["POOL"])]
     if over:
-        raise SystemExit(f"error: F_SWEEP {' '.join(over)} above POOL={s['POOL']}: select can pick at most POOL "
+        raise UsageError(f"F_SWEEP {' '.join(over)} above POOL={s['POOL']}: select can pick at most POOL "
                          "scored samples per behavior (raise POOL or drop those values)")
     return values
 
@@ -97,7 +99,8 @@ def _compared_runs(s: Settings, lay: Layout):
 def compare_runs(r: Runner, s: Settings, lay: Layout) -> None:
     """Fig. 3a: each run's report (brought up to date), then anchor and tail accuracy per run and method."""
     if not s.words("RUNS"):
-        raise SystemExit('usage: make compare-runs RUNS="run-1.5b run-8b run-70b" (each evaluated by make eval)')
+        raise UsageError('RUNS is needed: make compare-runs RUNS="run-1.5b run-8b run-70b" (each evaluated by '
+                         'make eval)')
     points = []
     for sub, sub_lay in _compared_runs(s, lay):
         report(r, sub, sub_lay)
@@ -111,11 +114,11 @@ def sweep_aux(r: Runner, s: Settings, lay: Layout) -> None:
     """Table 7: the whole chain once per auxiliary conversation set (its own prepare, the same EPS)."""
     files = s.words("AUX_SWEEP")
     if not files:
-        raise SystemExit('usage: make sweep-aux AUX_SWEEP="chat.json math.jsonl health.jsonl"')
+        raise UsageError('AUX_SWEEP is needed: make sweep-aux AUX_SWEEP="chat.json math.jsonl health.jsonl"')
     stems = [Path(f).stem for f in files]
     missing = [f for f in files if not Path(f).is_file()]
     if missing or len(set(stems)) < len(stems):
-        raise SystemExit(f"error: AUX_SWEEP: {'no file ' + missing[0] if missing else 'two files named alike'}: "
+        raise UsageError(f"AUX_SWEEP: {'no file ' + missing[0] if missing else 'two files named alike'}: "
                          f"{s['AUX_SWEEP']}")
     points = []
     for f, stem in zip(files, stems):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from cli import UsageError
+
 from .precision import gpu_visible
 from .settings import ROOT, Settings
 
@@ -130,7 +132,7 @@ def nodes(settings: Settings) -> list[str] | None:
     if settings.int("NNODES") <= 1:
         return None
     if not settings["MASTER_ADDR"]:
-        raise SystemExit(f"NNODES={settings['NNODES']} needs MASTER_ADDR (the address of node 0)")
+        raise UsageError(f"NNODES={settings['NNODES']} needs MASTER_ADDR (the address of node 0)")
     return ["--nnodes", settings["NNODES"], "--node_rank", settings["NODE_RANK"], "--master_addr",
             settings["MASTER_ADDR"], "--master_port", settings["MASTER_PORT"] or "29500"]
 

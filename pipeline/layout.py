@@ -117,19 +117,19 @@ def older_layout(lay: Layout) -> str | None:
     token check into data/stats.json and each ablation had a data/ of links; None otherwise."""
     data = lay.data
     if any((data / name).exists() for name in ("dpo_pairs.jsonl", "selected_sft.jsonl", "token_check.stamp.json")):
-        return f"error: {data} was made by an older layout (select wrote into data/): rerun make prepare"
+        return f"{data} was made by an older layout (select wrote into data/): rerun make prepare"
     try:
         stats = json.loads((data / "stats.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         stats = None
     if isinstance(stats, dict) and "token_lengths" in stats:
-        return (f"error: {data} was made by an older layout (the token check wrote into stats.json): "
+        return (f"{data} was made by an older layout (the token check wrote into stats.json): "
                 "rerun make prepare")
     own = lay.run_dir / "data"
     if own != data and own.is_dir() and any(p.is_symlink() for p in own.iterdir()):
-        return (f"error: {own} was made by an older layout (seed repeats linked the run's data/): remove {own}")
+        return (f"{own} was made by an older layout (seed repeats linked the run's data/): remove {own}")
     linked = sorted((lay.run_dir / "ablations").glob("*/data"))
     if linked:
-        return (f"error: {linked[0]} was made by an older layout (ablations linked the run's data/): remove "
+        return (f"{linked[0]} was made by an older layout (ablations linked the run's data/): remove "
                 f"{lay.run_dir / 'ablations'} (or {linked[0]}) and rerun the ablations")
     return None

@@ -229,6 +229,8 @@ class Settings(Mapping[str, str]):
         unknown = sorted(set(self.explicit) - set(BY_NAME))
         if unknown:
             raise SettingsError(f"unknown variable(s): {', '.join(unknown)} (make help lists them)")
+        for stage in STAGE_OPTIONS:   # every value checked before any target looks for its inputs
+            self.options(stage)
 
     @classmethod
     def from_sources(cls, argv_assignments: list[str], environ: Mapping[str, str] | None = None) -> Settings:

@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+from cli import UsageError
 from data_prep.errors import PrepareError
 from data_prep.sources import is_uri, list_inputs
 from evaluation.baselines import KINDS as BASELINES
@@ -94,7 +95,7 @@ def _non_empty_datasets(recipe: launch.Recipe, data: Path, overrides: list[str])
     if keep == names:
         return []
     if not keep:
-        raise SystemExit(f"error: every dataset of {recipe.path.name} is empty in {data}: {', '.join(names)}")
+        raise UsageError(f"every dataset of {recipe.path.name} is empty in {data}: {', '.join(names)}")
     print(f"note: {', '.join(sorted(set(names) - set(keep)))} is empty in {data}: training on {','.join(keep)}")
     return [f"dataset={','.join(keep)}"]
 
@@ -281,7 +282,7 @@ def finished_predictions(run_dirs: list[Path], exists=Path.exists, also=()) -> d
 def report(s: Settings, lay: Layout, run_dirs: list[Path], out: Path, exists=Path.exists, also=()) -> Stage:
     preds = finished_predictions(run_dirs, exists, also)
     if not preds:
-        raise SystemExit(f"error: no finished predictions under {', '.join(str(r / 'eval') for r in run_dirs)}: "
+        raise UsageError(f"no finished predictions under {', '.join(str(r / 'eval') for r in run_dirs)}: "
                          "run make eval first")
     args = ["--dataset-dir", str(lay.data)]
     for name, folders in preds.items():

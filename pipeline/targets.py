@@ -10,6 +10,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from cli import UsageError
 from data_prep import auxiliary
 from data_prep.sources import is_uri
 
@@ -30,10 +31,10 @@ ABLATIONS = {  # name -> (settings changed, reuses the run's A-tune, pi_ref and 
 
 def check_data(r: Runner, lay: Layout) -> None:
     if not r.exists(lay.data / "stats.json"):
-        raise SystemExit(f"error: no prepared dataset in {lay.data}: run make prepare first")
+        raise UsageError(f"no prepared dataset in {lay.data}: run make prepare first")
     older = older_layout(lay)
     if older:
-        raise SystemExit(older)
+        raise UsageError(older)
 
 
 def prepare(r: Runner, s: Settings, lay: Layout) -> None:
@@ -102,7 +103,7 @@ def b_tune_train(r: Runner, s: Settings, lay: Layout) -> None:
     check_data(r, lay)
     pairs = lay.selection / "dpo_pairs.jsonl"
     if not r.exists(pairs):
-        raise SystemExit(f"error: no {pairs} yet: node 0 runs make select first")
+        raise UsageError(f"no {pairs} yet: node 0 runs make select first")
     stages.btune_train(s, lay).run()
 
 
@@ -129,8 +130,8 @@ def full_ft(r: Runner, s: Settings, lay: Layout) -> None:
 # ---- evaluation -----------------------------------------------------------------------------------------
 def eval_model(r: Runner, s: Settings, lay: Layout) -> None:
     if not (s["EVAL_NAME"] and s["EVAL_MODEL"]):
-        raise SystemExit("usage: make eval-model EVAL_NAME=<name> EVAL_MODEL=<model dir> [EVAL_ADAPTER=<adapter "
-                         "dir>] [EVAL_GENERATE=1]")
+        raise UsageError("EVAL_NAME and EVAL_MODEL are needed: make eval-model EVAL_NAME=<name> "
+                         "EVAL_MODEL=<model dir> [EVAL_ADAPTER=<adapter dir>] [EVAL_GENERATE=1]")
     check_data(r, lay)
     adapter = Path(s["EVAL_ADAPTER"]).resolve() if s["EVAL_ADAPTER"] else None
     model = str(Path(s["EVAL_MODEL"]).resolve()) if Path(s["EVAL_MODEL"]).exists() else s["EVAL_MODEL"]
@@ -180,7 +181,7 @@ def always(r: Runner, name: str, cmd: list[str]) -> None:
 def ablation_table(r: Runner, s: Settings, lay: Layout) -> None:
     done = [a for a in ABLATIONS if r.exists(lay.eval_dir / f"abl-{a}" / "test_p2.predictions.jsonl")]
     if not done:
-        raise SystemExit(f"error: no finished ablation under {lay.run_dir / 'ablations'}: run make ablations first")
+        raise UsageError(f"no finished ablation under {lay.run_dir / 'ablations'}: run make ablations first")
     metrics = lay.report_dir / "metrics.json"
     args = ["--full", f"behaviorlm={metrics}#behaviorlm"]
     for a in done:
@@ -262,7 +263,8 @@ def _serving_args(s: Settings, lay: Layout) -> list[str]:
 def predict(r: Runner, s: Settings, lay: Layout) -> None:
     """Batch predictions with the run's final model: one JSONL line per user (serving/)."""
     if not (s["EVENTS"] and s["NEXT"]):
-        raise SystemExit("usage: make predict RUN=... EVENTS=recent.jsonl NEXT=next.csv [OUT=...] [TOP_K=...]")
+        raise UsageError("EVENTS and NEXT are needed: make predict RUN=... EVENTS=recent.jsonl NEXT=next.csv "
+                         "[OUT=...] [TOP_K=...]")
     check_data(r, lay)
     out = Path(s["OUT"]).resolve() if s["OUT"] else lay.run_dir / "predictions.jsonl"
     source = [x for name, flag in (("COLUMNS", "--columns"), ("LABEL_MAP", "--label-map"), ("TIMEZONE", "--tz"),

@@ -1,8 +1,8 @@
 """CLI: ``python -m sasrec {train,sample-efficiency} ...``.
 
 The model and training settings are the YAML's (``--config``, default recipes/sasrec/sasrec.yaml) over the
-defaults of :class:`sasrec.train.TrainConfig` and :class:`sasrec.model.ModelConfig`; ``KEY=VALUE`` words (or
-``--set KEY=VALUE``) override a key of either section.
+defaults of :class:`sasrec.train.TrainConfig` and :class:`sasrec.model.ModelConfig`; ``KEY=VALUE`` words
+override a key of either section.
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ class RunSettings:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-dir", required=True, help="the prepared dataset_dir (runs/<RUN>/data)")
     p.add_argument("--config", help="SASRec YAML (default: recipes/sasrec/sasrec.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a config key (either section), e.g. --set max_epochs=10; the same as the word "
-                        "max_epochs=10")
     p.add_argument("assignments", nargs="*", metavar="KEY=VALUE",
                    help="override a config key (either section), e.g. max_epochs=10 hidden_size=64")
     add_settings(p, RunSettings)
@@ -50,16 +47,11 @@ def _add_sample_efficiency(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", help="per-size predictions (default: <out>/sample_efficiency)")
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
-    """--set values, then KEY=VALUE words, in the order given within each."""
-    return [*args.overrides, *args.assignments]
-
-
 def _train(args: argparse.Namespace) -> int:
     from .train import run_train
 
     device = settings_from_args(RunSettings, args).device
-    for path in run_train(args.dataset_dir, args.out, args.config, _overrides(args), device):
+    for path in run_train(args.dataset_dir, args.out, args.config, args.assignments, device):
         print(path)
     return 0
 
@@ -69,7 +61,7 @@ def _sample_efficiency(args: argparse.Namespace) -> int:
 
     device = settings_from_args(RunSettings, args).device
     for path in run_sample_efficiency(args.dataset_dir, args.sizes, args.out, args.llm, args.config,
-                                      _overrides(args), device, args.work_dir, args.skip_missing_llm):
+                                      args.assignments, device, args.work_dir, args.skip_missing_llm):
         print(path)
     return 0
 

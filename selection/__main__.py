@@ -1,5 +1,5 @@
-"""CLI: python -m selection select ... (see its --help); score, token-lengths and convert-gguf are
-``python -m scoring``'s commands, also accepted here."""
+"""CLI: python -m selection select ... (see its --help); the pool it selects from is scored by
+``python -m scoring score``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from dataclasses import asdict
 
 from cli import Command, add_settings, run, settings_from_args
 from cli import build_parser as command_parser
-from scoring.__main__ import COMMANDS as SCORING_COMMANDS
 
 from .config import SelectConfig
 
@@ -20,7 +19,7 @@ def _add_select(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scores", required=True)
     p.add_argument("--dataset-dir", required=True)
     add_settings(p, SelectConfig)
-    p.add_argument("--out", "--out-dir", dest="out", required=True,
+    p.add_argument("--out", required=True,
                    help="select's folder: pairs, SFT set, their dataset_info.json, report (not --dataset-dir)")
 
 
@@ -36,8 +35,6 @@ def _select(args: argparse.Namespace) -> None:
 COMMANDS = {
     "select": Command("difficulty + per-behavior selection -> dpo_pairs.jsonl, selected_sft.jsonl", _add_select,
                       _select),
-    **{name: command._replace(help=f"{command.help} (python -m scoring {name})")
-       for name, command in SCORING_COMMANDS.items()},
 }
 
 

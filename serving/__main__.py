@@ -28,8 +28,7 @@ from serving.upstream import parse_flag
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", required=True, help="runs/<RUN>: data/stats.json and final/ (or pi_ref/ + btune/)")
-    p.add_argument("--dataset-dir", "--data-dir", dest="dataset_dir",
-                   help="prepared dataset dir (default: <run-dir>/data)")
+    p.add_argument("--dataset-dir", help="prepared dataset dir (default: <run-dir>/data)")
     p.add_argument("--model", help="model dir instead of the run's final/ (base model when --adapter is given)")
     p.add_argument("--adapter", help="PEFT adapter dir on top of --model")
     p.add_argument("--template", required=True, help="the recipe's LLaMA-Factory chat template (smollm2, llama3, qwen)")

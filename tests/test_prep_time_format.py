@@ -87,7 +87,7 @@ def test_rows_that_do_not_match_are_dropped_and_most_not_matching_is_an_error(tm
 @pytest.mark.parametrize("fmt, words", [("%Q %H", "'Q' is a bad directive"), ("mixed", "no strptime directive"),
                                         ("%d %Z", "%Z (zone names) is not read")])
 def test_a_bad_time_format_is_one_line(fmt, words):
-    assert words in error_of(lambda: PrepareConfig(time_format=fmt).validate())
+    assert words in error_of(lambda: PrepareConfig(time_format=fmt))
     assert words in error_of(lambda: parse_times(["x"], time_format=fmt))
 
 

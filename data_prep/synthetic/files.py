@@ -108,9 +108,3 @@ def write_command(args: argparse.Namespace) -> int:
     print(f"{rows} events -> {args.out}")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m data_prep.synthetic ARGS`: the same as `python -m data_prep synthetic ARGS`."""
-    from data_prep.cli import main as prepare_main
-
-    return prepare_main(["synthetic", *(sys.argv[1:] if argv is None else argv)])

@@ -15,14 +15,12 @@ from pathlib import Path
 from cli import Command, add_settings, run, settings_from_args
 from cli import build_parser as command_parser
 from data_prep import events, sources
-from data_prep.config import PrepareConfig, ScaleConfig, SyntheticConfig
+from data_prep.config import PrepareConfig, ScaleConfig, SyntheticConfig, SyntheticLogConfig
 from data_prep.errors import PrepareError
 from data_prep.options import resolve_columns
 from data_prep.outofcore import prepare_input
 from data_prep.prepare import prepare
-from data_prep.synthetic import generate_events
-from data_prep.synthetic.files import add_arguments as add_synthetic_arguments
-from data_prep.synthetic.files import write_command
+from data_prep.synthetic import generate_events, write_events
 
 __all__ = ["COMMANDS", "PrepareConfig", "build_parser", "config_from_args", "main", "prepare"]
 
@@ -73,9 +71,10 @@ def _load(args) -> tuple[object, dict]:
         if args.label_map:
             source["label_map"] = args.label_map
         return events.load_foursquare(args.foursquare, label_map=label_map), source
-    behaviors = [b.strip() for b in args.behaviors.split(",") if b.strip()] if args.behaviors else None
-    table = generate_events(n_users=args.users, n_days=args.days, seed=args.seed, behaviors=behaviors)
-    return table, {"kind": "synthetic", "users": args.users, "days": args.days, "seed": args.seed,
+    synthetic = settings_from_args(SyntheticConfig, args)
+    behaviors = synthetic.behavior_list
+    table = generate_events(n_users=synthetic.users, n_days=synthetic.days, seed=args.seed, behaviors=behaviors)
+    return table, {"kind": "synthetic", "users": synthetic.users, "days": synthetic.days, "seed": args.seed,
                    "behaviors": behaviors}
 
 
@@ -88,6 +87,7 @@ def _summary(stats: dict, out_dir: Path) -> str:
 
 def prepare_command(args: argparse.Namespace) -> int:
     config, scale = config_from_args(args), config_from_args(args, ScaleConfig)
+    settings_from_args(SyntheticConfig, args)   # checked before anything is read
     if scale.n_buckets and not args.input:
         raise PrepareError("--buckets and --engine ray read an --input log; the Foursquare and synthetic "
                            "sources are prepared in memory")
@@ -103,10 +103,23 @@ def prepare_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_synthetic_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", help="output file: .parquet, .csv or .jsonl")
+    add_settings(parser, SyntheticLogConfig)
+
+
+def synthetic_command(args: argparse.Namespace) -> int:
+    cfg = settings_from_args(SyntheticLogConfig, args)
+    rows = write_events(args.out, cfg.users, cfg.days, cfg.seed, cfg.behavior_list, cfg.chunk_users,
+                        start=cfg.start, events_per_day=cfg.events_per_day, progress=True)
+    print(f"{rows} events -> {args.out}")
+    return 0
+
+
 COMMANDS = {"prepare": Command("event log -> LLaMA-Factory dataset_dir (docs/data-preparation.md)",
                                add_prepare_arguments, prepare_command),
             "synthetic": Command("write the embedded synthetic event log to a file (the log prepare --synthetic "
-                                 "reads, at any size)", add_synthetic_arguments, write_command)}
+                                 "reads, at any size)", add_synthetic_arguments, synthetic_command)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,10 +15,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cli import check_positive
 from data_prep import prompts
 from data_prep.errors import PrepareError
-from data_prep.synthetic.generator import DEFAULT_DAYS, DEFAULT_USERS
+from data_prep.synthetic.generator import (
+    DEFAULT_CHUNK_USERS,
+    DEFAULT_DAYS,
+    DEFAULT_EVENTS_PER_DAY,
+    DEFAULT_START,
+    DEFAULT_USERS,
+    check_sizes,
+)
 from data_prep.time_formats import check_time_format
+from data_prep.time_rules import BAD_SHARE
+
+RAY_BUCKETS = 16   # the buckets of a Ray run that names none: tasks enough to spread over a small cluster
 
 
 def parse_cap(text: str) -> int | None:
@@ -90,8 +101,9 @@ class PrepareConfig:
         None, "strptime format of the --input file's timestamps, as pandas' format= (docs/data-preparation.md: "
               "TIME_FORMAT); none: ISO-8601 or epoch seconds", parse_time_format)
     allow_bad_timestamps: bool = _option(
-        False, "1: drop the rows whose timestamp does not read even when they are more than 5 percent of a file's rows "
-               "(counted as bad_timestamp); 0: such a file stops prepare", parse_flag)
+        False, "1: drop the rows whose timestamp does not read even when they are more than "
+               f"{BAD_SHARE * 100:g} percent of a file's rows (counted as bad_timestamp); 0: such a file stops "
+               "prepare", parse_flag)
 
     def __post_init__(self):
         if self.history_len < 1:
@@ -119,10 +131,31 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """The embedded synthetic event log (``--synthetic``); its seed is PrepareConfig's."""
+    """The embedded synthetic event log (``prepare --synthetic``); its seed is PrepareConfig's."""
     users: int = _option(DEFAULT_USERS, "synthetic: number of users")
     days: int = _option(DEFAULT_DAYS, "synthetic: number of days")
     behaviors: str | None = _option(None, "synthetic: comma-separated subset of behaviors (demo profile)", str)
+
+    def __post_init__(self):
+        check_sizes(self.users, self.days, DEFAULT_EVENTS_PER_DAY)
+
+    @property
+    def behavior_list(self) -> list[str] | None:
+        return [b.strip() for b in self.behaviors.split(",") if b.strip()] if self.behaviors else None
+
+
+@dataclass(frozen=True)
+class SyntheticLogConfig(SyntheticConfig):
+    """`python -m data_prep synthetic`: the log written to a file, the same log as ``prepare --synthetic`` reads
+    at the same seed."""
+    seed: int = _option(PrepareConfig.seed, "seed of the log")
+    events_per_day: float = _option(DEFAULT_EVENTS_PER_DAY, "events per user and day")
+    start: str = _option(DEFAULT_START, "first day (ISO date)")
+    chunk_users: int = _option(DEFAULT_CHUNK_USERS, "users generated and written at once")
+
+    def __post_init__(self):
+        check_sizes(self.users, self.days, self.events_per_day)
+        check_positive(self.chunk_users, "chunk users")
 
 
 @dataclass(frozen=True)
@@ -131,7 +164,7 @@ class ScaleConfig:
     engine: str = _option("local", "local: this machine; ray: Ray tasks on RAY_ADDRESS's cluster, or a local "
                                    "instance when it is unset (always out of core)")
     buckets: int = _option(0, "0: in memory; N: out of core, events partitioned by user into N buckets on disk "
-                              "(peak memory ~ one bucket); with --engine ray, 0 means 16")
+                              f"(peak memory ~ one bucket); with --engine ray, 0 means {RAY_BUCKETS}")
 
     def __post_init__(self):
         if self.engine not in ("local", "ray"):
@@ -142,4 +175,4 @@ class ScaleConfig:
     @property
     def n_buckets(self) -> int:
         """Buckets of the out-of-core path (0: the in-memory path)."""
-        return self.buckets or (16 if self.engine == "ray" else 0)
+        return self.buckets or (RAY_BUCKETS if self.engine == "ray" else 0)

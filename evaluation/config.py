@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cli import check_positive, positive_int
-from scoring.config import ScoreConfig
+from scoring.config import ScoreConfig, check_cutoff_len, cutoff_len_field
 
 
 @dataclass(frozen=True)
@@ -19,10 +19,7 @@ class PredictConfig:
                                                                       "help": "samples per resumable part file"})
     max_new_tokens: int = field(default=16, metadata={"type": positive_int,
                                                       "help": "with --generate: tokens generated at most"})
-    cutoff_len: int | None = field(default=None, metadata={
-        "type": positive_int, "metavar": "N", "shown": "no check",
-        "help": "the recipe's cutoff_len: refuse samples whose prompt + longest candidate is longer (they were "
-                "trained on a truncated prompt)"})
+    cutoff_len: int | None = cutoff_len_field()
     calib_samples: int = field(default=64, metadata={
         "help": "validation samples (a seeded subset, scored in each instruction template) to fit a temperature per "
                 "prompt mode on, written as <out>/temperature.json; 0: none (not with --generate)"})
@@ -32,7 +29,6 @@ class PredictConfig:
         check_positive(self.batch_size, "batch size")
         check_positive(self.shard_size, "shard size")
         check_positive(self.max_new_tokens, "max new tokens")
-        if self.cutoff_len is not None:
-            check_positive(self.cutoff_len, "cutoff_len")
+        check_cutoff_len(self.cutoff_len)
         if self.calib_samples < 0:
             raise ValueError(f"calib samples must be >= 0 (0: no temperature), got {self.calib_samples}")

@@ -61,8 +61,8 @@ VARIABLES: list[Var] = [
                                        f"than {BAD_SHARE * 100:g} % of a file (prepare and predict stop otherwise)"),
         ("ENGINE", None, "local | ray: where prepare runs (ray: RAY_ADDRESS's cluster or a local instance); "
                          "the files are the same"),
-        ("BUCKETS", None, "prepare INPUT out of core in N buckets on disk (default 0: in memory); the files are "
-                          "the same"),
+        ("BUCKETS", None, "prepare INPUT out of core in N buckets on disk (0: in memory); the files are the "
+                          "same"),
         ("USERS", None, "synthetic default: users"),
         ("DAYS", None, "synthetic default: days"),
         ("BEHAVIORS", None, "synthetic default: comma-separated subset of behaviors"),
@@ -330,3 +330,18 @@ def markdown_table() -> str:
         doc = var.doc.replace("|", "\\|").replace("<", "&lt;")   # a table cell: no column break, no HTML tag
         rows.append(f"| `{var.name}` | {f'`{default}`' if default else ''} | {doc} | {field} |")
     return "\n".join(rows)
+
+
+DOCS = ROOT / "docs" / "pipeline.md"
+TABLE_START = "<!-- settings table: pipeline.settings.markdown_table() -->\n"
+TABLE_END = "<!-- end of settings table -->"
+
+
+def docs_with_table(text: str) -> str:
+    """docs/pipeline.md's text with its variables table made from the code."""
+    head, rest = text.split(TABLE_START, 1)
+    return f"{head}{TABLE_START}{markdown_table()}\n{TABLE_END}{rest.split(TABLE_END, 1)[1]}"
+
+
+if __name__ == "__main__":   # python -m pipeline.settings: rewrites the table of docs/pipeline.md
+    DOCS.write_text(docs_with_table(DOCS.read_text(encoding="utf-8")), encoding="utf-8")

@@ -291,7 +291,7 @@ def sasrec(r: Runner, s: Settings, lay: Layout) -> None:
     cmd = launch.python_module("sasrec", "train", "--dataset-dir", str(lay.data), "--out", str(out),
                                *s.words("SASREC_ARGS"))
     r.run(Stage("sasrec", stamp_of(out), lambda: launch.run(cmd), cmd,
-                       inputs=[*lay.prepared(), ROOT / "recipes" / "sasrec" / "sasrec.yaml"],
+                       inputs=lay.prepared(),
                        params={"SASREC_ARGS": s.words("SASREC_ARGS")},
                        outputs=[out / f"{t}.predictions.jsonl" for t in stages.TEST_SPLITS], clean=[out]))
 

@@ -1,8 +1,8 @@
 """CLI: ``python -m sasrec {train,sample-efficiency} ...``.
 
-The model and training settings are the YAML's (``--config``, default recipes/sasrec/sasrec.yaml) over the
-defaults of :class:`sasrec.train.TrainConfig` and :class:`sasrec.model.ModelConfig`; ``KEY=VALUE`` words
-override a key of either section.
+The model and training settings are the defaults of :class:`sasrec.train.TrainConfig` and
+:class:`sasrec.model.ModelConfig`, then a profile YAML's (``--config``), then ``KEY=VALUE`` words (a key of either
+section).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class RunSettings:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-dir", required=True, help="the prepared dataset_dir (runs/<RUN>/data)")
-    p.add_argument("--config", help="SASRec YAML (default: recipes/sasrec/sasrec.yaml)")
+    p.add_argument("--config", help="a profile YAML over the defaults, e.g. recipes/sasrec/gpt2_small.yaml")
     p.add_argument("assignments", nargs="*", metavar="KEY=VALUE",
                    help="override a config key (either section), e.g. max_epochs=10 hidden_size=64")
     add_settings(p, RunSettings)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from cli import check_positive, field_default, positive_int
 from serving.logs import LOG_FORMATS
 from serving.prompting import DEFAULT_MODE, MODES
-from serving.upstream import ScoreConfig, parse_flag
+from serving.upstream import ScoreConfig, check_cutoff_len, cutoff_len_field, parse_flag
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -20,15 +20,11 @@ class ServedModelConfig:
     """How the run's model scores (every command)."""
     batch_size: int = field(default=field_default(ScoreConfig, "batch_size"),
                             metadata={"type": positive_int, "help": "prompts per forward pass"})
-    cutoff_len: int | None = field(default=None, metadata={"type": positive_int, "metavar": "N",
-                                                           "shown": "no check",
-                                                           "help": "refuse prompts longer than this (the recipe's "
-                                                                   "cutoff_len)"})
+    cutoff_len: int | None = cutoff_len_field()
 
     def __post_init__(self):
         check_positive(self.batch_size, "batch size")
-        if self.cutoff_len is not None:
-            check_positive(self.cutoff_len, "cutoff_len")
+        check_cutoff_len(self.cutoff_len)
 
 
 @dataclass(frozen=True)

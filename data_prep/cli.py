@@ -15,9 +15,8 @@ from pathlib import Path
 from cli import Command, add_settings, run, settings_from_args
 from cli import build_parser as command_parser
 from data_prep import events, sources
-from data_prep.config import PrepareConfig, ScaleConfig, SyntheticConfig, SyntheticLogConfig
+from data_prep.config import PrepareConfig, ReaderConfig, ScaleConfig, SyntheticConfig, SyntheticLogConfig
 from data_prep.errors import PrepareError
-from data_prep.options import resolve_columns
 from data_prep.outofcore import prepare_input
 from data_prep.prepare import prepare
 from data_prep.synthetic import generate_events, write_events
@@ -36,12 +35,7 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
                                     "too), glob or object-store URI of them")
     src.add_argument("--foursquare", help="Foursquare TSMC2014 file (tab separated, original layout)")
     src.add_argument("--synthetic", action="store_true", help="the embedded synthetic default")
-    p.add_argument("--format", choices=("csv", "jsonl", "parquet"), help="input format (default: by suffix)")
-    p.add_argument("--columns", help="column mapping, e.g. user=uid,time=ts,place=loc,behavior=label")
-    p.add_argument("--label-map", help="JSON or CSV file merging (or renaming) raw labels into categories "
-                                       "(--input and --foursquare)")
-    p.add_argument("--tz", help="convert timestamps that name their instant (Z, offsets, epoch seconds) to this "
-                                "zone's local time, e.g. Asia/Shanghai or +08:00 (naive times are already local)")
+    add_settings(p, ReaderConfig)
     add_settings(p, SyntheticConfig)
     add_settings(p, PrepareConfig)
     add_settings(p, ScaleConfig)
@@ -49,8 +43,8 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
 
 def _reader(args) -> tuple[dict, dict]:
     """The --input reader options (load_events' keywords) and the stats.json source."""
+    settings_from_args(ReaderConfig, args)   # checks the column map: prepare needs four different columns
     columns = events.parse_columns_option(args.columns) if args.columns else None
-    resolve_columns(columns, distinct=True)   # prepare needs four different columns
     label_map = events.load_label_map(args.label_map) if args.label_map else None
     return ({"columns": columns, "label_map": label_map, "tz": args.tz, "time_format": args.time_format,
              "allow_bad_timestamps": args.allow_bad_timestamps},
@@ -87,7 +81,8 @@ def _summary(stats: dict, out_dir: Path) -> str:
 
 def prepare_command(args: argparse.Namespace) -> int:
     config, scale = config_from_args(args), config_from_args(args, ScaleConfig)
-    settings_from_args(SyntheticConfig, args)   # checked before anything is read
+    for settings in (SyntheticConfig, ReaderConfig):   # checked before anything is read
+        settings_from_args(settings, args)
     if scale.n_buckets and not args.input:
         raise PrepareError("--buckets and --engine ray read an --input log; the Foursquare and synthetic "
                            "sources are prepared in memory")

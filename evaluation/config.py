@@ -7,13 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cli import check_positive, positive_int
+from data_prep.config import PrepareConfig
 from scoring.config import ScoreConfig, check_cutoff_len, cutoff_len_field
 
 
 @dataclass(frozen=True)
 class PredictConfig:
     """How the test splits are scored and the temperature fitted."""
-    batch_size: int = field(default=ScoreConfig.batch_size, metadata={"type": positive_int,
+    batch_size: int = field(default=ScoreConfig.batch_size, metadata={"type": positive_int, "make": "EVAL_BATCH",
                                                                       "help": "prompts per forward"})
     shard_size: int = field(default=ScoreConfig.shard_size, metadata={"type": positive_int,
                                                                       "help": "samples per resumable part file"})
@@ -21,9 +22,11 @@ class PredictConfig:
                                                       "help": "with --generate: tokens generated at most"})
     cutoff_len: int | None = cutoff_len_field()
     calib_samples: int = field(default=64, metadata={
+        "make": "CALIB_SAMPLES",
         "help": "validation samples (a seeded subset, scored in each instruction template) to fit a temperature per "
                 "prompt mode on, written as <out>/temperature.json; 0: none (not with --generate)"})
-    calib_seed: int = field(default=0, metadata={"help": "seed of the validation subset"})
+    calib_seed: int = field(default=PrepareConfig.seed, metadata={"make": "SEED", "help": "seed of the validation "
+                                                                                      "subset"})
 
     def __post_init__(self):
         check_positive(self.batch_size, "batch size")

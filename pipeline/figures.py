@@ -48,10 +48,16 @@ def behavior_map(r: Runner, s: Settings, lay: Layout) -> None:
 
 
 def _f_values(s: Settings) -> list[str]:
-    """F_SWEEP, refused before anything trains when a value is not a count or exceeds the scored pool."""
+    """F_SWEEP, refused before anything trains when a value is not an F (selection's config checks each) or
+    exceeds the scored pool."""
     values = s.words("F_SWEEP")
-    if not values or not all(v.isdigit() and int(v) > 0 for v in values):
-        raise UsageError(f"F_SWEEP must be positive integers, got {s['F_SWEEP']!r}")
+    if not values:
+        raise UsageError("F_SWEEP is empty: sweep-f needs the values of F")
+    for value in values:
+        try:
+            s.with_(F=value)
+        except UsageError as err:
+            raise UsageError(f"F_SWEEP: {err}") from None
     over = [v for v in values if s["POOL"].isdigit() and int(v) > int(s["POOL"])]
     if over:
         raise UsageError(f"F_SWEEP {' '.join(over)} above POOL={s['POOL']}: select can pick at most POOL "

@@ -11,19 +11,18 @@ import shutil
 from pathlib import Path
 
 from cli import UsageError
+from data_prep.config import PrepareConfig, ReaderConfig, ScaleConfig, SyntheticConfig
 from data_prep.errors import PrepareError
 from data_prep.sources import is_uri, list_inputs
 from evaluation.baselines import KINDS as BASELINES
+from evaluation.config import PredictConfig
+from scoring.config import ScoreConfig
+from selection.config import SelectConfig
 
 from . import launch, precision
 from .graph import Stage
 from .layout import Layout, stamp_of
-from .settings import STAGE_OPTIONS, Settings, SettingsError, option_flag
-
-# --input's reader options that are not prepare settings (values are passed only when set); TIME_FORMAT is one
-READER_FLAGS = {"FORMAT": "--format", "COLUMNS": "--columns", "TIMEZONE": "--tz"}
-PREPARE_VARIABLES = ["INPUT", "FOURSQUARE", *READER_FLAGS, *STAGE_OPTIONS["prepare-input"][1],
-                     *STAGE_OPTIONS["synthetic"][1], *STAGE_OPTIONS["prepare"][1], "PREPARE_ARGS"]   # its parameters
+from .settings import Settings, SettingsError
 
 
 def _abs(value: str) -> str:
@@ -42,34 +41,27 @@ def _input_files(spec: str, fmt: str | None) -> list[Path]:
         raise SettingsError(f"INPUT: {err}") from None
 
 
-def _source_args(s: Settings) -> tuple[list[str], list[Path]]:
-    """(prepare's source flags, the files whose content they read)."""
+def _source(s: Settings) -> tuple[list[str], list[Path], list[type]]:
+    """(prepare's source flags, the files whose content they read, the configs whose options apply to it)."""
     if s["INPUT"]:
         spec = s["INPUT"] if is_uri(s["INPUT"]) else _abs(s["INPUT"])
-        args, files = ["--input", spec], _input_files(spec, s["FORMAT"] or None)
-        args += [x for name, flag in READER_FLAGS.items() if s[name] for x in (flag, s[name])]
-        args += s.options("prepare-input")
-        if s["LABEL_MAP"]:
-            args += ["--label-map", _abs(s["LABEL_MAP"])]
-            files.append(Path(_abs(s["LABEL_MAP"])))
-        return args, files
+        return ["--input", spec], _input_files(spec, s["FORMAT"] or None), [ReaderConfig]
     if s["FOURSQUARE"]:
-        return ["--foursquare", _abs(s["FOURSQUARE"])], [Path(_abs(s["FOURSQUARE"]))]
-    return ["--synthetic", *s.options("synthetic")], []
+        return ["--foursquare", _abs(s["FOURSQUARE"])], [Path(_abs(s["FOURSQUARE"]))], []
+    return ["--synthetic"], [], [SyntheticConfig]
 
 
 def prepare(s: Settings, lay: Layout) -> Stage:
-    source, files = _source_args(s)
-    args = ["--out", str(lay.data), *source]
-    args += s.options("prepare")
-    if s["AUX"]:
-        args += [option_flag("prepare-aux", "AUX"), _abs(s["AUX"])]
-        files.append(Path(_abs(s["AUX"])))
+    source, files, configs = _source(s)
+    configs.append(PrepareConfig)
+    args = ["--out", str(lay.data), *source, *(word for config in configs for word in s.options(config))]
+    files += [path for config in configs for path in s.files(config)]
     # where prepare runs never changes its files: not a stage parameter
-    args += s.options("scale")
-    args += s.words("PREPARE_ARGS")
+    args += [*s.options(ScaleConfig), *s.words("PREPARE_ARGS")]
     cmd = launch.python_module("data_prep", "prepare", *args)
-    params = {name: s[name] for name in PREPARE_VARIABLES if s[name]}
+    params = {name: s[name] for name in ("INPUT", "FOURSQUARE", "PREPARE_ARGS") if s[name]}
+    for config in (ReaderConfig, SyntheticConfig, PrepareConfig):
+        params.update(s.params(config))
     return Stage("prepare", stamp_of(lay.data), lambda: launch.run(cmd), cmd, inputs=files, params=params,
                  outputs=lay.prepared()[:2])
 
@@ -84,8 +76,8 @@ def base_model(s: Settings, recipe: launch.Recipe) -> str:
 
 
 def _non_empty_datasets(recipe: launch.Recipe, data: Path, overrides: list[str]) -> list[str]:
-    """`dataset=` override without the datasets whose file is empty (EPS=0 leaves aux.jsonl empty, and
-    LLaMA-Factory stops on an empty dataset); [] when all are non-empty."""
+    """`dataset=` override without the datasets whose file prepare left empty (LLaMA-Factory stops on an empty
+    dataset); [] when all are non-empty."""
     names = recipe.datasets()
     for word in overrides:
         if word.startswith("dataset="):
@@ -185,7 +177,7 @@ def _dtype_param(s: Settings) -> dict:
 def score(s: Settings, lay: Layout) -> Stage:
     nproc = s.int("SCORE_NPROC") if s["SCORE_NPROC"] else s.int("NPROC")
     tpl = template(s)
-    args = ["--model", str(lay.pi_ref), "--template", tpl, "--dataset-dir", str(lay.data), *s.options("score"),
+    args = ["--model", str(lay.pi_ref), "--template", tpl, "--dataset-dir", str(lay.data), *s.options(ScoreConfig),
             "--cutoff-len", str(cutoff_len(s)), "--out", str(lay.scores)]
     cmd = launch.python_module("scoring", "score", *args, *precision.scorer_args(s), nproc=nproc)
     return Stage("score", stamp_of(lay.scores), lambda: launch.run(cmd), cmd,
@@ -195,7 +187,7 @@ def score(s: Settings, lay: Layout) -> Stage:
 
 
 def select(s: Settings, lay: Layout) -> Stage:
-    options = s.options("select")
+    options = s.options(SelectConfig)
     cmd = launch.python_module("selection", "select", "--scores", str(lay.scores), "--dataset-dir", str(lay.data),
                                *options, "--out", str(lay.selection))
     return Stage("select", stamp_of(lay.selection), lambda: launch.run(cmd), cmd,
@@ -231,8 +223,8 @@ def eval_model(s: Settings, lay: Layout, name: str, model: str, adapter: Path | 
     nproc = s.int("EVAL_NPROC") if s["EVAL_NPROC"] else s.int("NPROC")
     args = ["--model", model, *(["--adapter", str(adapter)] if adapter else []), "--template", template(s),
             "--dataset-dir", str(lay.data), "--dataset", *TEST_SPLITS, "--out", str(out), "--cutoff-len",
-            str(cutoff_len(s)), *(["--generate"] if generate else []), *s.options("eval"), *precision.scorer_args(s),
-            *s.words("EVAL_ARGS")]
+            str(cutoff_len(s)), *(["--generate"] if generate else []), *s.options(PredictConfig),
+            *precision.scorer_args(s), *s.words("EVAL_ARGS")]
     calibrated = not generate and s.int("CALIB_SAMPLES") > 0
     cmd = launch.python_module("evaluation", "predict", *args, nproc=1 if generate else nproc)
     model_inputs, model_params = model_stamp_inputs(model)

@@ -13,6 +13,7 @@ from pathlib import Path
 from cli import UsageError
 from data_prep import auxiliary
 from data_prep.sources import is_uri
+from serving.config import PredictFilesConfig, PredictionConfig, ServeConfig
 
 from . import launch, stages
 from .graph import Runner, Stage
@@ -257,7 +258,7 @@ def report_seeds(r: Runner, s: Settings, lay: Layout) -> None:
 # ---- after training: predictions for users now, SASRec beside the LLMs ---------------------------------------
 def _serving_args(s: Settings, lay: Layout) -> list[str]:
     return ["--run-dir", str(lay.run_dir), "--dataset-dir", str(lay.data), "--template", stages.template(s),
-            "--cutoff-len", str(stages.cutoff_len(s)), *s.options("prediction"), *s.words("SERVE_ARGS")]
+            "--cutoff-len", str(stages.cutoff_len(s)), *s.options(PredictionConfig), *s.words("SERVE_ARGS")]
 
 
 def predict(r: Runner, s: Settings, lay: Layout) -> None:
@@ -274,14 +275,14 @@ def predict(r: Runner, s: Settings, lay: Layout) -> None:
     events = s["EVENTS"] if is_uri(s["EVENTS"]) else str(Path(s["EVENTS"]).resolve())  # s3://... stays as given
     cmd = launch.python_module("serving", "predict", *_serving_args(s, lay), "--events", events,
                                "--next", str(Path(s["NEXT"]).resolve()), "--out", str(out),
-                               *s.options("predict"), *source, nproc=nproc, nodes=launch.nodes(s))
+                               *s.options(PredictFilesConfig), *source, nproc=nproc, nodes=launch.nodes(s))
     always(r, "predict", cmd)
 
 
 def serve(r: Runner, s: Settings, lay: Layout) -> None:
     """The HTTP service (FastAPI + uvicorn) on the run's final model; API_KEY from the environment."""
     check_data(r, lay)
-    always(r, "serve", launch.python_module("serving", "serve", *_serving_args(s, lay), *s.options("serve")))
+    always(r, "serve", launch.python_module("serving", "serve", *_serving_args(s, lay), *s.options(ServeConfig)))
 
 
 def sasrec(r: Runner, s: Settings, lay: Layout) -> None:

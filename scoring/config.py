@@ -41,7 +41,7 @@ class ScoreConfig:
     dataset: str = field(default="train_all", metadata={"help": "name in dataset_info.json or its file stem"})
     pool_per_behavior: int | None = field(
         default=None,
-        metadata={"type": checked(check_pool_size, _parse_pool), "metavar": "M|all", "shown": "all",
+        metadata={"type": checked(check_pool_size, _parse_pool), "metavar": "M|all", "shown": "all", "make": "POOL",
                   "help": "score a seeded random subset of at most M samples per behavior"},
     )
     seed: int = field(default=PrepareConfig.seed, metadata={"help": "seed of the pool subset"})

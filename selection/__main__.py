@@ -7,7 +7,6 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict
 
 from cli import Command, add_settings, run, settings_from_args
 from cli import build_parser as command_parser
@@ -28,7 +27,7 @@ def _select(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = settings_from_args(SelectConfig, args)
-    report = run_selection(args.scores, args.dataset_dir, **asdict(cfg), out_dir=args.out)
+    report = run_selection(args.scores, args.dataset_dir, cfg, out_dir=args.out)
     print(json.dumps({k: report[k] for k in ("pool_size", "pi_ref_accuracy", "pairs")}))
 
 

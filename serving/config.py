@@ -33,7 +33,8 @@ class PredictionConfig:
     instruction_template: str = field(default=DEFAULT_MODE, metadata={
         "choices": MODES, "help": "a fixed Appendix D template (0-2) or the mean of candidate log-probs over the "
                                   "three"})
-    top_k: int = field(default=5, metadata={"type": positive_int, "help": "behaviors per prediction, best first"})
+    top_k: int = field(default=5, metadata={"type": positive_int, "make": "TOP_K",
+                                                 "help": "behaviors per prediction, best first"})
 
     def __post_init__(self):
         if self.instruction_template not in MODES:
@@ -46,8 +47,8 @@ class PredictionConfig:
 class PredictFilesConfig:
     """`predict`: how the users are split into resumable parts."""
     buckets: int = field(default=64, metadata={
-        "type": positive_int, "help": "users are split by a hash of user_id into this many resumable parts "
-                                      "(PREDICT_BUCKETS)"})
+        "type": positive_int, "make": "PREDICT_BUCKETS",
+        "help": "users are split by a hash of user_id into this many resumable parts"})
 
     def __post_init__(self):
         check_positive(self.buckets, "buckets")
@@ -56,8 +57,8 @@ class PredictFilesConfig:
 @dataclass(frozen=True)
 class ServeConfig:
     """`serve`: the HTTP listener and its request batching."""
-    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
-    port: int = field(default=8000, metadata={"help": "0 picks a free port (printed on stdout)"})
+    host: str = field(default="127.0.0.1", metadata={"make": "HOST", "help": "address to listen on"})
+    port: int = field(default=8000, metadata={"make": "PORT", "help": "0 picks a free port (printed on stdout)"})
     max_batch: int = field(default=32, metadata={
         "type": positive_int, "help": "prompts gathered into one scorer call (1 = no request batching; a 'mean' "
                                       "request counts 3)"})
@@ -67,9 +68,10 @@ class ServeConfig:
         "choices": LOG_LEVELS, "help": "uvicorn's log level; info adds the access log, a line per request with its "
                                        "request id"})
     log_format: str = field(default="text", metadata={
-        "choices": LOG_FORMATS, "help": "text, or json: each log line one JSON object (LOG_FORMAT)"})
+        "choices": LOG_FORMATS, "make": "LOG_FORMAT", "help": "text, or json: each log line one JSON object"})
     grace_s: float = field(default=30.0, metadata={
-        "help": "on SIGTERM, seconds the accepted requests have to finish before they are cancelled (GRACE_S)"})
+        "make": "GRACE_S",
+        "help": "on SIGTERM, seconds the accepted requests have to finish before they are cancelled"})
     metrics: bool = field(default=True, metadata={
         "type": parse_flag, "metavar": "1|0", "shown": "1",
         "help": "1: GET /metrics in the Prometheus text format; 0: no /metrics, no request metrics"})

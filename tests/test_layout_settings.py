@@ -4,13 +4,14 @@ copied default cannot come back unnoticed."""
 from __future__ import annotations
 
 import ast
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from test_layout import PACKAGES
 
-from cli import field_default, option_fields, shown
 from pipeline import settings as pipeline_settings
+from selection.config import SelectConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,30 +90,28 @@ def test_no_setting_has_its_default_written_twice():
     assert {key: where for key, where in copies.items() if len(where) > 1} == {}
 
 
-@pytest.mark.parametrize("name", sorted(pipeline_settings.DEFAULT_FROM))
-def test_every_stage_default_of_the_pipeline_is_a_settings_field(name):
-    settings, field_name = pipeline_settings.DEFAULT_FROM[name]
-    assert field_name in {f.name for f in option_fields(settings)}
-    assert pipeline_settings.BY_NAME[name].default is None   # not written again in the pipeline
-    value = field_default(settings, field_name)
-    assert pipeline_settings.default_of(name) == ("all" if name == "POOL" and value is None else shown(value))
-
-
-@pytest.mark.parametrize("stage", sorted(pipeline_settings.STAGE_OPTIONS))
-def test_every_variable_passed_as_an_option_names_a_field(stage):
-    settings, names = pipeline_settings.STAGE_OPTIONS[stage]
-    assert set(names.values()) <= {f.name for f in option_fields(settings)}
-    for name in names:   # its default, if any, is the field's: no copy of it in the pipeline
-        assert pipeline_settings.BY_NAME[name].default is None
-        if name in pipeline_settings.DEFAULT_FROM:
-            assert pipeline_settings.DEFAULT_FROM[name] in {
-                (cls, f) for cls, fs in pipeline_settings.STAGE_OPTIONS.values() for n, f in fs.items() if n == name}
+def test_a_variable_is_declared_once():
+    """A stage's variable is a field with a Make name, never a RunConfig field too; fields that several stages
+    take from one variable (SEED) share its default."""
+    run_level = {f.name for f in fields(pipeline_settings.RunConfig)}
+    by_name: dict[str, set[str]] = {}
+    for configs in pipeline_settings.STAGE_CONFIGS.values():
+        for config in configs:
+            for f in pipeline_settings.make_fields(config):
+                by_name.setdefault(f.metadata["make"], set()).add(pipeline_settings.default_text(config, f))
+    assert not run_level & set(by_name)
+    assert {name: defaults for name, defaults in by_name.items() if len(defaults) > 1} == {}
+    assert set(pipeline_settings.BY_NAME) == run_level | set(by_name)
 
 
 def test_a_bad_value_is_refused_with_its_variable_before_anything_runs():
     with pytest.raises(pipeline_settings.SettingsError, match="F='0': F must be a positive integer"):
-        pipeline_settings.Settings({"F": "0"}).options("select")
-    assert pipeline_settings.Settings({"F": "3"}).options("select")[:2] == ["--F", "3"]
+        pipeline_settings.Settings({"F": "0"})
+    with pytest.raises(pipeline_settings.SettingsError, match="NPROC='two'"):
+        pipeline_settings.Settings({"NPROC": "two"})
+    with pytest.raises(pipeline_settings.SettingsError, match="HEAD_THRESHOLD"):
+        pipeline_settings.Settings({"HEAD_THRESHOLD": "0.001"})   # below the tail threshold
+    assert pipeline_settings.Settings({"F": "3"}).options(SelectConfig)[:2] == ["--F", "3"]
 
 
 def test_the_docs_table_of_variables_is_the_code_s():

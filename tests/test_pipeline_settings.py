@@ -16,8 +16,9 @@ def test_arguments_override_the_environment_which_overrides_defaults():
 def test_a_terminal_width_in_COLUMNS_is_not_a_column_map():
     assert Settings.from_sources([], {"COLUMNS": "80"})["COLUMNS"] == ""
     assert Settings.from_sources([], {"COLUMNS": "user=uid,time=ts"})["COLUMNS"] == "user=uid,time=ts"
-    # given on the command line it is the user's word: passed on (prepare refuses it with one line)
-    assert Settings.from_sources(["COLUMNS=80"], {})["COLUMNS"] == "80"
+    # given on the command line it is the user's word, refused as a column map before anything runs
+    with pytest.raises(SettingsError, match="COLUMNS: --columns: '80' is not of the form key=column"):
+        Settings.from_sources(["COLUMNS=80"], {})
 
 
 def test_prepare_takes_a_lake_directory_and_reruns_when_a_part_changes(tmp_path):

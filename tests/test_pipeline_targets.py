@@ -264,7 +264,7 @@ def test_predict_serve_and_sasrec_use_the_runs_layout_and_recipe(tmp_path):
                  f"--out {run}/predictions.jsonl", f"--events {ROOT}/e.jsonl"):
         assert part in predict + " ", part
     (serve,) = _lines(out, "-m serving serve")
-    assert "--host 127.0.0.1 --port 0 --grace-s 5 --log-format json" in serve
+    assert "--host 127.0.0.1 --port 0 --log-format json --grace-s 5" in serve
     (sasrec,) = _lines(out, "-m sasrec train")
     assert f"--out {run}/eval/sasrec" in sasrec
     (curve,) = _lines(out, "-m sasrec sample-efficiency")

@@ -65,7 +65,7 @@ def parse_time_format(text: str) -> str | None:
 def _option(default, help: str, parse=None, flag: str | None = None, shown: str | None = None,
             make: str | None = None, file: bool = False):
     """A config field that is also a `prepare` command-line option (flag: --name-with-dashes by default; the
-    option is made by :func:`cli.add_settings`); `make`: the pipeline's variable that sets it (`file`: a file
+    option is made by :func:`cli.add_config`); `make`: the pipeline's variable that sets it (`file`: a file
     the stage reads, hashed by content)."""
     meta = {"help": help, "type": parse or type(default), "flag": flag}
     extra = {"shown": shown, "make": make, "file": file or None}

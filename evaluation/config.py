@@ -1,5 +1,5 @@
 """The settings of `python -m evaluation predict`, each default declared once, here (the scorer's batch and
-part sizes are scoring's): the command line (:func:`cli.add_settings`), :mod:`evaluation.predict`'s keyword
+part sizes are scoring's): the command line (:func:`cli.add_config`), :mod:`evaluation.predict`'s keyword
 defaults, the pipeline's EVAL_BATCH and CALIB_SAMPLES defaults and docs/evaluation.md take them from these
 fields."""
 from __future__ import annotations

@@ -4,12 +4,12 @@ A stage's options are the fields of its config dataclass that carry a Make name 
 prepare's (:mod:`data_prep.config`), scoring's, selection's, evaluation's and serving's (`STAGE_CONFIGS` names
 the dataclasses, never a field). The variables that belong to no stage (the run layout, the launcher, the
 recipes, the sweeps) are the fields of :class:`RunConfig`. `make help`, the table of docs/pipeline.md (`python -m
-pipeline.settings` rewrites it) and the options a stage is given (:meth:`Settings.options`) all come from the
+pipeline.settings` rewrites it) and the options a stage is given (:meth:`Variables.options`) all come from the
 fields, so adding an option to a stage is one field with a Make name, and the code that reads it.
 
 `make <target> NAME=value` puts NAME into the environment of the command it runs (GNU make does this for
 command-line variables), `python -m pipeline <target> NAME=value` takes it as an argument; both end up in
-:class:`Settings`, which checks every value (it builds each config dataclass from them) before anything runs.
+:class:`Variables`, which checks every value (it builds each config dataclass from them) before anything runs.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ STAGE_CONFIGS = {   # group of make help -> the config dataclasses whose Make-na
 }
 
 
-class SettingsError(UsageError):
+class VariableError(UsageError):
     """A bad NAME=value: one line for the user."""
 
 
@@ -124,7 +124,7 @@ class RunConfig:
                 try:
                     check(value)
                 except ValueError as err:
-                    raise SettingsError(f"{f.name}={value!r}: {err}") from None
+                    raise VariableError(f"{f.name}={value!r}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ def _shell_value(name: str, value: str) -> bool:
     return name == "COLUMNS" and "=" not in value
 
 
-class Settings(Mapping[str, str]):
+class Variables(Mapping[str, str]):
     """Text values of every variable: explicit ones (argv NAME=value, then the environment) over defaults, each
     checked when made (the configs are built from them), before any target runs.
 
@@ -197,26 +197,26 @@ class Settings(Mapping[str, str]):
         self.explicit = dict(explicit or {})
         unknown = sorted(set(self.explicit) - set(BY_NAME))
         if unknown:
-            raise SettingsError(f"unknown variable(s): {', '.join(unknown)} (make help lists them)")
+            raise VariableError(f"unknown variable(s): {', '.join(unknown)} (make help lists them)")
         RunConfig(**{f.name: self[f.name] for f in fields(RunConfig)})
         for configs in STAGE_CONFIGS.values():
             for config in configs:
                 self._check(config)
 
     @classmethod
-    def from_sources(cls, argv_assignments: list[str], environ: Mapping[str, str] | None = None) -> Settings:
+    def from_sources(cls, argv_assignments: list[str], environ: Mapping[str, str] | None = None) -> Variables:
         environ = os.environ if environ is None else environ
         explicit = {n: environ[n] for n in BY_NAME if n in environ and not _shell_value(n, environ[n])}
         for item in argv_assignments:
             name, sep, value = item.partition("=")
             if not sep or not name.isidentifier():
-                raise SettingsError(f"expected NAME=value, got {item!r}")
+                raise VariableError(f"expected NAME=value, got {item!r}")
             explicit[name] = value
         return cls(explicit)
 
-    def with_(self, **overrides: str) -> Settings:
+    def with_(self, **overrides: str) -> Variables:
         """A copy with some variables set (sweeps, repeats, ablations, the demo)."""
-        return Settings({**self.explicit, **{k: str(v) for k, v in overrides.items()}})
+        return Variables({**self.explicit, **{k: str(v) for k, v in overrides.items()}})
 
     def __getitem__(self, name: str) -> str:
         if name not in BY_NAME:
@@ -255,11 +255,11 @@ class Settings(Mapping[str, str]):
             try:
                 values[f.name] = parse(text)
             except (ValueError, TypeError, argparse.ArgumentTypeError) as err:
-                raise SettingsError(f"{f.metadata['make']}={text!r}: {err}") from None
+                raise VariableError(f"{f.metadata['make']}={text!r}: {err}") from None
         try:
             config(**values)
         except ValueError as err:
-            raise SettingsError(f"{', '.join(f.metadata['make'] for f, _ in self._given(config))}: {err}") from None
+            raise VariableError(f"{', '.join(f.metadata['make'] for f, _ in self._given(config))}: {err}") from None
 
     def options(self, config: type) -> list[str]:
         """[flag, value, ...] of the fields of `config` that a variable with a value sets (a default counts), in

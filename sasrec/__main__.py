@@ -11,12 +11,12 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
-from cli import Command, add_settings, positive_int, run, settings_from_args
+from cli import Command, add_config, config_from_args, positive_int, run
 from cli import build_parser as command_parser
 
 
 @dataclass(frozen=True)
-class RunSettings:
+class DeviceConfig:
     """Where SASRec runs (not a config key: it never changes which epoch is chosen on the CPU)."""
     device: str = field(default="cpu", metadata={"help": "cpu (deterministic) or e.g. cuda:0"})
 
@@ -26,7 +26,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a profile YAML over the defaults, e.g. recipes/sasrec/gpt2_small.yaml")
     p.add_argument("assignments", nargs="*", metavar="KEY=VALUE",
                    help="override a config key (either section), e.g. max_epochs=10 hidden_size=64")
-    add_settings(p, RunSettings)
+    add_config(p, DeviceConfig)
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
@@ -50,7 +50,7 @@ def _add_sample_efficiency(p: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> int:
     from .train import run_train
 
-    device = settings_from_args(RunSettings, args).device
+    device = config_from_args(DeviceConfig, args).device
     for path in run_train(args.dataset_dir, args.out, args.config, args.assignments, device):
         print(path)
     return 0
@@ -59,7 +59,7 @@ def _train(args: argparse.Namespace) -> int:
 def _sample_efficiency(args: argparse.Namespace) -> int:
     from .efficiency import run_sample_efficiency
 
-    device = settings_from_args(RunSettings, args).device
+    device = config_from_args(DeviceConfig, args).device
     for path in run_sample_efficiency(args.dataset_dir, args.sizes, args.out, args.llm, args.config,
                                       args.assignments, device, args.work_dir, args.skip_missing_llm):
         print(path)

@@ -1,5 +1,5 @@
 """The one declaration of every scoring default (paper 3.3 and 4.1): ``python -m scoring score`` takes its options,
-defaults and help from ``ScoreConfig`` (:func:`cli.add_settings`), and the Python entry points their defaults."""
+defaults and help from ``ScoreConfig`` (:func:`cli.add_config`), and the Python entry points their defaults."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-from cli import Command, add_settings, run, settings_from_args
+from cli import Command, add_config, config_from_args, run
 from cli import build_parser as command_parser
 
 from .config import SelectConfig
@@ -17,7 +17,7 @@ from .config import SelectConfig
 def _add_select(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scores", required=True)
     p.add_argument("--dataset-dir", required=True)
-    add_settings(p, SelectConfig)
+    add_config(p, SelectConfig)
     p.add_argument("--out", required=True,
                    help="select's folder: pairs, SFT set, their dataset_info.json, report (not --dataset-dir)")
 
@@ -26,7 +26,7 @@ def _select(args: argparse.Namespace) -> None:
     from .select import run_selection
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = settings_from_args(SelectConfig, args)
+    cfg = config_from_args(SelectConfig, args)
     report = run_selection(args.scores, args.dataset_dir, cfg, out_dir=args.out)
     print(json.dumps({k: report[k] for k in ("pool_size", "pi_ref_accuracy", "pairs")}))
 

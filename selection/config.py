@@ -1,5 +1,5 @@
 """The one declaration of every selection default (paper 3.3 and 4.1): ``python -m selection select`` takes its
-options, defaults and help from ``SelectConfig`` (:func:`cli.add_settings`), and the Python entry points their
+options, defaults and help from ``SelectConfig`` (:func:`cli.add_config`), and the Python entry points their
 defaults (the scoring ones: ``scoring.config``)."""
 
 from __future__ import annotations

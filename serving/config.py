@@ -1,5 +1,5 @@
 """The settings of `python -m serving predict|serve|template-eval`, each default declared once, here (the
-scorer's batch size is scoring's): the command line (:func:`cli.add_settings`), the HTTP app's
+scorer's batch size is scoring's): the command line (:func:`cli.add_config`), the HTTP app's
 :class:`serving.app.AppConfig`, the pipeline's TOP_K, PREDICT_BUCKETS, HOST and PORT defaults and
 docs/serving.md take them from these fields."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every command line has one shape (cli): a command table, options made from settings dataclasses, and one
+"""Every command line has one shape (cli): a command table, options made from config dataclasses, and one
 `error: <message>` line with exit code 2 for a bad argument or bad input, whatever the package."""
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ class Toy:
 
 def _toy_table(seen: list) -> dict:
     def handle(args):
-        seen.append(cli.settings_from_args(Toy, args))
+        seen.append(cli.config_from_args(Toy, args))
         return 0
 
     def fail(args):
         raise cli.UsageError("no such\n file")
 
-    return {"go": cli.Command("use the toy settings", lambda p: cli.add_settings(p, Toy), handle),
+    return {"go": cli.Command("use the toy settings", lambda p: cli.add_config(p, Toy), handle),
             "fail": cli.Command("always fails", lambda p: None, fail)}
 
 

@@ -1,4 +1,4 @@
-"""One definition of each default: a stage's settings are the fields of its settings dataclass (default, help,
+"""One definition of each default: a stage's settings are the fields of its config dataclass (default, help,
 check), which the command lines, the pipeline's variables and `make help` read. Checked on the source, so a
 copied default cannot come back unnoticed."""
 from __future__ import annotations
@@ -47,7 +47,7 @@ def literal_option_defaults(tree: ast.Module) -> list[int]:
 
 
 def settings_literals(tree: ast.Module) -> list[tuple[str, str, str, int]]:
-    """(class, field, literal, line) of every field of a settings dataclass (one whose fields carry a help text)
+    """(class, field, literal, line) of every field of a config dataclass (one whose fields carry a help text)
     whose default is a literal."""
     found = []
     for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
@@ -81,7 +81,7 @@ def test_command_lines_take_their_defaults_from_settings_dataclasses():
 
 
 def test_no_setting_has_its_default_written_twice():
-    """A field of one name with the same literal default in two settings dataclasses is a copy: the second
+    """A field of one name with the same literal default in two config dataclasses is a copy: the second
     refers to the first (``seed: int = field(default=PrepareConfig.seed, ...)``)."""
     copies: dict[tuple[str, str], list[str]] = {}
     for path, tree in sources().items():
@@ -105,13 +105,13 @@ def test_a_variable_is_declared_once():
 
 
 def test_a_bad_value_is_refused_with_its_variable_before_anything_runs():
-    with pytest.raises(pipeline_settings.SettingsError, match="F='0': F must be a positive integer"):
-        pipeline_settings.Settings({"F": "0"})
-    with pytest.raises(pipeline_settings.SettingsError, match="NPROC='two'"):
-        pipeline_settings.Settings({"NPROC": "two"})
-    with pytest.raises(pipeline_settings.SettingsError, match="HEAD_THRESHOLD"):
-        pipeline_settings.Settings({"HEAD_THRESHOLD": "0.001"})   # below the tail threshold
-    assert pipeline_settings.Settings({"F": "3"}).options(SelectConfig)[:2] == ["--F", "3"]
+    with pytest.raises(pipeline_settings.VariableError, match="F='0': F must be a positive integer"):
+        pipeline_settings.Variables({"F": "0"})
+    with pytest.raises(pipeline_settings.VariableError, match="NPROC='two'"):
+        pipeline_settings.Variables({"NPROC": "two"})
+    with pytest.raises(pipeline_settings.VariableError, match="HEAD_THRESHOLD"):
+        pipeline_settings.Variables({"HEAD_THRESHOLD": "0.001"})   # below the tail threshold
+    assert pipeline_settings.Variables({"F": "3"}).options(SelectConfig)[:2] == ["--F", "3"]
 
 
 def test_the_docs_table_of_variables_is_the_code_s():

@@ -262,11 +262,11 @@ def test_the_pipeline_passes_time_format_to_prepare_and_reruns_it_when_it_change
     from pipeline import stages
     from pipeline.graph import Runner
     from pipeline.layout import Layout
-    from pipeline.settings import Settings
+    from pipeline.settings import Variables
     from pipeline.stamps import write_stamp
 
     log = csv_file(tmp_path / "eu.csv", ["04/03/2024 07:00"])
-    s = Settings({"RUN_DIR": str(tmp_path / "run"), "INPUT": str(log), "TIME_FORMAT": DMY})
+    s = Variables({"RUN_DIR": str(tmp_path / "run"), "INPUT": str(log), "TIME_FORMAT": DMY})
     lay = Layout.of(s)
     stage = stages.prepare(s, lay)
     at = stage.command.index("--time-format")
@@ -280,7 +280,7 @@ def test_the_pipeline_passes_time_format_to_prepare_and_reruns_it_when_it_change
     assert runner.status(stages.prepare(s, lay))[1] == []                     # same format: up to date
     _, reasons = runner.status(stages.prepare(s.with_(TIME_FORMAT="%m/%d/%Y %H:%M"), lay))
     assert reasons == [f"TIME_FORMAT: '{DMY}' -> '%m/%d/%Y %H:%M'"]
-    assert "--time-format" not in stages.prepare(Settings({"RUN_DIR": str(tmp_path / "run")}), lay).command
+    assert "--time-format" not in stages.prepare(Variables({"RUN_DIR": str(tmp_path / "run")}), lay).command
 
 
 def test_make_predict_passes_time_format(tmp_path):

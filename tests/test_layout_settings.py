@@ -47,21 +47,22 @@ def literal_option_defaults(tree: ast.Module) -> list[int]:
 
 
 def settings_literals(tree: ast.Module) -> list[tuple[str, str, str, int]]:
-    """(class, field, literal, line) of every field of a config dataclass (one whose fields carry a help text)
-    whose default is a literal."""
+    """(class, field, literal, line) of every field of a config dataclass (one whose fields carry a help text,
+    given to ``field`` or to a helper such as ``_option(20, "help")``) whose default is a literal or None: its
+    ``default=``, the helper's first argument, or the value written in place (``seed: int = 42``)."""
     found = []
     for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
         rows = []
         for stmt in cls.body:
             if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value):
                 continue
-            value, default = stmt.value, stmt.value
+            value, default, help_given = stmt.value, stmt.value, False
             if isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
                 keywords = {k.arg: k.value for k in value.keywords}
                 default = keywords.get("default", value.args[0] if value.args else None)
                 metadata = ast.unparse(keywords.get("metadata", ast.Constant("")))
-                help_given = value.func.id == "_option" or "'help'" in metadata
-                rows.append((stmt.target.id, default, stmt.lineno, help_given))
+                help_given = value.func.id != "field" or "'help'" in metadata
+            rows.append((stmt.target.id, default, stmt.lineno, help_given))
         if any(row[3] for row in rows):
             found += [(cls.name, name, ast.unparse(default), line) for name, default, line, _ in rows
                       if default and (is_literal(default) or is_none(default))]
@@ -71,8 +72,11 @@ def settings_literals(tree: ast.Module) -> list[tuple[str, str, str, int]]:
 def test_the_checks_see_a_literal_default():
     tree = ast.parse("from dataclasses import field\nclass C:\n    n: int = field(default=8, metadata={'help': 'h'})\n"
                      "    m: int = field(default=N, metadata={'help': 'h'})\n"
-                     "p.add_argument('--n', default=1 << 3)\np.add_argument('--m', default=None)\n")
-    assert settings_literals(tree) == [("C", "n", "8", 3)] and literal_option_defaults(tree) == [5]
+                     "p.add_argument('--n', default=1 << 3)\np.add_argument('--m', default=None)\n"
+                     "class TrainConfig:\n    seed: int = 42\n    cap: int | None = _setting(None, 'h')\n")
+    assert settings_literals(tree) == [("C", "n", "8", 3), ("TrainConfig", "seed", "42", 8),
+                                       ("TrainConfig", "cap", "None", 9)]
+    assert literal_option_defaults(tree) == [5]
 
 
 def test_command_lines_take_their_defaults_from_settings_dataclasses():
@@ -118,3 +122,19 @@ def test_the_docs_table_of_variables_is_the_code_s():
     """`python -m pipeline.settings` rewrites it."""
     text = pipeline_settings.DOCS.read_text(encoding="utf-8")
     assert pipeline_settings.docs_with_table(text) == text
+
+
+def test_no_sasrec_profile_repeats_a_default():
+    """sasrec's settings are the fields of ModelConfig and TrainConfig; a profile YAML holds only what differs."""
+    import yaml
+
+    from sasrec.model import ModelConfig
+    from sasrec.train import TrainConfig
+
+    defaults = {f.name: f.default for config in (ModelConfig, TrainConfig) for f in fields(config)}
+    profiles = sorted((ROOT / "recipes" / "sasrec").glob("*.yaml"))
+    assert profiles
+    for path in profiles:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert {key: value for section in raw.values() for key, value in section.items()
+                if defaults.get(key) == value} == {}, path

@@ -33,7 +33,7 @@ def _score(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(ScoreConfig, args)
     data = load_prepared(args.dataset_dir, cfg.dataset)
-    indices = pool_indices(data.meta, cfg.pool_per_behavior, cfg.seed)
+    indices = pool_indices(data.meta, cfg)
     out = score_dataset(args.model, args.template, args.dataset_dir, cfg.dataset, args.out, adapter_path=args.adapter,
                         indices=indices, batch_size=cfg.batch_size, shard_size=cfg.shard_size,
                         with_embeddings=not args.no_embeddings, device=args.device, dtype=args.dtype,

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from scoring.config import ScoreConfig
 from scoring.scorer import pool_indices
 from selection.config import SelectConfig
 from selection.difficulty import d_confusion, difficulty_literal, difficulty_text, normalize_within_behavior
@@ -161,14 +162,14 @@ def test_select_all_text_reading_targets_same_category_errors():
 
 def test_pool_indices_per_behavior_seeded():
     meta = [{"label_id": lab} for lab in [0] * 30 + [1] * 3 + [2] * 12]
-    pool = pool_indices(meta, 5, seed=7)
+    pool = pool_indices(meta, ScoreConfig(pool_per_behavior=5, seed=7))
     labels = np.array([m["label_id"] for m in meta])[pool]
     assert np.bincount(labels).tolist() == [5, 3, 5]
-    assert np.array_equal(pool, pool_indices(meta, 5, seed=7))
-    assert not np.array_equal(pool, pool_indices(meta, 5, seed=8))
-    assert pool_indices(meta, "all", seed=0).tolist() == list(range(45))
+    assert np.array_equal(pool, pool_indices(meta, ScoreConfig(pool_per_behavior=5, seed=7)))
+    assert not np.array_equal(pool, pool_indices(meta, ScoreConfig(pool_per_behavior=5, seed=8)))
+    assert pool_indices(meta, ScoreConfig(seed=0)).tolist() == list(range(45))
     with pytest.raises(ValueError):
-        pool_indices(meta, 0, seed=0)
+        ScoreConfig(pool_per_behavior=0)
 
 
 def test_build_pairs_copies_prompt_and_checks_labels():

@@ -258,8 +258,9 @@ class Variables(Mapping[str, str]):
                 raise VariableError(f"{f.metadata['make']}={text!r}: {err}") from None
         try:
             config(**values)
-        except ValueError as err:
-            raise VariableError(f"{', '.join(f.metadata['make'] for f, _ in self._given(config))}: {err}") from None
+        except ValueError as err:   # named by the variables given (a default alone is never wrong)
+            names = [f.metadata["make"] for f, _ in self._given(config)]
+            raise VariableError(f"{', '.join([n for n in names if n in self.explicit] or names)}: {err}") from None
 
     def options(self, config: type) -> list[str]:
         """[flag, value, ...] of the fields of `config` that a variable with a value sets (a default counts), in

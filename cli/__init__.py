@@ -1,9 +1,9 @@
 """The one shape of this project's command lines: ``python -m <package> <command> [--flag value ...]``.
 
 Each package's ``__main__`` declares a command table ``{name: Command(help, add_arguments, handler)}`` and
-its ``main(argv)`` returns :func:`run` of it. A stage's settings are a dataclass whose fields carry the
-default, the help (``metadata={"help": ...}``) and the check (``__post_init__``); :func:`add_settings` makes
-each such field an option and :func:`settings_from_args` builds the dataclass back from the parsed options,
+its ``main(argv)`` returns :func:`run` of it. A stage's config is a dataclass whose fields carry the
+default, the help (``metadata={"help": ...}``) and the check (``__post_init__``); :func:`add_config` makes
+each such field an option and :func:`config_from_args` builds the dataclass back from the parsed options,
 so a default is declared once, in its field.
 
 Errors: a bad argument and every error raised for bad input (:class:`UsageError`, which the packages' own
@@ -68,14 +68,14 @@ positive_int = checked(check_positive)
 positive_int.__name__ = "positive_int"
 
 
-def option_fields(settings) -> list[Field]:
-    """The fields of a settings dataclass that are command-line options (those with a help text)."""
-    return [f for f in fields(settings) if "help" in f.metadata]
+def option_fields(config) -> list[Field]:
+    """The fields of a config dataclass that are command-line options (those with a help text)."""
+    return [f for f in fields(config) if "help" in f.metadata]
 
 
-def field_default(settings, name: str):
-    """The declared default of one field of a settings dataclass."""
-    (f,) = [f for f in fields(settings) if f.name == name]
+def field_default(config, name: str):
+    """The declared default of one field of a config dataclass."""
+    (f,) = [f for f in fields(config) if f.name == name]
     return f.default if f.default is not MISSING else f.default_factory()
 
 
@@ -92,24 +92,24 @@ def shown(value) -> str:
     return str(value)
 
 
-def add_settings(parser: argparse.ArgumentParser, settings) -> None:
-    """One option per field of the dataclass `settings` that has a help text: the flag (``--name-with-dashes``,
-    or metadata ``flag``, plus any ``aliases``), the type (metadata ``type``, else the default's), the default,
+def add_config(parser: argparse.ArgumentParser, config) -> None:
+    """One option per field of the dataclass `config` that has a help text: the flag (``--name-with-dashes``,
+    or metadata ``flag``), the type (metadata ``type``, else the default's), the default,
     ``choices``/``metavar``, and the help with its default (metadata ``shown``, else the value) all come from
     the field."""
-    for f in option_fields(settings):
-        meta, default = f.metadata, field_default(settings, f.name)
+    for f in option_fields(config):
+        meta, default = f.metadata, field_default(config, f.name)
         kwargs = {"dest": f.name, "default": default,
                   "type": meta.get("type") or (type(default) if default is not None else str),
                   "help": f"{meta['help']} (default: {meta.get('shown', shown(default))})".replace("%", "%%")}
         kwargs.update({key: meta[key] for key in ("choices", "metavar") if key in meta})
-        parser.add_argument(flag_of(f), *meta.get("aliases", ()), **kwargs)
+        parser.add_argument(flag_of(f), **kwargs)
 
 
-def settings_from_args(settings, args: argparse.Namespace, **values):
-    """The dataclass `settings` from parsed options (its ``__post_init__`` checks run); `values` set fields
+def config_from_args(config, args: argparse.Namespace, **values):
+    """The dataclass `config` from parsed options (its ``__post_init__`` checks run); `values` set fields
     that are not options."""
-    return settings(**{f.name: getattr(args, f.name) for f in option_fields(settings)}, **values)
+    return config(**{f.name: getattr(args, f.name) for f in option_fields(config)}, **values)
 
 
 def build_parser(prog: str, description: str, table: Mapping[str, Command]) -> Parser:

@@ -125,9 +125,8 @@ def conversation_chars(conversation: list[dict]) -> int:
 
 
 def aux_sample_size(eps: float, n_anchor: int) -> int:
-    """|C'_ins| = eps * |D^a_ins| (Algorithm 1 line 5), rounded up so any eps > 0 gives at least one."""
-    if eps < 0:
-        raise PrepareError(f"eps must be >= 0, got {eps}")
+    """|C'_ins| = eps * |D^a_ins| (Algorithm 1 line 5), rounded up so any eps > 0 gives at least one; eps is a
+    checked PrepareConfig's."""
     return math.ceil(eps * n_anchor - 1e-9) if eps > 0 else 0
 
 

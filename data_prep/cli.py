@@ -3,7 +3,7 @@
 Argument parsing only. The run's settings, their defaults and their help come from the fields of
 :class:`data_prep.config.PrepareConfig`, :class:`~data_prep.config.SyntheticConfig` and
 :class:`~data_prep.config.ScaleConfig` (the one declaration of each default, made options by
-:func:`cli.add_settings`); the event source options (``--input`` and its reader options, ``--foursquare``,
+:func:`cli.add_config`); the event source options (``--input`` and its reader options, ``--foursquare``,
 ``--synthetic``) are read here.
 """
 from __future__ import annotations
@@ -12,23 +12,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli import Command, add_settings, run, settings_from_args
+from cli import Command, add_config, config_from_args, run
 from cli import build_parser as command_parser
 from data_prep import events, sources
-from data_prep.config import PrepareConfig, ScaleConfig, SyntheticConfig
+from data_prep.config import PrepareConfig, ReaderConfig, ScaleConfig, SyntheticConfig, SyntheticLogConfig
 from data_prep.errors import PrepareError
-from data_prep.options import resolve_columns
 from data_prep.outofcore import prepare_input
 from data_prep.prepare import prepare
-from data_prep.synthetic import generate_events
-from data_prep.synthetic.files import add_arguments as add_synthetic_arguments
-from data_prep.synthetic.files import write_command
+from data_prep.synthetic import generate_events, write_events
 
-__all__ = ["COMMANDS", "PrepareConfig", "build_parser", "config_from_args", "main", "prepare"]
+__all__ = ["COMMANDS", "PrepareConfig", "build_parser", "main", "prepare", "prepare_config"]
 
 
-def config_from_args(args: argparse.Namespace, settings=PrepareConfig):
-    return settings_from_args(settings, args)
+def prepare_config(args: argparse.Namespace) -> PrepareConfig:
+    return config_from_args(PrepareConfig, args)
 
 
 def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,21 +35,16 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
                                     "too), glob or object-store URI of them")
     src.add_argument("--foursquare", help="Foursquare TSMC2014 file (tab separated, original layout)")
     src.add_argument("--synthetic", action="store_true", help="the embedded synthetic default")
-    p.add_argument("--format", choices=("csv", "jsonl", "parquet"), help="input format (default: by suffix)")
-    p.add_argument("--columns", help="column mapping, e.g. user=uid,time=ts,place=loc,behavior=label")
-    p.add_argument("--label-map", help="JSON or CSV file merging (or renaming) raw labels into categories "
-                                       "(--input and --foursquare)")
-    p.add_argument("--tz", help="convert timestamps that name their instant (Z, offsets, epoch seconds) to this "
-                                "zone's local time, e.g. Asia/Shanghai or +08:00 (naive times are already local)")
-    add_settings(p, SyntheticConfig)
-    add_settings(p, PrepareConfig)
-    add_settings(p, ScaleConfig)
+    add_config(p, ReaderConfig)
+    add_config(p, SyntheticConfig)
+    add_config(p, PrepareConfig)
+    add_config(p, ScaleConfig)
 
 
 def _reader(args) -> tuple[dict, dict]:
     """The --input reader options (load_events' keywords) and the stats.json source."""
+    config_from_args(ReaderConfig, args)   # checks the column map: prepare needs four different columns
     columns = events.parse_columns_option(args.columns) if args.columns else None
-    resolve_columns(columns, distinct=True)   # prepare needs four different columns
     label_map = events.load_label_map(args.label_map) if args.label_map else None
     return ({"columns": columns, "label_map": label_map, "tz": args.tz, "time_format": args.time_format,
              "allow_bad_timestamps": args.allow_bad_timestamps},
@@ -73,9 +65,10 @@ def _load(args) -> tuple[object, dict]:
         if args.label_map:
             source["label_map"] = args.label_map
         return events.load_foursquare(args.foursquare, label_map=label_map), source
-    behaviors = [b.strip() for b in args.behaviors.split(",") if b.strip()] if args.behaviors else None
-    table = generate_events(n_users=args.users, n_days=args.days, seed=args.seed, behaviors=behaviors)
-    return table, {"kind": "synthetic", "users": args.users, "days": args.days, "seed": args.seed,
+    synthetic = config_from_args(SyntheticConfig, args)
+    behaviors = synthetic.behavior_list
+    table = generate_events(n_users=synthetic.users, n_days=synthetic.days, seed=args.seed, behaviors=behaviors)
+    return table, {"kind": "synthetic", "users": synthetic.users, "days": synthetic.days, "seed": args.seed,
                    "behaviors": behaviors}
 
 
@@ -87,9 +80,9 @@ def _summary(stats: dict, out_dir: Path) -> str:
 
 
 def prepare_command(args: argparse.Namespace) -> int:
-    config, scale = config_from_args(args), config_from_args(args, ScaleConfig)
-    config.validate()
-    scale.validate()
+    config, scale = prepare_config(args), config_from_args(ScaleConfig, args)
+    for settings in (SyntheticConfig, ReaderConfig):   # checked before anything is read
+        config_from_args(settings, args)
     if scale.n_buckets and not args.input:
         raise PrepareError("--buckets and --engine ray read an --input log; the Foursquare and synthetic "
                            "sources are prepared in memory")
@@ -105,10 +98,23 @@ def prepare_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_synthetic_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", help="output file: .parquet, .csv or .jsonl")
+    add_config(parser, SyntheticLogConfig)
+
+
+def synthetic_command(args: argparse.Namespace) -> int:
+    cfg = config_from_args(SyntheticLogConfig, args)
+    rows = write_events(args.out, cfg.users, cfg.days, cfg.seed, cfg.behavior_list, cfg.chunk_users,
+                        start=cfg.start, events_per_day=cfg.events_per_day, progress=True)
+    print(f"{rows} events -> {args.out}")
+    return 0
+
+
 COMMANDS = {"prepare": Command("event log -> LLaMA-Factory dataset_dir (docs/data-preparation.md)",
                                add_prepare_arguments, prepare_command),
             "synthetic": Command("write the embedded synthetic event log to a file (the log prepare --synthetic "
-                                 "reads, at any size)", add_synthetic_arguments, write_command)}
+                                 "reads, at any size)", add_synthetic_arguments, synthetic_command)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,10 +15,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cli import check_positive
 from data_prep import prompts
 from data_prep.errors import PrepareError
-from data_prep.synthetic.generator import DEFAULT_DAYS, DEFAULT_USERS
+from data_prep.options import parse_columns_option, resolve_columns
+from data_prep.synthetic.generator import (
+    DEFAULT_CHUNK_USERS,
+    DEFAULT_DAYS,
+    DEFAULT_EVENTS_PER_DAY,
+    DEFAULT_START,
+    DEFAULT_USERS,
+    check_sizes,
+)
 from data_prep.time_formats import check_time_format
+from data_prep.time_rules import BAD_SHARE
+
+FORMATS = ("csv", "jsonl", "parquet")
+RAY_BUCKETS = 16   # the buckets of a Ray run that names none: tasks enough to spread over a small cluster
 
 
 def parse_cap(text: str) -> int | None:
@@ -45,55 +58,63 @@ def parse_flag(text: str) -> bool:
 
 
 def parse_time_format(text: str) -> str | None:
-    """A strptime format on the command line (checked by ``validate``), or ``none`` / empty for no format."""
+    """A strptime format on the command line (checked by ``PrepareConfig``), or ``none`` / empty for no format."""
     return None if text.strip().lower() in ("none", "") else text
 
 
-def _option(default, help: str, parse=None, flag: str | None = None, shown: str | None = None):
+def _option(default, help: str, parse=None, flag: str | None = None, shown: str | None = None,
+            make: str | None = None, file: bool = False):
     """A config field that is also a `prepare` command-line option (flag: --name-with-dashes by default; the
-    option is made by :func:`cli.add_settings`)."""
+    option is made by :func:`cli.add_config`); `make`: the pipeline's variable that sets it (`file`: a file
+    the stage reads, hashed by content)."""
     meta = {"help": help, "type": parse or type(default), "flag": flag}
-    return field(default=default, metadata={**meta, **({"shown": shown} if shown else {})})
+    extra = {"shown": shown, "make": make, "file": file or None}
+    return field(default=default, metadata={**meta, **{key: value for key, value in extra.items() if value}})
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    history_len: int = _option(20, "events of history per sample (L, paper 4.1.1)")
-    seed: int = _option(42, "seed of every random step (user split, caps, templates, aux; also the synthetic log)")
+    history_len: int = _option(20, "events of history per sample (L, paper 4.1.1)", make="HISTORY_LEN")
+    seed: int = _option(42, "seed of every random step (user split, caps, templates, aux; also the synthetic log)",
+                        make="SEED")
     split_ratios: tuple[float, float, float] = _option(
         (0.8, 0.1, 0.1), "train,valid,test shares of users (paper 4.1.1)", parse_ratios)
-    train_cap: int | None = _option(200_000, "training samples at most ('none': no cap)", parse_cap)
-    valid_cap: int | None = _option(50_000, "validation samples at most ('none': no cap)", parse_cap)
+    train_cap: int | None = _option(200_000, "training samples at most ('none': no cap)", parse_cap, make="TRAIN_CAP")
+    valid_cap: int | None = _option(50_000, "validation samples at most ('none': no cap)", parse_cap, make="VALID_CAP")
     test_cap: int | None = _option(
         50_000, "protocol 1 size ('none': no cap); protocol 2 draws from the rest of the test users' samples: "
                 "when they cannot fill both, protocol 1 gives way down to half of them (stats.json "
-                "protocols.rule)", parse_cap)
+                "protocols.rule)", parse_cap, make="TEST_CAP")
     anchor_cap: int | None = _option(
         None, "at most this many anchor samples (the A-tune set; budget runs); the auxiliary set is eps x this",
-        parse_cap)
-    p2_per_behavior: int = _option(500, "protocol 2 samples per behavior (paper 4.1.2)")
-    anchor_threshold: float = _option(0.01, "anchor = training share above this (paper 2.2)")
-    head_threshold: float = _option(0.05, "head group = training share above this (paper 4.1.2)")
+        parse_cap, make="ANCHOR_CAP")
+    p2_per_behavior: int = _option(500, "protocol 2 samples per behavior (paper 4.1.2)", make="P2_PER_BEHAVIOR")
+    anchor_threshold: float = _option(0.01, "anchor = training share above this (paper 2.2)", make="ANCHOR_THRESHOLD")
+    head_threshold: float = _option(0.05, "head group = training share above this (paper 4.1.2)",
+                                    make="HEAD_THRESHOLD")
     tail_threshold: float = _option(0.01, "tail group = training share below this (paper 4.1.2)")
     aux_path: str | None = _option(
         None, "JSON/JSONL of general conversations: ShareGPT, OpenAI messages or Alpaca (none: the shipped set)",
-        str, flag="--aux")
-    eps: float = _option(0.05, "auxiliary conversations per anchor sample (paper 3.2, Table 5)")
+        str, flag="--aux", make="AUX", file=True)
+    eps: float = _option(0.05, "auxiliary conversations per anchor sample (paper 3.2, Table 5)", make="EPS")
     aux_max_length_ratio: float = _option(
         1.5, "drop conversations longer than this x the median behavior prompt (characters)")
     aux_repeat: bool = _option(
         False, "1: draw auxiliary conversations with replacement up to eps x |anchor samples| when the set is "
-               "smaller (counted as repeats in stats.json aux)", parse_flag)
+               "smaller (counted as repeats in stats.json aux)", parse_flag, make="AUX_REPEAT")
     system_prompt: str = _option(prompts.SYSTEM_PROMPT, "system prompt of every sample (paper 3.1.1)",
                                  shown="the shipped prompt")
     time_format: str | None = _option(
         None, "strptime format of the --input file's timestamps, as pandas' format= (docs/data-preparation.md: "
-              "TIME_FORMAT); none: ISO-8601 or epoch seconds", parse_time_format)
+              "TIME_FORMAT); none: ISO-8601 or epoch seconds", parse_time_format, make="TIME_FORMAT")
     allow_bad_timestamps: bool = _option(
-        False, "1: drop the rows whose timestamp does not read even when they are more than 5 percent of a file's rows "
-               "(counted as bad_timestamp); 0: such a file stops prepare", parse_flag)
+        False, "1: drop the rows whose timestamp does not read even when they are more than "
+               f"{BAD_SHARE * 100:g} percent of a file's rows (counted as bad_timestamp); 0: such a file stops "
+               "prepare", parse_flag, make="ALLOW_BAD_TIMESTAMPS")
 
-    def validate(self) -> None:
+    def __post_init__(self):
+        if self.history_len < 1:
+            raise PrepareError(f"history-len must be >= 1, got {self.history_len}")
         for name in ("train_cap", "valid_cap", "test_cap", "anchor_cap"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -116,22 +137,65 @@ class PrepareConfig:
 
 
 @dataclass(frozen=True)
+class ReaderConfig:
+    """How an event file is read: the --input log's format, columns and time zone; the label map for --foursquare
+    too."""
+    format: str | None = field(default=None, metadata={
+        "choices": FORMATS, "make": "FORMAT", "help": "input format (none: by suffix)"})
+    columns: str | None = _option(None, "column mapping, e.g. user=uid,time=ts,place=loc,behavior=label", str,
+                                  make="COLUMNS")
+    tz: str | None = _option(None, "convert timestamps that name their instant (Z, offsets, epoch seconds) to this "
+                                   "zone's local time, e.g. Asia/Shanghai or +08:00 (naive times are already local)",
+                             str, make="TIMEZONE")
+    label_map: str | None = _option(None, "JSON or CSV file merging (or renaming) raw labels into categories", str,
+                                    make="LABEL_MAP", file=True)
+
+    def __post_init__(self):
+        if self.format is not None and self.format not in FORMATS:
+            raise PrepareError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.columns is not None:
+            resolve_columns(parse_columns_option(self.columns), distinct=True)   # prepare needs four columns
+
+
+@dataclass(frozen=True)
 class SyntheticConfig:
-    """The embedded synthetic event log (``--synthetic``); its seed is PrepareConfig's."""
-    users: int = _option(DEFAULT_USERS, "synthetic: number of users")
-    days: int = _option(DEFAULT_DAYS, "synthetic: number of days")
-    behaviors: str | None = _option(None, "synthetic: comma-separated subset of behaviors (demo profile)", str)
+    """The embedded synthetic event log (``prepare --synthetic``); its seed is PrepareConfig's."""
+    users: int = _option(DEFAULT_USERS, "synthetic: number of users", make="USERS")
+    days: int = _option(DEFAULT_DAYS, "synthetic: number of days", make="DAYS")
+    behaviors: str | None = _option(None, "synthetic: comma-separated subset of behaviors (demo profile)", str,
+                                    make="BEHAVIORS")
+
+    def __post_init__(self):
+        check_sizes(self.users, self.days, DEFAULT_EVENTS_PER_DAY)
+
+    @property
+    def behavior_list(self) -> list[str] | None:
+        return [b.strip() for b in self.behaviors.split(",") if b.strip()] if self.behaviors else None
+
+
+@dataclass(frozen=True)
+class SyntheticLogConfig(SyntheticConfig):
+    """`python -m data_prep synthetic`: the log written to a file, the same log as ``prepare --synthetic`` reads
+    at the same seed."""
+    seed: int = _option(PrepareConfig.seed, "seed of the log")
+    events_per_day: float = _option(DEFAULT_EVENTS_PER_DAY, "events per user and day")
+    start: str = _option(DEFAULT_START, "first day (ISO date)")
+    chunk_users: int = _option(DEFAULT_CHUNK_USERS, "users generated and written at once")
+
+    def __post_init__(self):
+        check_sizes(self.users, self.days, self.events_per_day)
+        check_positive(self.chunk_users, "chunk users")
 
 
 @dataclass(frozen=True)
 class ScaleConfig:
     """Where and how `prepare` runs. Never changes a written byte, so it is not part of stats.json's config."""
     engine: str = _option("local", "local: this machine; ray: Ray tasks on RAY_ADDRESS's cluster, or a local "
-                                   "instance when it is unset (always out of core)")
+                                   "instance when it is unset (always out of core)", make="ENGINE")
     buckets: int = _option(0, "0: in memory; N: out of core, events partitioned by user into N buckets on disk "
-                              "(peak memory ~ one bucket); with --engine ray, 0 means 16")
+                              f"(peak memory ~ one bucket); with --engine ray, 0 means {RAY_BUCKETS}", make="BUCKETS")
 
-    def validate(self) -> None:
+    def __post_init__(self):
         if self.engine not in ("local", "ray"):
             raise PrepareError(f"engine must be local or ray, got '{self.engine}'")
         if self.buckets < 0:
@@ -140,4 +204,4 @@ class ScaleConfig:
     @property
     def n_buckets(self) -> int:
         """Buckets of the out-of-core path (0: the in-memory path)."""
-        return self.buckets or (16 if self.engine == "ray" else 0)
+        return self.buckets or (RAY_BUCKETS if self.engine == "ray" else 0)

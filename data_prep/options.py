@@ -1,4 +1,5 @@
-"""Reader options: the ``--columns`` mapping onto the event schema and the ``--label-map`` file."""
+"""The values of the reader options that :class:`data_prep.config.ReaderConfig` declares: the ``--columns``
+mapping onto the event schema and the ``--label-map`` file (serving reads its events with them too)."""
 from __future__ import annotations
 
 import csv

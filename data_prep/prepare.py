@@ -38,9 +38,8 @@ def prepare(table, out_dir: str | Path, config: PrepareConfig | None = None, sou
 
 
 def staged_run(out_dir: str | Path, config: PrepareConfig, build, log=print) -> dict:
-    """Validate, read the auxiliary set, run build(build_dir, aux_pool) in a staged run directory (swapped in
+    """Read the auxiliary set, run build(build_dir, aux_pool) in a staged run directory (swapped in
     whole when it returns), print the coverage line and warnings; returns the stats build returned."""
-    config.validate()
     # read the auxiliary file first: a bad --aux fails before minutes of rendering, not after
     aux_pool = auxiliary.load_aux(config.aux_path) if config.eps > 0 else None
     with rundir.staged(out_dir) as build_dir:

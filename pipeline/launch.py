@@ -12,8 +12,10 @@ from pathlib import Path
 
 import yaml
 
+from cli import UsageError
+
 from .precision import gpu_visible
-from .settings import ROOT, Settings
+from .settings import ROOT, Variables
 
 BIN = Path(sys.executable).parent
 
@@ -21,10 +23,10 @@ BIN = Path(sys.executable).parent
 class Recipe:
     """One LLaMA-Factory YAML of recipes/<MODEL>/; the chat template and cutoff come from here alone."""
 
-    def __init__(self, settings: Settings, name: str):
-        self.path = Path(settings["RECIPES"]) / settings["MODEL"] / f"{name}.yaml"
+    def __init__(self, variables: Variables, name: str):
+        self.path = Path(variables["RECIPES"]) / variables["MODEL"] / f"{name}.yaml"
         if not self.path.is_file():
-            raise FileNotFoundError(f"no recipe {self.path} (MODEL={settings['MODEL']}, "
+            raise FileNotFoundError(f"no recipe {self.path} (MODEL={variables['MODEL']}, "
                                     f"folders: {', '.join(sorted(p.name for p in self.path.parent.parent.iterdir()))})")
 
     @cached_property
@@ -45,8 +47,8 @@ class Recipe:
         value = str(self.values.get("model_name_or_path", ""))
         return str(ROOT / value) if value and (ROOT / value).exists() else value
 
-    def deepspeed(self, settings: Settings) -> Path | None:
-        choice = settings["DEEPSPEED"]
+    def deepspeed(self, variables: Variables) -> Path | None:
+        choice = variables["DEEPSPEED"]
         if choice == "none":
             return None
         if choice:
@@ -55,8 +57,8 @@ class Recipe:
         return ROOT / value if value else None
 
 
-def deepspeed_args(settings: Settings) -> list[str]:
-    choice = settings["DEEPSPEED"]
+def deepspeed_args(variables: Variables) -> list[str]:
+    choice = variables["DEEPSPEED"]
     if choice == "none":
         return ["deepspeed=null"]
     return [f"deepspeed=recipes/deepspeed/ds_{choice}_config.json"] if choice else []
@@ -118,38 +120,38 @@ def run(cmd: list[str], env_extra: dict[str, str] | None = None) -> None:
 
 def python_module(module: str, *args, nproc: int = 1, nodes: list[str] | None = None) -> list[str]:
     """`python -m module args`, or under torchrun with nproc ranks (data-parallel scoring, evaluation); `nodes`:
-    torchrun's rendezvous flags for several nodes (``nodes(settings)``), else one standalone node."""
+    torchrun's rendezvous flags for several nodes (``nodes(variables)``), else one standalone node."""
     if nproc > 1 or nodes:
         return [str(BIN / "torchrun"), *(nodes or ["--standalone"]), "--nproc_per_node", str(nproc), "-m", module,
                 *args]
     return [sys.executable, "-m", module, *args]
 
 
-def nodes(settings: Settings) -> list[str] | None:
+def nodes(variables: Variables) -> list[str] | None:
     """torchrun's flags for NNODES > 1 nodes (NODE_RANK, MASTER_ADDR, MASTER_PORT), as for training; else None."""
-    if settings.int("NNODES") <= 1:
+    if variables.int("NNODES") <= 1:
         return None
-    if not settings["MASTER_ADDR"]:
-        raise SystemExit(f"NNODES={settings['NNODES']} needs MASTER_ADDR (the address of node 0)")
-    return ["--nnodes", settings["NNODES"], "--node_rank", settings["NODE_RANK"], "--master_addr",
-            settings["MASTER_ADDR"], "--master_port", settings["MASTER_PORT"] or "29500"]
+    if not variables["MASTER_ADDR"]:
+        raise UsageError(f"NNODES={variables['NNODES']} needs MASTER_ADDR (the address of node 0)")
+    return ["--nnodes", variables["NNODES"], "--node_rank", variables["NODE_RANK"], "--master_addr",
+            variables["MASTER_ADDR"], "--master_port", variables["MASTER_PORT"] or "29500"]
 
 
-def launcher_env(settings: Settings, recipe: Recipe) -> dict[str, str]:
+def launcher_env(variables: Variables, recipe: Recipe) -> dict[str, str]:
     """LLaMA-Factory's launcher: torchrun when several processes, several nodes or DeepSpeed are in effect."""
-    env = {"NPROC_PER_NODE": settings["NPROC"], "NNODES": settings["NNODES"], "NODE_RANK": settings["NODE_RANK"]}
+    env = {"NPROC_PER_NODE": variables["NPROC"], "NNODES": variables["NNODES"], "NODE_RANK": variables["NODE_RANK"]}
     for name in ("MASTER_ADDR", "MASTER_PORT"):
-        if settings[name]:
-            env[name] = settings[name]
-    if settings.int("NPROC") > 1 or settings.int("NNODES") > 1 or recipe.deepspeed(settings) is not None:
+        if variables[name]:
+            env[name] = variables[name]
+    if variables.int("NPROC") > 1 or variables.int("NNODES") > 1 or recipe.deepspeed(variables) is not None:
         env["FORCE_TORCHRUN"] = "1"
     return env
 
 
-def lf_train_command(settings: Settings, recipe: Recipe, overrides: list[str]) -> list[str]:
+def lf_train_command(variables: Variables, recipe: Recipe, overrides: list[str]) -> list[str]:
     """`llamafactory-cli train <recipe> key=value...`: the stage's overrides, DEEPSPEED, then ARGS."""
-    return [str(BIN / "llamafactory-cli"), "train", str(recipe.path), *overrides, *deepspeed_args(settings),
-            *settings.words("ARGS")]
+    return [str(BIN / "llamafactory-cli"), "train", str(recipe.path), *overrides, *deepspeed_args(variables),
+            *variables.words("ARGS")]
 
 
 def lf_export_command(recipe: Recipe, overrides: list[str]) -> list[str]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from data_prep.outputs import AUX_STEM, BEHAVIOR_STEMS
 
-from .settings import ROOT, Settings
+from .settings import ROOT, Variables
 
 # The files prepare writes; nothing else writes into data/.
 PREPARED = ["dataset_info.json", "stats.json", f"{AUX_STEM}.jsonl",
@@ -50,7 +50,7 @@ class Layout:
     shared_data: bool = False   # data/ is the run's whose own chain checked its token lengths (variants)
 
     @classmethod
-    def of(cls, settings: Settings) -> Layout:
+    def of(cls, settings: Variables) -> Layout:
         run_dir = Path(settings["RUN_DIR"] or ROOT / "runs" / settings["RUN"]).expanduser().resolve()
         data = Path(settings["DATA_DIR"]).expanduser().resolve() if settings["DATA_DIR"] else run_dir / "data"
         return cls(run_dir, data, run_dir, run_dir / "atune", run_dir / "pi_ref", run_dir / "scores")
@@ -112,24 +112,24 @@ def finished(output: Path, exists=Path.exists) -> bool:
     return exists(stamp_of(output))
 
 
-def older_layout(lay: Layout) -> str | None:
+def older_layout(layout: Layout) -> str | None:
     """One line when the run directory was made by the older layout, in which select wrote into data/, the
     token check into data/stats.json and each ablation had a data/ of links; None otherwise."""
-    data = lay.data
+    data = layout.data
     if any((data / name).exists() for name in ("dpo_pairs.jsonl", "selected_sft.jsonl", "token_check.stamp.json")):
-        return f"error: {data} was made by an older layout (select wrote into data/): rerun make prepare"
+        return f"{data} was made by an older layout (select wrote into data/): rerun make prepare"
     try:
         stats = json.loads((data / "stats.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         stats = None
     if isinstance(stats, dict) and "token_lengths" in stats:
-        return (f"error: {data} was made by an older layout (the token check wrote into stats.json): "
+        return (f"{data} was made by an older layout (the token check wrote into stats.json): "
                 "rerun make prepare")
-    own = lay.run_dir / "data"
+    own = layout.run_dir / "data"
     if own != data and own.is_dir() and any(p.is_symlink() for p in own.iterdir()):
-        return (f"error: {own} was made by an older layout (seed repeats linked the run's data/): remove {own}")
-    linked = sorted((lay.run_dir / "ablations").glob("*/data"))
+        return (f"{own} was made by an older layout (seed repeats linked the run's data/): remove {own}")
+    linked = sorted((layout.run_dir / "ablations").glob("*/data"))
     if linked:
-        return (f"error: {linked[0]} was made by an older layout (ablations linked the run's data/): remove "
-                f"{lay.run_dir / 'ablations'} (or {linked[0]}) and rerun the ablations")
+        return (f"{linked[0]} was made by an older layout (ablations linked the run's data/): remove "
+                f"{layout.run_dir / 'ablations'} (or {linked[0]}) and rerun the ablations")
     return None

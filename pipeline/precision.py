@@ -11,7 +11,7 @@ import os
 from functools import cache
 from pathlib import Path
 
-from .settings import Settings, SettingsError
+from .settings import VariableError, Variables
 
 NATIVE_FLAGS = ("avx512_bf16", "amx_bf16")
 BF16, FP32 = "bfloat16", "float32"
@@ -56,12 +56,12 @@ def _say(line: str) -> None:
         print(line, flush=True)
 
 
-def cpu_dtype(s: Settings) -> str | None:
+def cpu_dtype(variables: Variables) -> str | None:
     """"bfloat16" or "float32" for a CPU run; None when a GPU is visible (the recipes' and scorer's own dtypes).
     Says once per process which one and why."""
-    choice = s["CPU_BF16"]
+    choice = variables["CPU_BF16"]
     if choice not in ("", "0", "1"):
-        raise SettingsError(f"CPU_BF16 must be 0 or 1, got {choice!r}")
+        raise VariableError(f"CPU_BF16 must be 0 or 1, got {choice!r}")
     gpu, flag = _detected()
     if gpu and choice == "":
         return None
@@ -76,17 +76,17 @@ def cpu_dtype(s: Settings) -> str | None:
     return FP32
 
 
-def train_overrides(s: Settings, recipe_values: dict) -> list[str]:
+def train_overrides(variables: Variables, recipe_values: dict) -> list[str]:
     """llamafactory-cli key=value words for bf16 on the CPU: transformers refuses bf16 without a GPU unless use_cpu
     is set. Only for a recipe written for fp32 (no bf16/fp16, no DeepSpeed); [] otherwise."""
-    if cpu_dtype(s) != BF16:
+    if cpu_dtype(variables) != BF16:
         return []
     if any(recipe_values.get(k) for k in ("bf16", "fp16", "pure_bf16", "deepspeed")):
         return []
     return ["use_cpu=true", "bf16=true"]
 
 
-def scorer_args(s: Settings) -> list[str]:
+def scorer_args(variables: Variables) -> list[str]:
     """--dtype for `python -m scoring score` / `python -m evaluation predict` on the CPU; [] on a GPU."""
-    dtype = cpu_dtype(s)
+    dtype = cpu_dtype(variables)
     return ["--dtype", dtype] if dtype else []

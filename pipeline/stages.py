@@ -10,19 +10,19 @@ import json
 import shutil
 from pathlib import Path
 
+from cli import UsageError
+from data_prep.config import PrepareConfig, ReaderConfig, ScaleConfig, SyntheticConfig
 from data_prep.errors import PrepareError
 from data_prep.sources import is_uri, list_inputs
 from evaluation.baselines import KINDS as BASELINES
+from evaluation.config import PredictConfig
+from scoring.config import ScoreConfig
+from selection.config import SelectConfig
 
 from . import launch, precision
 from .graph import Stage
 from .layout import Layout, stamp_of
-from .settings import STAGE_OPTIONS, Settings, SettingsError, option_flag
-
-# --input's reader options that are not prepare settings (values are passed only when set); TIME_FORMAT is one
-READER_FLAGS = {"FORMAT": "--format", "COLUMNS": "--columns", "TIMEZONE": "--tz"}
-PREPARE_VARIABLES = ["INPUT", "FOURSQUARE", *READER_FLAGS, *STAGE_OPTIONS["prepare-input"][1],
-                     *STAGE_OPTIONS["synthetic"][1], *STAGE_OPTIONS["prepare"][1], "PREPARE_ARGS"]   # its parameters
+from .settings import VariableError, Variables
 
 
 def _abs(value: str) -> str:
@@ -38,39 +38,32 @@ def _input_files(spec: str, fmt: str | None) -> list[Path]:
     try:
         return [Path(f.name) for f in list_inputs(spec, fmt)]
     except PrepareError as err:
-        raise SettingsError(f"INPUT: {err}") from None
+        raise VariableError(f"INPUT: {err}") from None
 
 
-def _source_args(s: Settings) -> tuple[list[str], list[Path]]:
-    """(prepare's source flags, the files whose content they read)."""
-    if s["INPUT"]:
-        spec = s["INPUT"] if is_uri(s["INPUT"]) else _abs(s["INPUT"])
-        args, files = ["--input", spec], _input_files(spec, s["FORMAT"] or None)
-        args += [x for name, flag in READER_FLAGS.items() if s[name] for x in (flag, s[name])]
-        args += s.options("prepare-input")
-        if s["LABEL_MAP"]:
-            args += ["--label-map", _abs(s["LABEL_MAP"])]
-            files.append(Path(_abs(s["LABEL_MAP"])))
-        return args, files
-    if s["FOURSQUARE"]:
-        return ["--foursquare", _abs(s["FOURSQUARE"])], [Path(_abs(s["FOURSQUARE"]))]
-    return ["--synthetic", *s.options("synthetic")], []
+def _source(variables: Variables) -> tuple[list[str], list[Path], list[type]]:
+    """(prepare's source flags, the files whose content they read, the configs whose options apply to it)."""
+    if variables["INPUT"]:
+        spec = variables["INPUT"] if is_uri(variables["INPUT"]) else _abs(variables["INPUT"])
+        return ["--input", spec], _input_files(spec, variables["FORMAT"] or None), [ReaderConfig]
+    if variables["FOURSQUARE"]:
+        return ["--foursquare", _abs(variables["FOURSQUARE"])], [Path(_abs(variables["FOURSQUARE"]))], []
+    return ["--synthetic"], [], [SyntheticConfig]
 
 
-def prepare(s: Settings, lay: Layout) -> Stage:
-    source, files = _source_args(s)
-    args = ["--out", str(lay.data), *source]
-    args += s.options("prepare")
-    if s["AUX"]:
-        args += [option_flag("prepare-aux", "AUX"), _abs(s["AUX"])]
-        files.append(Path(_abs(s["AUX"])))
+def prepare(variables: Variables, layout: Layout) -> Stage:
+    source, files, configs = _source(variables)
+    configs.append(PrepareConfig)
+    args = ["--out", str(layout.data), *source, *(word for config in configs for word in variables.options(config))]
+    files += [path for config in configs for path in variables.files(config)]
     # where prepare runs never changes its files: not a stage parameter
-    args += s.options("scale")
-    args += s.words("PREPARE_ARGS")
+    args += [*variables.options(ScaleConfig), *variables.words("PREPARE_ARGS")]
     cmd = launch.python_module("data_prep", "prepare", *args)
-    params = {name: s[name] for name in PREPARE_VARIABLES if s[name]}
-    return Stage("prepare", stamp_of(lay.data), lambda: launch.run(cmd), cmd, inputs=files, params=params,
-                 outputs=lay.prepared()[:2])
+    params = {name: variables[name] for name in ("INPUT", "FOURSQUARE", "PREPARE_ARGS") if variables[name]}
+    for config in (ReaderConfig, SyntheticConfig, PrepareConfig):
+        params.update(variables.params(config))
+    return Stage("prepare", stamp_of(layout.data), lambda: launch.run(cmd), cmd, inputs=files, params=params,
+                 outputs=layout.prepared()[:2])
 
 
 def model_stamp_inputs(path: str) -> tuple[list[Path], dict]:
@@ -78,13 +71,13 @@ def model_stamp_inputs(path: str) -> tuple[list[Path], dict]:
     return ([Path(path)], {}) if Path(path).exists() else ([], {"model": path})
 
 
-def base_model(s: Settings, recipe: launch.Recipe) -> str:
-    return _abs(s["BASE_MODEL"]) if s["BASE_MODEL"] else recipe.model_path()
+def base_model(variables: Variables, recipe: launch.Recipe) -> str:
+    return _abs(variables["BASE_MODEL"]) if variables["BASE_MODEL"] else recipe.model_path()
 
 
 def _non_empty_datasets(recipe: launch.Recipe, data: Path, overrides: list[str]) -> list[str]:
-    """`dataset=` override without the datasets whose file is empty (EPS=0 leaves aux.jsonl empty, and
-    LLaMA-Factory stops on an empty dataset); [] when all are non-empty."""
+    """`dataset=` override without the datasets whose file prepare left empty (LLaMA-Factory stops on an empty
+    dataset); [] when all are non-empty."""
     names = recipe.datasets()
     for word in overrides:
         if word.startswith("dataset="):
@@ -94,27 +87,27 @@ def _non_empty_datasets(recipe: launch.Recipe, data: Path, overrides: list[str])
     if keep == names:
         return []
     if not keep:
-        raise SystemExit(f"error: every dataset of {recipe.path.name} is empty in {data}: {', '.join(names)}")
+        raise UsageError(f"every dataset of {recipe.path.name} is empty in {data}: {', '.join(names)}")
     print(f"note: {', '.join(sorted(set(names) - set(keep)))} is empty in {data}: training on {','.join(keep)}")
     return [f"dataset={','.join(keep)}"]
 
 
-def _train(s: Settings, recipe: launch.Recipe, model: str, data: Path, out: Path, stage_args: list[str],
+def _train(variables: Variables, recipe: launch.Recipe, model: str, data: Path, out: Path, stage_args: list[str],
            extra_inputs: list[Path], name: str) -> Stage:
     model_inputs, model_params = model_stamp_inputs(model)
     overrides = [f"model_name_or_path={model}", f"dataset_dir={data}", f"output_dir={out}",
-                 *precision.train_overrides(s, recipe.values), *stage_args]
+                 *precision.train_overrides(variables, recipe.values), *stage_args]
     # Locations are not parameters (a moved run stays up to date): the model and data are inputs by content.
     located = ("dataset_dir=", "output_dir=", *(("model_name_or_path=",) if model_inputs else ()))
     # Launcher settings (NPROC, NNODES, DEEPSPEED) are not parameters either: node 0 runs `make select` without
     # the training's NNODES, and that must not retrain. Changing the ranks changes the global batch: say so.
-    params = {"overrides": [o for o in overrides if not o.startswith(located)], "ARGS": s.words("ARGS"),
+    params = {"overrides": [o for o in overrides if not o.startswith(located)], "ARGS": variables.words("ARGS"),
               **model_params}
 
-    cmd, env = launch.lf_train_command(s, recipe, overrides), launch.launcher_env(s, recipe)
+    cmd, env = launch.lf_train_command(variables, recipe, overrides), launch.launcher_env(variables, recipe)
 
     def run():
-        fix = _non_empty_datasets(recipe, data, overrides + s.words("ARGS"))
+        fix = _non_empty_datasets(recipe, data, overrides + variables.words("ARGS"))
         launch.run(cmd + fix, env)
 
     inputs = [recipe.path, *model_inputs, *extra_inputs]
@@ -122,14 +115,14 @@ def _train(s: Settings, recipe: launch.Recipe, model: str, data: Path, out: Path
                  outputs=[out / "adapter_config.json"], clean=[out])
 
 
-def atune_train(s: Settings, lay: Layout) -> Stage:
-    recipe = launch.Recipe(s, s["ATUNE_RECIPE"])
-    return _train(s, recipe, base_model(s, recipe), lay.data, lay.atune, s.words("ATUNE_ARGS"), lay.prepared(),
-                  f"a-tune: train ({recipe.path.stem})")
+def atune_train(variables: Variables, layout: Layout) -> Stage:
+    recipe = launch.Recipe(variables, variables["ATUNE_RECIPE"])
+    return _train(variables, recipe, base_model(variables, recipe), layout.data, layout.atune,
+                  variables.words("ATUNE_ARGS"), layout.prepared(), f"a-tune: train ({recipe.path.stem})")
 
 
-def _merge(s: Settings, model: str, adapter: Path, out: Path, name: str) -> Stage:
-    recipe = launch.Recipe(s, "merge_lora")
+def _merge(variables: Variables, model: str, adapter: Path, out: Path, name: str) -> Stage:
+    recipe = launch.Recipe(variables, "merge_lora")
     model_inputs, model_params = model_stamp_inputs(model)
 
     cmd = launch.lf_export_command(recipe, [f"model_name_or_path={model}", f"adapter_name_or_path={adapter}",
@@ -143,118 +136,122 @@ def _merge(s: Settings, model: str, adapter: Path, out: Path, name: str) -> Stag
                  outputs=[out / "config.json"], clean=[out])
 
 
-def merge(s: Settings, lay: Layout) -> Stage:
+def merge(variables: Variables, layout: Layout) -> Stage:
     """pi_ref = base + A-tune adapter (Algorithm 1 line 7); the best checkpoint is what output_dir holds."""
-    return _merge(s, base_model(s, launch.Recipe(s, s["ATUNE_RECIPE"])), lay.atune, lay.pi_ref, "a-tune: merge")
+    model = base_model(variables, launch.Recipe(variables, variables["ATUNE_RECIPE"]))
+    return _merge(variables, model, layout.atune, layout.pi_ref, "a-tune: merge")
 
 
-def template(s: Settings) -> str:
-    return str(launch.Recipe(s, "atune_lora_sft").get("template"))
+def template(variables: Variables) -> str:
+    return str(launch.Recipe(variables, "atune_lora_sft").get("template"))
 
 
-def cutoff_len(s: Settings) -> int:
+def cutoff_len(variables: Variables) -> int:
     """The tokens every sample must fit: the smaller cutoff_len of the A-tune and B-tune recipes."""
-    values = [launch.Recipe(s, name).get("cutoff_len") for name in (s["ATUNE_RECIPE"], s["BTUNE_RECIPE"])]
+    recipes = (variables["ATUNE_RECIPE"], variables["BTUNE_RECIPE"])
+    values = [launch.Recipe(variables, name).get("cutoff_len") for name in recipes]
     return min(int(v) for v in values if v)
 
 
-def token_check(s: Settings, lay: Layout) -> Stage:
+def token_check(variables: Variables, layout: Layout) -> Stage:
     """Every prepared sample, with its longest candidate, fits the recipes' cutoff_len under the
     recipe's tokenizer and chat template; otherwise stop before anything trains (SKIP_TOKEN_CHECK=1 skips).
     The lengths go into token_check/token_lengths.json; no later stage reads them, so switching the check on
     retrains nothing."""
-    model = base_model(s, launch.Recipe(s, s["ATUNE_RECIPE"]))
-    out = lay.token_check / "token_lengths.json"
-    tpl, cutoff = template(s), str(cutoff_len(s))
-    cmd = launch.python_module("scoring", "token-lengths", "--dataset-dir", str(lay.data), "--model", model,
+    model = base_model(variables, launch.Recipe(variables, variables["ATUNE_RECIPE"]))
+    out = layout.token_check / "token_lengths.json"
+    tpl, cutoff = template(variables), str(cutoff_len(variables))
+    cmd = launch.python_module("scoring", "token-lengths", "--dataset-dir", str(layout.data), "--model", model,
                                "--template", tpl, "--cutoff-len", cutoff, "--out", str(out))
     model_inputs, model_params = model_stamp_inputs(model)
     tokenizer = [p for p in Path(model).glob("tokenizer*")] + [Path(model) / "config.json"] if model_inputs else []
-    return Stage("token check", stamp_of(lay.token_check), lambda: launch.run(cmd), cmd,
-                 inputs=[*tokenizer, *lay.prepared()], params={"template": tpl, "cutoff_len": cutoff,
-                                                               **model_params}, outputs=[out], clean=[lay.token_check])
+    return Stage("token check", stamp_of(layout.token_check), lambda: launch.run(cmd), cmd,
+                 inputs=[*tokenizer, *layout.prepared()],
+                 params={"template": tpl, "cutoff_len": cutoff, **model_params}, outputs=[out],
+                 clean=[layout.token_check])
 
 
-def _dtype_param(s: Settings) -> dict:
+def _dtype_param(variables: Variables) -> dict:
     """bf16 scoring is a parameter (switching CPU_BF16 reruns the stage); fp32 and a GPU's own dtype add none, so
     the runs made before bf16 existed stay up to date."""
-    return {"dtype": precision.BF16} if precision.cpu_dtype(s) == precision.BF16 else {}
+    return {"dtype": precision.BF16} if precision.cpu_dtype(variables) == precision.BF16 else {}
 
 
-def score(s: Settings, lay: Layout) -> Stage:
-    nproc = s.int("SCORE_NPROC") if s["SCORE_NPROC"] else s.int("NPROC")
-    tpl = template(s)
-    args = ["--model", str(lay.pi_ref), "--template", tpl, "--dataset-dir", str(lay.data), *s.options("score"),
-            "--cutoff-len", str(cutoff_len(s)), "--out", str(lay.scores)]
-    cmd = launch.python_module("scoring", "score", *args, *precision.scorer_args(s), nproc=nproc)
-    return Stage("score", stamp_of(lay.scores), lambda: launch.run(cmd), cmd,
-                 inputs=[lay.pi_ref, *lay.prepared()],
-                 params={"POOL": s["POOL"], "template": tpl, **_dtype_param(s)},
-                 outputs=[lay.scores / "manifest.json"], clean=[lay.scores])
+def score(variables: Variables, layout: Layout) -> Stage:
+    nproc = variables.int("SCORE_NPROC") if variables["SCORE_NPROC"] else variables.int("NPROC")
+    tpl = template(variables)
+    args = ["--model", str(layout.pi_ref), "--template", tpl, "--dataset-dir", str(layout.data),
+            *variables.options(ScoreConfig), "--cutoff-len", str(cutoff_len(variables)), "--out", str(layout.scores)]
+    cmd = launch.python_module("scoring", "score", *args, *precision.scorer_args(variables), nproc=nproc)
+    return Stage("score", stamp_of(layout.scores), lambda: launch.run(cmd), cmd,
+                 inputs=[layout.pi_ref, *layout.prepared()],
+                 params={"POOL": variables["POOL"], "template": tpl, **_dtype_param(variables)},
+                 outputs=[layout.scores / "manifest.json"], clean=[layout.scores])
 
 
-def select(s: Settings, lay: Layout) -> Stage:
-    options = s.options("select")
-    cmd = launch.python_module("selection", "select", "--scores", str(lay.scores), "--dataset-dir", str(lay.data),
-                               *options, "--out", str(lay.selection))
-    return Stage("select", stamp_of(lay.selection), lambda: launch.run(cmd), cmd,
-                 inputs=[lay.scores, *lay.prepared()], params={"args": options}, outputs=lay.selected()[:3],
-                 clean=[lay.selection])
+def select(variables: Variables, layout: Layout) -> Stage:
+    options = variables.options(SelectConfig)
+    cmd = launch.python_module("selection", "select", "--scores", str(layout.scores), "--dataset-dir", str(layout.data),
+                               *options, "--out", str(layout.selection))
+    return Stage("select", stamp_of(layout.selection), lambda: launch.run(cmd), cmd,
+                 inputs=[layout.scores, *layout.prepared()], params={"args": options}, outputs=layout.selected()[:3],
+                 clean=[layout.selection])
 
 
-def btune_train(s: Settings, lay: Layout) -> Stage:
+def btune_train(variables: Variables, layout: Layout) -> Stage:
     """LoRA-DPO on the pairs (Algorithm 1 line 31, Eq. 4). DPO starts from the merged pi_ref, so the frozen
     reference (adapter disabled) is exactly pi_ref. Its dataset_dir is select's folder, whose dataset_info.json
     registers the pairs and the selected SFT set."""
-    recipe = launch.Recipe(s, s["BTUNE_RECIPE"])
-    inputs = lay.selected()[:3]
-    return _train(s, recipe, str(lay.pi_ref), lay.selection, lay.btune, s.words("BTUNE_ARGS"), inputs,
-                  f"b-tune: train ({recipe.path.stem})")
+    recipe = launch.Recipe(variables, variables["BTUNE_RECIPE"])
+    inputs = layout.selected()[:3]
+    return _train(variables, recipe, str(layout.pi_ref), layout.selection, layout.btune,
+                  variables.words("BTUNE_ARGS"), inputs, f"b-tune: train ({recipe.path.stem})")
 
 
-def export_final(s: Settings, lay: Layout) -> Stage:
-    return _merge(s, str(lay.pi_ref), lay.btune, lay.final, "export-final")
+def export_final(variables: Variables, layout: Layout) -> Stage:
+    return _merge(variables, str(layout.pi_ref), layout.btune, layout.final, "export-final")
 
 
 # ---- evaluation -----------------------------------------------------------------------------------------
 TEST_SPLITS = ("test_p1", "test_p2")
 
 
-def eval_out(lay: Layout, name: str, generate: bool) -> Path:
-    return lay.eval_dir / (f"{name}-generate" if generate else name)
+def eval_out(layout: Layout, name: str, generate: bool) -> Path:
+    return layout.eval_dir / (f"{name}-generate" if generate else name)
 
 
-def eval_model(s: Settings, lay: Layout, name: str, model: str, adapter: Path | None = None) -> Stage:
-    generate = s.flag("EVAL_GENERATE")
-    out = eval_out(lay, name, generate)
-    nproc = s.int("EVAL_NPROC") if s["EVAL_NPROC"] else s.int("NPROC")
-    args = ["--model", model, *(["--adapter", str(adapter)] if adapter else []), "--template", template(s),
-            "--dataset-dir", str(lay.data), "--dataset", *TEST_SPLITS, "--out", str(out), "--cutoff-len",
-            str(cutoff_len(s)), *(["--generate"] if generate else []), *s.options("eval"), *precision.scorer_args(s),
-            *s.words("EVAL_ARGS")]
-    calibrated = not generate and s.int("CALIB_SAMPLES") > 0
+def eval_model(variables: Variables, layout: Layout, name: str, model: str, adapter: Path | None = None) -> Stage:
+    generate = variables.flag("EVAL_GENERATE")
+    out = eval_out(layout, name, generate)
+    nproc = variables.int("EVAL_NPROC") if variables["EVAL_NPROC"] else variables.int("NPROC")
+    args = ["--model", model, *(["--adapter", str(adapter)] if adapter else []), "--template", template(variables),
+            "--dataset-dir", str(layout.data), "--dataset", *TEST_SPLITS, "--out", str(out), "--cutoff-len",
+            str(cutoff_len(variables)), *(["--generate"] if generate else []), *variables.options(PredictConfig),
+            *precision.scorer_args(variables), *variables.words("EVAL_ARGS")]
+    calibrated = not generate and variables.int("CALIB_SAMPLES") > 0
     cmd = launch.python_module("evaluation", "predict", *args, nproc=1 if generate else nproc)
     model_inputs, model_params = model_stamp_inputs(model)
-    data = [lay.data / "stats.json", *(lay.data / f"{t}{e}" for t in TEST_SPLITS for e in (".jsonl", ".meta.jsonl"))]
-    params = {"template": template(s), "generate": generate, "EVAL_ARGS": s.words("EVAL_ARGS"), **model_params,
-              **_dtype_param(s),
-              "calib_samples": s["CALIB_SAMPLES"] if calibrated else "0"}
+    data = [layout.data / "stats.json",
+            *(layout.data / f"{t}{e}" for t in TEST_SPLITS for e in (".jsonl", ".meta.jsonl"))]
+    params = {"template": template(variables), "generate": generate, "EVAL_ARGS": variables.words("EVAL_ARGS"),
+              **model_params, **_dtype_param(variables),
+              "calib_samples": variables["CALIB_SAMPLES"] if calibrated else "0"}
     # the temperature's validation subset: valid.jsonl is read only when calibrated
-    data += [lay.data / f"valid{e}" for e in (".jsonl", ".meta.jsonl")] if calibrated else []
+    data += [layout.data / f"valid{e}" for e in (".jsonl", ".meta.jsonl")] if calibrated else []
     return Stage(f"eval {out.name}", stamp_of(out), lambda: launch.run(cmd), cmd,
                  inputs=[*model_inputs, *([adapter] if adapter else []), *data], params=params,
                  outputs=[out / f"{t}.predictions.jsonl" for t in TEST_SPLITS]
                  + ([out / "temperature.json"] if calibrated else []), clean=[out])
 
 
-def baselines(s: Settings, lay: Layout) -> list[Stage]:
+def baselines(variables: Variables, layout: Layout) -> list[Stage]:
     stages = []
     for kind in BASELINES:
-        out = lay.eval_dir / kind
-        cmd = launch.python_module("evaluation", "baseline", "--dataset-dir", str(lay.data), "--kind", kind,
+        out = layout.eval_dir / kind
+        cmd = launch.python_module("evaluation", "baseline", "--dataset-dir", str(layout.data), "--kind", kind,
                                    "--dataset", *TEST_SPLITS, "--out", str(out))
         stages.append(Stage(f"eval {kind}", stamp_of(out), lambda cmd=cmd: launch.run(cmd), cmd,
-                            inputs=lay.prepared(), outputs=[out / f"{t}.predictions.jsonl" for t in TEST_SPLITS]))
+                            inputs=layout.prepared(), outputs=[out / f"{t}.predictions.jsonl" for t in TEST_SPLITS]))
     return stages
 
 
@@ -278,15 +275,15 @@ def finished_predictions(run_dirs: list[Path], exists=Path.exists, also=()) -> d
     return {n: found[n] for n in order}
 
 
-def report(s: Settings, lay: Layout, run_dirs: list[Path], out: Path, exists=Path.exists, also=()) -> Stage:
+def report(variables: Variables, layout: Layout, run_dirs: list[Path], out: Path, exists=Path.exists, also=()) -> Stage:
     preds = finished_predictions(run_dirs, exists, also)
     if not preds:
-        raise SystemExit(f"error: no finished predictions under {', '.join(str(r / 'eval') for r in run_dirs)}: "
+        raise UsageError(f"no finished predictions under {', '.join(str(run_dir / 'eval') for run_dir in run_dirs)}: "
                          "run make eval first")
-    args = ["--dataset-dir", str(lay.data)]
+    args = ["--dataset-dir", str(layout.data)]
     for name, folders in preds.items():
         args += ["--pred", f"{name}={','.join(str(f) for f in folders)}"]
-    args += ["--out", str(out), *(["--paper-table", s["PAPER_TABLE"]] if s["PAPER_TABLE"] else [])]
+    args += ["--out", str(out), *(["--paper-table", variables["PAPER_TABLE"]] if variables["PAPER_TABLE"] else [])]
     cmd = launch.python_module("evaluation", "report", *args)
 
     def run():
@@ -294,5 +291,5 @@ def report(s: Settings, lay: Layout, run_dirs: list[Path], out: Path, exists=Pat
         print((out / "report.md").read_text(encoding="utf-8"))
 
     files = [f / f"{t}.predictions.jsonl" for folders in preds.values() for f in folders for t in TEST_SPLITS]
-    return Stage(f"report {out.name}", stamp_of(out), run, cmd, inputs=[lay.data / "stats.json", *files],
+    return Stage(f"report {out.name}", stamp_of(out), run, cmd, inputs=[layout.data / "stats.json", *files],
                  params={"args": args}, outputs=[out / "report.md", out / "metrics.json"])

@@ -4,5 +4,6 @@ prepared windows as the LLMs, with each event's weekday, hour and place and the 
 ``python -m sasrec train`` writes ``<out>/{test_p1,test_p2}.predictions.jsonl`` in the evaluation's format,
 so ``python -m evaluation report`` shows it as its own row; ``python -m sasrec sample-efficiency`` trains on
 seeded subsets of several sizes and plots Overall / Tail accuracy against training samples.
-Hyperparameters: ``recipes/sasrec/sasrec.yaml``.
+Hyperparameters: the fields of :class:`sasrec.model.ModelConfig` and :class:`sasrec.train.TrainConfig`, each
+with its default and its source; ``recipes/sasrec/gpt2_small.yaml`` is Fig. 4's GPU profile.
 """

@@ -1,8 +1,8 @@
 """CLI: ``python -m sasrec {train,sample-efficiency} ...``.
 
-The model and training settings are the YAML's (``--config``, default recipes/sasrec/sasrec.yaml) over the
-defaults of :class:`sasrec.train.TrainConfig` and :class:`sasrec.model.ModelConfig`; ``KEY=VALUE`` words (or
-``--set KEY=VALUE``) override a key of either section.
+The model and training settings are the defaults of :class:`sasrec.train.TrainConfig` and
+:class:`sasrec.model.ModelConfig`, then a profile YAML's (``--config``), then ``KEY=VALUE`` words (a key of either
+section).
 """
 
 from __future__ import annotations
@@ -11,25 +11,22 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
-from cli import Command, add_settings, positive_int, run, settings_from_args
+from cli import Command, add_config, config_from_args, positive_int, run
 from cli import build_parser as command_parser
 
 
 @dataclass(frozen=True)
-class RunSettings:
+class DeviceConfig:
     """Where SASRec runs (not a config key: it never changes which epoch is chosen on the CPU)."""
     device: str = field(default="cpu", metadata={"help": "cpu (deterministic) or e.g. cuda:0"})
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-dir", required=True, help="the prepared dataset_dir (runs/<RUN>/data)")
-    p.add_argument("--config", help="SASRec YAML (default: recipes/sasrec/sasrec.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a config key (either section), e.g. --set max_epochs=10; the same as the word "
-                        "max_epochs=10")
+    p.add_argument("--config", help="a profile YAML over the defaults, e.g. recipes/sasrec/gpt2_small.yaml")
     p.add_argument("assignments", nargs="*", metavar="KEY=VALUE",
                    help="override a config key (either section), e.g. max_epochs=10 hidden_size=64")
-    add_settings(p, RunSettings)
+    add_config(p, DeviceConfig)
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
@@ -50,16 +47,11 @@ def _add_sample_efficiency(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", help="per-size predictions (default: <out>/sample_efficiency)")
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
-    """--set values, then KEY=VALUE words, in the order given within each."""
-    return [*args.overrides, *args.assignments]
-
-
 def _train(args: argparse.Namespace) -> int:
     from .train import run_train
 
-    device = settings_from_args(RunSettings, args).device
-    for path in run_train(args.dataset_dir, args.out, args.config, _overrides(args), device):
+    device = config_from_args(DeviceConfig, args).device
+    for path in run_train(args.dataset_dir, args.out, args.config, args.assignments, device):
         print(path)
     return 0
 
@@ -67,9 +59,9 @@ def _train(args: argparse.Namespace) -> int:
 def _sample_efficiency(args: argparse.Namespace) -> int:
     from .efficiency import run_sample_efficiency
 
-    device = settings_from_args(RunSettings, args).device
+    device = config_from_args(DeviceConfig, args).device
     for path in run_sample_efficiency(args.dataset_dir, args.sizes, args.out, args.llm, args.config,
-                                      _overrides(args), device, args.work_dir, args.skip_missing_llm):
+                                      args.assignments, device, args.work_dir, args.skip_missing_llm):
         print(path)
     return 0
 

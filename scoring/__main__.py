@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from cli import Command, add_settings, positive_int, run, settings_from_args
+from cli import Command, add_config, config_from_args, positive_int, run
 from cli import build_parser as command_parser
 
 from .config import ScoreConfig
@@ -17,7 +17,7 @@ def _add_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", help="optional PEFT adapter directory on top of --model")
     p.add_argument("--template", required=True, help="LLaMA-Factory template used in training (llama3, qwen, smollm2)")
     p.add_argument("--dataset-dir", required=True)
-    add_settings(p, ScoreConfig)
+    add_config(p, ScoreConfig)
     p.add_argument("--no-embeddings", action="store_true", help="skip E(x) (only for --mode uniform/topf)")
     p.add_argument("--device", help="default cuda:LOCAL_RANK if available, else cpu -- an error instead when "
                                     "several ranks or a >1B model expect a GPU and none is usable")
@@ -31,9 +31,9 @@ def _score(args: argparse.Namespace) -> None:
     from .scorer import pool_indices, score_dataset
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = settings_from_args(ScoreConfig, args)
+    cfg = config_from_args(ScoreConfig, args)
     data = load_prepared(args.dataset_dir, cfg.dataset)
-    indices = pool_indices(data.meta, cfg.pool_per_behavior, cfg.seed)
+    indices = pool_indices(data.meta, cfg)
     out = score_dataset(args.model, args.template, args.dataset_dir, cfg.dataset, args.out, adapter_path=args.adapter,
                         indices=indices, batch_size=cfg.batch_size, shard_size=cfg.shard_size,
                         with_embeddings=not args.no_embeddings, device=args.device, dtype=args.dtype,

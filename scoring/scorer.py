@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cli import check_positive
 from data_prep.outputs import write_text_atomic
 from data_prep.prepared import load_prepared
 
-from .config import ScoreConfig, check_pool_size
+from .config import ScoreConfig
 from .devices import dist_env
 from .kernel import cached_candidate_logprobs, softmax_rows
 from .lengths import check_cutoff, scored_token_lengths
@@ -85,14 +84,13 @@ class CandidateScorer:
         )
 
 
-def pool_indices(meta: Sequence[dict], per_behavior: int | str | None, seed: int) -> np.ndarray:
+def pool_indices(meta: Sequence[dict], config: ScoreConfig) -> np.ndarray:
     """The scoring pool, Algorithm 1 line 10 (paper footnote: F is small, so not every sample needs scoring).
 
-    A seeded random subset of at most `per_behavior` samples of each behavior, anchors and tails alike;
-    None or "all" keeps every sample.  Returns sorted line numbers.
+    A random subset (seeded by config.seed) of at most config.pool_per_behavior samples of each behavior,
+    anchors and tails alike; None keeps every sample.  Returns sorted line numbers.
     """
-    n = len(meta)
-    per_behavior = check_pool_size(per_behavior)
+    n, per_behavior, seed = len(meta), config.pool_per_behavior, config.seed
     if per_behavior is None:
         return np.arange(n, dtype=np.int64)
     labels = np.array([m["label_id"] for m in meta], dtype=np.int64)
@@ -174,7 +172,6 @@ def score_dataset(
     if len(np.unique(indices)) != len(indices):
         raise ValueError("scoring pool indices must be distinct")
     indices = np.sort(indices)
-    check_positive(shard_size, "shard_size")
     rank, world = dist_env()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
-"""CLI: python -m selection select ... (see its --help); score, token-lengths and convert-gguf are
-``python -m scoring``'s commands, also accepted here."""
+"""CLI: python -m selection select ... (see its --help); the pool it selects from is scored by
+``python -m scoring score``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict
 
-from cli import Command, add_settings, run, settings_from_args
+from cli import Command, add_config, config_from_args, run
 from cli import build_parser as command_parser
-from scoring.__main__ import COMMANDS as SCORING_COMMANDS
 
 from .config import SelectConfig
 
@@ -19,8 +17,8 @@ from .config import SelectConfig
 def _add_select(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scores", required=True)
     p.add_argument("--dataset-dir", required=True)
-    add_settings(p, SelectConfig)
-    p.add_argument("--out", "--out-dir", dest="out", required=True,
+    add_config(p, SelectConfig)
+    p.add_argument("--out", required=True,
                    help="select's folder: pairs, SFT set, their dataset_info.json, report (not --dataset-dir)")
 
 
@@ -28,16 +26,14 @@ def _select(args: argparse.Namespace) -> None:
     from .select import run_selection
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = settings_from_args(SelectConfig, args)
-    report = run_selection(args.scores, args.dataset_dir, **asdict(cfg), out_dir=args.out)
+    cfg = config_from_args(SelectConfig, args)
+    report = run_selection(args.scores, args.dataset_dir, cfg, out_dir=args.out)
     print(json.dumps({k: report[k] for k in ("pool_size", "pi_ref_accuracy", "pairs")}))
 
 
 COMMANDS = {
     "select": Command("difficulty + per-behavior selection -> dpo_pairs.jsonl, selected_sft.jsonl", _add_select,
                       _select),
-    **{name: command._replace(help=f"{command.help} (python -m scoring {name})")
-       for name, command in SCORING_COMMANDS.items()},
 }
 
 

@@ -1,5 +1,5 @@
 """The one declaration of every selection default (paper 3.3 and 4.1): ``python -m selection select`` takes its
-options, defaults and help from ``SelectConfig`` (:func:`cli.add_settings`), and the Python entry points their
+options, defaults and help from ``SelectConfig`` (:func:`cli.add_config`), and the Python entry points their
 defaults (the scoring ones: ``scoring.config``)."""
 
 from __future__ import annotations
@@ -26,19 +26,20 @@ class SelectConfig:
 
     dataset: str = field(default=ScoreConfig.dataset, metadata={"help": "name in dataset_info.json or its file stem "
                                                                        "(the scored pool's)"})
-    F: int = field(default=20, metadata={"type": checked(check_F), "help": "samples per behavior"})
+    F: int = field(default=20, metadata={"type": checked(check_F), "make": "F", "help": "samples per behavior"})
     mode: str = field(
         default="dds",
-        metadata={"choices": MODES,
+        metadata={"choices": MODES, "make": "SELECT_MODE",
                   "help": "dds = difficulty-weighted k-means++; uniform = w/o DDS; topf = w/o KMeans"},
     )
-    lam: float = field(default=0.5, metadata={"help": "lambda of Eq. 3"})
+    lam: float = field(default=0.5, metadata={"make": "LAMBDA", "help": "lambda of Eq. 3"})
     eq3: str = field(
         default="text",
-        metadata={"choices": EQ3_READINGS,
+        metadata={"choices": EQ3_READINGS, "make": "EQ3",
                   "help": "text: D = lam(1-p) + (1-lam)(1-d_conf); literal: Eq. 3 as printed"},
     )
-    seed: int = field(default=ScoreConfig.seed, metadata={"help": "seed of k-means++ and of the uniform mode"})
+    seed: int = field(default=ScoreConfig.seed, metadata={"make": "SEED",
+                                                          "help": "seed of k-means++ and of the uniform mode"})
 
     def __post_init__(self):
         check_F(self.F)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import asdict
 
 import numpy as np
 
-from cli import field_default as default
-
-from .config import MODES, SelectConfig, check_F
+from .config import SelectConfig
 from .difficulty import DIFFICULTY, d_confusion, normalize_within_behavior
 
 logger = logging.getLogger(__name__)
@@ -31,11 +30,8 @@ def select_for_behavior(embeddings, weights, F: int, seed: int, mode: str = "dds
       the zero-weight ones; duplicate picks are replaced by weighted draws from the unpicked samples.
     uniform (w/o DDS): F samples uniformly at random.
     topf (w/o KMeans): the F highest weights, ties broken by position (stable).
-    A behavior with at most F samples keeps them all.
+    A behavior with at most F samples keeps them all. F and mode are a checked :class:`SelectConfig`'s.
     """
-    check_F(F)
-    if mode not in MODES:
-        raise ValueError(f"unknown selection mode {mode!r} (choose from {', '.join(MODES)})")
     weights = np.asarray(weights, dtype=np.float64)
     n = len(weights)
     if n <= F:
@@ -93,15 +89,7 @@ def rejected_ids(logprobs, label_id, pred_id) -> np.ndarray:
     return np.where(pred_id != label_id, pred_id, logprobs.argmax(axis=1))
 
 
-def select_all(
-    scores: dict,
-    stats: dict,
-    F: int = default(SelectConfig, "F"),
-    mode: str = default(SelectConfig, "mode"),
-    lam: float = default(SelectConfig, "lam"),
-    eq3: str = default(SelectConfig, "eq3"),
-    seed: int = default(SelectConfig, "seed"),
-) -> tuple[dict, list[dict], list[str]]:
+def select_all(scores: dict, stats: dict, config: SelectConfig) -> tuple[dict, list[dict], list[str]]:
     """Difficulty (Eq. 2/3), per-behavior normalization and selection over a scored pool.
 
     scores: ``shards.load_scores`` output (index, label_id, pred_id, p_true, logprobs, embedding).
@@ -110,7 +98,7 @@ def select_all(
     behavior of stats["behaviors"] (pool_size, pi_ref_accuracy, mean_difficulty, selected, pairs).
     A behavior without pool samples is reported with zeros and a warning.
     """
-    SelectConfig(F=F, mode=mode, lam=lam, eq3=eq3, seed=seed)  # validates every setting in one place
+    F, mode, seed = config.F, config.mode, config.seed
     behaviors = stats["behaviors"]
     labels = np.asarray(scores["label_id"], dtype=np.int64)
     if len(labels) == 0:
@@ -120,7 +108,7 @@ def select_all(
         raise ValueError("mode 'dds' needs embeddings: score with embeddings or use --mode uniform/topf")
     is_anchor = np.array([bool(b["is_anchor"]) for b in behaviors])
     d_conf = d_confusion(labels, pred, is_anchor)
-    D = DIFFICULTY[eq3](scores["p_true"], d_conf, lam)
+    D = DIFFICULTY[config.eq3](scores["p_true"], d_conf, config.lam)
     weights = normalize_within_behavior(D, labels)
     rejected = rejected_ids(scores["logprobs"], labels, pred)
 
@@ -168,18 +156,7 @@ def select_all(
     return selection, report, notes
 
 
-def run_selection(
-    scores_dir,
-    dataset_dir,
-    dataset: str = default(SelectConfig, "dataset"),
-    F: int = default(SelectConfig, "F"),
-    mode: str = default(SelectConfig, "mode"),
-    lam: float = default(SelectConfig, "lam"),
-    eq3: str = default(SelectConfig, "eq3"),
-    seed: int = default(SelectConfig, "seed"),
-    *,
-    out_dir,
-) -> dict:
+def run_selection(scores_dir, dataset_dir, config: SelectConfig, *, out_dir) -> dict:
     """load_scores -> select_all -> pairs.write_outputs (into out_dir, never dataset_dir). Returns the report."""
     from pathlib import Path
 
@@ -188,10 +165,9 @@ def run_selection(
 
     from .pairs import write_outputs
 
-    SelectConfig(dataset=dataset, F=F, mode=mode, lam=lam, eq3=eq3, seed=seed)  # fail before loading anything
     if Path(out_dir).resolve() == Path(dataset_dir).resolve():
         raise ValueError(f"--out {out_dir} is the prepared dataset dir: select writes into a folder of its own")
-    data = load_prepared(dataset_dir, dataset)
+    data = load_prepared(dataset_dir, config.dataset)
     scores = load_scores(scores_dir)
     if scores["candidates"] != data.candidates:
         raise ValueError(f"scores in {str(scores_dir)!r} were computed with a different candidate list than stats.json")
@@ -200,16 +176,10 @@ def run_selection(
     meta_labels = np.array([m["label_id"] for m in data.meta], dtype=np.int64)
     if not np.array_equal(meta_labels[scores["index"]], scores["label_id"]):
         raise ValueError(f"scores in {str(scores_dir)!r} do not match the labels of {data.path.name}")
-    selection, per_behavior, notes = select_all(scores, data.stats, F=F, mode=mode, lam=lam, eq3=eq3, seed=seed)
-    config = {
-        "F": F,
-        "mode": mode,
-        "lam": lam,
-        "eq3": eq3,
-        "seed": seed,
-        "dataset": data.path.name,
-        "scores": str(Path(scores_dir).resolve()),
-    }
+    selection, per_behavior, notes = select_all(scores, data.stats, config)
+    # the report's settings: every field, the dataset as the file read, then the scores read
+    settings = {**{k: v for k, v in asdict(config).items() if k != "dataset"}, "dataset": data.path.name,
+                "scores": str(Path(scores_dir).resolve())}
     return write_outputs(
-        out_dir, data.records, selection, data.candidates, per_behavior, notes, config, scores
+        out_dir, data.records, selection, data.candidates, per_behavior, notes, settings, scores
     )

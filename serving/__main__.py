@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from cli import Command, add_settings, run, settings_from_args
+from cli import Command, add_config, config_from_args, run
 from cli import build_parser as command_parser
 from serving.config import (
     PredictFilesConfig,
@@ -28,12 +28,11 @@ from serving.upstream import parse_flag
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", required=True, help="runs/<RUN>: data/stats.json and final/ (or pi_ref/ + btune/)")
-    p.add_argument("--dataset-dir", "--data-dir", dest="dataset_dir",
-                   help="prepared dataset dir (default: <run-dir>/data)")
+    p.add_argument("--dataset-dir", help="prepared dataset dir (default: <run-dir>/data)")
     p.add_argument("--model", help="model dir instead of the run's final/ (base model when --adapter is given)")
     p.add_argument("--adapter", help="PEFT adapter dir on top of --model")
     p.add_argument("--template", required=True, help="the recipe's LLaMA-Factory chat template (smollm2, llama3, qwen)")
-    add_settings(p, ServedModelConfig)
+    add_config(p, ServedModelConfig)
     p.add_argument("--device", help="e.g. cpu, cuda:0 (default: cuda when available)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default bf16 on GPU, fp32 on CPU")
     p.add_argument("--no-temperature", action="store_true",
@@ -42,7 +41,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_prediction_args(p: argparse.ArgumentParser) -> None:
-    add_settings(p, PredictionConfig)
+    add_config(p, PredictionConfig)
     p.add_argument("--label-map", help="raw label -> behavior (default: the one prepare used, if it exists)")
     p.add_argument("--tz", help="time zone for Z / epoch timestamps (default: the one prepare used)")
 
@@ -60,19 +59,19 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-bad-timestamps", type=parse_flag, default=False, metavar="0|1",
                    help="1: drop the --events rows whose timestamp does not read even when they are more than "
                         "5 percent of a file (default 0: such a file stops predict)")
-    add_settings(p, PredictFilesConfig)
+    add_config(p, PredictFilesConfig)
     p.add_argument("--parts", help="folder of the parts, shared by every rank and node (default: <out>.parts)")
 
 
 def _add_serve_args(p: argparse.ArgumentParser) -> None:
     _add_model_args(p)
     _add_prediction_args(p)
-    add_settings(p, ServeConfig)
+    add_config(p, ServeConfig)
 
 
 def _add_template_eval_args(p: argparse.ArgumentParser) -> None:
     _add_model_args(p)
-    add_settings(p, TemplateEvalConfig)
+    add_config(p, TemplateEvalConfig)
     p.add_argument("--out", help="write <out>.json and <out>.md")
 
 
@@ -104,7 +103,7 @@ def _read_defaults(args, run) -> tuple[str | None, dict | None, dict | None]:
 def _predictor(args, run):
     from serving.predictor import Predictor
 
-    model = settings_from_args(ServedModelConfig, args)
+    model = config_from_args(ServedModelConfig, args)
     return Predictor(run, batch_size=model.batch_size, device=args.device, dtype=args.dtype,
                      cutoff_len=model.cutoff_len)
 
@@ -113,8 +112,8 @@ def _predict(args, run) -> int:
     from serving.batch import ReadOptions
     from serving.parts import predict_parts
 
-    model, prediction = settings_from_args(ServedModelConfig, args), settings_from_args(PredictionConfig, args)
-    files = settings_from_args(PredictFilesConfig, args)
+    model, prediction = config_from_args(ServedModelConfig, args), config_from_args(PredictionConfig, args)
+    files = config_from_args(PredictFilesConfig, args)
     tz, columns, label_map = _read_defaults(args, run)
     opts = ReadOptions(fmt=args.format, columns=columns, label_map=label_map, tz=tz,
                        time_format=_time_format(args, run), allow_bad_timestamps=args.allow_bad_timestamps)
@@ -135,7 +134,7 @@ def _serve(args, run) -> int:
     from serving.app import AppConfig, create_app
     from serving.server import serve
 
-    prediction, server = settings_from_args(PredictionConfig, args), settings_from_args(ServeConfig, args)
+    prediction, server = config_from_args(PredictionConfig, args), config_from_args(ServeConfig, args)
     tz, _, label_map = _read_defaults(args, run)
     print(f"loading {run.model_name} of {run.run_dir} ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
@@ -152,7 +151,7 @@ def _template_eval(args, run) -> int:
     from serving.template_eval import markdown, run_template_eval
     from serving.upstream import write_json
 
-    measured = settings_from_args(TemplateEvalConfig, args)
+    measured = config_from_args(TemplateEvalConfig, args)
     result = run_template_eval(_predictor(args, run), args.dataset_dir or run.run_dir / "data", measured.dataset,
                                measured.limit)
     text = markdown(result)

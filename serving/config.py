@@ -1,5 +1,5 @@
 """The settings of `python -m serving predict|serve|template-eval`, each default declared once, here (the
-scorer's batch size is scoring's): the command line (:func:`cli.add_settings`), the HTTP app's
+scorer's batch size is scoring's): the command line (:func:`cli.add_config`), the HTTP app's
 :class:`serving.app.AppConfig`, the pipeline's TOP_K, PREDICT_BUCKETS, HOST and PORT defaults and
 docs/serving.md take them from these fields."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from cli import check_positive, field_default, positive_int
 from serving.logs import LOG_FORMATS
 from serving.prompting import DEFAULT_MODE, MODES
-from serving.upstream import ScoreConfig, parse_flag
+from serving.upstream import ScoreConfig, check_cutoff_len, cutoff_len_field, parse_flag
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -20,15 +20,11 @@ class ServedModelConfig:
     """How the run's model scores (every command)."""
     batch_size: int = field(default=field_default(ScoreConfig, "batch_size"),
                             metadata={"type": positive_int, "help": "prompts per forward pass"})
-    cutoff_len: int | None = field(default=None, metadata={"type": positive_int, "metavar": "N",
-                                                           "shown": "no check",
-                                                           "help": "refuse prompts longer than this (the recipe's "
-                                                                   "cutoff_len)"})
+    cutoff_len: int | None = cutoff_len_field()
 
     def __post_init__(self):
         check_positive(self.batch_size, "batch size")
-        if self.cutoff_len is not None:
-            check_positive(self.cutoff_len, "cutoff_len")
+        check_cutoff_len(self.cutoff_len)
 
 
 @dataclass(frozen=True)
@@ -37,7 +33,8 @@ class PredictionConfig:
     instruction_template: str = field(default=DEFAULT_MODE, metadata={
         "choices": MODES, "help": "a fixed Appendix D template (0-2) or the mean of candidate log-probs over the "
                                   "three"})
-    top_k: int = field(default=5, metadata={"type": positive_int, "help": "behaviors per prediction, best first"})
+    top_k: int = field(default=5, metadata={"type": positive_int, "make": "TOP_K",
+                                                 "help": "behaviors per prediction, best first"})
 
     def __post_init__(self):
         if self.instruction_template not in MODES:
@@ -50,8 +47,8 @@ class PredictionConfig:
 class PredictFilesConfig:
     """`predict`: how the users are split into resumable parts."""
     buckets: int = field(default=64, metadata={
-        "type": positive_int, "help": "users are split by a hash of user_id into this many resumable parts "
-                                      "(PREDICT_BUCKETS)"})
+        "type": positive_int, "make": "PREDICT_BUCKETS",
+        "help": "users are split by a hash of user_id into this many resumable parts"})
 
     def __post_init__(self):
         check_positive(self.buckets, "buckets")
@@ -60,8 +57,8 @@ class PredictFilesConfig:
 @dataclass(frozen=True)
 class ServeConfig:
     """`serve`: the HTTP listener and its request batching."""
-    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
-    port: int = field(default=8000, metadata={"help": "0 picks a free port (printed on stdout)"})
+    host: str = field(default="127.0.0.1", metadata={"make": "HOST", "help": "address to listen on"})
+    port: int = field(default=8000, metadata={"make": "PORT", "help": "0 picks a free port (printed on stdout)"})
     max_batch: int = field(default=32, metadata={
         "type": positive_int, "help": "prompts gathered into one scorer call (1 = no request batching; a 'mean' "
                                       "request counts 3)"})
@@ -71,9 +68,10 @@ class ServeConfig:
         "choices": LOG_LEVELS, "help": "uvicorn's log level; info adds the access log, a line per request with its "
                                        "request id"})
     log_format: str = field(default="text", metadata={
-        "choices": LOG_FORMATS, "help": "text, or json: each log line one JSON object (LOG_FORMAT)"})
+        "choices": LOG_FORMATS, "make": "LOG_FORMAT", "help": "text, or json: each log line one JSON object"})
     grace_s: float = field(default=30.0, metadata={
-        "help": "on SIGTERM, seconds the accepted requests have to finish before they are cancelled (GRACE_S)"})
+        "make": "GRACE_S",
+        "help": "on SIGTERM, seconds the accepted requests have to finish before they are cancelled"})
     metrics: bool = field(default=True, metadata={
         "type": parse_flag, "metavar": "1|0", "shown": "1",
         "help": "1: GET /metrics in the Prometheus text format; 0: no /metrics, no request metrics"})

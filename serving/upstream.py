@@ -36,7 +36,7 @@ from data_prep.sources import list_inputs, load_input, local_copy, merge_tables
 from data_prep.ties import event_order, input_sequence
 from data_prep.time_formats import CompactTally, compact_format, unparsed_line
 from data_prep.time_rules import future_cutoff, numbers_of, refuse_bad_share
-from scoring.config import ScoreConfig
+from scoring.config import ScoreConfig, check_cutoff_len, cutoff_len_field
 
 __all__ = [
     "CompactTally",
@@ -48,8 +48,10 @@ __all__ = [
     "ScoreConfig",
     "all_metrics",
     "atomic_open",
+    "check_cutoff_len",
     "compact_format",
     "compression_of",
+    "cutoff_len_field",
     "detect_format",
     "event_order",
     "format_candidates",

@@ -27,7 +27,8 @@ def run_py(*args: str) -> None:
 def build_tiny_run(root: Path) -> dict:
     """{"run", "events", "data"}: 40 synthetic users, L = 4, the tiny random Llama as final/."""
     events, run = root / "events.jsonl", root / "run"
-    run_py("-m", "data_prep.synthetic", str(events), "--users", "40", "--days", "6", "--behaviors", BEHAVIORS)
+    run_py("-m", "data_prep", "synthetic", str(events), "--users", "40", "--days", "6", "--behaviors", BEHAVIORS,
+           "--seed", "0")
     run_py("-m", "data_prep", "prepare", "--input", str(events), "--out", str(run / "data"), "--history-len", str(L),
            "--train-cap", "300", "--valid-cap", "20", "--test-cap", "10", "--p2-per-behavior", "3", "--eps", "0")
     run_py(str(ROOT / "tests" / "tiny_models.py"), "--out", str(run / "final"), "--dataset-dir", str(run / "data"),

@@ -106,7 +106,7 @@ def test_a_killed_conversion_is_converted_again_and_a_complete_one_is_reused(tmp
     """The cache test is the converter's own completeness marker, written last: a directory left by a killed
     conversion (weights, config, no marker) is converted again, a complete one is not touched."""
     from pipeline import demo
-    from pipeline.settings import Settings
+    from pipeline.settings import Variables
     from scoring.models import COMPLETE_MARKER
 
     calls = []
@@ -115,10 +115,10 @@ def test_a_killed_conversion_is_converted_again_and_a_complete_one_is_reused(tmp
     partial.mkdir()
     (partial / "config.json").write_text("{}")
     name, step, counted = demo.STAGES[0]
-    record = demo.run_stage(None, Settings({"SMOLLM2_DIR": str(partial)}), None, name, step, counted)
+    record = demo.run_stage(None, Variables({"SMOLLM2_DIR": str(partial)}), None, name, step, counted)
     assert len(calls) == 1 and str(partial) in calls[0] and not record["cached"]
 
     (partial / COMPLETE_MARKER).write_text("ok\n")
-    record = demo.run_stage(None, Settings({"SMOLLM2_DIR": str(partial)}), None, name, step, counted)
+    record = demo.run_stage(None, Variables({"SMOLLM2_DIR": str(partial)}), None, name, step, counted)
     assert len(calls) == 1 and record["cached"] and record["budget"] is False
     assert "conversion skipped" in capsys.readouterr().out

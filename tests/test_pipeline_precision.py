@@ -6,7 +6,7 @@ import pytest
 
 from pipeline import precision, stages
 from pipeline.layout import Layout
-from pipeline.settings import Settings, SettingsError
+from pipeline.settings import VariableError, Variables
 from pipeline.stamps import stage_key
 
 X86 = "processor\t: 0\nflags\t\t: fpu sse2 avx512f {extra}\nbugs\t\t: spectre\n\nprocessor\t: 1\nflags\t\t: fpu\n"
@@ -41,23 +41,23 @@ def machine(monkeypatch):
 
 def test_cpu_dtype_detected_forced_and_said_once(machine, capsys):
     machine(False, "amx_bf16")
-    assert precision.cpu_dtype(Settings()) == "bfloat16"
-    assert precision.cpu_dtype(Settings()) == "bfloat16"
+    assert precision.cpu_dtype(Variables()) == "bfloat16"
+    assert precision.cpu_dtype(Variables()) == "bfloat16"
     assert capsys.readouterr().out == "precision: bf16 on the CPU (amx_bf16; CPU_BF16=0 for fp32)\n"
-    assert precision.cpu_dtype(Settings({"CPU_BF16": "0"})) == "float32"
+    assert precision.cpu_dtype(Variables({"CPU_BF16": "0"})) == "float32"
     machine(False, None)
-    assert precision.cpu_dtype(Settings()) == "float32"
+    assert precision.cpu_dtype(Variables()) == "float32"
     assert "fp32 on the CPU (no avx512_bf16 or amx_bf16" in capsys.readouterr().out
-    assert precision.cpu_dtype(Settings({"CPU_BF16": "1"})) == "bfloat16"
+    assert precision.cpu_dtype(Variables({"CPU_BF16": "1"})) == "bfloat16"
     machine(True, "amx_bf16")  # a GPU: the recipes' and the scorer's own dtypes, unless forced
-    assert precision.cpu_dtype(Settings()) is None and precision.scorer_args(Settings()) == []
-    assert precision.cpu_dtype(Settings({"CPU_BF16": "0"})) == "float32"
-    with pytest.raises(SettingsError, match="CPU_BF16 must be 0 or 1"):
-        precision.cpu_dtype(Settings({"CPU_BF16": "yes"}))
+    assert precision.cpu_dtype(Variables()) is None and precision.scorer_args(Variables()) == []
+    assert precision.cpu_dtype(Variables({"CPU_BF16": "0"})) == "float32"
+    with pytest.raises(VariableError, match="CPU_BF16 must be 0 or 1"):
+        precision.cpu_dtype(Variables({"CPU_BF16": "yes"}))
 
 
 def _stages(tmp_path, **variables):
-    s = Settings({"RUN_DIR": str(tmp_path / "run"), **variables})
+    s = Variables({"RUN_DIR": str(tmp_path / "run"), **variables})
     lay = Layout.of(s)
     return {"a-tune": stages.atune_train(s, lay), "b-tune": stages.btune_train(s, lay), "score": stages.score(s, lay),
             "eval": stages.eval_model(s, lay, "a-tune", str(lay.pi_ref))}
@@ -86,7 +86,7 @@ def test_the_dtype_reaches_every_command_and_is_a_parameter(tmp_path, machine):
 
 def test_recipes_that_choose_their_own_precision_are_left_alone(tmp_path, machine):
     machine(False, "avx512_bf16")
-    s = Settings({"CPU_BF16": "1"})
+    s = Variables({"CPU_BF16": "1"})
     assert precision.train_overrides(s, {"bf16": True}) == []
     assert precision.train_overrides(s, {"deepspeed": "recipes/deepspeed/ds_z2_config.json"}) == []
     assert precision.train_overrides(s, {"bf16": False}) == ["use_cpu=true", "bf16=true"]

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from data_prep.auxiliary import aux_sample_size, conversation_chars, normalize_conversation, select_aux
+from data_prep.config import PrepareConfig
 from data_prep.events import PrepareError
 
 
@@ -39,8 +40,8 @@ def test_eps_sizing():
     assert aux_sample_size(0.05, 10) == 1          # rounded up: any eps > 0 keeps at least one
     assert aux_sample_size(0.1, 30) == 3
     assert aux_sample_size(0, 1000) == 0
-    with pytest.raises(PrepareError):
-        aux_sample_size(-0.1, 10)
+    with pytest.raises(PrepareError, match="eps must be >= 0"):
+        PrepareConfig(eps=-0.1)   # checked once, in the config
 
 
 def test_length_filter_and_sampling(tmp_path):

@@ -4,7 +4,7 @@ from dataclasses import fields
 import pytest
 
 from cli import UsageError
-from data_prep.cli import build_parser, config_from_args
+from data_prep.cli import build_parser, prepare_config
 from data_prep.config import PrepareConfig
 
 PAPER = {"history_len": 20, "train_cap": 200_000, "valid_cap": 50_000, "test_cap": 50_000, "p2_per_behavior": 500,
@@ -21,7 +21,7 @@ def test_defaults_are_the_papers():
 
 
 def test_the_command_line_defaults_are_the_dataclass_defaults():
-    assert config_from_args(parse()) == PrepareConfig()
+    assert prepare_config(parse()) == PrepareConfig()
 
 
 def test_every_field_is_an_option_with_its_default_in_the_help():
@@ -37,11 +37,11 @@ def test_every_field_is_an_option_with_its_default_in_the_help():
 
 @pytest.mark.parametrize("word", ["none", "None", "all"])
 def test_none_means_no_cap(word):
-    assert config_from_args(parse("--train-cap", word, "--test-cap", "7")) == PrepareConfig(train_cap=None, test_cap=7)
+    assert prepare_config(parse("--train-cap", word, "--test-cap", "7")) == PrepareConfig(train_cap=None, test_cap=7)
 
 
 def test_options_parse_into_their_fields():
-    config = config_from_args(parse("--split-ratios", "0.7,0.2,0.1", "--aux", "a.jsonl", "--eps", "0"))
+    config = prepare_config(parse("--split-ratios", "0.7,0.2,0.1", "--aux", "a.jsonl", "--eps", "0"))
     assert config.split_ratios == (0.7, 0.2, 0.1) and config.aux_path == "a.jsonl" and config.eps == 0
     with pytest.raises(UsageError, match="split-ratios"):
         parse("--split-ratios", "0.7,0.3")

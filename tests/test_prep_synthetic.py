@@ -192,8 +192,8 @@ def test_generate_events_gives_a_clean_event_table():
 
 def test_bad_arguments_fail_in_one_line(tmp_path):
     with pytest.raises(PrepareError, match="n_users"):
-        syn.write_events(tmp_path / "x.parquet", n_users=0, n_days=3)
+        syn.write_events(tmp_path / "x.parquet", n_users=0, n_days=3, seed=0)
     with pytest.raises(PrepareError, match="extension"):
-        syn.write_events(tmp_path / "x.txt", n_users=2, n_days=3)
+        syn.write_events(tmp_path / "x.txt", n_users=2, n_days=3, seed=0)
     with pytest.raises(PrepareError, match="start"):
         _arrays(2, 2, start="March 1")

@@ -87,7 +87,7 @@ def test_rows_that_do_not_match_are_dropped_and_most_not_matching_is_an_error(tm
 @pytest.mark.parametrize("fmt, words", [("%Q %H", "'Q' is a bad directive"), ("mixed", "no strptime directive"),
                                         ("%d %Z", "%Z (zone names) is not read")])
 def test_a_bad_time_format_is_one_line(fmt, words):
-    assert words in error_of(lambda: PrepareConfig(time_format=fmt).validate())
+    assert words in error_of(lambda: PrepareConfig(time_format=fmt))
     assert words in error_of(lambda: parse_times(["x"], time_format=fmt))
 
 
@@ -262,11 +262,11 @@ def test_the_pipeline_passes_time_format_to_prepare_and_reruns_it_when_it_change
     from pipeline import stages
     from pipeline.graph import Runner
     from pipeline.layout import Layout
-    from pipeline.settings import Settings
+    from pipeline.settings import Variables
     from pipeline.stamps import write_stamp
 
     log = csv_file(tmp_path / "eu.csv", ["04/03/2024 07:00"])
-    s = Settings({"RUN_DIR": str(tmp_path / "run"), "INPUT": str(log), "TIME_FORMAT": DMY})
+    s = Variables({"RUN_DIR": str(tmp_path / "run"), "INPUT": str(log), "TIME_FORMAT": DMY})
     lay = Layout.of(s)
     stage = stages.prepare(s, lay)
     at = stage.command.index("--time-format")
@@ -280,7 +280,7 @@ def test_the_pipeline_passes_time_format_to_prepare_and_reruns_it_when_it_change
     assert runner.status(stages.prepare(s, lay))[1] == []                     # same format: up to date
     _, reasons = runner.status(stages.prepare(s.with_(TIME_FORMAT="%m/%d/%Y %H:%M"), lay))
     assert reasons == [f"TIME_FORMAT: '{DMY}' -> '%m/%d/%Y %H:%M'"]
-    assert "--time-format" not in stages.prepare(Settings({"RUN_DIR": str(tmp_path / "run")}), lay).command
+    assert "--time-format" not in stages.prepare(Variables({"RUN_DIR": str(tmp_path / "run")}), lay).command
 
 
 def test_make_predict_passes_time_format(tmp_path):

@@ -136,10 +136,10 @@ def test_predict_counts_bad_timestamps_per_file_not_per_bucket(tmp_path):
 
 
 def test_allow_bad_timestamps_is_a_prepare_setting_and_a_predict_option():
-    from pipeline.settings import Settings
+    from pipeline.settings import Variables
 
-    flags = Settings({"ALLOW_BAD_TIMESTAMPS": "1"}).options("prepare-input")
-    assert flags == ["--allow-bad-timestamps", "1"]
+    flags = Variables({"ALLOW_BAD_TIMESTAMPS": "1"}).options(PrepareConfig)
+    assert flags[-2:] == ["--allow-bad-timestamps", "1"]
     assert PrepareConfig().allow_bad_timestamps is False
     from serving.__main__ import build_parser
 

@@ -16,7 +16,6 @@ from scoring.__main__ import main as scoring_cli
 from scoring.lengths import LengthCounter, check_cutoff, sample_token_lengths, scored_token_lengths
 from scoring.models import load_model_and_tokenizer
 from scoring.rendering import encode_pair, load_template
-from selection.__main__ import main as selection_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
@@ -185,7 +184,7 @@ def test_token_lengths_cli_stops_with_the_cutoff_to_set(tokenizer_template, tmp_
     assert err.count("\n") == 1 and f"(longest {longest} tokens)" in err and f"cutoff_len: {longest} (or more)" in err
     assert json.loads(out.read_text())["fits"] is False  # the failing verdict is recorded too
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
-    assert selection_cli([*args, "--cutoff-len", str(longest)]) == 0  # python -m selection token-lengths too
+    assert scoring_cli([*args, "--cutoff-len", str(longest)]) == 0
 
 
 # --------------------------------------------------------------------------------- dataset + tiny model

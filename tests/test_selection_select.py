@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+from scoring.config import ScoreConfig
 from scoring.scorer import pool_indices
+from selection.config import SelectConfig
 from selection.difficulty import d_confusion, difficulty_literal, difficulty_text, normalize_within_behavior
 from selection.pairs import build_pairs
 from selection.select import rejected_ids, select_all, select_for_behavior
@@ -134,7 +136,7 @@ def test_select_all_missing_behavior_and_always_right():
     labels = [0] * 6 + [1] * 4 + [2] * 3  # behavior 3 (cinema) has no pool samples
     scores = _scores(labels, labels, [1.0] * 13)  # pi_ref always right and certain
     with pytest.warns(UserWarning, match="cinema"):
-        sel, report, notes = select_all(scores, STATS, F=4, mode="dds", seed=1)
+        sel, report, notes = select_all(scores, STATS, SelectConfig(F=4, mode="dds", seed=1))
     by_name = {r["behavior"]: r for r in report}
     assert by_name["cinema"]["pool_size"] == 0 and by_name["cinema"]["pairs"] == 0 and notes
     assert [by_name[n]["selected"] for n in ("sleep", "work", "gym")] == [4, 4, 3]
@@ -142,7 +144,7 @@ def test_select_all_missing_behavior_and_always_right():
     assert len(sel["index"]) == 11 and set(sel["index"].tolist()) <= set(scores["index"].tolist())
     assert (sel["rejected_id"] != sel["label_id"]).all()
     with pytest.raises(ValueError):
-        select_all(scores, STATS, F=0)
+        select_all(scores, STATS, SelectConfig(F=0))
 
 
 @pytest.mark.filterwarnings("ignore:behavior .* has no samples")
@@ -151,23 +153,23 @@ def test_select_all_text_reading_targets_same_category_errors():
     labels = [0] * 8
     preds = [1, 1, 1, 1, 2, 2, 2, 2]
     scores = _scores(labels, preds, [0.3] * 8)
-    sel, _, _ = select_all(scores, STATS, F=4, mode="topf")
+    sel, _, _ = select_all(scores, STATS, SelectConfig(F=4, mode="topf"))
     assert sorted(sel["pred_id"].tolist()) == [1, 1, 1, 1]
-    sel, _, _ = select_all(scores, STATS, F=4, mode="topf", eq3="literal")
+    sel, _, _ = select_all(scores, STATS, SelectConfig(F=4, mode="topf", eq3="literal"))
     assert sorted(sel["pred_id"].tolist()) == [2, 2, 2, 2]
     assert (sel["rejected_id"] == sel["pred_id"]).all()
 
 
 def test_pool_indices_per_behavior_seeded():
     meta = [{"label_id": lab} for lab in [0] * 30 + [1] * 3 + [2] * 12]
-    pool = pool_indices(meta, 5, seed=7)
+    pool = pool_indices(meta, ScoreConfig(pool_per_behavior=5, seed=7))
     labels = np.array([m["label_id"] for m in meta])[pool]
     assert np.bincount(labels).tolist() == [5, 3, 5]
-    assert np.array_equal(pool, pool_indices(meta, 5, seed=7))
-    assert not np.array_equal(pool, pool_indices(meta, 5, seed=8))
-    assert pool_indices(meta, "all", seed=0).tolist() == list(range(45))
+    assert np.array_equal(pool, pool_indices(meta, ScoreConfig(pool_per_behavior=5, seed=7)))
+    assert not np.array_equal(pool, pool_indices(meta, ScoreConfig(pool_per_behavior=5, seed=8)))
+    assert pool_indices(meta, ScoreConfig(seed=0)).tolist() == list(range(45))
     with pytest.raises(ValueError):
-        pool_indices(meta, 0, seed=0)
+        ScoreConfig(pool_per_behavior=0)
 
 
 def test_build_pairs_copies_prompt_and_checks_labels():

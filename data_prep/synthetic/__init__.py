@@ -32,12 +32,12 @@ block of users.
 
 Modules: :mod:`~data_prep.synthetic.catalogue` (behaviors, shares, places, context preferences),
 :mod:`~data_prep.synthetic.routine` (step 1), :mod:`~data_prep.synthetic.generator` (steps 2-4, the
-EventTable), :mod:`~data_prep.synthetic.files` (writing a log file; ``python -m data_prep.synthetic``).
+EventTable), :mod:`~data_prep.synthetic.files` (writing a log file; ``python -m data_prep synthetic``).
 """
 from __future__ import annotations
 
 from data_prep.synthetic.catalogue import BEHAVIORS, DEMO_BEHAVIORS, N_CONTEXTS, N_HOURS, PLACES, context_index
-from data_prep.synthetic.files import main, write_events
+from data_prep.synthetic.files import write_events
 from data_prep.synthetic.generator import (
                                            DEFAULT_DAYS,
                                            DEFAULT_USERS,
@@ -52,4 +52,4 @@ from data_prep.synthetic.generator import (
 
 __all__ = ["BEHAVIORS", "DEFAULT_DAYS", "DEFAULT_USERS", "DEMO_BEHAVIORS", "N_CONTEXTS", "N_HOURS", "PLACES",
            "SyntheticError", "behavior_names", "calibrate_scales", "context_index", "generate_arrays",
-           "generate_events", "iter_event_chunks", "main", "user_id_names", "write_events"]
+           "generate_events", "iter_event_chunks", "user_id_names", "write_events"]

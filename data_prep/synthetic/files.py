@@ -1,20 +1,15 @@
 """Writing the synthetic log to a file (Parquet, CSV or JSONL): `python -m data_prep synthetic`."""
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli import add_settings, positive_int, settings_from_args
 from data_prep.outputs import atomic_open
 from data_prep.synthetic.catalogue import PLACES, RNG_BLOCK
 from data_prep.synthetic.generator import (
     DEFAULT_CHUNK_USERS,
-    DEFAULT_DAYS,
     DEFAULT_EVENTS_PER_DAY,
     DEFAULT_START,
-    DEFAULT_USERS,
     SyntheticError,
     behavior_names,
     check_sizes,
@@ -38,7 +33,7 @@ def _arrow_chunk(first: int, stop: int, n_users: int, user, time, place, behavio
                      "behavior": labels(behavior, names)})
 
 
-def write_events(path, n_users: int, n_days: int, seed: int = 0, behaviors=None,
+def write_events(path, n_users: int, n_days: int, seed: int, behaviors=None,
                  chunk_users: int = DEFAULT_CHUNK_USERS, *, start: str = DEFAULT_START,
                  events_per_day: float = DEFAULT_EVENTS_PER_DAY, progress: bool = False) -> int:
     """Write a synthetic event log (Parquet, CSV or JSONL by extension) atomically; returns rows written.
@@ -80,37 +75,3 @@ def write_events(path, n_users: int, n_days: int, seed: int = 0, behaviors=None,
         if writer is not None:
             writer.close()
     return rows
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    """`python -m data_prep synthetic`: the log written."""
-    users: int = field(default=DEFAULT_USERS, metadata={"type": positive_int, "help": "users"})
-    days: int = field(default=DEFAULT_DAYS, metadata={"type": positive_int, "help": "days"})
-    seed: int = field(default=0, metadata={"help": "seed of the log"})
-    events_per_day: float = field(default=DEFAULT_EVENTS_PER_DAY, metadata={"help": "events per user and day"})
-    start: str = field(default=DEFAULT_START, metadata={"help": "first day (ISO date)"})
-    behaviors: str | None = field(default=None, metadata={"help": "comma-separated subset (e.g. the demo profile)"})
-    chunk_users: int = field(default=DEFAULT_CHUNK_USERS, metadata={"type": positive_int,
-                                                                   "help": "users generated and written at once"})
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", help="output file: .parquet, .csv or .jsonl")
-    add_settings(parser, LogSettings)
-
-
-def write_command(args: argparse.Namespace) -> int:
-    cfg = settings_from_args(LogSettings, args)
-    behaviors = [b.strip() for b in cfg.behaviors.split(",") if b.strip()] if cfg.behaviors else None
-    rows = write_events(args.out, cfg.users, cfg.days, cfg.seed, behaviors, cfg.chunk_users, start=cfg.start,
-                        events_per_day=cfg.events_per_day, progress=True)
-    print(f"{rows} events -> {args.out}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m data_prep.synthetic ARGS`: the same as `python -m data_prep synthetic ARGS`."""
-    from data_prep.cli import main as prepare_main
-
-    return prepare_main(["synthetic", *(sys.argv[1:] if argv is None else argv)])

@@ -206,7 +206,7 @@ def user_id_names(first: int, stop: int, n_users: int) -> list[str]:
     return [f"u{i:0{width}d}" for i in range(first, stop)]
 
 
-def iter_event_chunks(n_users: int, n_days: int, seed: int = 0, behaviors=None, start: str = DEFAULT_START,
+def iter_event_chunks(n_users: int, n_days: int, seed: int, behaviors=None, start: str = DEFAULT_START,
                       chunk_users: int = DEFAULT_CHUNK_USERS, events_per_day: float = DEFAULT_EVENTS_PER_DAY):
     """Yield (first_user, stop_user, user, time, place, behavior) per chunk of users, sorted by (user, time).
 
@@ -232,7 +232,7 @@ def behavior_names(behaviors=None) -> list[str]:
     return list(resolve_behaviors(behaviors))
 
 
-def generate_arrays(n_users: int, n_days: int, seed: int = 0, behaviors=None, start: str = DEFAULT_START,
+def generate_arrays(n_users: int, n_days: int, seed: int, behaviors=None, start: str = DEFAULT_START,
                      events_per_day: float = DEFAULT_EVENTS_PER_DAY) -> dict:
     chunks = list(iter_event_chunks(n_users, n_days, seed, behaviors, start, chunk_users=n_users,
                                     events_per_day=events_per_day))
@@ -242,7 +242,7 @@ def generate_arrays(n_users: int, n_days: int, seed: int = 0, behaviors=None, st
             "behaviors": behavior_names(behaviors)}
 
 
-def generate_events(n_users: int, n_days: int, seed: int = 0, behaviors: list[str] | None = None,
+def generate_events(n_users: int, n_days: int, seed: int, behaviors: list[str] | None = None,
                     start: str = DEFAULT_START, *, events_per_day: float = DEFAULT_EVENTS_PER_DAY):
     """A synthetic EventTable of ``n_users`` users over ``n_days`` days from ``start`` (seeded)."""
     a = generate_arrays(n_users, n_days, seed, behaviors, start, events_per_day)

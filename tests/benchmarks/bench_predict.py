@@ -38,7 +38,7 @@ def write_inputs(work: Path, users: int) -> tuple[Path, Path, int]:
     from serving.upstream import load_events
 
     raw = work / "recent.jsonl"
-    subprocess.run([sys.executable, "-m", "data_prep.synthetic", str(raw), "--users", str(users), "--days", "2",
+    subprocess.run([sys.executable, "-m", "data_prep", "synthetic", str(raw), "--users", str(users), "--days", "2",
                     "--seed", "7", "--behaviors", BEHAVIORS], cwd=ROOT, env=ENV, check=True, capture_output=True)
     table = load_events(raw)
     offsets = table.user_offsets()

@@ -5,7 +5,7 @@
 1. A prepared dataset with 200,000 training windows (L = 20): the embedded synthetic log, 2,000 users x 14 days,
    prepared with the Makefile's caps (not timed; reused when it exists), unless --dataset-dir is given.
 2. Reading the windows (with the history contexts parsed from the prompts), timed on its own.
-3. Training with recipes/sasrec/sasrec.yaml until early stopping: time per epoch, epochs, the best validation
+3. Training with the default settings (TrainConfig) until early stopping: time per epoch, epochs, the best validation
    epoch and the wall time up to it (target: <= 10 minutes on this 2-core CPU), then the test predictions.
 4. Naive baselines measured in the same run: (a) speed: the same model trained one window per step (an
    unbatched loop) against the batched steps, back to back, extrapolated to an epoch; (b) accuracy: the

@@ -151,6 +151,7 @@ def bench_scoring(name: str, model_dir: Path, n_prompts: int, n_naive: int, batc
 
 
 def bench_select(n: int = 200_000, dim: int = 4096, n_behaviors: int = 37, F: int = 20) -> None:
+    from selection.config import SelectConfig
     from selection.select import select_all, select_for_behavior
 
     rng = np.random.default_rng(0)
@@ -179,7 +180,7 @@ def bench_select(n: int = 200_000, dim: int = 4096, n_behaviors: int = 37, F: in
         f"data generated in {time.perf_counter() - t:.1f} s"
     )
     for mode in ("dds", "topf", "uniform"):
-        t_sel, (sel, _, _) = timed(lambda mode=mode: select_all(scores, stats, F=F, mode=mode, seed=42))
+        t_sel, (sel, _, _) = timed(lambda mode=mode: select_all(scores, stats, SelectConfig(F=F, mode=mode, seed=42)))
         target = " (target <= 60 s)" if mode == "dds" else ""
         print(f"  select_all mode={mode:<7}: {t_sel:6.2f} s, {len(sel['index'])} selected{target}")
     # naive baseline in the same run: full weighted k-means (Lloyd iterations) on the largest behavior alone

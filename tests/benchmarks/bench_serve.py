@@ -44,7 +44,7 @@ def build_run(work: Path, history_len: int, tiny: bool = False) -> tuple[Path, P
     """(run dir, events file, model override): demo-profile data; the tiny model as final/ without SmolLM2."""
     events, run = work / "events.jsonl", work / "run"
     if not (run / "data" / "stats.json").is_file():
-        _py("-m", "data_prep.synthetic", str(events), "--users", "60", "--days", "7", "--behaviors", BEHAVIORS)
+        _py("-m", "data_prep", "synthetic", str(events), "--users", "60", "--days", "7", "--behaviors", BEHAVIORS)
         _py("-m", "data_prep", "prepare", "--input", str(events), "--out", str(run / "data"), "--history-len",
             str(history_len), "--train-cap", "300", "--valid-cap", "20", "--test-cap", "20", "--eps", "0")
     if SMOLLM2.is_dir() and not tiny:

@@ -328,7 +328,7 @@ def project(args, lengths: dict[str, np.ndarray], measured: dict | None) -> None
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model-dir", type=Path, default=ROOT / ".cache/smollm2-135m-instruct")
-    p.add_argument("--dataset-dir", "--data-dir", dest="data_dir", type=Path,
+    p.add_argument("--dataset-dir", dest="data_dir", type=Path,
                    help="prepared dataset dir (default: a synthetic one, L = 20)")
     p.add_argument("--template", default="smollm2")
     p.add_argument("--length-limit", type=int, default=5000, help="rows counted per file (~300 rows/s per core)")

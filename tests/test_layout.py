@@ -46,6 +46,16 @@ def test_no_module_is_over_the_line_budget():
     assert {n: s for n, s in sizes.items() if s > MAX_LINES} == {}
 
 
+def test_test_modules_fit_the_line_budget_and_have_unique_names():
+    """The tests' own modules: none over the line budget, and no two with one name (the test folders are not
+    packages, so pytest imports each test module by its bare name)."""
+    paths = sorted((ROOT / "tests").rglob("*.py"))
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text(encoding="utf-8").splitlines()) for p in paths}
+    assert {n: s for n, s in sizes.items() if s > MAX_LINES} == {}
+    names = [p.name for p in paths if p.name != "conftest.py"]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
 def _graph(key) -> dict[str, set[str]]:
     mods = modules()
     graph: dict[str, set[str]] = {}

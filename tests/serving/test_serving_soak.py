@@ -1,5 +1,5 @@
 """A short soak of a live `python -m serving serve` with its metrics on (the full one is `make bench`'s
-bench_soak.py): a few hundred requests of the hostile mix of tests/serving_soak.py at concurrency 8 on the tiny
+bench_soak.py): a few hundred requests of the hostile mix of tests/serving/serving_soak.py at concurrency 8 on the tiny
 trained run. No 5xx, no lost request, each status the one of its kind, /metrics' request counters equal to the
 client's tally by route and status (abandoned requests as 499), RSS growth after warm-up under 50 MB, and no
 traceback in the server log. Bounded: every request has a timeout and the whole mix a deadline."""

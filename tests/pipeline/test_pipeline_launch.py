@@ -3,7 +3,7 @@ them: the same command, the same files, the same exit code as a process of its o
 import os
 
 import pytest
-from test_eval_baselines import write_dataset
+from baseline_logs import write_dataset
 
 from pipeline import launch
 

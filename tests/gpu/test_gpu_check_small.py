@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent / "gpu" / "gpu_check.py"
+SCRIPT = Path(__file__).resolve().parent / "gpu_check.py"
 
 
 @pytest.fixture(scope="module")

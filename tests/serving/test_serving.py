@@ -8,7 +8,6 @@ import asyncio
 import json
 import signal
 import socket
-import time
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,6 @@ from serving_helpers import KEY, L, build_tiny_run, protocol2_samples, serve_in_
 
 from serving.__main__ import main as serving_main
 from serving.app import AppConfig, create_app
-from serving.batcher import MicroBatcher
 from serving.predictor import Predictor, local_iso
 from serving.prompting import DEFAULT_MODE, Event, Query, render_record, rerender
 from serving.run import load_run
@@ -201,28 +199,6 @@ def test_cutoff_len_refuses_long_prompts(run_info, samples):
     assert pred.probs is None and "cutoff_len 16" in pred.error
 
 
-# --------------------------------------------------------------------------------------- batching
-def test_micro_batcher_gathers_concurrent_requests_and_routes_results():
-    calls = []
-
-    def predict(queries):
-        calls.append(len(queries))
-        time.sleep(0.02)   # a forward pass: requests arriving meanwhile wait for the next batch
-        return [q * 10 for q in queries]
-
-    async def scenario():
-        batcher = MicroBatcher(predict, size_of=lambda q: 1, max_batch=4, max_wait_ms=10)
-        await batcher.start()
-        results = await asyncio.gather(*(batcher.submit([i, i + 100]) for i in range(10)))
-        await batcher.stop()
-        return results, batcher.stats
-
-    results, stats = asyncio.run(scenario())
-    assert results == [[i * 10, (i + 100) * 10] for i in range(10)]
-    assert stats.requests == 10 and stats.prompts == 20 and sum(calls) == 20
-    assert stats.batches < 10 and max(calls) <= 4   # gathered, never over max_batch prompts
-
-
 # ------------------------------------------------------------------------------------- live HTTP
 @pytest.fixture(scope="module")
 def server(tiny_run):
@@ -359,24 +335,6 @@ def test_http_lone_surrogate_is_a_422_not_a_crash(server, samples):
                                   headers={"Content-Type": "application/json"})
         assert r.status_code == 422 and r.json()["field"] == field and "Unicode" in r.json()["error"], r.text
     assert server["client"].post("/v1/predict", json=_request(samples[0])).status_code == 200
-
-
-def test_micro_batcher_isolates_a_request_that_breaks_the_scorer():
-    def predict(queries):
-        if "bad" in queries:
-            raise TypeError("the tokenizer cannot take this")
-        return [q.upper() for q in queries]
-
-    async def scenario():
-        batcher = MicroBatcher(predict, size_of=lambda q: 1, max_batch=8, max_wait_ms=50)
-        await batcher.start()
-        results = await asyncio.gather(*(batcher.submit([q]) for q in ("a", "bad", "c")), return_exceptions=True)
-        await batcher.stop()
-        return results, batcher.stats
-
-    (a, bad, c), stats = asyncio.run(scenario())
-    assert a == ["A"] and c == ["C"] and isinstance(bad, TypeError)   # the others gathered with it still answered
-    assert stats.requests == 3
 
 
 def test_http_concurrent_clients_are_batched(server, samples):

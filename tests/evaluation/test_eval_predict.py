@@ -21,7 +21,7 @@ from evaluation.predict import parse_generation, predict_constrained, predict_ge
 from evaluation.temperature import MODES, fit_temperature
 from scoring.shards import load_scores
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["sleep", "work", "watch a football match", "去医院看病"]
 GROUPS = ["head", "head", "medium", "tail"]
 

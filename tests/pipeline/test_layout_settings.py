@@ -12,7 +12,7 @@ from test_layout import PACKAGES
 from cli import field_default, option_fields, shown
 from pipeline import settings as pipeline_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def sources() -> dict[Path, ast.Module]:

@@ -1,4 +1,4 @@
-"""The soak's hostile request mix and its checks, shared by tests/test_serving_soak.py (a short soak in
+"""The soak's hostile request mix and its checks, shared by tests/serving/test_serving_soak.py (a short soak in
 `make test`) and tests/benchmarks/bench_soak.py (the full one in `make bench`).
 
 The mix, in a fixed seeded order:

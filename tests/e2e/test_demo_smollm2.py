@@ -21,7 +21,7 @@ from pipeline.settings import default_of
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Every stage once, as small as it gets: 8 anchor samples (one optimizer step), one pool sample and one
 # selected pair per behavior, one DPO step, a handful of test samples.
 REDUCED = ["USERS=60", "DAYS=7", "TRAIN_CAP=300", "ANCHOR_CAP=8", "VALID_CAP=4", "TEST_CAP=6",

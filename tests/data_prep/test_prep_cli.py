@@ -18,7 +18,7 @@ from data_prep.outputs import BEHAVIOR_STEMS, PACKAGE_DATASET_INFO, atomic_open,
 from data_prep.prepare import prepare
 from data_prep.prompts import INSTRUCTION_TEMPLATES, SYSTEM_PROMPT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 T0 = calendar.timegm((2024, 3, 4, 0, 0, 0))  # Monday
 NAMES = [f"behavior {k:02d}" for k in range(10)]
 NAMES[2] = 'Reading "news" \\ in a café'       # needs JSON escaping and non-ASCII output

@@ -1,5 +1,5 @@
 """Many behaviors, small data: a check-in log shaped like real public check-in data
-(tests/checkins.py: ~200 multi-token categories, 300 users, a long tail) through prepare, the tiny model,
+(tests/e2e/checkins.py: ~200 multi-token categories, 300 users, a long tail) through prepare, the tiny model,
 scoring, selection, predictions, baselines and the report, by the command lines' own `main`s (one process,
 so the libraries are imported once). Select with `-m e2e`.
 

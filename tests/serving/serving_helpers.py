@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BEHAVIORS = "Watching videos,Social media,Music,Gaming,Taking a taxi,Cycling"
 L = 4
 KEY = "test-key"

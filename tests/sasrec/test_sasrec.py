@@ -23,7 +23,7 @@ from sasrec.data import event_pattern, parse_history_contexts, read_split
 from sasrec.efficiency import run_sample_efficiency
 from sasrec.train import prediction_rows, run_train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BEHAVIORS = [f"behavior {chr(65 + i)}" for i in range(8)]
 PLACES = ["home", "workplace", "cafe, downtown"]  # a place with ", " inside: the parser must not split it
 HISTORY_LEN = 4

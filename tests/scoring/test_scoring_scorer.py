@@ -21,7 +21,7 @@ from scoring.scorer import CandidateScorer, score_dataset
 from scoring.shards import load_scores
 from selection.__main__ import main as cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Two anchors, five tails; long and non-Latin names so the tiny BPE splits them into many tokens, and two
 # sharing their first words so the candidate prefix tree shares nodes.
 BEHAVIORS = [

@@ -18,7 +18,7 @@ from scoring.models import load_model_and_tokenizer
 from scoring.rendering import encode_pair, load_template
 from selection.__main__ import main as selection_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 PLACES = ["home", "workplace", "shopping mall", "outdoors"]
 BEHAVIORS = ["Food delivery", "Watching videos", "Social media", "去医院看病", "Taking a taxi", "Yoga"]

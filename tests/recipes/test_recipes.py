@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
 # deepspeed/ holds ZeRO configs, sasrec/ the non-LLM baseline's settings (python -m sasrec): no LLaMA-Factory recipes
 NOT_LLAMAFACTORY = {"deepspeed", "sasrec"}

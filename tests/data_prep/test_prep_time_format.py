@@ -21,7 +21,7 @@ from data_prep.config import PrepareConfig, parse_time_format
 from data_prep.events import PrepareError, hour_of, load_events, parse_times, weekday_of
 from pipeline.settings import BY_NAME
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HEADER = "user_id,timestamp,place,behavior"
 DMY = "%d/%m/%Y %H:%M"
 

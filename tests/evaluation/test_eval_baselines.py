@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from baseline_logs import CASES, NAMES, STATS, TRAIN, stats_of, write_dataset
 from prediction_checks import assert_pred_is_argmax
 
 from data_prep.outputs import read_jsonl
@@ -13,36 +14,6 @@ from evaluation.baselines import KINDS, MarkovPredictor, global_transitions, mos
 from evaluation.files import LOGPROB_DECIMALS
 from evaluation.metrics import metrics_from_predictions
 
-NAMES = ["sleep", "work", "eat", "game", "taxi"]
-COUNTS = [10, 10, 5, 2, 1]  # sleep and work tie: the lower label_id (sleep) is the most frequent
-TRAIN = [  # global table: sleep->{work 1, eat 1}, work->{eat 2}, eat->{work 1, game 1, sleep 2}, game->{eat 1}
-    {"history": ["sleep", "work", "eat"], "label": "work"},
-    {"history": ["eat", "game", "eat"], "label": "sleep"},
-    {"history": ["work", "eat", "sleep"], "label": "eat"},
-]
-# (history, label, expected prediction, expected source)
-CASES = [
-    # work -> eat 1, work -> game 1 in x: tie broken by the global row of work (eat 2, game 0)
-    (["work", "eat", "work", "game", "work"], "eat", "eat", "user"),
-    # eat is last and never followed inside x: global row of eat, sleep 2 wins
-    (["game", "sleep", "eat"], "game", "sleep", "global"),
-    # taxi never followed, in x or in training: most frequent
-    (["eat", "taxi"], "work", "sleep", "most_frequent"),
-    # eat -> work 2, eat -> game 1 in x
-    (["eat", "work", "eat", "game", "eat", "work", "eat"], "work", "work", "user"),
-    # sleep -> game 1, sleep -> taxi 1; global sleep row has neither: training count game 2 > taxi 1
-    (["sleep", "game", "sleep", "taxi", "sleep"], "taxi", "game", "user"),
-]
-
-
-
-def stats_of(names: list[str], counts: list[int]) -> dict:
-    total = sum(counts)
-    return {"behaviors": [{"name": n, "label_id": i, "train_count": c, "train_freq": c / total, "is_anchor": c >= 5,
-                           "freq_group": "head" if c >= 5 else "tail"} for i, (n, c) in enumerate(zip(names, counts))]}
-
-
-STATS = stats_of(NAMES, COUNTS)
 # Users tie C -> A and C -> B inside the history; the global row C -> {B: 3, A: 1} ranks B first, while the
 # training counts A/B/C = 10/5/5 favour A.
 TIE = {"stats": stats_of(["A", "B", "C"], [10, 5, 5]),
@@ -51,22 +22,6 @@ TIE = {"stats": stats_of(["A", "B", "C"], [10, 5, 5]),
 # Counts so large that adjacent ones give log-probabilities equal to the 6 decimals a predictions file keeps.
 HUGE = {"stats": stats_of(["x", "y", "z"], [10**8, 10**8 + 1, 3]), "train": [{"history": ["z"], "label": "x"}],
         "cases": [(["y"], "y", None, "most_frequent"), (["x", "z"], "x", None, "global")]}
-
-
-def write_dataset(tmp_path, stats=STATS, train=TRAIN, cases=CASES):
-    d = tmp_path / "data"
-    d.mkdir()
-    names = [b["name"] for b in stats["behaviors"]]
-    (d / "stats.json").write_text(json.dumps(stats))
-    with open(d / "train_all.meta.jsonl", "w") as f:
-        f.writelines(json.dumps({"sample_id": f"tr{i}", "user_id": "u0", **m}) + "\n" for i, m in enumerate(train))
-    for split in ("test_p1", "test_p2"):
-        with open(d / f"{split}.jsonl", "w") as rec, open(d / f"{split}.meta.jsonl", "w") as meta:
-            for i, (hist, label, _, _) in enumerate(cases):
-                rec.write(json.dumps({"system": "", "instruction": "?", "input": "", "output": label}) + "\n")
-                meta.write(json.dumps({"sample_id": f"{split}-{i}", "user_id": f"u{i}", "label": label,
-                                       "label_id": names.index(label), "history": hist}) + "\n")
-    return d
 
 
 def test_most_frequent_order_ties_by_label_id():

@@ -1,5 +1,5 @@
-"""data_prep.events: readers, schema, column/label mapping, timezone rule, bad input, sort, dedup."""
-import calendar
+"""data_prep.events: readers, schema, column/label mapping, bad input, sort, dedup (the timezone rule:
+test_prep_timezone.py)."""
 import json
 from datetime import UTC, datetime
 
@@ -7,50 +7,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from event_files import HEADER, ROWS, rows_of, wall, write_csv, write_jsonl
 
 from data_prep import encode
 from data_prep.events import (
     PrepareError,
     events_from_arrays,
-    hour_of,
     load_events,
     load_label_map,
     parse_columns_option,
-    parse_times,
-    weekday_of,
 )
-
-
-def wall(text: str) -> int:
-    """Local wall time 'YYYY-mm-dd HH:MM:SS' as the EventTable encodes it (as if UTC)."""
-    return calendar.timegm(datetime.strptime(text, "%Y-%m-%d %H:%M:%S").timetuple())
-
-
-def write_csv(path, header, rows, delimiter=","):
-    lines = [delimiter.join(header)] + [delimiter.join(str(c) for c in row) for row in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
-def rows_of(table):
-    """The table as readable tuples (user, time, place, behavior), in table order."""
-    return [(table.user_ids[u], int(t), table.places[p], table.behaviors[b])
-            for u, t, p, b in zip(table.user, table.time, table.place, table.behavior)]
-
-
-HEADER = ["user_id", "timestamp", "place", "behavior"]
-ROWS = [  # deliberately unsorted, users out of order, two users
-    ["u2", "2024-03-04 09:00:00", "workplace", "Checking email"],
-    ["u1", "2024-03-04 08:00:00", "home", "Watching videos"],
-    ["u1", "2024-03-04 07:30:00", "home", "Eating"],
-    ["u2", "2024-03-04 08:15:00", "commuting", "Public transport"],
-]
-
 
 # ----------------------------------------------------------------------------- readers
 
@@ -213,65 +179,6 @@ def test_label_map_errors(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
     with pytest.raises(PrepareError, match=message):
         load_label_map(tmp_path / name)
-
-
-# ----------------------------------------------------------------------------- timezone rule
-
-def test_iso_with_offset_keeps_the_wall_time_at_that_offset_without_tz():
-    local, ok, notes = parse_times(["2024-03-01T08:00:00+08:00", "2024-03-01T08:00:00-0500",
-                                    "2024-03-01T08:00:00+00:00"])
-    assert ok.all() and set(local) == {wall("2024-03-01 08:00:00")}
-    assert notes["time_formats"] == {"iso_offset": 3}
-
-
-def test_under_tz_an_offset_is_an_instant_converted_like_z():
-    local, ok, _ = parse_times(["2024-03-01T08:00:00+08:00", "2024-03-01T08:00:00-0500",
-                                "2024-03-01T08:00:00+00:00", "2024-03-01T08:00:00Z"], tz="Asia/Tokyo")
-    assert ok.all() and list(local) == [wall("2024-03-01 09:00:00"), wall("2024-03-01 22:00:00"),
-                                        wall("2024-03-01 17:00:00"), wall("2024-03-01 17:00:00")]
-
-
-def test_naive_iso_is_already_local_and_tz_does_not_touch_it():
-    local, ok, _ = parse_times(["2024-03-01 08:00", "2024-03-01T08:00:00.750"], tz="Asia/Shanghai")
-    assert ok.all() and list(local) == [wall("2024-03-01 08:00:00")] * 2
-
-
-def test_epoch_seconds_are_utc_unless_tz_is_given():
-    instant = datetime(2024, 7, 1, 12, 0, tzinfo=UTC)
-    epoch = int(instant.timestamp())
-    assert list(parse_times([epoch])[0]) == [wall("2024-07-01 12:00:00")]
-    assert list(parse_times([epoch + 0.9])[0]) == [wall("2024-07-01 12:00:00")]  # fractions floored
-    assert list(parse_times([epoch], tz="+08:00")[0]) == [wall("2024-07-01 20:00:00")]
-    assert list(parse_times([epoch], tz="-05:30")[0]) == [wall("2024-07-01 06:30:00")]
-    # IANA zones follow daylight saving: New York is UTC-4 in July and UTC-5 in January.
-    january = int(datetime(2024, 1, 1, 12, 0, tzinfo=UTC).timestamp())
-    assert list(parse_times([epoch, january], tz="America/New_York")[0]) == [
-        wall("2024-07-01 08:00:00"), wall("2024-01-01 07:00:00")]
-
-
-def test_iso_z_is_utc_and_follows_tz():
-    assert list(parse_times(["2024-03-01T08:00:00Z"])[0]) == [wall("2024-03-01 08:00:00")]
-    assert list(parse_times(["2024-03-01T08:00:00Z"], tz="Asia/Shanghai")[0]) == [wall("2024-03-01 16:00:00")]
-
-
-def test_epoch_strings_in_csv_and_timezone_option(tmp_path):
-    epoch = int(datetime(2024, 3, 1, 0, 0, tzinfo=UTC).timestamp())
-    path = write_csv(tmp_path / "e.csv", HEADER, [["u", epoch, "home", "a"]])
-    assert list(load_events(path).time) == [wall("2024-03-01 00:00:00")]
-    assert list(load_events(path, tz="Asia/Shanghai").time) == [wall("2024-03-01 08:00:00")]
-
-
-def test_bad_timezone_and_millisecond_epochs_are_errors():
-    with pytest.raises(PrepareError, match="unknown timezone 'Mars/Olympus'"):
-        parse_times([1_700_000_000], tz="Mars/Olympus")
-    with pytest.raises(PrepareError, match="milliseconds"):
-        parse_times([1_700_000_000_000, 1_700_000_060_000])
-
-
-def test_weekday_and_hour_use_utc_arithmetic_on_local_time():
-    times = np.array([wall("2024-03-04 00:30:00"), wall("2024-03-10 23:59:59")])  # a Monday, a Sunday
-    assert list(weekday_of(times)) == [0, 6] and list(hour_of(times)) == [0, 23]
-    assert datetime(2024, 3, 4).weekday() == 0
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -8,7 +8,7 @@ import sys
 from cli import EXIT_USAGE, Parser, UsageError, error_line
 
 from .demo import convert_smollm2, demo
-from .figures import FIGURE_TARGETS
+from .figure_targets import FIGURE_TARGETS
 from .graph import Runner, StageFailed
 from .layout import Layout
 from .settings import Settings, help_text

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serving.upstream import (
+from data_prep.events import hour_of, weekday_of
+from data_prep.prompts import (
     INSTRUCTION_TEMPLATES,
-    WEEKDAYS,
     format_candidates,
     format_event,
     format_next_context,
-    hour_of,
     render_instruction,
     rerender,
-    weekday_of,
 )
+from data_prep.samples import WEEKDAYS
 
 __all__ = ["DEFAULT_MODE", "MODES", "Event", "Query", "render_history", "render_record", "render_records", "rerender",
            "template_ids", "weekday_hour"]

@@ -18,8 +18,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from data_prep.events import UNKNOWN_PLACE, PrepareError, parse_times
+from data_prep.ties import event_order
+from data_prep.time_formats import compact_format
+from data_prep.time_rules import future_cutoff
 from serving.prompting import Event, Query
-from serving.upstream import UNKNOWN_PLACE, PrepareError, compact_format, event_order, future_cutoff, parse_times
 
 
 class FieldError(ValueError):

@@ -23,26 +23,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from serving.batch import ReadOptions, histories_of, read_events_table
-from serving.upstream import (
-    MAX_EXAMPLES,
-    CompactTally,
-    PrepareError,
-    compression_of,
-    detect_format,
-    json_value,
-    list_inputs,
-    local_copy,
-    merge_tables,
-    missing_columns_error,
-    number_text,
-    numbers_of,
-    parse_times,
-    refuse_bad_share,
-    resolve_columns,
-    string_dictionary,
-    unparsed_line,
-)
+from data_prep.encode import string_dictionary
+from data_prep.errors import MAX_EXAMPLES
+from data_prep.events import PrepareError, json_value, parse_times
+from data_prep.labels import number_text
+from data_prep.options import resolve_columns
+from data_prep.readers import compression_of, detect_format, missing_columns_error
+from data_prep.sources import list_inputs, local_copy, merge_tables
+from data_prep.time_formats import CompactTally, unparsed_line
+from data_prep.time_rules import numbers_of, refuse_bad_share
+from serving.predict_files import ReadOptions, histories_of, read_events_table
 
 BATCH_ROWS = 1 << 16   # rows per Parquet batch read and written
 ALL_DROPPED = re.compile(r"no events left after dropping rows \((.*)\)")

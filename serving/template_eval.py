@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from data_prep.prompts import INSTRUCTION_TEMPLATES
 from serving.prompting import rerender
-from serving.upstream import INSTRUCTION_TEMPLATES, all_metrics
 
 CHOICES = ("0", "1", "2", "own", "mean")
 CHUNK = 32
@@ -50,6 +50,8 @@ def choice_logprobs(lp: np.ndarray, own: np.ndarray, choice: str) -> np.ndarray:
 
 
 def evaluate(lp: np.ndarray, meta: list[dict], stats: dict) -> dict:
+    from evaluation.metrics import all_metrics  # the Appendix B metrics (imported when used)
+
     labels = np.array([m["label_id"] for m in meta])
     own = np.array([m["template_id"] for m in meta])
     result = {}

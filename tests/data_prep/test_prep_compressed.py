@@ -13,7 +13,7 @@ from data_prep.cli import main
 from data_prep.config import PrepareConfig
 from data_prep.errors import PrepareError
 from data_prep.synthetic import write_events
-from serving.batch import ReadOptions, read_next
+from serving.predict_files import ReadOptions, read_next
 from serving.spool import read_spooled_events, spool_inputs
 
 CONFIG = PrepareConfig(train_cap=80, valid_cap=20, test_cap=20, p2_per_behavior=2, history_len=5, eps=0)

@@ -220,7 +220,7 @@ def test_cut_windows_are_the_same_in_memory_out_of_core_on_ray_and_in_predict(tm
     import hashlib
 
     from data_prep import outofcore, sources
-    from serving.batch import ReadOptions
+    from serving.predict_files import ReadOptions
     from serving.spool import read_spooled_events, spool_inputs
 
     log = write_log(tmp_path / "all.csv")

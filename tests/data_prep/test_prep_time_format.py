@@ -231,7 +231,7 @@ def test_prepare_reads_with_time_format_and_records_it(tmp_path, capsys):
 # ---- predict -------------------------------------------------------------------------------------------------
 
 def test_predict_reads_events_and_next_with_time_format(tmp_path):
-    from serving.batch import ReadOptions, read_histories, read_next
+    from serving.predict_files import ReadOptions, read_histories, read_next
 
     events = csv_file(tmp_path / "events.csv", ["04/03/2024 07:00", "13/03/2024 08:00"])
     nxt = tmp_path / "next.csv"

@@ -9,7 +9,7 @@ from data_prep import outofcore, stream
 from data_prep.config import PrepareConfig
 from data_prep.errors import PrepareError
 from data_prep.events import load_events
-from serving.batch import ReadOptions, read_histories
+from serving.predict_files import ReadOptions, read_histories
 from serving.queries import FieldError, parse_time_values
 
 HEADER = "user_id,timestamp,place,behavior"
@@ -177,7 +177,7 @@ def test_a_history_event_after_the_run_plus_a_day_stops_every_reader(tmp_path, c
 
 
 def test_the_event_to_predict_may_lie_in_the_future(tmp_path, clock):
-    from serving.batch import read_next
+    from serving.predict_files import read_next
     from serving.queries import BehaviorNames, events_from_raw
 
     nxt = tmp_path / "next.csv"

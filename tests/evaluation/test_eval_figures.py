@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from evaluation.figures import long_tail, plot_long_tail
+from evaluation.long_tail import long_tail, plot_long_tail
 
 
 def stats_of(counts: dict[str, int], anchor=0.1, head=0.3, tail=0.1) -> dict:
@@ -77,7 +77,7 @@ def _metrics_json(path, models: dict[str, tuple[float, float, float]]):
 
 
 def test_sweep_f_and_compare_runs_read_anchor_and_tail_accuracy(tmp_path):
-    from evaluation.paper_figures import write
+    from evaluation.comparison_figures import write
 
     metrics = _metrics_json(tmp_path / "metrics.json", {"sweep-f1": (0.3, 0.6, 0.1), "sweep-f5": (0.4, 0.7, 0.25)})
     paths = write("sweep_f", [f"1={metrics}#sweep-f1", f"5={metrics}#sweep-f5"], tmp_path / "out")

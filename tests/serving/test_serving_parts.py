@@ -21,8 +21,8 @@ BUCKET_U17 = 32   # blake2b("u17") % 64
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """The tiny run, its users' events as CSV and one next context per user (plus one user with no events)."""
+    from data_prep.events import load_events
     from serving.predictor import local_iso
-    from serving.upstream import load_events
 
     root = tmp_path_factory.mktemp("parts")
     built = build_tiny_run(root)
@@ -144,7 +144,7 @@ def test_bucket_spools_read_as_the_whole_file(inputs, tmp_path, fmt):
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
-    from serving.batch import ReadOptions, read_histories
+    from serving.predict_files import ReadOptions, read_histories
     from serving.spool import spool
 
     table = pcsv.read_csv(inputs["events"], convert_options=pcsv.ConvertOptions(

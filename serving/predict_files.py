@@ -21,11 +21,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from data_prep.events import load_events
+from data_prep.outputs import write_jsonl
+from data_prep.sources import load_input
+from data_prep.ties import input_sequence
 from serving.predictor import Predictor, error_line, local_iso, result_line
 from serving.prompting import Event, Query
 from serving.queries import BehaviorNames, FieldError, make_query
 from serving.run import RunInfo, ServingError
-from serving.upstream import input_sequence, load_events, load_input, write_jsonl
 
 CHUNK = 256   # queries per Predictor.predict call: progress and memory granularity
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from serving.batcher import MicroBatcher
+from serving.micro_batcher import MicroBatcher
 
 
 def test_micro_batcher_gathers_concurrent_requests_and_routes_results():

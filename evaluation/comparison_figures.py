@@ -1,5 +1,5 @@
 """The paper's figures over several models or runs, from report metrics.json files (``PATH#MODEL`` points, as
-the ablation and sweep tables read them), each written by figures.write_figure as `<name>.png/.md/.json`:
+the ablation and sweep tables read them), each written by figure_files.write_figure as `<name>.png/.md/.json`:
 
 - `compare_runs` (Fig. 3a): anchor and tail accuracy per run (model size) and tuning method, grouped bars.
 - `sweep_f` (Fig. 3b): anchor and tail accuracy against F, the B-tune samples per behavior.
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .ablations import SIX_KEYS, load_model_metrics
-from .figures import write_figure
+from .figure_files import write_figure
 from .report import LABELS, parse_named
 
 ACC_KEYS = ("anchor_accuracy", "tail_behavior_accuracy")

@@ -1,43 +1,16 @@
-"""The paper's figures on a run's own data, each as `<name>.png` with its numbers beside it in `<name>.md` and
-`<name>.json` (so a figure can be checked, diffed and quoted without reading pixels).
-
-- `long_tail` (Fig. 1a / Fig. 6): the behaviors by training frequency, the anchor threshold and the head /
-  medium / tail groups marked.
+"""The long tail of a run's behaviors (Fig. 1a / Fig. 6): the behaviors by training frequency, the anchor
+threshold and the head / medium / tail groups marked, as `long_tail.png/.md/.json`
+(:func:`evaluation.figure_files.write_figure`).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from data_prep.outputs import atomic_open
+from .figure_files import write_figure
 
 GROUP_COLORS = {"head": "tab:blue", "medium": "tab:orange", "tail": "tab:red"}
-
-
-def write_figure(out_dir: Path, name: str, fig, table: list[dict], summary: str, data: dict) -> list[Path]:
-    """<name>.png (the figure), <name>.md (the summary line and the table), <name>.json (`data`)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.{ext}" for ext in ("png", "md", "json")]
-    with atomic_open(paths[0], "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    columns = list(table[0]) if table else []
-    lines = [summary, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in table]
-    with atomic_open(paths[1]) as handle:
-        handle.write("\n".join(lines) + "\n")
-    with atomic_open(paths[2]) as handle:
-        handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    return paths
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4%}" if value < 1 else f"{value:.4g}"
-    if isinstance(value, bool):
-        return "yes" if value else ""
-    return str(value)
 
 
 def long_tail(stats: dict) -> dict:

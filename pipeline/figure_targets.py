@@ -1,5 +1,5 @@
-"""The paper's figures on the run's own data (Fig. 1b, 3a, 3b, 5; Table 7), each a target that trains what it
-needs through the chain's targets and writes `<name>.png/.md/.json` into the run's report/."""
+"""The figure targets: the paper's figures on the run's own data (Fig. 1b, 3a, 3b, 5; Table 7), each a target
+that trains what it needs through the chain's targets and writes `<name>.png/.md/.json` into the run's report/."""
 from __future__ import annotations
 
 from pathlib import Path

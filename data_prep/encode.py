@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,29 +47,14 @@ def finish_columns(columns: dict, *, label_map, strict_labels, reject, dropped, 
     return finish_rows(rows, source)
 
 
-def finish_rows(rows: EncodedRows, source: str) -> EventTable:
+def finish_rows(rows: EventTable, source: str) -> EventTable:
     """Sorted, de-duplicated encoded rows; none kept is an error listing the drops."""
     if rows.user.size == 0:
         raise PrepareError(f"{source}: no events left after dropping rows ({fmt_counts(rows.dropped)})")
     return sort_rows(rows)
 
 
-@dataclass
-class EncodedRows:
-    """A file's (or a batch's) kept rows before sorting: codes into sorted names (user, behavior), into
-    sorted places with len(places) for an empty place, the drop counts and notes so far."""
-    user: np.ndarray
-    user_ids: list[str]
-    time: np.ndarray
-    place: np.ndarray
-    places: list[str]
-    behavior: np.ndarray
-    behaviors: list[str]
-    dropped: dict
-    notes: dict
-
-
-def sort_rows(rows: EncodedRows) -> EventTable:
+def sort_rows(rows: EventTable) -> EventTable:
     """Sort and de-duplicate encoded rows (an empty place loses a tie, then becomes UNKNOWN_PLACE)."""
     dropped, notes, places = rows.dropped, rows.notes, rows.places
     filled_code = len(places)
@@ -89,7 +73,7 @@ def sort_rows(rows: EncodedRows) -> EventTable:
 
 
 def encode_rows(columns: dict, *, label_map, strict_labels, reject, dropped, notes, source,
-                row_numbers) -> EncodedRows:
+                row_numbers) -> EventTable:
     """Codes, label map and drop accounting of a dict of columns it empties (no rows kept: empty arrays)."""
     dropped = dict(dropped or {})
     notes = dict(notes or {})
@@ -155,7 +139,7 @@ def encode_rows(columns: dict, *, label_map, strict_labels, reject, dropped, not
     user_ids, u = _compact(user_ids, u)
     behaviors, b = _compact(behaviors, b)
     p[p == _CODE_EMPTY] = len(places)  # empty places get their own code until de-duplication is done
-    return EncodedRows(u, user_ids, time, p, places, b, behaviors, dropped, notes)
+    return EventTable(u, user_ids, time, p, places, b, behaviors, dropped, notes)
 
 
 class _RowFinder:

@@ -157,7 +157,7 @@ class _Facts:
     def bad_examples(self) -> list[dict]:
         return [{"row": r, "value": v} for r, v in zip(self.bad_rows, self.bad_values)]
 
-    def add_rows(self, rows: encode.EncodedRows) -> None:
+    def add_rows(self, rows: EventTable) -> None:
         for reason, count in rows.dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + count
         for key, count in rows.notes.get("text_fixed", {}).items():
@@ -202,7 +202,7 @@ class _Facts:
                 {k: found[k] for k in _NOTE_ORDER if k in found})
 
 
-def _write_batch(rows: encode.EncodedRows, scratch: Path, n_batch: int, n_buckets: int) -> None:
+def _write_batch(rows: EventTable, scratch: Path, n_batch: int, n_buckets: int) -> None:
     """A batch's kept rows, one pickle per bucket: codes into the batch's names."""
     if not rows.user.size:
         return
@@ -246,7 +246,7 @@ def _bucket_tables(scratch: Path, n_buckets: int, facts: _Facts):
                 path.unlink()
             users, places, behaviors = (sorted(set().union(*(p[k + "_names"] for p in pieces)))
                                         for k in ("user", "place", "behavior"))
-            rows = encode.EncodedRows(
+            rows = EventTable(
                 _recode(pieces, "user", users), users, np.concatenate([p["time"] for p in pieces]),
                 _recode(pieces, "place", places, empty=len(places)), places,
                 _recode(pieces, "behavior", behaviors), behaviors, {}, {})

@@ -17,6 +17,9 @@ class EventTable:
 
     ``time`` is local wall-clock time encoded as a UTC epoch (int64 seconds). Code arrays are int32
     indices into the sorted name lists ``user_ids`` / ``places`` / ``behaviors``.
+
+    A file's (or a batch's) kept rows before that step (:func:`data_prep.encode.sort_rows`) are an EventTable
+    too: in input order, with the code len(places) for an empty place, the drop counts and notes so far.
     """
 
     user: np.ndarray

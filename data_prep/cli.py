@@ -14,12 +14,12 @@ from pathlib import Path
 
 from cli import Command, add_settings, run, settings_from_args
 from cli import build_parser as command_parser
-from data_prep import events, sources
 from data_prep.config import PrepareConfig, ScaleConfig, SyntheticConfig
+from data_prep.engines.outofcore import prepare_input
 from data_prep.errors import PrepareError
 from data_prep.options import resolve_columns
-from data_prep.outofcore import prepare_input
 from data_prep.prepare import prepare
+from data_prep.reading import events, sources
 from data_prep.synthetic import generate_events
 from data_prep.synthetic.files import add_arguments as add_synthetic_arguments
 from data_prep.synthetic.files import write_command

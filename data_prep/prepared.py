@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.outputs import read_jsonl
+from data_prep.writing.outputs import read_jsonl
 
 
 def resolve_dataset_file(dataset_dir: str | os.PathLike, dataset: str) -> Path:

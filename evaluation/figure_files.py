@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from data_prep.outputs import atomic_open
+from data_prep.writing.outputs import atomic_open
 
 
 def write_figure(out_dir: Path, name: str, fig, table: list[dict], summary: str, data: dict) -> list[Path]:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.auxiliary import ratio_line
 from data_prep.prepared import load_stats, protocol2_balance_of
+from data_prep.sampling.auxiliary import ratio_line
 
 from . import learned
 from . import metrics as M

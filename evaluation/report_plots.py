@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.outputs import atomic_open
+from data_prep.writing.outputs import atomic_open
 
 from . import metrics as M
 from .files import TEST_SPLITS

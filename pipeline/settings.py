@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cli import UsageError, field_default, flag_of
 from data_prep.config import PrepareConfig, ScaleConfig, SyntheticConfig
-from data_prep.time_rules import BAD_SHARE
+from data_prep.reading.time_rules import BAD_SHARE
 from evaluation.config import PredictConfig
 from scoring.config import ScoreConfig
 from selection.config import SelectConfig

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from data_prep.errors import PrepareError
-from data_prep.sources import is_uri, list_inputs
+from data_prep.reading.sources import is_uri, list_inputs
 from evaluation.baselines import KINDS as BASELINES
 
 from . import launch, precision

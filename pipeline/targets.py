@@ -10,8 +10,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from data_prep import auxiliary
-from data_prep.sources import is_uri
+from data_prep.reading.sources import is_uri
+from data_prep.sampling import auxiliary
 
 from . import launch, stages
 from .graph import Runner, Stage

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from data_prep.outputs import atomic_open
+from data_prep.writing.outputs import atomic_open
 from evaluation.config import PredictConfig
 from evaluation.files import (
     TEST_SPLITS,

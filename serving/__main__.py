@@ -89,7 +89,7 @@ def _time_format(args, run) -> str | None:
 
 def _read_defaults(args, run) -> tuple[str | None, dict | None, dict | None]:
     """tz, column map and label map: the flags, else what prepare read the run's events with."""
-    from data_prep.events import load_label_map, parse_columns_option
+    from data_prep.reading.events import load_label_map, parse_columns_option
 
     source = run.source if run.source.get("kind") == "events" else {}
     tz = args.tz or source.get("tz")
@@ -149,7 +149,7 @@ def _serve(args, run) -> int:
 
 
 def _template_eval(args, run) -> int:
-    from data_prep.outputs import write_json
+    from data_prep.writing.outputs import write_json
     from serving.template_eval import markdown, run_template_eval
 
     measured = settings_from_args(TemplateEvalConfig, args)

@@ -35,9 +35,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_prep.events import PrepareError
 from data_prep.options import resolve_columns
-from data_prep.outputs import atomic_open, write_json, write_jsonl
+from data_prep.reading.events import PrepareError
+from data_prep.writing.outputs import atomic_open, write_json, write_jsonl
 from serving.config import PredictFilesConfig
 from serving.predict_files import CHUNK, ReadOptions, build_queries, read_next
 from serving.predictor import error_line, result_line

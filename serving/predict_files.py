@@ -21,10 +21,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_prep.events import load_events
-from data_prep.outputs import write_jsonl
-from data_prep.sources import load_input
-from data_prep.ties import input_sequence
+from data_prep.encoding.ties import input_sequence
+from data_prep.reading.events import load_events
+from data_prep.reading.sources import load_input
+from data_prep.writing.outputs import write_jsonl
 from serving.predictor import Predictor, error_line, local_iso, result_line
 from serving.prompting import Event, Query
 from serving.queries import BehaviorNames, FieldError, make_query

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data_prep.events import hour_of, weekday_of
-from data_prep.prompts import (
+from data_prep.reading.events import hour_of, weekday_of
+from data_prep.rendering.prompts import (
     INSTRUCTION_TEMPLATES,
     format_candidates,
     format_event,
@@ -22,7 +22,7 @@ from data_prep.prompts import (
     render_instruction,
     rerender,
 )
-from data_prep.samples import WEEKDAYS
+from data_prep.sampling.samples import WEEKDAYS
 
 __all__ = ["DEFAULT_MODE", "MODES", "Event", "Query", "render_history", "render_record", "render_records", "rerender",
            "template_ids", "weekday_hour"]
@@ -75,7 +75,8 @@ def weekday_hour(time: int) -> tuple[int, int]:
 
 
 def render_history(history: list[Event]) -> str:
-    """"(weekday, hour, place, behavior), ..." oldest first, as data_prep.prompts.render_histories joins them."""
+    """"(weekday, hour, place, behavior), ..." oldest first, as data_prep.rendering.prompts.render_histories joins
+    them."""
     return ", ".join(format_event(*weekday_hour(e.time), e.place, e.behavior) for e in history)
 
 

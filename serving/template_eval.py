@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep.prepared import load_prepared
-from data_prep.prompts import INSTRUCTION_TEMPLATES
+from data_prep.rendering.prompts import INSTRUCTION_TEMPLATES
 from serving.prompting import rerender
 
 CHOICES = ("0", "1", "2", "own", "mean")

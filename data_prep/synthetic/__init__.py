@@ -24,7 +24,7 @@ How one user's log is generated (every step vectorized over a block of users):
    repeat of the previous behavior (a per-user rate), or a Metropolis move to a semantic neighbor (tail
    <-> parent, music <-> public transportation, ...), which keeps the global shares.
 
-Output schema (the documented event schema of ``data_prep.events``): ``user_id`` (``u000123``),
+Output schema (the documented event schema of ``data_prep.reading.events``): ``user_id`` (``u000123``),
 ``timestamp`` (int64 epoch seconds of the local wall time encoded as UTC), ``place``, ``behavior``.
 Timestamps are strictly increasing within a user, so no duplicate events are produced. The same
 arguments and seed give identical events whatever ``chunk_users`` is: random numbers are drawn per fixed
@@ -32,12 +32,13 @@ block of users.
 
 Modules: :mod:`~data_prep.synthetic.catalogue` (behaviors, shares, places, context preferences),
 :mod:`~data_prep.synthetic.routine` (step 1), :mod:`~data_prep.synthetic.generator` (steps 2-4, the
-EventTable), :mod:`~data_prep.synthetic.files` (writing a log file; ``python -m data_prep.synthetic``).
+EventTable), :mod:`~data_prep.synthetic.files` (writing a log file), ``python -m data_prep.synthetic`` (the same
+as ``python -m data_prep synthetic``).
 """
 from __future__ import annotations
 
 from data_prep.synthetic.catalogue import BEHAVIORS, DEMO_BEHAVIORS, N_CONTEXTS, N_HOURS, PLACES, context_index
-from data_prep.synthetic.files import main, write_events
+from data_prep.synthetic.files import write_events
 from data_prep.synthetic.generator import (
                                            DEFAULT_DAYS,
                                            DEFAULT_USERS,
@@ -52,4 +53,4 @@ from data_prep.synthetic.generator import (
 
 __all__ = ["BEHAVIORS", "DEFAULT_DAYS", "DEFAULT_USERS", "DEMO_BEHAVIORS", "N_CONTEXTS", "N_HOURS", "PLACES",
            "SyntheticError", "behavior_names", "calibrate_scales", "context_index", "generate_arrays",
-           "generate_events", "iter_event_chunks", "main", "user_id_names", "write_events"]
+           "generate_events", "iter_event_chunks", "user_id_names", "write_events"]

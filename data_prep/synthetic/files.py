@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cli import add_settings, positive_int, settings_from_args
-from data_prep.outputs import atomic_open
 from data_prep.synthetic.catalogue import PLACES, RNG_BLOCK
 from data_prep.synthetic.generator import (
     DEFAULT_CHUNK_USERS,
@@ -21,6 +20,7 @@ from data_prep.synthetic.generator import (
     iter_event_chunks,
     user_id_names,
 )
+from data_prep.writing.outputs import atomic_open
 
 
 def _arrow_chunk(first: int, stop: int, n_users: int, user, time, place, behavior, names: list[str],
@@ -107,10 +107,3 @@ def write_command(args: argparse.Namespace) -> int:
                         events_per_day=cfg.events_per_day, progress=True)
     print(f"{rows} events -> {args.out}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m data_prep.synthetic ARGS`: the same as `python -m data_prep synthetic ARGS`."""
-    from data_prep.cli import main as prepare_main
-
-    return prepare_main(["synthetic", *(sys.argv[1:] if argv is None else argv)])

@@ -34,7 +34,7 @@ GPU_FLOPS = 989e12 * 0.40
 
 def write_inputs(work: Path, users: int) -> tuple[Path, Path, int]:
     """Recent events (CSV) of `users` synthetic users and one next context per user, an hour after their last."""
-    from data_prep.events import load_events
+    from data_prep.reading.events import load_events
     from serving.predictor import local_iso
 
     raw = work / "recent.jsonl"

@@ -1,4 +1,4 @@
-"""Event files written by hand for the tests of data_prep.events, and the readable rows of an EventTable."""
+"""Event files written by hand for the tests of data_prep.reading.events, and the readable rows of an EventTable."""
 import calendar
 import json
 from datetime import datetime

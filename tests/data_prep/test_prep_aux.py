@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from data_prep.auxiliary import aux_sample_size, conversation_chars, normalize_conversation, select_aux
-from data_prep.events import PrepareError
+from data_prep.reading.events import PrepareError
+from data_prep.sampling.auxiliary import aux_sample_size, conversation_chars, normalize_conversation, select_aux
 
 
 def conv(chars_q, chars_a):
@@ -85,7 +85,7 @@ def test_bad_files_give_one_line_errors(tmp_path):
 
 
 def test_alpaca_files_are_read_and_other_layouts_are_one_line_errors(tmp_path):
-    from data_prep.auxiliary import load_aux
+    from data_prep.sampling.auxiliary import load_aux
 
     alpaca = write_jsonl(tmp_path / "alpaca.jsonl", [
         {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
@@ -104,7 +104,7 @@ def test_alpaca_files_are_read_and_other_layouts_are_one_line_errors(tmp_path):
 
 
 def test_the_asked_and_achieved_ratio_and_sampling_with_replacement(tmp_path):
-    from data_prep.auxiliary import load_aux, ratio_line
+    from data_prep.sampling.auxiliary import load_aux, ratio_line
 
     pool = load_aux(write_jsonl(tmp_path / "small.jsonl", [conv(5, 5) for _ in range(4)]))
     short = select_aux(pool, eps=0.1, n_anchor=100, prompt_chars_median=100, seed=1)

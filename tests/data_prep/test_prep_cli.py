@@ -13,10 +13,10 @@ import pytest
 
 from data_prep.cli import main
 from data_prep.config import PrepareConfig
-from data_prep.events import PrepareError, events_from_arrays
-from data_prep.outputs import BEHAVIOR_STEMS, PACKAGE_DATASET_INFO, atomic_open, json_line, write_jsonl
 from data_prep.prepare import prepare
-from data_prep.prompts import INSTRUCTION_TEMPLATES, SYSTEM_PROMPT
+from data_prep.reading.events import PrepareError, events_from_arrays
+from data_prep.rendering.prompts import INSTRUCTION_TEMPLATES, SYSTEM_PROMPT
+from data_prep.writing.outputs import BEHAVIOR_STEMS, PACKAGE_DATASET_INFO, atomic_open, json_line, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = calendar.timegm((2024, 3, 4, 0, 0, 0))  # Monday

@@ -8,9 +8,9 @@ import json
 import pyarrow as pa
 import pytest
 
-from data_prep import outofcore
 from data_prep.cli import main
 from data_prep.config import PrepareConfig
+from data_prep.engines import outofcore
 from data_prep.errors import PrepareError
 from data_prep.synthetic import write_events
 from serving.predict_files import ReadOptions, read_next

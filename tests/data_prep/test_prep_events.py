@@ -1,4 +1,4 @@
-"""data_prep.events: readers, schema, column/label mapping, bad input, sort, dedup (the timezone rule:
+"""data_prep.reading.events: readers, schema, column/label mapping, bad input, sort, dedup (the timezone rule:
 test_prep_timezone.py)."""
 import json
 from datetime import UTC, datetime
@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from event_files import HEADER, ROWS, rows_of, wall, write_csv, write_jsonl
 
-from data_prep import encode
-from data_prep.events import (
+from data_prep.encoding import encode
+from data_prep.reading.events import (
     PrepareError,
     events_from_arrays,
     load_events,

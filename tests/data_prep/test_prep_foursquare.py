@@ -1,12 +1,12 @@
-"""data_prep.foursquare: the TSMC2014 importer (local time, label-free place, encoding, bad rows)."""
+"""data_prep.reading.foursquare: the TSMC2014 importer (local time, label-free place, encoding, bad rows)."""
 import calendar
 from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
 
-from data_prep.events import PrepareError
-from data_prep.foursquare import (
+from data_prep.reading.events import PrepareError
+from data_prep.reading.foursquare import (
     COLUMNS,
     ELSEWHERE,
     FREQUENT_AREA,
@@ -117,7 +117,7 @@ def test_header_line_is_skipped_and_row_numbers_follow_lines(tmp_path):
 
 
 def test_events_module_reexports_the_importer(tmp_path):
-    from data_prep import events
+    from data_prep.reading import events
 
     path = write(tmp_path / "tsmc.txt", [line(1, "Bar", HOME, 0, T0)])
     assert events.load_foursquare(path).behaviors == load_foursquare(path).behaviors == ["Bar"]

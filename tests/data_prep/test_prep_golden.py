@@ -10,8 +10,8 @@ import os
 import pytest
 
 from data_prep.config import PrepareConfig
-from data_prep.events import load_events
 from data_prep.prepare import prepare
+from data_prep.reading.events import load_events
 from data_prep.synthetic import generate_events, write_events
 
 GOLDEN = {

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_prep.events import PrepareError, load_events, load_foursquare, load_label_map
-from data_prep.labels import MAX_LABEL_CHARS
-from data_prep.table import drop_warning
+from data_prep.encoding.table import drop_warning
+from data_prep.reading.events import PrepareError, load_events, load_foursquare, load_label_map
+from data_prep.reading.labels import MAX_LABEL_CHARS
 
 HEADER = "user_id,timestamp,place,behavior"
 T = 1_709_280_000  # 2024-03-01 08:00:00 UTC

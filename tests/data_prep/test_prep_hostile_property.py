@@ -7,7 +7,7 @@ import math
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from data_prep.events import PrepareError, load_events
+from data_prep.reading.events import PrepareError, load_events
 
 T = 1_709_280_000
 GOOD_LABELS = st.sampled_from(["Music", "Gaming", "Café", "Reading news"])

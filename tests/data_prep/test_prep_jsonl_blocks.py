@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from data_prep import readers
 from data_prep.errors import PrepareError
-from data_prep.events import load_events
+from data_prep.reading import readers
+from data_prep.reading.events import load_events
 
 
 def write(path, rows):

@@ -1,4 +1,4 @@
-"""prepare out of core (data_prep.outofcore): the same bytes as the in-memory prepare, for any bucket count,
+"""prepare out of core (data_prep.engines.outofcore): the same bytes as the in-memory prepare, for any bucket count,
 any file order and ENGINE=local or ray; a bad file fails with its one-line error and leaves the earlier run."""
 import hashlib
 import shutil
@@ -6,12 +6,13 @@ import shutil
 import pytest
 from prep_lake import write_lake
 
-from data_prep import outofcore, sources
 from data_prep.cli import main
 from data_prep.config import PrepareConfig
+from data_prep.engines import outofcore
 from data_prep.errors import PrepareError
-from data_prep.events import load_events
 from data_prep.prepare import prepare
+from data_prep.reading import sources
+from data_prep.reading.events import load_events
 
 CONFIG = PrepareConfig(train_cap=300, valid_cap=100, test_cap=60, p2_per_behavior=5, history_len=8, eps=0.2,
                        anchor_cap=40)

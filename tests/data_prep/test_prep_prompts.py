@@ -1,7 +1,7 @@
 """Prompt text: the three Appendix D templates, the 3.1.1 system prompt, seeded template choice, rendering."""
 import numpy as np
 
-from data_prep.prompts import (
+from data_prep.rendering.prompts import (
     INSTRUCTION_TEMPLATES,
     SYSTEM_PROMPT,
     draw_template_ids,

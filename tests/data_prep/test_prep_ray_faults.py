@@ -7,10 +7,11 @@ import os
 import pytest
 from prep_lake import write_lake
 
-from data_prep import buckets, outofcore, sources
 from data_prep.cli import main
 from data_prep.config import PrepareConfig
+from data_prep.engines import buckets, outofcore
 from data_prep.prepare import prepare
+from data_prep.reading import sources
 
 pytest.importorskip("ray")
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 import data_prep.prepare as prepare_module
-from data_prep import rundir
 from data_prep.config import PrepareConfig
 from data_prep.errors import PrepareError
-from data_prep.outputs import AUX_STEM, BEHAVIOR_STEMS, read_jsonl
 from data_prep.prepare import prepare
 from data_prep.synthetic import generate_events
+from data_prep.writing import rundir
+from data_prep.writing.outputs import AUX_STEM, BEHAVIOR_STEMS, read_jsonl
 
 CONFIG = {"history_len": 5, "train_cap": 300, "valid_cap": 40, "test_cap": 30, "p2_per_behavior": 3, "eps": 0.1}
 # files select writes into the data dir later: they belong to the run they were made from

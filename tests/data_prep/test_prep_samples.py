@@ -4,8 +4,8 @@ import calendar
 import numpy as np
 import pytest
 
-from data_prep.events import PrepareError, events_from_arrays
-from data_prep.samples import (
+from data_prep.reading.events import PrepareError, events_from_arrays
+from data_prep.sampling.samples import (
     behavior_groups,
     build_sample_sets,
     per_class_sample,

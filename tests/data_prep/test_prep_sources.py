@@ -1,4 +1,4 @@
-"""INPUT as many files (data_prep.sources): a hive-partitioned lake of Parquet / CSV / JSONL parts, a glob and a
+"""INPUT as many files (data_prep.reading.sources): a hive-partitioned lake of Parquet / CSV / JSONL parts, a glob and a
 file:// URI read as the same events as one file, under the same rules and errors."""
 import hashlib
 import shutil
@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from prep_lake import write_lake
 
-from data_prep import sources
 from data_prep.cli import main
 from data_prep.config import PrepareConfig
 from data_prep.errors import PrepareError
-from data_prep.events import load_events
 from data_prep.prepare import prepare
+from data_prep.reading import sources
+from data_prep.reading.events import load_events
 
 CONFIG = PrepareConfig(train_cap=300, valid_cap=100, test_cap=60, p2_per_behavior=5, history_len=8, eps=0)
 

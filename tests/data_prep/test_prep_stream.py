@@ -1,4 +1,4 @@
-"""The out-of-core prepare reads each file batch by batch (data_prep.stream): with batches far smaller than
+"""The out-of-core prepare reads each file batch by batch (data_prep.engines.stream): with batches far smaller than
 the file it writes the bytes, notes and errors of the one-file read, and never holds more than one batch."""
 import hashlib
 import json
@@ -7,11 +7,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_prep import buckets, outofcore, sources, stream
 from data_prep.config import PrepareConfig
+from data_prep.engines import buckets, outofcore, stream
 from data_prep.errors import PrepareError
-from data_prep.events import load_events
 from data_prep.prepare import prepare
+from data_prep.reading import sources
+from data_prep.reading.events import load_events
 
 CONFIG = PrepareConfig(train_cap=60, valid_cap=20, test_cap=10, p2_per_behavior=2, history_len=5, eps=0)
 BATCH = 16

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_prep import synthetic as syn
-from data_prep.events import PrepareError
+from data_prep.reading.events import PrepareError
 
 NAMES = [name for name, _, _ in syn.BEHAVIORS]
 PARENT = {name: parent for name, _, parent in syn.BEHAVIORS}

@@ -1,5 +1,5 @@
 """Events of one instant (hour-resolution logs): the history never holds an event of its target's instant,
-and the order inside an instant never comes from the names (data_prep.ties)."""
+and the order inside an instant never comes from the names (data_prep.encoding.ties)."""
 from __future__ import annotations
 
 import csv
@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep import ties
 from data_prep.config import PrepareConfig
-from data_prep.encode import events_from_arrays
-from data_prep.events import load_events
+from data_prep.encoding import ties
+from data_prep.encoding.encode import events_from_arrays
 from data_prep.prepare import prepare
-from data_prep.samples import build_sample_sets, window_indices
+from data_prep.reading.events import load_events
+from data_prep.sampling.samples import build_sample_sets, window_indices
 from sasrec.data import event_pattern, parse_history_contexts
 from serving.prompting import Event
 from serving.queries import make_query
@@ -219,7 +219,8 @@ def test_cut_windows_are_the_same_in_memory_out_of_core_on_ray_and_in_predict(tm
     writes the same files, and predict's reader hands make_query the events in the order prepare ranked."""
     import hashlib
 
-    from data_prep import outofcore, sources
+    from data_prep.engines import outofcore
+    from data_prep.reading import sources
     from serving.predict_files import ReadOptions
     from serving.spool import read_spooled_events, spool_inputs
 

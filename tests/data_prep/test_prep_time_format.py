@@ -18,7 +18,7 @@ import pytest
 
 from data_prep.cli import main as prepare_main
 from data_prep.config import PrepareConfig, parse_time_format
-from data_prep.events import PrepareError, hour_of, load_events, parse_times, weekday_of
+from data_prep.reading.events import PrepareError, hour_of, load_events, parse_times, weekday_of
 from pipeline.settings import BY_NAME
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from data_prep import outofcore, stream
 from data_prep.config import PrepareConfig
+from data_prep.engines import outofcore, stream
 from data_prep.errors import PrepareError
-from data_prep.events import load_events
+from data_prep.reading.events import load_events
 from serving.predict_files import ReadOptions, read_histories
 from serving.queries import FieldError, parse_time_values
 
@@ -108,7 +108,7 @@ def test_a_wrong_time_format_dropping_28_percent_stops_prepare_and_predict(tmp_p
 
 
 def test_bad_rows_without_time_format_stop_above_five_percent_only(tmp_path):
-    from data_prep.time_rules import BAD_SHARE
+    from data_prep.reading.time_rules import BAD_SHARE
 
     iso = [f"2024-03-{1 + i % 28:02d}T{i % 24:02d}:00" for i in range(100)]
     at_most = round(BAD_SHARE * len(iso))
@@ -155,7 +155,7 @@ RUN_TIME = 1_710_028_800   # the clock of these tests: 2024-03-10 00:00 UTC
 
 @pytest.fixture
 def clock(monkeypatch):
-    from data_prep import time_rules
+    from data_prep.reading import time_rules
 
     monkeypatch.setattr(time_rules, "clock", lambda: RUN_TIME)
     return time_rules

@@ -1,12 +1,12 @@
-"""data_prep.events' timezone rule: ISO with an offset, naive ISO and epoch seconds, with and without --tz; weekday
-and hour of the local time."""
+"""data_prep.reading.events' timezone rule: ISO with an offset, naive ISO and epoch seconds, with and without
+--tz; weekday and hour of the local time."""
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from event_files import HEADER, wall, write_csv
 
-from data_prep.events import (
+from data_prep.reading.events import (
     PrepareError,
     hour_of,
     load_events,

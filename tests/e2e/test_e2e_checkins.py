@@ -19,7 +19,7 @@ from checkins import write_checkins
 from tiny_models import main as tiny_main
 
 from data_prep.cli import main as prepare_main
-from data_prep.outputs import BEHAVIOR_STEMS, read_jsonl
+from data_prep.writing.outputs import BEHAVIOR_STEMS, read_jsonl
 from evaluation.__main__ import main as evaluation_main
 from scoring.__main__ import main as scoring_main
 from selection.__main__ import main as selection_main

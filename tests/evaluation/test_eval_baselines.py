@@ -8,7 +8,7 @@ import pytest
 from baseline_logs import CASES, NAMES, STATS, TRAIN, stats_of, write_dataset
 from prediction_checks import assert_pred_is_argmax
 
-from data_prep.outputs import read_jsonl
+from data_prep.writing.outputs import read_jsonl
 from evaluation.__main__ import main
 from evaluation.baselines import KINDS, MarkovPredictor, global_transitions, most_frequent_order, run_baseline
 from evaluation.files import LOGPROB_DECIMALS

@@ -13,8 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from prediction_checks import assert_pred_is_argmax
 from tiny_models import build_tiny_llama, texts_from_dataset_dir
 
-from data_prep.outputs import read_jsonl
-from data_prep.prompts import format_candidates, format_event, format_next_context, render_instruction
+from data_prep.rendering.prompts import format_candidates, format_event, format_next_context, render_instruction
+from data_prep.writing.outputs import read_jsonl
 from evaluation.__main__ import main
 from evaluation.files import LOGPROB_DECIMALS
 from evaluation.predict import parse_generation, predict_constrained, predict_generate

@@ -105,7 +105,7 @@ def protocol2_samples(tiny_run: dict) -> list[dict]:
     codes): {"record", "meta", "history": [(time, place, behavior)] * L, "next": (time, place, behavior)}."""
     import json
 
-    from data_prep.events import load_events
+    from data_prep.reading.events import load_events
 
     def jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -127,7 +127,7 @@ def make_requests(events: Path, history_len: int, n: int, seed: int = 0) -> list
     """n requests from random windows of the event log: the L events before an event, and its context."""
     import numpy as np
 
-    from data_prep.events import load_events
+    from data_prep.reading.events import load_events
     from serving.predictor import local_iso
 
     table = load_events(events)

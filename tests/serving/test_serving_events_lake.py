@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from prep_lake import write_lake
 
-from data_prep.events import PrepareError
+from data_prep.reading.events import PrepareError
 from serving.predict_files import ReadOptions, read_histories
 from serving.spool import bucket_of, input_digest, read_spooled_events, spool_inputs
 

@@ -21,7 +21,7 @@ BUCKET_U17 = 32   # blake2b("u17") % 64
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """The tiny run, its users' events as CSV and one next context per user (plus one user with no events)."""
-    from data_prep.events import load_events
+    from data_prep.reading.events import load_events
     from serving.predictor import local_iso
 
     root = tmp_path_factory.mktemp("parts")

@@ -14,7 +14,7 @@ import pytest
 from serving_helpers import build_tiny_run, protocol2_samples, serve_in_thread
 
 from data_prep.prepared import load_prepared
-from data_prep.prompts import rerender
+from data_prep.rendering.prompts import rerender
 from evaluation import metrics as M
 from evaluation.__main__ import main as evaluation_main
 from evaluation.temperature import calibration_subset, fit_temperature, scale

@@ -18,7 +18,7 @@ answer: after "Aerobics" at 07:00 the only events left at 07:00 sort after it. S
 
 Memory stays proportional to the tied events (an event at the same instant as the one before it), never to
 all events: ``EventTable.input_order`` holds only them, and finding them costs the readers' sort one more copy
-of its keys while it runs (data_prep.encode.sort_and_dedup); a log without ties is left as it is.
+of its keys while it runs (data_prep.encoding.encode.sort_and_dedup); a log without ties is left as it is.
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def input_orders(table, members: np.ndarray) -> np.ndarray:
     """The input order of each of `members` (rows of tied instants) from ``table.input_order``."""
     if table.input_order is None:
         raise ValueError("the table has events at one instant but no input_order: build it with "
-                         "data_prep.encode.events_from_arrays or a reader")
+                         "data_prep.encoding.encode.events_from_arrays or a reader")
     rows, orders = table.input_order
     at = np.searchsorted(rows, members)
     if at.size and (at.max() >= rows.size or not np.array_equal(rows[at], members)):

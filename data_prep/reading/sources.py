@@ -3,11 +3,11 @@
 Hive-partitioned layouts (``dt=2024-03-01/part-0.parquet``) are directories like any other: every file below
 INPUT whose extension names a format (or, with ``--format``, every file) is read; hidden and ``_``-prefixed
 files (``_SUCCESS``, ``.crc``) are skipped. Partition keys in the path are not columns: the four event
-columns must be in every file. Each file is read by :func:`data_prep.events.load_events` with the same
+columns must be in every file. Each file is read by :func:`data_prep.reading.events.load_events` with the same
 column map, label map, timezone and time format, so every rule (and every error: ``"<file>: row <n>: ..."``)
 is that of one file. The files are taken in sorted path order and their events are merged and sorted, so the
 output never depends on the listing order or on which file holds which event, except the order of the
-events of one instant, which follows the input (data_prep.ties).
+events of one instant, which follows the input (data_prep.encoding.ties).
 
 Object-store URIs (``s3://``, ``gs://``, ``hdfs://``, ``file://``) are opened with pyarrow's filesystems;
 each file is copied to a local temporary file while it is read.
@@ -25,10 +25,10 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from data_prep import encode, ties
+from data_prep.encoding import encode, ties
+from data_prep.encoding.table import EventTable
 from data_prep.errors import MAX_EXAMPLES, PrepareError, one_line
-from data_prep.readers import FORMATS, compression_of, decompressed, detect_format, plain_suffix
-from data_prep.table import EventTable
+from data_prep.reading.readers import FORMATS, compression_of, decompressed, detect_format, plain_suffix
 
 _GLOB_CHARS = "*?["
 
@@ -126,7 +126,7 @@ def load_input(spec: str | os.PathLike, fmt: str | None = None, **reader) -> Eve
     """INPUT (one file, a directory, a glob or a URI) as one EventTable, in memory."""
     files = list_inputs(spec, fmt)
     if len(files) == 1 and not is_uri(files[0].name):
-        from data_prep.events import load_events
+        from data_prep.reading.events import load_events
 
         return load_events(files[0].name, fmt=files[0].fmt, **reader)
     tables = [load_file(f, **reader) for f in tqdm(files, desc="read", unit="file", disable=None)]
@@ -134,8 +134,8 @@ def load_input(spec: str | os.PathLike, fmt: str | None = None, **reader) -> Eve
 
 
 def load_file(item: InputFile, **reader) -> EventTable:
-    """One file of INPUT as an EventTable (data_prep.events.load_events, errors naming the file)."""
-    from data_prep.events import load_events
+    """One file of INPUT as an EventTable (data_prep.reading.events.load_events, errors naming the file)."""
+    from data_prep.reading.events import load_events
 
     with local_copy(item.name) as path:
         return load_events(path, fmt=item.fmt, source=item.name, **reader)

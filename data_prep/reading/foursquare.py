@@ -20,7 +20,7 @@ Mapping to the event schema:
   one moment). The three names are fixed and computed from coordinates only, so they carry no label
   information even when a category shares a word with them (a category named "Home" or "Home
   (private)" is imported like any other).
-* ``label_map``: as for :func:`data_prep.events.load_events` (``--label-map``), e.g. to merge
+* ``label_map``: as for :func:`data_prep.reading.events.load_events` (``--label-map``), e.g. to merge
   categories or rename one that contains ", ".
 
 Encoding: the files in the wild mix UTF-8 with latin-1 bytes (e.g. "Caf\\xe9"). The file is decoded
@@ -44,10 +44,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data_prep.encode import events_from_arrays
+from data_prep.encoding.encode import events_from_arrays
+from data_prep.encoding.table import EventTable
 from data_prep.errors import MAX_EXAMPLES, PrepareError
-from data_prep.table import EventTable
-from data_prep.timestamps import days_from_civil, days_in_month
+from data_prep.reading.timestamps import days_from_civil, days_in_month
 
 COLUMNS = ("userId", "venueId", "venueCategoryId", "venueCategory", "latitude", "longitude",
            "timezoneOffset", "utcTimestamp")

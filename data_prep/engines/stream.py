@@ -1,8 +1,8 @@
-"""One input file read batch by batch for the out-of-core prepare (data_prep.buckets.partition_file).
+"""One input file read batch by batch for the out-of-core prepare (data_prep.engines.buckets.partition_file).
 
 Parquet is read by record batches, CSV / TSV with pyarrow's streaming reader and JSONL in blocks, each of
 at most STREAM_ROWS rows (CSV: about CSV_BLOCK_BYTES of the file). Every batch gets the one-file rules of
-:func:`data_prep.events.load_events` (timestamps, codes, label map, drops), and its kept rows are written
+:func:`data_prep.reading.events.load_events` (timestamps, codes, label map, drops), and its kept rows are written
 per user-hash bucket to a scratch folder; once the file is read, each bucket's rows of the file are sorted
 and de-duplicated together (an empty place loses a tie, then becomes "unknown", as in one read), so memory
 holds one batch, then one bucket's rows of the file.
@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from data_prep import encode
+from data_prep.encoding import encode
+from data_prep.encoding.table import EventTable
 from data_prep.errors import MAX_EXAMPLES, PrepareError
-from data_prep.events import json_value
 from data_prep.options import resolve_columns
-from data_prep.readers import JSONL_BLOCK, iter_csv, iter_events_jsonl, missing_columns_error
-from data_prep.table import EventTable
-from data_prep.time_rules import refuse_bad_share, refuse_future
-from data_prep.timestamps import parse_times
+from data_prep.reading.events import json_value
+from data_prep.reading.readers import JSONL_BLOCK, iter_csv, iter_events_jsonl, missing_columns_error
+from data_prep.reading.time_rules import refuse_bad_share, refuse_future
+from data_prep.reading.timestamps import parse_times
 
 STREAM_ROWS = 1 << 20            # rows of a Parquet or JSONL batch
 CSV_BLOCK_BYTES = 1 << 24        # bytes of CSV a batch is read from

@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from data_prep.samples import WEEKDAYS
+from data_prep.sampling.samples import WEEKDAYS
 
 ROLE_PLAYING = ("You are a smart user's mobile phone assistant, which can infer the user's mobile phone "
                 "behavior preferences based on the historical behavior history of the user.")

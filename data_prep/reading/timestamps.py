@@ -1,4 +1,4 @@
-"""Raw timestamps -> local wall-clock seconds, by the timezone rule of :mod:`data_prep.events`.
+"""Raw timestamps -> local wall-clock seconds, by the timezone rule of :mod:`data_prep.reading.events`.
 
 Everything is vectorized (pyarrow regex extraction and numpy calendar arithmetic), never a Python loop
 over rows; only an IANA ``tz`` goes through pandas for its daylight-saving rules, and a ``time_format``
@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_prep.errors import PrepareError
-from data_prep.time_formats import CompactTally, check_time_format, strptime_wall, unparsed_line, unread_shape
+from data_prep.reading.time_formats import CompactTally, check_time_format, strptime_wall, unparsed_line, unread_shape
 
 # Local times must fall in [1971, 2100): wider ranges are almost always unit mistakes, and 1970 holds only
 # sentinels (epoch 0) and numbers that are not epoch seconds (compact dates 20240301, spreadsheet serials).
@@ -52,7 +52,7 @@ def parse_times(values, tz: str | None = None, source: str = "<times>",
                 row_numbers: np.ndarray | None = None, time_format: str | None = None,
                 detect: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
     """Raw timestamps -> (local-epoch int64 seconds, valid mask, notes) by the timezone rule of
-    :mod:`data_prep.events`.
+    :mod:`data_prep.reading.events`.
 
     ``values``: a pyarrow (Chunked)Array or anything ``pa.array`` accepts (ISO strings, epoch numbers).
     ``row_numbers``: each value's row in the source, for errors (default: position + 1).

@@ -45,7 +45,7 @@ text or integer timestamp with that exact format (surrounding whitespace aside);
 is a ``bad_timestamp``, and more than half of the non-empty rows not matching (or falling outside
 1971-2099) is an error naming the first. The timezone rule above then applies: values without ``%z`` are
 naive local times; with ``%z`` they name their instant. ``%Z`` (zone names) is refused; typed Parquet
-timestamps are read as they are. Without ``time_format`` (details: :mod:`data_prep.time_formats`):
+timestamps are read as they are. Without ``time_format`` (details: :mod:`data_prep.reading.time_formats`):
 
 * integers more than half of which are shaped like YYYYMMDDHH, YYYYMMDDHHMM or YYYYMMDDHHMMSS with a year in
   1971-2099 (a calendar slip such as 31 February or hour 24 keeps the shape) are an error naming the first
@@ -105,10 +105,10 @@ Users with too few events are not this module's business (the sample builder dro
 Where the code lives
 --------------------
 This module is the entry point (:func:`load_events`) and the contract above. The work is split by job:
-:mod:`data_prep.options` (``--columns``, ``--label-map``), :mod:`data_prep.readers` (CSV/TSV, JSONL,
-format detection), :mod:`data_prep.parquet` (Parquet), :mod:`data_prep.timestamps` (the timezone rule),
-:mod:`data_prep.encode` (codes, drops, sort and de-duplication into :class:`data_prep.table.EventTable`),
-:mod:`data_prep.foursquare` (the TSMC2014 importer).
+:mod:`data_prep.options` (``--columns``, ``--label-map``), :mod:`data_prep.reading.readers` (CSV/TSV, JSONL, format
+detection), :mod:`data_prep.reading.parquet` (Parquet), :mod:`data_prep.reading.timestamps` (the timezone rule),
+:mod:`data_prep.encoding.encode` (codes, drops, sort and de-duplication into
+:class:`data_prep.encoding.table.EventTable`), :mod:`data_prep.reading.foursquare` (the TSMC2014 importer).
 """
 from __future__ import annotations
 
@@ -121,15 +121,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from data_prep.encode import encode_rows, events_from_arrays, finish_rows
+from data_prep.encoding.encode import encode_rows, events_from_arrays, finish_rows
+from data_prep.encoding.table import CANONICAL, SCHEMA_COLUMNS, UNKNOWN_PLACE, EventTable, hour_of, weekday_of
 from data_prep.errors import MAX_EXAMPLES, PrepareError
-from data_prep.foursquare import load_foursquare
 from data_prep.options import load_label_map, parse_columns_option, resolve_columns
-from data_prep.parquet import read_parquet
-from data_prep.readers import FORMATS, compression_of, decompressed, detect_format, read_csv, read_events_jsonl
-from data_prep.table import CANONICAL, SCHEMA_COLUMNS, UNKNOWN_PLACE, EventTable, hour_of, weekday_of
-from data_prep.time_rules import refuse_bad_share, refuse_future
-from data_prep.timestamps import MAX_TIME, MIN_TIME, parse_times
+from data_prep.reading.foursquare import load_foursquare
+from data_prep.reading.parquet import read_parquet
+from data_prep.reading.readers import FORMATS, compression_of, decompressed, detect_format, read_csv, read_events_jsonl
+from data_prep.reading.time_rules import refuse_bad_share, refuse_future
+from data_prep.reading.timestamps import MAX_TIME, MIN_TIME, parse_times
 
 __all__ = ["CANONICAL", "FORMATS", "MAX_EXAMPLES", "MAX_TIME", "MIN_TIME", "SCHEMA_COLUMNS", "UNKNOWN_PLACE",
            "EventTable", "PrepareError", "events_from_arrays", "hour_of", "load_events", "load_foursquare",

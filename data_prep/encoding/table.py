@@ -1,4 +1,4 @@
-"""The canonical event table every reader produces (schema and timezone rule: :mod:`data_prep.events`)."""
+"""The canonical event table every reader produces (schema and timezone rule: :mod:`data_prep.reading.events`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,7 +18,7 @@ class EventTable:
     ``time`` is local wall-clock time encoded as a UTC epoch (int64 seconds). Code arrays are int32
     indices into the sorted name lists ``user_ids`` / ``places`` / ``behaviors``.
 
-    A file's (or a batch's) kept rows before that step (:func:`data_prep.encode.sort_rows`) are an EventTable
+    A file's (or a batch's) kept rows before that step (:func:`data_prep.encoding.encode.sort_rows`) are an EventTable
     too: in input order, with the code len(places) for an empty place, the drop counts and notes so far.
     """
 
@@ -32,7 +32,7 @@ class EventTable:
     dropped: dict[str, int] = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
     # (rows, orders) for the events of tied instants: rows ascending, and an integer per row that orders an
-    # instant's events as the input did (data_prep.ties); None once the instants are ordered
+    # instant's events as the input did (data_prep.encoding.ties); None once the instants are ordered
     input_order: tuple | None = None
 
     def __len__(self) -> int:

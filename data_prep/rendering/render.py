@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data_prep import outputs, prompts, samples
 from data_prep.config import PrepareConfig
+from data_prep.rendering import prompts
+from data_prep.sampling import samples
+from data_prep.writing import outputs
 
 RENDER_CHUNK = 20_000
 

@@ -1,4 +1,4 @@
-"""The CSV / TSV and JSONL readers, and format detection (rules: :mod:`data_prep.events`).
+"""The CSV / TSV and JSONL readers, and format detection (rules: :mod:`data_prep.reading.events`).
 
 Each reader returns the four canonical columns as Arrow arrays (text as strings or dictionaries, time as
 raw strings), plus what the caller needs to name rows in errors.
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from data_prep.encoding.table import CANONICAL, SCHEMA_COLUMNS
 from data_prep.errors import PrepareError, one_line
-from data_prep.labels import number_text, refuse_surrogates
-from data_prep.table import CANONICAL, SCHEMA_COLUMNS
+from data_prep.reading.labels import number_text, refuse_surrogates
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}

@@ -16,7 +16,7 @@ from typing import IO
 
 from data_prep.errors import PrepareError
 
-PACKAGE_DATASET_INFO = Path(__file__).resolve().parent.parent / "dataset_info.json"
+PACKAGE_DATASET_INFO = Path(__file__).resolve().parents[2] / "dataset_info.json"
 # Alpaca datasets written by prepare (stem -> file "<stem>.jsonl" with a "<stem>.meta.jsonl" side file).
 BEHAVIOR_STEMS = ("anchor", "train_all", "tail_medium", "valid", "test_p1", "test_p2")
 AUX_STEM = "aux"

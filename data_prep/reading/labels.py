@@ -1,4 +1,4 @@
-"""Text rules for behavior labels, places and user ids (the bad-input rules of :mod:`data_prep.events`).
+"""Text rules for behavior labels, places and user ids (the bad-input rules of :mod:`data_prep.reading.events`).
 
 Labels and places end up inside prompts, so they must read as one line of plain text, and the behavior names
 must split back into the candidate list the prompt shows. Every function here works on one distinct value
@@ -13,7 +13,7 @@ import unicodedata
 from data_prep.errors import PrepareError
 
 MAX_LABEL_CHARS = 200            # a behavior or place name, not a free-text field
-CANDIDATE_SEPARATOR = ", "      # data_prep.prompts.format_candidates joins the behavior names with it
+CANDIDATE_SEPARATOR = ", "      # data_prep.rendering.prompts.format_candidates joins the behavior names with it
 FLOAT_EXACT_INTEGERS = 2 ** 53   # a float64 holds every integer below this, and loses digits above it
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _BREAKS = "\x00-\x1f\x7f-\x9f\u2028\u2029"   # control characters (newlines, tabs, ...) and line/paragraph separators

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.errors import PrepareError
-from data_prep.samples import rng_for
+from data_prep.sampling.samples import rng_for
 
-DEFAULT_AUX_PATH = Path(__file__).resolve().parent / "resources" / "aux_conversations.jsonl"
+DEFAULT_AUX_PATH = Path(__file__).resolve().parents[1] / "resources" / "aux_conversations.jsonl"
 
 _ROLE_ALIASES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "chatgpt": "gpt",
                  "bard": "gpt", "bing": "gpt", "model": "gpt", "system": "system"}

@@ -1,5 +1,5 @@
-"""Encoding into the canonical :class:`~data_prep.table.EventTable`: dictionary codes, label map,
-drop accounting, sort and de-duplication (the rules are in :mod:`data_prep.events`).
+"""Encoding into the canonical :class:`~data_prep.encoding.table.EventTable`: dictionary codes, label map,
+drop accounting, sort and de-duplication (the rules are in :mod:`data_prep.reading.events`).
 
 Text columns are handled as Arrow dictionaries, so the Python work is per distinct value, never per row.
 """
@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data_prep import labels
+from data_prep.encoding.table import UNKNOWN_PLACE, EventTable
 from data_prep.errors import PrepareError, fmt_counts, one_line
-from data_prep.table import UNKNOWN_PLACE, EventTable
+from data_prep.reading import labels
 
 
 def events_from_arrays(user, time, place, behavior, *, label_map: Mapping[str, str] | None = None,

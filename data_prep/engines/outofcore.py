@@ -1,18 +1,18 @@
 """prepare out of core: the same run as :func:`data_prep.prepare.prepare`, byte for byte, from events that
 need not fit in memory, on this machine (``--engine local``) or as Ray tasks (``--engine ray``).
 
-1. read: every input file is read batch by batch under the one-file rules (data_prep.stream) and its events
+1. read: every input file is read batch by batch under the one-file rules (data_prep.engines.stream) and its events
    are written, by a hash of the user id, into BUCKETS bucket folders (so one user's events are in one
-   bucket); the files' vocabularies, dropped counts and notes come back (data_prep.buckets.partition_file).
+   bucket); the files' vocabularies, dropped counts and notes come back (data_prep.engines.buckets.partition_file).
 2. scan: each bucket is coded with the global vocabularies (sorted names, as in memory), sorted,
-   de-duplicated and put in the seeded instant order (data_prep.ties); per-user counts come back.
+   de-duplicated and put in the seeded instant order (data_prep.encoding.ties); per-user counts come back.
 3. global steps on small aggregates: the seeded user split over the eligible users in id order, the caps'
    sample ranks, protocol 1, training label counts and protocol 2 (the test users' labels), the groups.
 4. render: each bucket renders its selected samples in output order; the run's files take each output
    position's lines from the bucket that holds it (the driver knows every position's bucket).
 
 Peak memory is one batch of an input file (a file whose batches cannot decide it is read whole, see
-data_prep.stream), one bucket's events, the per-user aggregates, the label of every test-split sample
+data_prep.engines.stream), one bucket's events, the per-user aggregates, the label of every test-split sample
 (protocol 2 draws from them: about 8 bytes each) and one split's rendered samples, LZ4-compressed (about a
 tenth of their text). On disk: the bucket pieces (about 11 bytes an event, each removed once its bucket is
 scanned), the buckets' events (20 bytes an event, memory-mapped by the later steps) and the rendered
@@ -27,11 +27,13 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from data_prep import buckets, samples, sources
-from data_prep import engine as engines
 from data_prep.config import PrepareConfig
+from data_prep.engines import buckets
+from data_prep.engines import executors as engines
 from data_prep.prepare import EventsSummary, behavior_info, staged_run, template_ids, write_run
-from data_prep.render import write_chunks
+from data_prep.reading import sources
+from data_prep.rendering.render import write_chunks
+from data_prep.sampling import samples
 
 WORK_DIR = ".work"
 

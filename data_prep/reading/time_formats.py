@@ -1,8 +1,8 @@
 """Timestamps written with a format: ``TIME_FORMAT`` (strptime syntax, as pandas' ``format=``), and the
-columns that need one (rules: :mod:`data_prep.events`).
+columns that need one (rules: :mod:`data_prep.reading.events`).
 
 Without a format the readers take ISO-8601 and epoch seconds only, and two kinds of column would go wrong
-there, so :mod:`data_prep.timestamps` refuses them, naming the ``TIME_FORMAT`` to set:
+there, so :mod:`data_prep.reading.timestamps` refuses them, naming the ``TIME_FORMAT`` to set:
 
 * integers more than half of which are shaped like compact dates and times YYYYMMDDHH[MM[SS]] with a year in
   1971-2099 (they would be read as epoch seconds in 2032-2036, or as milliseconds); the rows that would not

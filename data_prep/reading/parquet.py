@@ -1,5 +1,5 @@
 """The Parquet reader: one row group at a time, text columns as dictionaries, never a Python loop over rows
-(50 M events in ~7 s of CPU, ~1.6 GB peak RSS; rules: :mod:`data_prep.events`)."""
+(50 M events in ~7 s of CPU, ~1.6 GB peak RSS; rules: :mod:`data_prep.reading.events`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data_prep.encode import string_dictionary, take_blocked
+from data_prep.encoding.encode import string_dictionary, take_blocked
 from data_prep.errors import PrepareError, one_line
-from data_prep.readers import missing_columns_error
-from data_prep.timestamps import OwnedTimes, to_numpy_filled
+from data_prep.reading.readers import missing_columns_error
+from data_prep.reading.timestamps import OwnedTimes, to_numpy_filled
 
 
 def read_parquet(path: Path, source: str, cols: dict[str, str]) -> dict[str, pa.Array | pa.ChunkedArray]:

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from data_prep.errors import PrepareError
-from data_prep.outputs import AUX_STEM, BEHAVIOR_STEMS
+from data_prep.writing.outputs import AUX_STEM, BEHAVIOR_STEMS
 
 # A directory holding any of these is an earlier prepare's output (complete or not) and may be replaced.
 PREPARE_FILES = frozenset({"stats.json", "dataset_info.json", f"{AUX_STEM}.jsonl",

@@ -1,6 +1,6 @@
-"""The per-file and per-bucket steps of the out-of-core prepare (driver: :mod:`data_prep.outofcore`).
+"""The per-file and per-bucket steps of the out-of-core prepare (driver: :mod:`data_prep.engines.outofcore`).
 
-Each step is a plain function of paths and small arguments, so an engine (data_prep.engine) runs it in this
+Each step is a plain function of paths and small arguments, so an engine (data_prep.engines.executors) runs it in this
 process or as a Ray task; what it returns is small (vocabularies, per-user counts, label counts). Events are
 partitioned by a hash of the user id, so a user's events always lie in one bucket: de-duplication, the tie
 rule and every window are bucket-local, and a bucket's arrays use the global dictionary codes (sorted names),
@@ -17,10 +17,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data_prep import encode, samples, sources, stream, ties
-from data_prep.render import RENDER_CHUNK, Renderer
-from data_prep.stream import bucket_of
-from data_prep.table import EventTable
+from data_prep.encoding import encode, ties
+from data_prep.encoding.table import EventTable
+from data_prep.engines import stream
+from data_prep.engines.stream import bucket_of
+from data_prep.reading import sources
+from data_prep.rendering.render import RENDER_CHUNK, Renderer
+from data_prep.sampling import samples
 
 EVENT_COLUMNS = ("user", "time", "place", "behavior")   # events-<column>.npy in a bucket folder
 PIECE_SUFFIX = ".pkl"
@@ -32,7 +35,7 @@ def bucket_dir(work: Path, bucket: int) -> Path:
 
 
 def partition_file(item: sources.InputFile, index: int, reader: dict, work: str, n_buckets: int) -> dict:
-    """Read one input file (one-file rules, batch by batch: data_prep.stream) and write its events into one
+    """Read one input file (one-file rules, batch by batch: data_prep.engines.stream) and write its events into one
     piece per bucket: the piece's users (sorted) with their event counts, and per event the time and the
     smallest int codes into the piece's own places and behaviors. Returns its dropped counts, notes and
     vocabularies."""

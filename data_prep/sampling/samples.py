@@ -2,7 +2,7 @@
 
 A sample is identified by the index of its *target* event in the EventTable (sorted by user, time): its
 input x is the L events strictly earlier than the target (same user, oldest first; events of the target's own
-instant are never history, see data_prep.ties), its label y is the target's behavior, and the target's
+instant are never history, see data_prep.encoding.ties), its label y is the target's behavior, and the target's
 weekday, hour and place are the "next behavior" context the prompt reveals.
 
 Everything is vectorized: eligible samples are never materialized for the (large) training split; a cap
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data_prep import ties
+from data_prep.encoding import ties
 from data_prep.errors import PrepareError
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -190,7 +190,7 @@ def build_sample_sets(user: np.ndarray, behavior: np.ndarray, n_behaviors: int, 
     samples are scarce); protocol 2 draws up to p2_per_behavior samples of each behavior from the rest, so it
     is never empty while p2_per_behavior > 0 (fewer than 2 test samples is an error).
 
-    ``time`` (the events' timestamps) applies the instant rule of data_prep.ties: a target needs L events
+    ``time`` (the events' timestamps) applies the instant rule of data_prep.encoding.ties: a target needs L events
     strictly earlier than itself; without it every event is its own instant. Users with no such target give
     no sample; they are dropped before the split and counted (`user_too_short` events, `user_too_short_users`
     users). Training label counts are taken over all training-user samples before the cap (more stable for

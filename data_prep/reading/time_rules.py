@@ -1,4 +1,4 @@
-"""Whole-file rules on the timestamps that were read (rules: :mod:`data_prep.events`).
+"""Whole-file rules on the timestamps that were read (rules: :mod:`data_prep.reading.events`).
 
 * More than BAD_SHARE of a file's rows dropped as ``bad_timestamp`` stops the run: that many rows failing is
   a wrong (or missing) TIME_FORMAT, not a few bad rows, and the rows that do parse may be misread (a
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_prep.errors import PrepareError
-from data_prep.time_formats import likely_format
+from data_prep.reading.time_formats import likely_format
 
 BAD_SHARE = 0.05     # bad_timestamp drops above this share of a file's rows stop prepare and predict
 SHOWN = 3            # example rows in the line
@@ -72,7 +72,7 @@ _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 
 def numbers_of(values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(raw, whole seconds, ok) of the numbers of a time column (numeric types, or text that is a number) as
-    the epoch rule of data_prep.timestamps sees them; text that is no number is not ok."""
+    the epoch rule of data_prep.reading.timestamps sees them; text that is no number is not ok."""
     arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     if pa.types.is_dictionary(arr.type):
         arr = arr.cast(arr.type.value_type)

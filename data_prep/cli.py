@@ -14,11 +14,11 @@ from pathlib import Path
 
 from cli import Command, add_config, config_from_args, run
 from cli import build_parser as command_parser
-from data_prep import events, sources
 from data_prep.config import PrepareConfig, ReaderConfig, ScaleConfig, SyntheticConfig, SyntheticLogConfig
+from data_prep.engines.outofcore import prepare_input
 from data_prep.errors import PrepareError
-from data_prep.outofcore import prepare_input
 from data_prep.prepare import prepare
+from data_prep.reading import events, sources
 from data_prep.synthetic import generate_events, write_events
 
 __all__ = ["COMMANDS", "PrepareConfig", "build_parser", "main", "prepare", "prepare_config"]

@@ -9,16 +9,18 @@ auxiliary conversations (3.2, Table 5), seed 42.
 Scarce test samples: protocol 1 (TEST_CAP) and protocol 2 (P2_PER_BEHAVIOR x behaviors) draw from
 the same N test-user samples. When N < TEST_CAP + P2_PER_BEHAVIOR x behaviors, protocol 1 gives way to
 protocol 2 but keeps at least half: test_p1 = min(TEST_CAP, max(N - P2_PER_BEHAVIOR x behaviors, ceil(N/2)))
-(data_prep.samples.protocol1_size), so protocol 2 is never empty; with ample data the caps act as given.
+(data_prep.sampling.samples.protocol1_size), so protocol 2 is never empty; with ample data the caps act as given.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from cli import check_positive
-from data_prep import prompts
 from data_prep.errors import PrepareError
 from data_prep.options import parse_columns_option, resolve_columns
+from data_prep.reading.time_formats import check_time_format
+from data_prep.reading.time_rules import BAD_SHARE
+from data_prep.rendering import prompts
 from data_prep.synthetic.generator import (
     DEFAULT_CHUNK_USERS,
     DEFAULT_DAYS,
@@ -27,8 +29,6 @@ from data_prep.synthetic.generator import (
     DEFAULT_USERS,
     check_sizes,
 )
-from data_prep.time_formats import check_time_format
-from data_prep.time_rules import BAD_SHARE
 
 FORMATS = ("csv", "jsonl", "parquet")
 RAY_BUCKETS = 16   # the buckets of a Ray run that names none: tasks enough to spread over a small cluster

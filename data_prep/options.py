@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from data_prep.encoding.table import CANONICAL, SCHEMA_COLUMNS
 from data_prep.errors import PrepareError
-from data_prep.labels import clean_label, refuse_surrogates
-from data_prep.table import CANONICAL, SCHEMA_COLUMNS
+from data_prep.reading.labels import clean_label, refuse_surrogates
 
 _COLUMN_ALIASES = {"user": "user", "user_id": "user", "time": "time", "timestamp": "time",
                    "place": "place", "behavior": "behavior", "behaviour": "behavior", "label": "behavior"}
@@ -66,7 +66,7 @@ def load_label_map(path: str | os.PathLike) -> dict[str, str]:
     """Raw label -> category, from JSON ``{raw: category}`` or a 2-column CSV ``raw,category``.
 
     The CSV may start with the header ``raw,category``. Labels and categories are cleaned like the labels
-    of the log (stripped, Unicode NFC, line breaks as spaces: :func:`data_prep.labels.clean_label`), so
+    of the log (stripped, Unicode NFC, line breaks as spaces: :func:`data_prep.reading.labels.clean_label`), so
     NFC and NFD spellings of a raw label are one key; a raw label given twice with different categories,
     an empty category, or a lone surrogate (JSON ``"\\ud83d"``) is an error naming the line.
     """

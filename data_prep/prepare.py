@@ -11,18 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import auxiliary, outputs, prompts, rundir, samples, ties
 from data_prep.config import PrepareConfig
+from data_prep.encoding import ties
+from data_prep.encoding.table import drop_warning
 from data_prep.prepared import protocol2_balance
-from data_prep.render import Renderer, write_split
-from data_prep.table import drop_warning
+from data_prep.rendering import prompts
+from data_prep.rendering.render import Renderer, write_split
+from data_prep.sampling import auxiliary, samples
+from data_prep.writing import outputs, rundir
 
 
 def prepare(table, out_dir: str | Path, config: PrepareConfig | None = None, source: dict | None = None,
             log=print) -> dict:
     """Write the whole dataset_dir for one run (docs/data-preparation.md) and return its stats.
 
-    The run is built in a hidden sibling of out_dir and swapped in whole at the end (data_prep.rundir): a
+    The run is built in a hidden sibling of out_dir and swapped in whole at the end (data_prep.writing.rundir): a
     failed or killed prepare leaves the earlier run as it was, and no file of the earlier run survives.
     Order: user split and caps (samples), training frequencies and groups, render + write the training
     datasets (anchor / train_all / tail_medium from one pass), valid, test_p1, test_p2, aux, then

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.outputs import read_jsonl
+from data_prep.writing.outputs import read_jsonl
 
 
 def resolve_dataset_file(dataset_dir: str | os.PathLike, dataset: str) -> Path:
@@ -63,6 +64,28 @@ def load_stats(dataset_dir: str | os.PathLike) -> dict:
 def candidate_names(stats: dict) -> list[str]:
     """The candidate set in the order of stats.json (index = label_id)."""
     return [b["name"] for b in stats["behaviors"]]
+
+
+def split_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each non-blank line of a prepared file, read lazily."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing file: {path}: run the prepare stage first")
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if line.strip():
+                yield line_no, line
+
+
+def iter_split(dataset_dir: str | os.PathLike, split: str) -> Iterator[tuple[int, dict, str | None]]:
+    """A split streamed, for splits too large to hold: (line number, meta) of each ``<split>.meta.jsonl`` line
+    with the line-aligned line of ``<split>.jsonl`` left unparsed (None past that file's end)."""
+    dataset_dir = Path(dataset_dir)
+    records = split_lines(dataset_dir / f"{split}.jsonl")
+    for line_no, meta_line in split_lines(dataset_dir / f"{split}.meta.jsonl"):
+        meta = json.loads(meta_line)
+        record = next(records, None)  # advanced in step with the meta file even when it is not parsed
+        yield line_no, meta, None if record is None else record[1]
 
 
 @dataclass

@@ -121,7 +121,7 @@ def _add_figure(f: argparse.ArgumentParser) -> None:
 
 
 def _figure(args: argparse.Namespace) -> None:
-    from .paper_figures import write
+    from .comparison_figures import write
 
     print(write(args.kind, args.point, args.out)[1].read_text(encoding="utf-8"), end="")
 

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.outputs import iter_jsonl
 from data_prep.prepared import candidate_names, load_prepared
+from data_prep.writing.outputs import iter_jsonl
 
 from .files import check_split, distribution_row, first_max, write_predictions
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .figures import write_figure
+from .figure_files import write_figure
 
 
 def embed_names(model_path: str, names: list[str], device: str | None = None) -> np.ndarray:

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.outputs import read_jsonl, write_jsonl, write_text_atomic
-from data_prep.outputs import write_json as write_json_atomic
 from data_prep.prepared import candidate_names, load_stats
+from data_prep.writing.outputs import read_jsonl, write_jsonl, write_text_atomic
+from data_prep.writing.outputs import write_json as write_json_atomic
 
 # The evaluation file helpers other packages (sasrec, serving) use; the loaders are data_prep's, re-exported.
 __all__ = ["TEST_SPLITS", "candidate_names", "check_split", "distribution_row", "first_max", "info_path",

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.outputs import read_jsonl
 from data_prep.prepared import load_prepared
-from data_prep.prompts import INSTRUCTION_TEMPLATES, rerender
+from data_prep.rendering.prompts import INSTRUCTION_TEMPLATES, rerender
+from data_prep.writing.outputs import read_jsonl
 
 from .config import PredictConfig
 from .files import check_split, distribution_row, prediction_row, write_jsonl_atomic, write_predictions

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.auxiliary import ratio_line
 from data_prep.prepared import load_stats, protocol2_balance_of
+from data_prep.sampling.auxiliary import ratio_line
 
 from . import learned
 from . import metrics as M
-from .figures import plot_long_tail
 from .files import TEST_SPLITS, load_predictions, write_json_atomic, write_text_atomic
+from .long_tail import plot_long_tail
 from .paper_tables import TABLE3
 from .report_plots import behaviors_by_frequency, plot_confusion, plot_per_behavior, plot_reliability
 from .temperature import bound_note, read_record

@@ -1,6 +1,6 @@
 """The run report's own plots: per-behavior accuracy by training frequency, one confusion matrix and one
 reliability diagram per model (matplotlib, PNG written atomically). The report's tables and metrics.json are
-built in :mod:`evaluation.report`; the paper's figures are :mod:`evaluation.paper_figures`."""
+built in :mod:`evaluation.report`; the paper's figures are :mod:`evaluation.comparison_figures`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.outputs import atomic_open
+from data_prep.writing.outputs import atomic_open
 
 from . import metrics as M
 from .files import TEST_SPLITS

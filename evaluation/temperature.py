@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.prompts import INSTRUCTION_TEMPLATES
+from data_prep.rendering.prompts import INSTRUCTION_TEMPLATES
 
 from . import metrics as M
 

@@ -8,7 +8,7 @@ import sys
 from cli import EXIT_USAGE, Parser, UsageError, error_line
 
 from .demo import convert_smollm2, demo, demo_full
-from .figures import FIGURE_TARGETS
+from .figure_targets import FIGURE_TARGETS
 from .graph import Runner, StageFailed
 from .layout import Layout
 from .settings import Variables, help_text

@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from data_prep.outputs import AUX_STEM, BEHAVIOR_STEMS
+from data_prep.writing.outputs import AUX_STEM, BEHAVIOR_STEMS
 
 from .settings import ROOT, Variables
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from cli import UsageError
 from data_prep.config import PrepareConfig, ReaderConfig, ScaleConfig, SyntheticConfig
 from data_prep.errors import PrepareError
-from data_prep.sources import is_uri, list_inputs
+from data_prep.reading.sources import is_uri, list_inputs
 from evaluation.baselines import KINDS as BASELINES
 from evaluation.config import PredictConfig
 from scoring.config import ScoreConfig

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.outputs import write_json
+from data_prep.writing.outputs import write_json
 
 CHUNK = 1 << 20
 # Files a trainer writes beside the weights that do not change what the model computes.

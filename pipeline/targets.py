@@ -11,8 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from cli import UsageError
-from data_prep import auxiliary
-from data_prep.sources import is_uri
+from data_prep.reading.sources import is_uri
+from data_prep.sampling import auxiliary
 from serving.config import PredictFilesConfig, PredictionConfig, ServeConfig
 
 from . import launch, stages

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from data_prep.prepared import iter_split
+
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 UNKNOWN_PLACE = "<unknown place>"
 
@@ -81,30 +83,18 @@ def hour_id(value) -> int:
     return hour
 
 
-def _lines(path: Path):
-    if not path.is_file():
-        raise FileNotFoundError(f"missing file: {path}: run the prepare stage first")
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if line.strip():
-                yield line_no, line
-
-
 def iter_events(dataset_dir: Path, split: str, behaviors: list[str]):
     """(meta, [(weekday, hour, place)] * L) per window of a split, streaming both files side by side."""
     pattern = event_pattern(behaviors)
-    records = _lines(dataset_dir / f"{split}.jsonl")
     meta_path = dataset_dir / f"{split}.meta.jsonl"
-    for line_no, meta_line in _lines(meta_path):
-        meta = json.loads(meta_line)
-        record = next(records, None)  # advanced in step with the meta file even when it is not parsed
+    for line_no, meta, record in iter_split(dataset_dir, split):
         if "history_context" in meta:
             yield meta, [tuple(c) for c in meta["history_context"]]
             continue
         if record is None:
             raise ValueError(f"{dataset_dir / split}.jsonl: fewer lines than its meta file")
         try:
-            yield meta, parse_history_contexts(json.loads(record[1])["instruction"], meta["history"], pattern)
+            yield meta, parse_history_contexts(json.loads(record)["instruction"], meta["history"], pattern)
         except (ValueError, KeyError) as err:
             raise ValueError(f"{meta_path}:{line_no}: {err}") from None
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.outputs import atomic_open
+from data_prep.writing.outputs import atomic_open
 from evaluation.ablations import load_model_metrics
 from evaluation.files import write_json_atomic, write_predictions, write_text_atomic
 from evaluation.metrics import metrics_from_predictions

@@ -25,7 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from data_prep.config import PrepareConfig
-from data_prep.outputs import atomic_open
+from data_prep.writing.outputs import atomic_open
 from evaluation.config import PredictConfig
 from evaluation.files import (
     TEST_SPLITS,

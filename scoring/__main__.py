@@ -51,7 +51,7 @@ def _add_token_lengths(p: argparse.ArgumentParser) -> None:
 
 
 def _token_lengths(args: argparse.Namespace) -> None:
-    from data_prep.outputs import write_json
+    from data_prep.writing.outputs import write_json
 
     from .budget import budget_error, split_token_budget
 

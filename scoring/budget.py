@@ -156,7 +156,7 @@ def _python_lengths(counter: LengthCounter, path: Path) -> tuple[np.ndarray, np.
     """Every record of one file counted exactly through the template (the slow, sure way)."""
     from tqdm.auto import tqdm
 
-    from data_prep.outputs import iter_jsonl
+    from data_prep.writing.outputs import iter_jsonl
 
     prompts, answers = [], []
     for rec in tqdm(iter_jsonl(path), desc=f"token lengths ({path.name}, exact)", unit=" records"):

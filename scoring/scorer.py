@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.outputs import write_text_atomic
 from data_prep.prepared import load_prepared
+from data_prep.writing.outputs import write_text_atomic
 
 from .config import ScoreConfig
 from .devices import dist_env

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.outputs import atomic_open, write_json
+from data_prep.writing.outputs import atomic_open, write_json
 
 PART_COLUMNS = ("index", "label_id", "pred_id", "p_true", "probs", "logprobs", "embedding")
 

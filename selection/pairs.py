@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.outputs import write_json, write_jsonl, write_text_atomic
+from data_prep.writing.outputs import write_json, write_jsonl, write_text_atomic
 
 _ALPACA = {"prompt": "instruction", "query": "input", "system": "system"}
 # LLaMA-Factory's registry of the selection folder: its two files, nothing of the prepared data.

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cli import Command, add_config, config_from_args, run
 from cli import build_parser as command_parser
+from data_prep.config import parse_flag
 from serving.config import (
     PredictFilesConfig,
     PredictionConfig,
@@ -23,7 +24,6 @@ from serving.config import (
     TemplateEvalConfig,
 )
 from serving.run import ServingError, load_run
-from serving.upstream import parse_flag
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -77,7 +77,7 @@ def _add_template_eval_args(p: argparse.ArgumentParser) -> None:
 
 def _time_format(args, run) -> str | None:
     """predict's --time-format, else the one prepare read the run's events with ('none': no format)."""
-    from serving.upstream import parse_time_format
+    from data_prep.config import parse_time_format
 
     if args.time_format is not None:
         return parse_time_format(args.time_format)
@@ -88,7 +88,7 @@ def _time_format(args, run) -> str | None:
 
 def _read_defaults(args, run) -> tuple[str | None, dict | None, dict | None]:
     """tz, column map and label map: the flags, else what prepare read the run's events with."""
-    from serving.upstream import load_label_map, parse_columns_option
+    from data_prep.reading.events import load_label_map, parse_columns_option
 
     source = run.source if run.source.get("kind") == "events" else {}
     tz = args.tz or source.get("tz")
@@ -109,8 +109,8 @@ def _predictor(args, run):
 
 
 def _predict(args, run) -> int:
-    from serving.batch import ReadOptions
     from serving.parts import predict_parts
+    from serving.predict_files import ReadOptions
 
     model, prediction = config_from_args(ServedModelConfig, args), config_from_args(PredictionConfig, args)
     files = config_from_args(PredictFilesConfig, args)
@@ -148,8 +148,8 @@ def _serve(args, run) -> int:
 
 
 def _template_eval(args, run) -> int:
+    from data_prep.writing.outputs import write_json
     from serving.template_eval import markdown, run_template_eval
-    from serving.upstream import write_json
 
     measured = config_from_args(TemplateEvalConfig, args)
     result = run_template_eval(_predictor(args, run), args.dataset_dir or run.run_dir / "data", measured.dataset,

@@ -23,9 +23,9 @@ from pydantic import AfterValidator, BaseModel, Field, StrictStr, field_validato
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving.batcher import MicroBatcher
 from serving.config import PredictionConfig, ServeConfig
 from serving.metrics import ServiceMetrics, add_metrics_route, training_shares
+from serving.micro_batcher import MicroBatcher
 from serving.middleware import Observed
 from serving.predictor import result_line
 from serving.prompting import MODES

@@ -8,9 +8,10 @@ import math
 from dataclasses import dataclass, field
 
 from cli import check_positive, field_default, positive_int
+from data_prep.config import parse_flag
+from scoring.config import ScoreConfig, check_cutoff_len, cutoff_len_field
 from serving.logs import LOG_FORMATS
 from serving.prompting import DEFAULT_MODE, MODES
-from serving.upstream import ScoreConfig, check_cutoff_len, cutoff_len_field, parse_flag
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 

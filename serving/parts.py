@@ -35,19 +35,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from serving.batch import CHUNK, ReadOptions, build_queries, read_next
+from data_prep.options import resolve_columns
+from data_prep.reading.events import PrepareError
+from data_prep.writing.outputs import atomic_open, write_json, write_jsonl
 from serving.config import PredictFilesConfig
+from serving.predict_files import CHUNK, ReadOptions, build_queries, read_next
 from serving.predictor import error_line, result_line
 from serving.queries import BehaviorNames
 from serving.run import RunInfo, ServingError
 from serving.spool import ALL_DROPPED, Spool, as_input_error, input_digest, read_spooled_events, spool, spool_inputs
-from serving.upstream import (
-    PrepareError,
-    atomic_open,
-    resolve_columns,
-    write_json,
-    write_jsonl,
-)
 
 GROUP = 128            # buckets spooled in one pass over the inputs (open files, spool disk)
 EXIT_HOOK = "PREDICT_EXIT_AFTER_PARTS"   # tests: this process exits after writing that many parts

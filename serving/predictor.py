@@ -16,7 +16,6 @@ from serving.config import ServedModelConfig
 from serving.prompting import Query, render_records
 from serving.queries import top_k_of
 from serving.run import RunInfo
-from serving.upstream import new_scorer
 
 
 @dataclass
@@ -42,7 +41,9 @@ class Predictor:
         if cutoff_len is not None and cutoff_len < 1:
             raise ValueError(f"cutoff_len must be positive, got {cutoff_len}")
         self.run, self.cutoff_len = run, cutoff_len
-        self.scorer = new_scorer(run.model_path, run.template, run.adapter_path, batch_size, device, dtype)
+        from scoring.scorer import CandidateScorer  # torch and transformers are slow to import
+
+        self.scorer = CandidateScorer(run.model_path, run.template, run.adapter_path, batch_size, device, dtype)
         # candidate answer ids do not depend on the prompt (the scorer checks it on every record)
         probe = {"system": run.system_prompt, "instruction": "-", "input": ""}
         self.encoder = self.scorer.encoder(run.behaviors, probe)

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serving.upstream import (
+from data_prep.reading.events import hour_of, weekday_of
+from data_prep.rendering.prompts import (
     INSTRUCTION_TEMPLATES,
-    WEEKDAYS,
     format_candidates,
     format_event,
     format_next_context,
-    hour_of,
     render_instruction,
     rerender,
-    weekday_of,
 )
+from data_prep.sampling.samples import WEEKDAYS
 
 __all__ = ["DEFAULT_MODE", "MODES", "Event", "Query", "render_history", "render_record", "render_records", "rerender",
            "template_ids", "weekday_hour"]
@@ -76,7 +75,8 @@ def weekday_hour(time: int) -> tuple[int, int]:
 
 
 def render_history(history: list[Event]) -> str:
-    """"(weekday, hour, place, behavior), ..." oldest first, as data_prep.prompts.render_histories joins them."""
+    """"(weekday, hour, place, behavior), ..." oldest first, as data_prep.rendering.prompts.render_histories joins
+    them."""
     return ", ".join(format_event(*weekday_hour(e.time), e.place, e.behavior) for e in history)
 
 

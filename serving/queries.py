@@ -6,9 +6,9 @@ read by data_prep's readers, errors become a per-user ``error``). Decisions:
 - a user with fewer than L events is predicted from the shorter history and the result says so
   (``warning``); a user with no event at all is an error;
 - an event at or after the next event's time is an error: history is strictly earlier than what it
-  predicts, as in training (data_prep.ties);
+  predicts, as in training (data_prep.encoding.ties);
 - events are ordered as prepare orders them: by time, then, inside one instant, by the seeded hash of
-  (seed, user, time, the event's rank among its instant's events in the order given) (data_prep.ties), never
+  (seed, user, time, the event's rank among its instant's events in the order given) (data_prep.encoding.ties), never
   by name: list an instant's events in the order of the export, as prepare read them.
 """
 from __future__ import annotations
@@ -18,8 +18,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from data_prep.encoding.ties import event_order
+from data_prep.reading.events import UNKNOWN_PLACE, PrepareError, parse_times
+from data_prep.reading.time_formats import compact_format
+from data_prep.reading.time_rules import future_cutoff
 from serving.prompting import Event, Query
-from serving.upstream import UNKNOWN_PLACE, PrepareError, compact_format, event_order, future_cutoff, parse_times
 
 
 class FieldError(ValueError):

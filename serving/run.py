@@ -48,7 +48,7 @@ class RunInfo:
 
     @property
     def seed(self) -> int:
-        """prepare's seed: it orders the events of one instant (data_prep.ties), here as in training."""
+        """prepare's seed: it orders the events of one instant (data_prep.encoding.ties), here as in training."""
         return int(self.stats["config"]["seed"])
 
     @property

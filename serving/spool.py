@@ -5,7 +5,7 @@ bucket's rows to its own file in the input's format family (Parquet for Parquet 
 JSONL), which data_prep's reader then reads with the same columns, label map, time zone and time format.
 
 --events may be several files, as prepare's INPUT (a directory, hive partitions included, a glob or an
-object-store URI; data_prep.sources lists them): `spool_inputs` spools each file on its own, and
+object-store URI; data_prep.reading.sources lists them): `spool_inputs` spools each file on its own, and
 `read_spooled_events` reads a bucket's spools file by file under the one-file rules and merges them as
 prepare merges files (sorted, a (user, time, behavior) seen in two files is one duplicate_event). Errors name
 the input file and its row.
@@ -23,26 +23,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from serving.batch import ReadOptions, histories_of, read_events_table
-from serving.upstream import (
-    MAX_EXAMPLES,
-    CompactTally,
-    PrepareError,
-    compression_of,
-    detect_format,
-    json_value,
-    list_inputs,
-    local_copy,
-    merge_tables,
-    missing_columns_error,
-    number_text,
-    numbers_of,
-    parse_times,
-    refuse_bad_share,
-    resolve_columns,
-    string_dictionary,
-    unparsed_line,
-)
+from data_prep.encoding.encode import string_dictionary
+from data_prep.errors import MAX_EXAMPLES
+from data_prep.options import resolve_columns
+from data_prep.reading.events import PrepareError, json_value, parse_times
+from data_prep.reading.labels import number_text
+from data_prep.reading.readers import compression_of, detect_format, missing_columns_error
+from data_prep.reading.sources import list_inputs, local_copy, merge_tables
+from data_prep.reading.time_formats import CompactTally, unparsed_line
+from data_prep.reading.time_rules import numbers_of, refuse_bad_share
+from serving.predict_files import ReadOptions, histories_of, read_events_table
 
 BATCH_ROWS = 1 << 16   # rows per Parquet batch read and written
 ALL_DROPPED = re.compile(r"no events left after dropping rows \((.*)\)")

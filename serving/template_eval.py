@@ -9,23 +9,18 @@ and the mean negative log-likelihood of the true behavior.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from data_prep.prepared import load_prepared
+from data_prep.rendering.prompts import INSTRUCTION_TEMPLATES
 from serving.prompting import rerender
-from serving.upstream import INSTRUCTION_TEMPLATES, all_metrics
 
 CHOICES = ("0", "1", "2", "own", "mean")
 CHUNK = 32
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def score_all_templates(predictor, records: list[dict], meta: list[dict]) -> np.ndarray:
@@ -50,6 +45,8 @@ def choice_logprobs(lp: np.ndarray, own: np.ndarray, choice: str) -> np.ndarray:
 
 
 def evaluate(lp: np.ndarray, meta: list[dict], stats: dict) -> dict:
+    from evaluation.metrics import all_metrics  # the Appendix B metrics (imported when used)
+
     labels = np.array([m["label_id"] for m in meta])
     own = np.array([m["template_id"] for m in meta])
     result = {}
@@ -65,10 +62,8 @@ def evaluate(lp: np.ndarray, meta: list[dict], stats: dict) -> dict:
 
 
 def run_template_eval(predictor, data_dir: str | Path, dataset: str = "test_p2", limit: int | None = None) -> dict:
-    data_dir = Path(data_dir)
-    records = _read_jsonl(data_dir / f"{dataset}.jsonl")[:limit]
-    meta = _read_jsonl(data_dir / f"{dataset}.meta.jsonl")[:limit]
-    stats = json.loads((data_dir / "stats.json").read_text(encoding="utf-8"))
+    data = load_prepared(data_dir, dataset)
+    records, meta, stats = data.records[:limit], data.meta[:limit], data.stats
     started = time.perf_counter()
     lp = score_all_templates(predictor, records, meta)
     seconds = time.perf_counter() - started

@@ -24,7 +24,7 @@ How one user's log is generated (every step vectorized over a block of users):
    repeat of the previous behavior (a per-user rate), or a Metropolis move to a semantic neighbor (tail
    <-> parent, music <-> public transportation, ...), which keeps the global shares.
 
-Output schema (the documented event schema of ``data_prep.events``): ``user_id`` (``u000123``),
+Output schema (the documented event schema of ``data_prep.reading.events``): ``user_id`` (``u000123``),
 ``timestamp`` (int64 epoch seconds of the local wall time encoded as UTC), ``place``, ``behavior``.
 Timestamps are strictly increasing within a user, so no duplicate events are produced. The same
 arguments and seed give identical events whatever ``chunk_users`` is: random numbers are drawn per fixed

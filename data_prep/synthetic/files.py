@@ -4,7 +4,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from data_prep.outputs import atomic_open
 from data_prep.synthetic.catalogue import PLACES, RNG_BLOCK
 from data_prep.synthetic.generator import (
     DEFAULT_CHUNK_USERS,
@@ -16,6 +15,7 @@ from data_prep.synthetic.generator import (
     iter_event_chunks,
     user_id_names,
 )
+from data_prep.writing.outputs import atomic_open
 
 
 def _arrow_chunk(first: int, stop: int, n_users: int, user, time, place, behavior, names: list[str],

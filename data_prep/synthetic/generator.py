@@ -8,7 +8,7 @@ import functools
 import numpy as np
 import pyarrow as pa
 
-from data_prep.encode import events_from_arrays
+from data_prep.encoding.encode import events_from_arrays
 from data_prep.errors import PrepareError
 from data_prep.synthetic.catalogue import (
     ANCHOR_AFFINITY,

@@ -2,7 +2,7 @@
 
 Measured here, with the tiny random Llama on CPU (one torch thread per rank) on the demo profile's data
 (12 behaviors, history L = 6):
-- baseline: the one-pass path (``serving.batch.predict_files``: every user read into memory, one process);
+- baseline: the one-pass path (``serving.predict_files.predict_files``: every user read into memory, one process);
 - predict in hash-bucket parts (``serving.parts``) with 1 rank and with 2 torchrun ranks: users per second,
   start-up (model load) included, and whether the two outputs are byte-identical;
 - spooling, the part of the work that reads the inputs: events per second routed to a rank's buckets (one rank
@@ -34,8 +34,8 @@ GPU_FLOPS = 989e12 * 0.40
 
 def write_inputs(work: Path, users: int) -> tuple[Path, Path, int]:
     """Recent events (CSV) of `users` synthetic users and one next context per user, an hour after their last."""
+    from data_prep.reading.events import load_events
     from serving.predictor import local_iso
-    from serving.upstream import load_events
 
     raw = work / "recent.jsonl"
     subprocess.run([sys.executable, "-m", "data_prep", "synthetic", str(raw), "--users", str(users), "--days", "2",
@@ -65,7 +65,7 @@ def timed(cmd: list[str]) -> float:
 
 BASELINE = """
 import sys
-from serving.batch import ReadOptions, predict_files
+from serving.predict_files import ReadOptions, predict_files
 from serving.predictor import Predictor
 from serving.run import load_run
 run = load_run(sys.argv[1], "smollm2")
@@ -97,7 +97,7 @@ def spool_rate(work: Path, rows: int = 1_000_000) -> None:
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    from serving.batch import ReadOptions
+    from serving.predict_files import ReadOptions
     from serving.spool import spool
 
     rng = np.random.default_rng(0)

@@ -39,8 +39,8 @@ def write_log(path: Path, n_events: int) -> None:
 CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
-from data_prep.events import load_events
-from data_prep.auxiliary import DEFAULT_AUX_PATH
+from data_prep.reading.events import load_events
+from data_prep.sampling.auxiliary import DEFAULT_AUX_PATH
 from data_prep.config import PrepareConfig
 from data_prep.prepare import prepare
 table = load_events(sys.argv[1])

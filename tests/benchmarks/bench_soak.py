@@ -2,7 +2,7 @@
 
 A bounded load on the loopback address only: N requests (default 5,000) at concurrency 32 against one server on
 the tiny trained run (the tests' tiny random Llama), with the server's default body limit (1 MiB) and its
-metrics on. The mix and its checks are tests/serving_soak.py's (`make test` runs a short one): no 5xx, no lost
+metrics on. The mix and its checks are tests/serving/serving_soak.py's (`make test` runs a short one): no 5xx, no lost
 request, every status the one of its kind, and /metrics' request counters equal to the client's tally by route
 and status (abandoned requests apart, as 499). Here also: the server's RSS after warm-up grows by less than
 50 MB, and the server log holds no traceback.
@@ -32,7 +32,7 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "serving"))
 
 from serving_helpers import L, build_tiny_run, make_requests, start_server, stop_server  # noqa: E402
 from serving_soak import HOST, KINDS, LIMIT, counted_difference, plan, problems, scrape, soak  # noqa: E402

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import rule_log
-from test_e2e_tiny import LF_CLI, ROOT, _run
+from tiny_chain import LF_CLI, ROOT, run_logged
 from tiny_models import build_tiny_llama, texts_from_dataset_dir
 
 pytestmark = pytest.mark.e2e
@@ -46,9 +46,9 @@ RULE = os.environ.get("LEARNING_RULE", "1") != "0"
 
 def _make(run_dir: Path, base: Path, *args: str, log: Path) -> str:
     """make <args> with the run's settings; a variable in `args` overrides the same one of PREPARE or TRAIN."""
-    return _run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), f"MODEL={RECIPE_FOLDER}",
-                 f"RUN_DIR={run_dir}", f"BASE_MODEL={base}", f"VENV={Path(sys.executable).parents[1]}", *PREPARE,
-                 *TRAIN, *args], log)
+    return run_logged(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), f"MODEL={RECIPE_FOLDER}",
+                      f"RUN_DIR={run_dir}", f"BASE_MODEL={base}", f"VENV={Path(sys.executable).parents[1]}",
+                      *PREPARE, *TRAIN, *args], log)
 
 
 def accuracy(predictions: Path, anchors: set[str]) -> dict[str, float]:
@@ -84,9 +84,9 @@ def train_chain(tmp: Path, events: Path) -> dict[str, dict[str, float]]:
     _make(run_dir, base, "export-final", log=logs / "btune.log")
     _make(run_dir, base, "full-ft", f"ATUNE_ARGS={FULL_FT}", log=logs / "full-ft.log")
     swapped = swap_pairs(run_dir / "selection", tmp / "swapped-selection")
-    _run([str(LF_CLI), "train", str(ROOT / "recipes" / RECIPE_FOLDER / "btune_lora_dpo.yaml"),
-          f"model_name_or_path={run_dir / 'pi_ref'}", f"dataset_dir={swapped}", f"output_dir={tmp / 'swapped'}",
-          *BTUNE.split()], logs / "swapped.log")
+    run_logged([str(LF_CLI), "train", str(ROOT / "recipes" / RECIPE_FOLDER / "btune_lora_dpo.yaml"),
+               f"model_name_or_path={run_dir / 'pi_ref'}", f"dataset_dir={swapped}", f"output_dir={tmp / 'swapped'}",
+               *BTUNE.split()], logs / "swapped.log")
     models = {"zero-shot": (base, None), "a-tune": (run_dir / "pi_ref", None),
               "behaviorlm": (run_dir / "final", None),
               "full-ft": (run_dir / "ablations" / "wo_atune" / "pi_ref", None),

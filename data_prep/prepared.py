@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.writing.outputs import read_jsonl
+from data_prep.writing.outputs import nonblank_lines, read_jsonl
 
 
 def resolve_dataset_file(dataset_dir: str | os.PathLike, dataset: str) -> Path:
@@ -68,13 +68,7 @@ def candidate_names(stats: dict) -> list[str]:
 
 def split_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """(line number, line) of each non-blank line of a prepared file, read lazily."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"missing file: {path}: run the prepare stage first")
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if line.strip():
-                yield line_no, line
+    return nonblank_lines(path, ": run the prepare stage first")
 
 
 def iter_split(dataset_dir: str | os.PathLike, split: str) -> Iterator[tuple[int, dict, str | None]]:

@@ -83,20 +83,27 @@ def write_json(path: str | Path, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
+def nonblank_lines(path: str | Path, missing: str = "") -> Iterator[tuple[int, str]]:
+    """(line number, line) of each non-blank line of a text file, read lazily; a missing file is
+    FileNotFoundError (`missing` is appended to its message)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing file: {path}{missing}")
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if line.strip():
+                yield line_no, line
+
+
 def iter_jsonl(path: str | Path) -> Iterator[dict]:
     """The JSON objects of a JSONL file one at a time (blank lines skipped): meta files can outgrow memory.
 
     A missing file is FileNotFoundError, a bad line ValueError naming the file and line number."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"missing file: {path}")
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
+    for line_no, line in nonblank_lines(path):
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -32,13 +32,13 @@ PREPARE = ("HISTORY_LEN=2", "ANCHOR_THRESHOLD=0.05", "TRAIN_CAP=3000", "VALID_CA
            "P2_PER_BEHAVIOR=18", "EPS=0", "SEED=0", "SKIP_TOKEN_CHECK=1",
            "PREPARE_ARGS=--system-prompt 'Predict the next behavior.'")
 # The tests' own training settings (the recipes keep the paper's): 450 A-tune steps at a rate a random model
-# moves at (full fine-tuning, reported beside, gets 150); B-tune adds LLaMA-Factory's SFT term on the chosen
-# answer (pref_ftx), without which DPO on this random model either barely moves the tail (beta 0.1) or pushes
-# every answer onto one tail (beta <= 0.05).
+# moves at (full fine-tuning, reported beside, gets 150); B-tune, 2 epochs (4 lost more anchors), adds
+# LLaMA-Factory's SFT term on the chosen answer (pref_ftx), without which DPO on this random model either barely
+# moves the tail (beta 0.1) or pushes every answer onto one tail (beta <= 0.05).
 TRAIN_SEED = os.environ.get("LEARNING_TRAIN_SEED", "42")   # another seed: LEARNING_TRAIN_SEED=7 pytest ...
 ATUNE = f"num_train_epochs=3 max_samples=1200 learning_rate=5.0e-3 per_device_train_batch_size=8 seed={TRAIN_SEED}"
 FULL_FT = ATUNE.replace("num_train_epochs=3", "num_train_epochs=1")
-BTUNE = f"num_train_epochs=4 learning_rate=5.0e-3 per_device_train_batch_size=8 pref_ftx=1.0 seed={TRAIN_SEED}"
+BTUNE = f"num_train_epochs=2 learning_rate=5.0e-3 per_device_train_batch_size=8 pref_ftx=1.0 seed={TRAIN_SEED}"
 TRAIN = (f"ATUNE_ARGS={ATUNE}", f"BTUNE_ARGS={BTUNE}", "POOL=40", "F=30")
 # LEARNING_RULE=0 trains on the shuffled log: the tests must then fail (nothing in the context to learn).
 RULE = os.environ.get("LEARNING_RULE", "1") != "0"
@@ -118,11 +118,12 @@ def test_atune_learns_the_anchors(acc):
 
 
 def test_btune_lifts_the_tail_and_keeps_most_anchors(acc):
-    # measured on training seeds 42 and 7: tail +0.333 on both, anchors -0.056 and -0.167 (docs/tuning.md)
+    # measured on training seeds 42 and 7: tail +0.333 and anchors -0.056 on both (docs/tuning.md); anchors
+    # may fall by at most 0.1
     assert acc["behaviorlm"]["tail"] >= acc["a-tune"]["tail"] + 0.15, acc
-    assert acc["behaviorlm"]["anchor"] >= acc["a-tune"]["anchor"] - 0.25, acc
+    assert acc["behaviorlm"]["anchor"] >= acc["a-tune"]["anchor"] - 0.1, acc
     # a lift that comes from answering one tail everywhere is no lift (each behavior is 1/9 of protocol 2;
-    # measured largest shares 0.191 and 0.290, and 1.000 on the shuffled log)
+    # measured largest shares 0.191 and 0.204, and 1.000 on the shuffled log)
     assert acc["behaviorlm"]["top_share"] <= 0.5, acc
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_prep.options import resolve_columns
+from data_prep.config import resolve_columns
 from data_prep.reading.events import PrepareError
 from data_prep.writing.outputs import atomic_open, write_json, write_jsonl
 from serving.config import PredictFilesConfig

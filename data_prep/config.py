@@ -185,6 +185,18 @@ class PrepareConfig:
 
 
 @dataclass(frozen=True)
+class SourceConfig:
+    """The event log `prepare` reads: --input, --foursquare, or (neither) the synthetic log (``--synthetic``)."""
+    input: str | None = field(default=None, metadata={
+        "make": "INPUT", "shown": "", "help": "event log (user_id, timestamp, place, behavior): a CSV, JSONL or "
+                                             "Parquet file, or a directory (hive partitions too), glob or "
+                                             "object-store URI of them"})
+    foursquare: str | None = field(default=None, metadata={
+        "make": "FOURSQUARE", "shown": "",
+        "help": "Foursquare TSMC2014 check-in file (tab separated, original layout), instead of an event log"})
+
+
+@dataclass(frozen=True)
 class ReaderConfig:
     """How an event file is read: the --input log's format, columns and time zone; the label map for --foursquare
     too."""

@@ -25,7 +25,7 @@ from data_prep.config import PrepareConfig, ReaderConfig, ScaleConfig, SourceCon
 from evaluation.config import PredictConfig
 from scoring.config import ScoreConfig
 from selection.config import SelectConfig
-from serving.config import PredictFilesConfig, PredictionConfig, ServeConfig
+from serving.config import EventFilesConfig, EventLabelsConfig, PredictFilesConfig, PredictionConfig, ServeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUPS = ("run layout", "prepare", "tuning", "evaluation", "predict and serve", "sasrec", "demo")
@@ -33,7 +33,7 @@ STAGE_CONFIGS = {   # group of make help -> the config dataclasses whose Make-na
     "prepare": (SourceConfig, ReaderConfig, SyntheticConfig, PrepareConfig, ScaleConfig),
     "tuning": (ScoreConfig, SelectConfig),
     "evaluation": (PredictConfig,),
-    "predict and serve": (PredictionConfig, PredictFilesConfig, ServeConfig),
+    "predict and serve": (PredictionConfig, EventLabelsConfig, EventFilesConfig, PredictFilesConfig, ServeConfig),
 }
 
 

@@ -95,13 +95,14 @@ def shown(value) -> str:
 def add_config(parser: argparse.ArgumentParser, config) -> None:
     """One option per field of the dataclass `config` that has a help text: the flag (``--name-with-dashes``,
     or metadata ``flag``), the type (metadata ``type``, else the default's), the default,
-    ``choices``/``metavar``, and the help with its default (metadata ``shown``, else the value) all come from
-    the field."""
+    ``choices``/``metavar``, and the help with its default (metadata ``shown``, else the value; ``shown`` ''
+    shows none) all come from the field."""
     for f in option_fields(config):
         meta, default = f.metadata, field_default(config, f.name)
+        default_shown = meta.get("shown", shown(default))   # '' : no default to show (a choice among options)
         kwargs = {"dest": f.name, "default": default,
                   "type": meta.get("type") or (type(default) if default is not None else str),
-                  "help": f"{meta['help']} (default: {meta.get('shown', shown(default))})".replace("%", "%%")}
+                  "help": (meta["help"] + (f" (default: {default_shown})" if default_shown else "")).replace("%", "%%")}
         kwargs.update({key: meta[key] for key in ("choices", "metavar") if key in meta})
         parser.add_argument(flag_of(f), **kwargs)
 

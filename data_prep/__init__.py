@@ -5,7 +5,7 @@ codes, sort, de-duplication, the order of an instant's events) -> ``sampling`` (
 protocols, frequency groups, auxiliary conversations) -> ``rendering`` (prompts, a split's records) ->
 ``writing`` (atomic files, the run's dataset_dir). :mod:`data_prep.prepare` runs the steps in memory and writes
 the run; ``engines`` runs them out of core, in this process or on Ray, to the same bytes. Beside them:
-:mod:`data_prep.cli` (the command line), :mod:`data_prep.config` and :mod:`data_prep.options` (the settings),
+:mod:`data_prep.cli` (the command line), :mod:`data_prep.config` (the settings and their values' forms),
 :mod:`data_prep.errors` (the one error type), :mod:`data_prep.prepared` (the one loader of a prepared split)
 and ``synthetic`` (the generated log).
 """

@@ -1,10 +1,9 @@
 """`python -m data_prep prepare`: the command line of :func:`data_prep.prepare.prepare`.
 
-Argument parsing only. The run's settings, their defaults and their help come from the fields of
-:class:`data_prep.config.PrepareConfig`, :class:`~data_prep.config.SyntheticConfig` and
-:class:`~data_prep.config.ScaleConfig` (the one declaration of each default, made options by
-:func:`cli.add_config`); the event source options (``--input`` and its reader options, ``--foursquare``,
-``--synthetic``) are read here.
+Argument parsing only. The options, their defaults and their help come from the fields of
+:mod:`data_prep.config`'s ``SourceConfig`` (the event log: one of its options, or ``--synthetic``),
+``ReaderConfig``, ``SyntheticConfig``, ``PrepareConfig`` and ``ScaleConfig`` (the one declaration of each default,
+made options by :func:`cli.add_config`); the source is read here.
 """
 from __future__ import annotations
 
@@ -14,7 +13,14 @@ from pathlib import Path
 
 from cli import Command, add_config, config_from_args, run
 from cli import build_parser as command_parser
-from data_prep.config import PrepareConfig, ReaderConfig, ScaleConfig, SyntheticConfig, SyntheticLogConfig
+from data_prep.config import (
+    PrepareConfig,
+    ReaderConfig,
+    ScaleConfig,
+    SourceConfig,
+    SyntheticConfig,
+    SyntheticLogConfig,
+)
 from data_prep.engines.outofcore import prepare_input
 from data_prep.errors import PrepareError
 from data_prep.prepare import prepare
@@ -31,9 +37,7 @@ def prepare_config(args: argparse.Namespace) -> PrepareConfig:
 def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="dataset_dir to write (e.g. runs/<RUN>/data)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", help="event log: a CSV, JSONL or Parquet file, or a directory (hive partitions "
-                                    "too), glob or object-store URI of them")
-    src.add_argument("--foursquare", help="Foursquare TSMC2014 file (tab separated, original layout)")
+    add_config(src, SourceConfig)
     src.add_argument("--synthetic", action="store_true", help="the embedded synthetic default")
     add_config(p, ReaderConfig)
     add_config(p, SyntheticConfig)

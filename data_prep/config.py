@@ -13,11 +13,12 @@ protocol 2 but keeps at least half: test_p1 = min(TEST_CAP, max(N - P2_PER_BEHAV
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cli import check_positive
+from data_prep.encoding.table import CANONICAL, SCHEMA_COLUMNS
 from data_prep.errors import PrepareError
-from data_prep.options import parse_columns_option, resolve_columns
 from data_prep.reading.time_formats import check_time_format
 from data_prep.reading.time_rules import BAD_SHARE
 from data_prep.rendering import prompts
@@ -32,6 +33,53 @@ from data_prep.synthetic.generator import (
 
 FORMATS = ("csv", "jsonl", "parquet")
 RAY_BUCKETS = 16   # the buckets of a Ray run that names none: tasks enough to spread over a small cluster
+
+_COLUMN_ALIASES = {"user": "user", "user_id": "user", "time": "time", "timestamp": "time",
+                   "place": "place", "behavior": "behavior", "behaviour": "behavior", "label": "behavior"}
+
+
+def parse_columns_option(text: str) -> dict[str, str]:
+    """``"user=uid,time=ts,place=loc,behavior=act"`` -> ``{"user": "uid", ...}`` (any subset of keys)."""
+    mapping: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if not sep or not value:
+            raise PrepareError(f"--columns: '{item}' is not of the form key=column")
+        if key not in _COLUMN_ALIASES:
+            raise PrepareError(f"--columns: unknown key '{key}' (expected one of {', '.join(CANONICAL)})")
+        canonical = _COLUMN_ALIASES[key]
+        if canonical in mapping:
+            raise PrepareError(f"--columns: '{canonical}' is given twice")
+        mapping[canonical] = value
+    if not mapping:
+        raise PrepareError("--columns: empty mapping")
+    return mapping
+
+
+def resolve_columns(columns: Mapping[str, str] | None, distinct: bool = False) -> dict[str, str]:
+    """Canonical name -> the file's column name, schema names for the fields not mapped.
+
+    Two fields reading one column is an error when it would put the label into the prompt (place and
+    behavior, ``--columns place=behavior``) or parse one column as both a time and text; with
+    ``distinct`` (the prepare command line) any shared column is. (Reading the user column as the behavior
+    is allowed to library callers: serving reads next-event files, which have no behavior, that way.)
+    """
+    resolved = dict(SCHEMA_COLUMNS)
+    for key, value in (columns or {}).items():
+        if key not in _COLUMN_ALIASES:
+            raise PrepareError(f"columns: unknown key '{key}' (expected one of {', '.join(CANONICAL)})")
+        resolved[_COLUMN_ALIASES[key]] = value
+    by_column: dict[str, list[str]] = {}
+    for field_name, column in resolved.items():
+        by_column.setdefault(column, []).append(field_name)
+    for column, names in by_column.items():
+        if len(names) > 1 and (distinct or "time" in names or {"place", "behavior"} <= set(names)):
+            raise PrepareError(f"--columns: {' and '.join(names)} would both read column '{column}'; every "
+                               f"field needs its own column (map the other one too, e.g. --columns {names[0]}=...)")
+    return resolved
 
 
 def parse_cap(text: str) -> int | None:
@@ -134,6 +182,18 @@ class PrepareConfig:
             raise PrepareError(f"aux max length ratio must be > 0, got {self.aux_max_length_ratio}")
         if self.time_format is not None:
             check_time_format(self.time_format)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """The event log `prepare` reads: --input, --foursquare, or (neither) the synthetic log (``--synthetic``)."""
+    input: str | None = field(default=None, metadata={
+        "make": "INPUT", "shown": "", "help": "event log (user_id, timestamp, place, behavior): a CSV, JSONL or "
+                                             "Parquet file, or a directory (hive partitions too), glob or "
+                                             "object-store URI of them"})
+    foursquare: str | None = field(default=None, metadata={
+        "make": "FOURSQUARE", "shown": "",
+        "help": "Foursquare TSMC2014 check-in file (tab separated, original layout), instead of an event log"})
 
 
 @dataclass(frozen=True)

@@ -21,19 +21,19 @@ from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
 
 from cli import UsageError, field_default, flag_of, shown
-from data_prep.config import PrepareConfig, ReaderConfig, ScaleConfig, SyntheticConfig
+from data_prep.config import PrepareConfig, ReaderConfig, ScaleConfig, SourceConfig, SyntheticConfig
 from evaluation.config import PredictConfig
 from scoring.config import ScoreConfig
 from selection.config import SelectConfig
-from serving.config import PredictFilesConfig, PredictionConfig, ServeConfig
+from serving.config import EventFilesConfig, EventLabelsConfig, PredictFilesConfig, PredictionConfig, ServeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUPS = ("run layout", "prepare", "tuning", "evaluation", "predict and serve", "sasrec", "demo")
 STAGE_CONFIGS = {   # group of make help -> the config dataclasses whose Make-named fields are its variables
-    "prepare": (ReaderConfig, SyntheticConfig, PrepareConfig, ScaleConfig),
+    "prepare": (SourceConfig, ReaderConfig, SyntheticConfig, PrepareConfig, ScaleConfig),
     "tuning": (ScoreConfig, SelectConfig),
     "evaluation": (PredictConfig,),
-    "predict and serve": (PredictionConfig, PredictFilesConfig, ServeConfig),
+    "predict and serve": (PredictionConfig, EventLabelsConfig, EventFilesConfig, PredictFilesConfig, ServeConfig),
 }
 
 
@@ -59,8 +59,6 @@ class RunConfig:
     RUN_DIR: str = _var("run layout", "run directory (default runs/<RUN>); put it on a shared filesystem for "
                                       "several nodes")
     DATA_DIR: str = _var("run layout", "prepared dataset_dir (default <RUN_DIR>/data)")
-    INPUT: str = _var("prepare", "event log: CSV, JSONL or Parquet (user_id, timestamp, place, behavior)")
-    FOURSQUARE: str = _var("prepare", "Foursquare TSMC2014 check-in file (instead of INPUT)")
     PREPARE_ARGS: str = _var("prepare", "extra flags for python -m data_prep prepare", check=_words)
     SKIP_TOKEN_CHECK: str = _var("prepare", "1: do not refuse prepared samples longer than the recipes' cutoff_len")
     MODEL: str = _var("tuning", "recipe folder recipes/<MODEL>/", "smollm2-135m-instruct")

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from cli import UsageError
-from data_prep.config import PrepareConfig, ReaderConfig, ScaleConfig, SyntheticConfig
+from data_prep.config import PrepareConfig, ReaderConfig, ScaleConfig, SourceConfig, SyntheticConfig
 from data_prep.errors import PrepareError
 from data_prep.reading.sources import is_uri, list_inputs
 from evaluation.baselines import KINDS as BASELINES
@@ -42,7 +42,8 @@ def _input_files(spec: str, fmt: str | None) -> list[Path]:
 
 
 def _source(variables: Variables) -> tuple[list[str], list[Path], list[type]]:
-    """(prepare's source flags, the files whose content they read, the configs whose options apply to it)."""
+    """(prepare's source flags, the files whose content they read, the configs whose options apply to it): the
+    SourceConfig field given (INPUT before FOURSQUARE), else the synthetic log."""
     if variables["INPUT"]:
         spec = variables["INPUT"] if is_uri(variables["INPUT"]) else _abs(variables["INPUT"])
         return ["--input", spec], _input_files(spec, variables["FORMAT"] or None), [ReaderConfig]
@@ -59,8 +60,8 @@ def prepare(variables: Variables, layout: Layout) -> Stage:
     # where prepare runs never changes its files: not a stage parameter
     args += [*variables.options(ScaleConfig), *variables.words("PREPARE_ARGS")]
     cmd = launch.python_module("data_prep", "prepare", *args)
-    params = {name: variables[name] for name in ("INPUT", "FOURSQUARE", "PREPARE_ARGS") if variables[name]}
-    for config in (ReaderConfig, SyntheticConfig, PrepareConfig):
+    params = {"PREPARE_ARGS": variables["PREPARE_ARGS"]} if variables["PREPARE_ARGS"] else {}
+    for config in (SourceConfig, ReaderConfig, SyntheticConfig, PrepareConfig):
         params.update(variables.params(config))
     return Stage("prepare", stamp_of(layout.data), lambda: launch.run(cmd), cmd, inputs=files, params=params,
                  outputs=layout.prepared()[:2])

@@ -13,7 +13,7 @@ from pathlib import Path
 from cli import UsageError
 from data_prep.reading.sources import is_uri
 from data_prep.sampling import auxiliary
-from serving.config import PredictFilesConfig, PredictionConfig, ServeConfig
+from serving.config import EventFilesConfig, EventLabelsConfig, PredictFilesConfig, PredictionConfig, ServeConfig
 
 from . import launch, stages
 from .graph import Runner, Stage
@@ -273,15 +273,13 @@ def predict(runner: Runner, variables: Variables, layout: Layout) -> None:
                          "[OUT=...] [TOP_K=...]")
     check_data(runner, layout)
     out = Path(variables["OUT"]).resolve() if variables["OUT"] else layout.run_dir / "predictions.jsonl"
-    source = [x for name, flag in (("COLUMNS", "--columns"), ("LABEL_MAP", "--label-map"), ("TIMEZONE", "--tz"),
-                                   ("TIME_FORMAT", "--time-format"), ("ALLOW_BAD_TIMESTAMPS", "--allow-bad-timestamps"))
-              if variables[name] for x in (flag, variables[name])]
     nproc = variables.int("PREDICT_NPROC") if variables["PREDICT_NPROC"] else variables.int("NPROC")
     events = variables["EVENTS"]
     events = events if is_uri(events) else str(Path(events).resolve())  # s3://... stays as given
     cmd = launch.python_module("serving", "predict", *_serving_args(variables, layout), "--events", events,
                                "--next", str(Path(variables["NEXT"]).resolve()), "--out", str(out),
-                               *variables.options(PredictFilesConfig), *source, nproc=nproc,
+                               *(word for config in (EventLabelsConfig, EventFilesConfig, PredictFilesConfig)
+                                 for word in variables.options(config)), nproc=nproc,
                                nodes=launch.nodes(variables))
     always(runner, "predict", cmd)
 

@@ -125,11 +125,10 @@ def scored_token_lengths(template, tokenizer, records: Sequence[dict], candidate
 
 
 def check_cutoff(lengths: np.ndarray, cutoff_len: int | None, what: str) -> None:
-    """Refuse (ValueError, one line) when any length exceeds cutoff_len: how many, the longest, what to set."""
+    """Refuse (ValueError, one line) when any length exceeds cutoff_len (positive, as its config checked): how many,
+    the longest, what to set."""
     if cutoff_len is None or not len(lengths):
         return
-    if cutoff_len <= 0:
-        raise ValueError(f"cutoff_len must be positive, got {cutoff_len}")
     over = int((lengths > cutoff_len).sum())
     if over:
         longest = int(lengths.max())

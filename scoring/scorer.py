@@ -40,8 +40,7 @@ class CandidateScorer:
 
     def __init__(self, model_path, template: str, adapter_path=None, batch_size: int = ScoreConfig.batch_size,
                  device=None, dtype=None):
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        # batch_size: a value its command's config checked (ScoreConfig, PredictConfig, ServedModelConfig)
         self.model, self.tokenizer = load_model_and_tokenizer(model_path, adapter_path, dtype=dtype, device=device)
         self.template = load_template(self.tokenizer, template)
         vocab = self.model.get_input_embeddings().weight.shape[0]

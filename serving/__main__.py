@@ -15,8 +15,9 @@ from pathlib import Path
 
 from cli import Command, add_config, config_from_args, run
 from cli import build_parser as command_parser
-from data_prep.config import parse_flag
 from serving.config import (
+    EventFilesConfig,
+    EventLabelsConfig,
     PredictFilesConfig,
     PredictionConfig,
     ServeConfig,
@@ -42,8 +43,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_prediction_args(p: argparse.ArgumentParser) -> None:
     add_config(p, PredictionConfig)
-    p.add_argument("--label-map", help="raw label -> behavior (default: the one prepare used, if it exists)")
-    p.add_argument("--tz", help="time zone for Z / epoch timestamps (default: the one prepare used)")
+    add_config(p, EventLabelsConfig)
 
 
 def _add_predict_args(p: argparse.ArgumentParser) -> None:
@@ -53,12 +53,7 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--next", required=True, help="per user the event to predict: user_id, timestamp, place")
     p.add_argument("--out", required=True, help="predictions JSONL (written atomically)")
     p.add_argument("--format", choices=("csv", "tsv", "jsonl", "parquet"), help="input format (default: by suffix)")
-    p.add_argument("--columns", help="column mapping as for prepare, e.g. user=uid,time=ts,place=loc,behavior=act")
-    p.add_argument("--time-format", help="strptime format of the timestamps of --events and --next, as for prepare "
-                                         "(default: the one prepare used; 'none': ISO-8601 or epoch seconds)")
-    p.add_argument("--allow-bad-timestamps", type=parse_flag, default=False, metavar="0|1",
-                   help="1: drop the --events rows whose timestamp does not read even when they are more than "
-                        "5 percent of a file (default 0: such a file stops predict)")
+    add_config(p, EventFilesConfig)
     add_config(p, PredictFilesConfig)
     p.add_argument("--parts", help="folder of the parts, shared by every rank and node (default: <out>.parts)")
 
@@ -75,27 +70,29 @@ def _add_template_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="write <out>.json and <out>.md")
 
 
-def _time_format(args, run) -> str | None:
+def _time_format(files: EventFilesConfig, run) -> str | None:
     """predict's --time-format, else the one prepare read the run's events with ('none': no format)."""
     from data_prep.config import parse_time_format
 
-    if args.time_format is not None:
-        return parse_time_format(args.time_format)
+    if files.time_format is not None:
+        return parse_time_format(files.time_format)
     if run.source.get("kind") != "events":
         return None
     return (run.stats.get("config") or {}).get("time_format")
 
 
-def _read_defaults(args, run) -> tuple[str | None, dict | None, dict | None]:
-    """tz, column map and label map: the flags, else what prepare read the run's events with."""
-    from data_prep.reading.events import load_label_map, parse_columns_option
+def _read_defaults(labels: EventLabelsConfig, files: EventFilesConfig | None,
+                   run) -> tuple[str | None, dict | None, dict | None]:
+    """tz, column map and label map: the options given, else what prepare read the run's events with."""
+    from data_prep.config import parse_columns_option
+    from data_prep.reading.labels import load_label_map
 
     source = run.source if run.source.get("kind") == "events" else {}
-    tz = args.tz or source.get("tz")
-    columns_text = getattr(args, "columns", None) or source.get("columns")
+    tz = labels.tz or source.get("tz")
+    columns_text = (files.columns if files else None) or source.get("columns")
     columns = parse_columns_option(columns_text) if columns_text else None
-    label_map_path = args.label_map or (source.get("label_map") if source.get("label_map")
-                                        and Path(source["label_map"]).is_file() else None)
+    label_map_path = labels.label_map or (source.get("label_map") if source.get("label_map")
+                                          and Path(source["label_map"]).is_file() else None)
     label_map = load_label_map(label_map_path) if label_map_path else None
     return tz, columns, label_map
 
@@ -103,9 +100,7 @@ def _read_defaults(args, run) -> tuple[str | None, dict | None, dict | None]:
 def _predictor(args, run):
     from serving.predictor import Predictor
 
-    model = config_from_args(ServedModelConfig, args)
-    return Predictor(run, batch_size=model.batch_size, device=args.device, dtype=args.dtype,
-                     cutoff_len=model.cutoff_len)
+    return Predictor(run, config_from_args(ServedModelConfig, args), device=args.device, dtype=args.dtype)
 
 
 def _predict(args, run) -> int:
@@ -113,16 +108,15 @@ def _predict(args, run) -> int:
     from serving.predict_files import ReadOptions
 
     model, prediction = config_from_args(ServedModelConfig, args), config_from_args(PredictionConfig, args)
-    files = config_from_args(PredictFilesConfig, args)
-    tz, columns, label_map = _read_defaults(args, run)
+    labels, files = config_from_args(EventLabelsConfig, args), config_from_args(EventFilesConfig, args)
+    tz, columns, label_map = _read_defaults(labels, files, run)
     opts = ReadOptions(fmt=args.format, columns=columns, label_map=label_map, tz=tz,
-                       time_format=_time_format(args, run), allow_bad_timestamps=args.allow_bad_timestamps)
+                       time_format=_time_format(files, run), allow_bad_timestamps=files.allow_bad_timestamps)
     # --events may be several files, as prepare's INPUT (serving.spool lists them, or names what is missing)
     if not Path(args.next).is_file():
         raise ServingError(f"--next {args.next}: no such file")
-    counts = predict_parts(run, lambda: _predictor(args, run), args.events, args.next, args.out, opts,
-                           prediction.top_k, prediction.instruction_template, files.buckets, args.parts,
-                           model.cutoff_len)
+    counts = predict_parts(run, lambda: _predictor(args, run), args.events, args.next, args.out, opts, prediction,
+                           config_from_args(PredictFilesConfig, args), args.parts, model.cutoff_len)
     if counts is None:   # a rank other than 0: its parts are written, rank 0 merges
         return 0
     print(f"wrote {args.out}: {counts['users']} users, {counts['predicted']} predicted, {counts['errors']} with an "
@@ -135,16 +129,13 @@ def _serve(args, run) -> int:
     from serving.server import serve
 
     prediction, server = config_from_args(PredictionConfig, args), config_from_args(ServeConfig, args)
-    tz, _, label_map = _read_defaults(args, run)
+    tz, _, label_map = _read_defaults(config_from_args(EventLabelsConfig, args), None, run)
     print(f"loading {run.model_name} of {run.run_dir} ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
     predictor = _predictor(args, run)
-    settings = AppConfig(top_k=prediction.top_k, mode=prediction.instruction_template, max_batch=server.max_batch,
-                         max_wait_ms=server.max_wait_ms, max_body_bytes=server.max_body_bytes, metrics=server.metrics,
-                         model_load_s=time.perf_counter() - started, api_key=os.environ.get("API_KEY") or None, tz=tz,
-                         label_map=label_map)
-    return serve(create_app(predictor, settings), server.host, server.port, server.log_level, server.log_format,
-                 server.grace_s)
+    settings = AppConfig(prediction, server, model_load_s=time.perf_counter() - started,
+                         api_key=os.environ.get("API_KEY") or None, tz=tz, label_map=label_map)
+    return serve(create_app(predictor, settings), server)
 
 
 def _template_eval(args, run) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -167,13 +167,10 @@ MAX_BATCH_ITEMS = 256   # users per /v1/predict/batch request: larger batches be
 
 @dataclass
 class AppConfig:
-    """What the app serves with; the defaults are the command line's (serving.config)."""
-    top_k: int = PredictionConfig.top_k
-    mode: str = PredictionConfig.instruction_template
-    max_batch: int = ServeConfig.max_batch          # prompts per scorer call ("mean" requests count 3)
-    max_wait_ms: float = ServeConfig.max_wait_ms
-    max_body_bytes: int = ServeConfig.max_body_bytes
-    metrics: bool = ServeConfig.metrics           # GET /metrics and the request metrics
+    """What the app serves with: the command line's checked configs (their defaults by default) and what the
+    process found."""
+    prediction: PredictionConfig = field(default_factory=PredictionConfig)   # top_k, instruction template
+    server: ServeConfig = field(default_factory=ServeConfig)   # request batching, body limit, /metrics
     model_load_s: float | None = None             # reported as behaviorlm_model_load_seconds
     api_key: str | None = None
     tz: str | None = None
@@ -263,10 +260,10 @@ class BodyLimit:
 def _to_query(req: PredictIn, run, names: BehaviorNames, settings: AppConfig, prefix: str = ""):
     events = events_from_raw([e.model_dump() for e in req.events], names, settings.tz, f"{prefix}events")
     (next_time,) = parse_time_values([req.next.timestamp], [f"{prefix}next.timestamp"], settings.tz)
-    top_k = min(req.top_k or settings.top_k, len(run.behaviors))
+    top_k = min(req.top_k or settings.prediction.top_k, len(run.behaviors))
     return make_query(req.user_id, events, next_time, req.next.place, run.history_len, top_k,
-                      req.instruction_template or settings.mode, seed=run.seed, fields=[f"{prefix}events[{i}]"
-                                                                         for i in range(len(events))])
+                      req.instruction_template or settings.prediction.instruction_template, seed=run.seed,
+                      fields=[f"{prefix}events[{i}]" for i in range(len(events))])
 
 
 def _field_error(err: FieldError) -> JSONResponse:
@@ -281,9 +278,9 @@ def create_app(predictor, settings: AppConfig | None = None) -> FastAPI:
     settings = settings or AppConfig()
     run = predictor.run
     names = BehaviorNames(run.behaviors, settings.label_map)
-    metrics = ServiceMetrics(run.behaviors, training_shares(run.stats)) if settings.metrics else None
-    batcher = MicroBatcher(predictor.predict, lambda q: len(q.template_ids), settings.max_batch,
-                           settings.max_wait_ms, on_batch=metrics.observe_batch if metrics else None)
+    metrics = ServiceMetrics(run.behaviors, training_shares(run.stats)) if settings.server.metrics else None
+    batcher = MicroBatcher(predictor.predict, lambda q: len(q.template_ids), settings.server.max_batch,
+                           settings.server.max_wait_ms, on_batch=metrics.observe_batch if metrics else None)
     if metrics is not None:
         metrics.watch(lambda: batcher.waiting, settings.model_load_s)
 
@@ -306,7 +303,7 @@ def create_app(predictor, settings: AppConfig | None = None) -> FastAPI:
                   description=f"run {run.run_name}, model {run.model_name}: p(next behavior | recent events)")
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(Observed, metrics=metrics)   # added last: outermost, so it sees the 413s too
     app.state.batcher, app.state.settings, app.state.draining = batcher, settings, False
 
@@ -355,7 +352,7 @@ def create_app(predictor, settings: AppConfig | None = None) -> FastAPI:
     async def behaviors():
         return {"behaviors": [{k: b[k] for k in ("name", "label_id", "freq_group", "is_anchor") if k in b}
                               for b in sorted(run.stats["behaviors"], key=lambda b: b["label_id"])],
-                "history_len": run.history_len, "instruction_template": settings.mode,
+                "history_len": run.history_len, "instruction_template": settings.prediction.instruction_template,
                 "model": run.model_name, "run": run.run_name}
 
     @app.get("/healthz", response_model=HealthOut, responses={503: {

@@ -1,14 +1,17 @@
 """The settings of `python -m serving predict|serve|template-eval`, each default declared once, here (the
-scorer's batch size is scoring's): the command line (:func:`cli.add_config`), the HTTP app's
-:class:`serving.app.AppConfig`, the pipeline's TOP_K, PREDICT_BUCKETS, HOST and PORT defaults and
-docs/serving.md take them from these fields."""
+scorer's batch size is scoring's; the event reader's options are prepare's, :func:`prepare_option`): the command
+line (:func:`cli.add_config`), the HTTP app's :class:`serving.app.AppConfig`, the pipeline's TOP_K,
+PREDICT_BUCKETS, HOST and PORT defaults, the options `make predict` passes and docs/serving.md take them from these
+fields."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from cli import check_positive, field_default, positive_int
-from data_prep.config import parse_flag
+from data_prep.config import PrepareConfig, ReaderConfig, parse_columns_option, parse_flag, parse_time_format
+from data_prep.reading.time_formats import check_time_format
+from data_prep.reading.time_rules import BAD_SHARE
 from scoring.config import ScoreConfig, check_cutoff_len, cutoff_len_field
 from serving.logs import LOG_FORMATS
 from serving.prompting import DEFAULT_MODE, MODES
@@ -42,6 +45,44 @@ class PredictionConfig:
             raise ValueError(f"instruction template must be one of {', '.join(MODES)}, got "
                              f"{self.instruction_template!r}")
         check_positive(self.top_k, "top_k")
+
+
+def prepare_option(config: type, name: str, help: str, **metadata):
+    """prepare's option `name` of `config` (its flag, type and Make name) as serving reads events with it: unset,
+    serving reads them as prepare read the run's (its stats.json), so no default is shown."""
+    (declared,) = [f for f in fields(config) if f.name == name]
+    return field(default=field_default(config, name),
+                 metadata={**declared.metadata, "help": help, "shown": "", **metadata})
+
+
+@dataclass(frozen=True)
+class EventLabelsConfig:
+    """How the users' events are read (predict and serve): their labels and time zone."""
+    label_map: str | None = prepare_option(ReaderConfig, "label_map", "raw label -> behavior (unset: the one "
+                                                                      "prepare used, if it exists)")
+    tz: str | None = prepare_option(ReaderConfig, "tz", "time zone for Z / epoch timestamps (unset: the one prepare "
+                                                        "used)")
+
+
+@dataclass(frozen=True)
+class EventFilesConfig:
+    """`predict`: how the --events and --next files are read, as prepare read its --input."""
+    columns: str | None = prepare_option(ReaderConfig, "columns", "column mapping as for prepare, e.g. "
+                                                                  "user=uid,time=ts,place=loc,behavior=act (unset: "
+                                                                  "the one prepare used)")
+    time_format: str | None = prepare_option(
+        PrepareConfig, "time_format", "strptime format of the timestamps of --events and --next, as for prepare "
+                                      "('none': ISO-8601 or epoch seconds; unset: the one prepare used)", type=str)
+    allow_bad_timestamps: bool = prepare_option(
+        PrepareConfig, "allow_bad_timestamps", "1: drop the --events rows whose timestamp does not read even when "
+                                               f"they are more than {BAD_SHARE * 100:g} percent of a file; 0 (unset): "
+                                               "such a file stops predict", metavar="0|1")
+
+    def __post_init__(self):
+        if self.columns is not None:
+            parse_columns_option(self.columns)
+        if self.time_format is not None and parse_time_format(self.time_format) is not None:
+            check_time_format(self.time_format)
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,7 @@ class MicroBatcher:
 
     def __init__(self, predict_fn: Callable[[list], list], size_of: Callable[[object], int], max_batch: int = 32,
                  max_wait_ms: float = 5.0, on_batch: Callable[[int, float], None] | None = None):
-        if max_batch < 1 or max_wait_ms < 0:
-            raise ValueError(f"need max_batch >= 1 and max_wait_ms >= 0, got {max_batch}, {max_wait_ms}")
+        # max_batch >= 1 and max_wait_ms >= 0: ServeConfig checked them
         self.predict_fn, self.size_of = predict_fn, size_of
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.stats = BatchStats()

@@ -35,10 +35,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_prep.options import resolve_columns
+from data_prep.config import resolve_columns
 from data_prep.reading.events import PrepareError
 from data_prep.writing.outputs import atomic_open, write_json, write_jsonl
-from serving.config import PredictFilesConfig
+from serving.config import PredictFilesConfig, PredictionConfig
 from serving.predict_files import CHUNK, ReadOptions, build_queries, read_next
 from serving.predictor import error_line, result_line
 from serving.queries import BehaviorNames
@@ -241,11 +241,10 @@ def totals(manifests: list[dict]) -> dict:
 
 
 def predict_parts(run: RunInfo, new_predictor: Callable, events: str, next_path: str, out: str,
-                  opts: ReadOptions, top_k: int, mode: str, buckets: int = PredictFilesConfig.buckets,
+                  opts: ReadOptions, prediction: PredictionConfig, files: PredictFilesConfig | None = None,
                   parts: str | None = None, cutoff_len: int | None = None, log=print) -> dict | None:
     """This rank's share of a predict run; on rank 0 also the merge. Returns the counts on rank 0, else None."""
-    if buckets < 1:
-        raise ServingError(f"--buckets must be positive, got {buckets}")
+    top_k, mode, buckets = prediction.top_k, prediction.instruction_template, (files or PredictFilesConfig()).buckets
     rank, world = dist_env()
     folder = Path(parts) if parts else Path(f"{out}.parts")
     folder.mkdir(parents=True, exist_ok=True)

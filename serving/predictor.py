@@ -34,16 +34,16 @@ def softmax(logprobs: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 class Predictor:
-    """Loads the run's model once; ``predict(queries)`` scores them all in scorer batches of `batch_size`."""
+    """Loads the run's model once; ``predict(queries)`` scores them all in scorer batches of the model config's
+    batch_size, refusing a prompt over its cutoff_len."""
 
-    def __init__(self, run: RunInfo, batch_size: int = ServedModelConfig.batch_size, device: str | None = None,
-                 dtype: str | None = None, cutoff_len: int | None = None):
-        if cutoff_len is not None and cutoff_len < 1:
-            raise ValueError(f"cutoff_len must be positive, got {cutoff_len}")
-        self.run, self.cutoff_len = run, cutoff_len
+    def __init__(self, run: RunInfo, model: ServedModelConfig | None = None, device: str | None = None,
+                 dtype: str | None = None):
+        model = model or ServedModelConfig()
+        self.run, self.cutoff_len = run, model.cutoff_len
         from scoring.scorer import CandidateScorer  # torch and transformers are slow to import
 
-        self.scorer = CandidateScorer(run.model_path, run.template, run.adapter_path, batch_size, device, dtype)
+        self.scorer = CandidateScorer(run.model_path, run.template, run.adapter_path, model.batch_size, device, dtype)
         # candidate answer ids do not depend on the prompt (the scorer checks it on every record)
         probe = {"system": run.system_prompt, "instruction": "-", "input": ""}
         self.encoder = self.scorer.encoder(run.behaviors, probe)

@@ -46,9 +46,11 @@ class _Server(uvicorn.Server):
               f"within {self.config.timeout_graceful_shutdown:g} s", flush=True)
 
 
-def serve(app, host: str = ServeConfig.host, port: int = ServeConfig.port, log_level: str = ServeConfig.log_level,
-          log_format: str = ServeConfig.log_format, grace_s: float = ServeConfig.grace_s) -> int:
-    """Run until a shutdown signal; returns the exit status (0 after a clean shutdown)."""
+def serve(app, server_config: ServeConfig | None = None) -> int:
+    """Run until a shutdown signal, listening and logging as `server_config` says; returns the exit status (0 after
+    a clean shutdown)."""
+    server_config = server_config or ServeConfig()
+    host, port, grace_s = server_config.host, server_config.port, server_config.grace_s
     received = []
 
     def note(sig, _frame):
@@ -58,8 +60,9 @@ def serve(app, host: str = ServeConfig.host, port: int = ServeConfig.port, log_l
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, note)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", access_log=False,
-                            log_config=log_config(log_level, log_format), timeout_graceful_shutdown=grace_s)
+    config = uvicorn.Config(app, host=host, port=port, log_level=server_config.log_level, lifespan="on",
+                            access_log=False, log_config=log_config(server_config.log_level, server_config.log_format),
+                            timeout_graceful_shutdown=grace_s)
     server = _Server(config, on_drain=getattr(app.state, "drain", None))
     asyncio.run(server.serve())
     if not server.started:

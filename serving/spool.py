@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from data_prep.config import resolve_columns
 from data_prep.encoding.encode import string_dictionary
 from data_prep.errors import MAX_EXAMPLES
-from data_prep.options import resolve_columns
 from data_prep.reading.events import PrepareError, json_value, parse_times
 from data_prep.reading.labels import number_text
 from data_prep.reading.readers import compression_of, detect_format, missing_columns_error

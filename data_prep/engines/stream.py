@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from data_prep.config import resolve_columns
 from data_prep.encoding import encode
 from data_prep.encoding.table import EventTable
 from data_prep.errors import MAX_EXAMPLES, PrepareError
-from data_prep.options import resolve_columns
 from data_prep.reading.events import json_value
 from data_prep.reading.readers import JSONL_BLOCK, iter_csv, iter_events_jsonl, missing_columns_error
 from data_prep.reading.time_rules import refuse_bad_share, refuse_future

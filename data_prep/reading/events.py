@@ -105,10 +105,11 @@ Users with too few events are not this module's business (the sample builder dro
 Where the code lives
 --------------------
 This module is the entry point (:func:`load_events`) and the contract above. The work is split by job:
-:mod:`data_prep.options` (``--columns``, ``--label-map``), :mod:`data_prep.reading.readers` (CSV/TSV, JSONL, format
-detection), :mod:`data_prep.reading.parquet` (Parquet), :mod:`data_prep.reading.timestamps` (the timezone rule),
-:mod:`data_prep.encoding.encode` (codes, drops, sort and de-duplication into
-:class:`data_prep.encoding.table.EventTable`), :mod:`data_prep.reading.foursquare` (the TSMC2014 importer).
+:mod:`data_prep.config` (the ``--columns`` map), :mod:`data_prep.reading.labels` (label text, the ``--label-map``
+file), :mod:`data_prep.reading.readers` (CSV/TSV, JSONL, format detection), :mod:`data_prep.reading.parquet`
+(Parquet), :mod:`data_prep.reading.timestamps` (the timezone rule), :mod:`data_prep.encoding.encode` (codes, drops,
+sort and de-duplication into :class:`data_prep.encoding.table.EventTable`), :mod:`data_prep.reading.foursquare`
+(the TSMC2014 importer).
 """
 from __future__ import annotations
 
@@ -121,11 +122,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from data_prep.config import parse_columns_option, resolve_columns
 from data_prep.encoding.encode import encode_rows, events_from_arrays, finish_rows
 from data_prep.encoding.table import CANONICAL, SCHEMA_COLUMNS, UNKNOWN_PLACE, EventTable, hour_of, weekday_of
 from data_prep.errors import MAX_EXAMPLES, PrepareError
-from data_prep.options import load_label_map, parse_columns_option, resolve_columns
 from data_prep.reading.foursquare import load_foursquare
+from data_prep.reading.labels import load_label_map
 from data_prep.reading.parquet import read_parquet
 from data_prep.reading.readers import FORMATS, compression_of, decompressed, detect_format, read_csv, read_events_jsonl
 from data_prep.reading.time_rules import refuse_bad_share, refuse_future

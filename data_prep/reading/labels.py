@@ -6,9 +6,14 @@ must split back into the candidate list the prompt shows. Every function here wo
 """
 from __future__ import annotations
 
+import csv
+import json
 import math
+import os
 import re
 import unicodedata
+from pathlib import Path
+from typing import Any
 
 from data_prep.errors import PrepareError
 
@@ -76,3 +81,71 @@ def float_id_problem(user_id: str) -> str | None:
         return (f"user id '{user_id}' is an integer stored as a floating-point number beyond 2**53, which loses "
                 f"digits and merges different users; export the ids as integers or text")
     return None
+
+
+def load_label_map(path: str | os.PathLike) -> dict[str, str]:
+    """Raw label -> category, from JSON ``{raw: category}`` or a 2-column CSV ``raw,category``.
+
+    The CSV may start with the header ``raw,category``. Labels and categories are cleaned like the labels
+    of the log (stripped, Unicode NFC, line breaks as spaces: :func:`clean_label`), so
+    NFC and NFD spellings of a raw label are one key; a raw label given twice with different categories,
+    an empty category, or a lone surrogate (JSON ``"\\ud83d"``) is an error naming the line.
+    """
+    path = Path(path)
+    text = read_text(path)
+    mapping: dict[str, str] = {}
+
+    def add(raw: Any, category: Any, where: str) -> None:
+        if not isinstance(raw, str) or not isinstance(category, str) or not category.strip():
+            raise PrepareError(f"{path}: {where}: label map entries must be non-empty strings, "
+                               f"got {raw!r}: {category!r}")
+        refuse_surrogates(raw + category, f"{path}: {where}: a label map entry")
+        raw, category = clean_label(raw)[0], clean_label(category)[0]
+        if mapping.get(raw, category) != category:
+            raise PrepareError(f"{path}: {where}: label '{raw}' maps to both '{mapping[raw]}' and '{category}'")
+        mapping[raw] = category
+
+    if path.suffix.lower() == ".json":
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PrepareError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise PrepareError(f"{path}: a JSON label map must be an object {{raw: category}}")
+        for raw, category in obj.items():
+            add(raw, category, f"line {_json_key_line(text, raw)} (key {raw!a})")
+    else:
+        delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+        for line_no, row in enumerate(csv.reader(text.splitlines(), delimiter=delimiter), start=1):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if line_no == 1 and [c.strip().lower() for c in row] == ["raw", "category"]:
+                continue
+            if len(row) != 2:
+                raise PrepareError(f"{path}: row {line_no}: expected 2 columns raw,category, got {len(row)}")
+            add(row[0], row[1], f"row {line_no}")
+    if not mapping:
+        raise PrepareError(f"{path}: the label map is empty")
+    return mapping
+
+
+def _json_key_line(text: str, key: str) -> int:
+    """The line of a JSON object's key (the first place its JSON spelling occurs; 1 if not found)."""
+    for spelling in (json.dumps(key), json.dumps(key, ensure_ascii=False)):
+        at = text.find(spelling)
+        if at >= 0:
+            return text.count("\n", 0, at) + 1
+    return 1
+
+
+def read_text(path: Path) -> str:
+    if not path.is_file():
+        raise PrepareError(f"{path}: no such file")
+    data = path.read_bytes()
+    if not data.strip():
+        raise PrepareError(f"{path}: file is empty")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PrepareError(f"{path}: line {line}: not valid UTF-8 (byte offset {exc.start})") from None

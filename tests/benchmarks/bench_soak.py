@@ -94,10 +94,12 @@ def middleware_cpu(run: Path, n: int = 400, rounds: int = 10) -> dict[str, list[
     import httpx
 
     from serving.app import AppConfig, create_app
+    from serving.config import ServeConfig
     from serving.run import load_run
 
     predictor = SimpleNamespace(run=load_run(run, "smollm2"), predict=None)   # this route never scores
-    apps = {"on": create_app(predictor, AppConfig()), "off": create_app(predictor, AppConfig(metrics=False))}
+    apps = {"on": create_app(predictor, AppConfig()),
+            "off": create_app(predictor, AppConfig(server=ServeConfig(metrics=False)))}
 
     async def cpu_us(app) -> float:
         transport = httpx.ASGITransport(app=app)

@@ -293,4 +293,4 @@ def test_make_predict_passes_time_format(tmp_path):
                           cwd=ROOT, env=env, check=False)
     assert proc.returncode == 0, proc.stderr
     (line,) = [x for x in proc.stdout.splitlines() if "-m serving predict" in x]
-    assert line.endswith(f"--time-format {DMY}")
+    assert f" --time-format {DMY} " in f"{line} "

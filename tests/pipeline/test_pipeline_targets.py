@@ -121,11 +121,13 @@ def test_help_lists_every_variable_with_the_stage_defaults():
 def test_predict_serve_and_sasrec_use_the_runs_layout_and_recipe(tmp_path):
     run = tmp_path / "run"
     prepared_data(run)
-    out = dry_run(run, "predict", "EVENTS=e.jsonl", "NEXT=n.csv", "TOP_K=3", "TIMEZONE=+08:00", "serve", "PORT=0",
-               "GRACE_S=5", "LOG_FORMAT=json", "sasrec", "sample-efficiency", "SIZES=100 200")
+    out = dry_run(run, "predict", "EVENTS=e.jsonl", "NEXT=n.csv", "TOP_K=3", "TIMEZONE=+08:00", "COLUMNS=user=uid",
+                  "LABEL_MAP=labels.json", "TIME_FORMAT=%d/%m/%Y %H:%M", "ALLOW_BAD_TIMESTAMPS=1", "serve", "PORT=0",
+                  "GRACE_S=5", "LOG_FORMAT=json", "sasrec", "sample-efficiency", "SIZES=100 200")
     (predict,) = lines_with(out, "-m serving predict")
     for part in (f"--run-dir {run} ", "--template smollm2", "--cutoff-len 2048", "--top-k 3", "--tz +08:00",
-                 f"--out {run}/predictions.jsonl", f"--events {ROOT}/e.jsonl"):
+                 f"--out {run}/predictions.jsonl", f"--events {ROOT}/e.jsonl", "--columns user=uid",
+                 f"--label-map {ROOT}/labels.json", "--time-format %d/%m/%Y %H:%M ", "--allow-bad-timestamps 1"):
         assert part in predict + " ", part
     (serve,) = lines_with(out, "-m serving serve")
     assert "--host 127.0.0.1 --port 0 --log-format json --grace-s 5" in serve

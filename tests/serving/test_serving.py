@@ -17,6 +17,7 @@ from serving_helpers import KEY, L, build_tiny_run, protocol2_samples, serve_in_
 
 from serving.__main__ import main as serving_main
 from serving.app import AppConfig, create_app
+from serving.config import PredictionConfig, ServedModelConfig
 from serving.predictor import Predictor, local_iso
 from serving.prompting import DEFAULT_MODE, Event, Query, render_record, rerender
 from serving.run import load_run
@@ -47,7 +48,7 @@ def run_info(tiny_run):
 
 @pytest.fixture(scope="module")
 def predictor(run_info):
-    return Predictor(run_info, batch_size=4, device="cpu")
+    return Predictor(run_info, ServedModelConfig(batch_size=4), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +195,7 @@ def test_predict_cli_bad_input_never_skips_a_user(tiny_run, samples, tmp_path, c
 
 
 def test_cutoff_len_refuses_long_prompts(run_info, samples):
-    short = Predictor(run_info, batch_size=4, device="cpu", cutoff_len=16)
+    short = Predictor(run_info, ServedModelConfig(batch_size=4, cutoff_len=16), device="cpu")
     (pred,) = short.predict([_query(samples[0])])
     assert pred.probs is None and "cutoff_len 16" in pred.error
 
@@ -361,7 +362,7 @@ def test_http_concurrent_clients_are_batched(server, samples):
 
 def test_http_without_api_key_in_process(predictor, samples):
     """create_app served by uvicorn in a thread: no API_KEY means no Authorization needed."""
-    with serve_in_thread(create_app(predictor, AppConfig(top_k=2))) as port:
+    with serve_in_thread(create_app(predictor, AppConfig(PredictionConfig(top_k=2)))) as port:
         r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json=_request(samples[0]), timeout=30)
         assert r.status_code == 200 and len(r.json()["top"]) == 2
 

@@ -137,7 +137,8 @@ class _StubPredictor:
 
 def test_drain_makes_healthz_503_and_flushes_the_batcher(tiny_run, valid):
     """In process: a request held by a 10-minute gathering window is answered as soon as the app drains."""
-    app = create_app(_StubPredictor(load_run(tiny_run["run"], "smollm2")), AppConfig(max_wait_ms=600_000))
+    app = create_app(_StubPredictor(load_run(tiny_run["run"], "smollm2")),
+                     AppConfig(server=ServeConfig(max_wait_ms=600_000)))
 
     async def scenario():
         async with app.router.lifespan_context(app):
@@ -236,4 +237,4 @@ def test_json_log_lines_are_one_object_each():
 def test_metrics_can_be_switched_off(tiny_run):
     predictor = _StubPredictor(load_run(tiny_run["run"], "smollm2"))
     assert "/metrics" in create_app(predictor, AppConfig()).openapi()["paths"]
-    assert "/metrics" not in create_app(predictor, AppConfig(metrics=False)).openapi()["paths"]
+    assert "/metrics" not in create_app(predictor, AppConfig(server=ServeConfig(metrics=False))).openapi()["paths"]

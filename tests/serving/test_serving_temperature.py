@@ -20,6 +20,7 @@ from evaluation.__main__ import main as evaluation_main
 from evaluation.temperature import calibration_subset, fit_temperature, scale
 from serving.__main__ import main as serving_main
 from serving.app import AppConfig, create_app
+from serving.config import PredictionConfig, ServedModelConfig
 from serving.predictor import Predictor, local_iso, result_line
 from serving.prompting import MODES, Query, render_records, template_ids
 from serving.run import load_run
@@ -69,7 +70,7 @@ def test_each_prompt_mode_has_the_t_fitted_on_its_own_prompts(tiny_run):
     valid = load_prepared(tiny_run["data"], "valid")
     indices = calibration_subset(len(valid.meta), 16, 1).tolist()
     run = load_run(tiny_run["run"], "smollm2")
-    predictor = Predictor(run, batch_size=4, device="cpu")
+    predictor = Predictor(run, ServedModelConfig(batch_size=4), device="cpu")
     labels = [valid.candidates.index(valid.meta[i]["label"]) for i in indices]
     assert set(MODES) == set(tiny_run["T_of"])
     nll_before = {}
@@ -89,7 +90,7 @@ def test_each_mode_is_served_with_its_own_temperature(tiny_run, samples):
 
     ts = {mode: 0.5 + i for i, mode in enumerate(MODES)}
     run = replace(load_run(tiny_run["run"], "smollm2"), temperatures=ts)
-    predictor = Predictor(run, batch_size=4, device="cpu")
+    predictor = Predictor(run, ServedModelConfig(batch_size=4), device="cpu")
     s = samples[0]
     for mode, t in ts.items():
         query = Query(None, [Event(*e) for e in s["history"]], s["next"][0], s["next"][1], 100, mode)
@@ -103,7 +104,7 @@ def test_predictor_applies_the_runs_temperature(tiny_run, samples):
 
     for enabled in (True, False):
         run = load_run(tiny_run["run"], "smollm2", temperature=enabled)
-        predictor = Predictor(run, batch_size=4, device="cpu")
+        predictor = Predictor(run, ServedModelConfig(batch_size=4), device="cpu")
         queries = [Query(None, [Event(*e) for e in s["history"]], s["next"][0], s["next"][1], 100,
                          str(s["meta"]["template_id"])) for s in samples]
         for pred, row, q in zip(predictor.predict(queries), tiny_run["rows"], queries):
@@ -155,12 +156,12 @@ def test_predict_cli_lines_carry_the_temperature(tiny_run, samples, tmp_path):
 
 
 def test_http_response_carries_the_temperature(tiny_run, samples):
-    predictor = Predictor(load_run(tiny_run["run"], "smollm2"), batch_size=4, device="cpu")
+    predictor = Predictor(load_run(tiny_run["run"], "smollm2"), ServedModelConfig(batch_size=4), device="cpu")
     s, row = samples[0], tiny_run["rows"][0]
     body = {"events": [{"timestamp": local_iso(t), "place": p, "behavior": b} for t, p, b in s["history"]],
             "next": {"timestamp": local_iso(s["next"][0]), "place": s["next"][1]},
             "instruction_template": str(s["meta"]["template_id"])}
-    with serve_in_thread(create_app(predictor, AppConfig(top_k=100))) as port:
+    with serve_in_thread(create_app(predictor, AppConfig(PredictionConfig(top_k=100)))) as port:
         r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json=body, timeout=60)
     assert r.status_code == 200, r.text
     t = tiny_run["T_of"][str(s["meta"]["template_id"])]

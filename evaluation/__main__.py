@@ -12,6 +12,7 @@ from cli import build_parser as command_parser
 from .baselines import KINDS
 from .config import PredictConfig
 from .files import TEST_SPLITS
+from .paper_tables import SWEEP_TABLES, TABLE3, TABLE4
 
 
 def _add_predict(p: argparse.ArgumentParser) -> None:
@@ -74,7 +75,7 @@ def _add_report(r: argparse.ArgumentParser) -> None:
     r.add_argument("--pred", action="append", required=True, metavar="NAME=DIR[,DIR...]",
                    help="a model's predictions directory; repeat NAME (or list DIRs) for seeds")
     r.add_argument("--out", required=True)
-    r.add_argument("--paper-table", choices=("behavior", "app", "foursquare"),
+    r.add_argument("--paper-table", choices=tuple(TABLE3),
                    help="show the paper's Table 3 / Table 8 rows beside ours")
 
 
@@ -91,7 +92,7 @@ def _add_ablation_table(a: argparse.ArgumentParser) -> None:
     a.add_argument("--full", required=True, metavar="NAME=METRICS_JSON[#MODEL]")
     a.add_argument("--variant", action="append", required=True, metavar="NAME=METRICS_JSON[#MODEL]")
     a.add_argument("--out", required=True, help="Markdown file")
-    a.add_argument("--paper-table", choices=("behavior", "app"), help="show the paper's Table 4 drops")
+    a.add_argument("--paper-table", choices=tuple(TABLE4), help="show the paper's Table 4 drops")
 
 
 def _ablation_table(args: argparse.Namespace) -> None:
@@ -104,7 +105,7 @@ def _add_sweep_table(s: argparse.ArgumentParser) -> None:
     s.add_argument("--param", required=True, help='column title, e.g. "aux ratio"')
     s.add_argument("--point", action="append", required=True, metavar="VALUE=METRICS_JSON[#MODEL]")
     s.add_argument("--out", required=True, help="Markdown file")
-    s.add_argument("--paper-table", choices=("aux-ratio", "threshold"), help="show the paper's Table 5 / 6")
+    s.add_argument("--paper-table", choices=tuple(SWEEP_TABLES), help="show the paper's Table 5 / 6")
 
 
 def _sweep_table(args: argparse.Namespace) -> None:

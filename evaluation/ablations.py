@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from .files import write_text_atomic
-from .paper_tables import TABLE4, TABLE5_AUX_RATIO, TABLE6_THRESHOLD
+from .paper_tables import SWEEP_TABLES, TABLE4
 from .report import LABELS, parse_named
 
 P2_KEYS = ("overall", "head", "medium", "tail")
@@ -61,8 +61,6 @@ def _num(value: float | None, digits: int = 4) -> str:
 def ablation_table(full: tuple[str, str], variants: dict[str, str], paper: str | None = None) -> str:
     """Markdown: absolute protocol-2 metrics of full BehaviorLM and each variant, then the relative drops
     (Table 4), with the paper's drops for recognised variant names when ``paper`` (app|behavior) is given."""
-    if paper is not None and paper not in TABLE4:
-        raise ValueError(f"paper table must be one of {', '.join(TABLE4)}, got {paper!r}")
     full_name, full_spec = full
     base = load_model_metrics(full_spec)
     rows = {name: load_model_metrics(spec) for name, spec in variants.items()}
@@ -85,10 +83,6 @@ def ablation_table(full: tuple[str, str], variants: dict[str, str], paper: str |
 def sweep_table(param: str, points: dict[str, str], paper: str | None = None) -> str:
     """Markdown: all six metrics at each value of a swept parameter (Table 5: aux ratio, Table 6:
     anchor threshold), with the paper's row for the same value when ``paper`` (aux-ratio|threshold)."""
-    references = {"aux-ratio": {k: dict(zip(P2_KEYS, v)) for k, v in TABLE5_AUX_RATIO.items()},
-                  "threshold": TABLE6_THRESHOLD}
-    if paper is not None and paper not in references:
-        raise ValueError(f"paper sweep must be one of {', '.join(references)}, got {paper!r}")
     header = f"| {param} | " + " | ".join(LABELS[k] for k in SIX_KEYS) + " |"
     lines = [f"## Sweep: {param}", "", header, "|" + "---|" * 7]
     for value, spec in points.items():
@@ -97,7 +91,7 @@ def sweep_table(param: str, points: dict[str, str], paper: str | None = None) ->
     if paper:
         lines += ["", f"Paper ({'Table 5' if paper == 'aux-ratio' else 'Table 6'}, Behavior dataset):", "",
                   header, "|" + "---|" * 7]
-        for value, ref in references[paper].items():
+        for value, ref in SWEEP_TABLES[paper].items():
             lines.append(f"| {value} | " + " | ".join(_num(ref.get(k)) for k in SIX_KEYS) + " |")
     return "\n".join(lines) + "\n"
 

@@ -17,7 +17,7 @@ from data_prep.writing.outputs import read_jsonl, write_jsonl, write_text_atomic
 from data_prep.writing.outputs import write_json as write_json_atomic
 
 # The evaluation file helpers other packages (sasrec, serving) use; the loaders are data_prep's, re-exported.
-__all__ = ["TEST_SPLITS", "candidate_names", "check_split", "distribution_row", "first_max", "info_path",
+__all__ = ["TEST_SPLITS", "candidate_names", "distribution_row", "first_max", "info_path",
            "load_predictions", "load_stats", "prediction_row", "predictions_path", "ranking", "read_jsonl",
            "stored_logprobs", "write_json_atomic", "write_jsonl_atomic", "write_predictions", "write_text_atomic"]
 
@@ -28,12 +28,6 @@ LOGPROB_DECIMALS = 6   # absolute error 5e-7 in log p: a relative error of 5e-7 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     write_jsonl(path, rows)
     return Path(path)
-
-
-def check_split(dataset: str) -> str:
-    if dataset not in TEST_SPLITS:
-        raise ValueError(f"dataset must be one of {', '.join(TEST_SPLITS)}, got {dataset!r}")
-    return dataset
 
 
 def predictions_path(out_dir: str | os.PathLike, dataset: str) -> Path:

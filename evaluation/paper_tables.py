@@ -65,3 +65,8 @@ TABLE6_THRESHOLD = _rows({
     "1%": (0.6317, 0.6402, 0.4389, 0.5558, 0.4506, 0.3978),
     "2%": (0.6250, 0.6368, 0.4322, 0.5445, 0.4304, 0.3973),
 })
+
+# The paper's sweep tables by their --paper-table name: value -> metric -> the paper's number.
+SWEEP_TABLES = {"aux-ratio": {value: dict(zip(("overall", "head", "medium", "tail"), row))
+                              for value, row in TABLE5_AUX_RATIO.items()},
+                "threshold": TABLE6_THRESHOLD}

@@ -29,7 +29,7 @@ from data_prep.rendering.prompts import INSTRUCTION_TEMPLATES, rerender
 from data_prep.writing.outputs import read_jsonl
 
 from .config import PredictConfig
-from .files import check_split, distribution_row, prediction_row, write_jsonl_atomic, write_predictions
+from .files import distribution_row, prediction_row, write_jsonl_atomic, write_predictions
 from .metrics import log_softmax
 from .temperature import calibration_subset, fit_modes_record, write_temperature
 
@@ -66,7 +66,6 @@ def predict_constrained(model: str, template: str, dataset_dir: str | os.PathLik
     from scoring.scorer import score_dataset
     from scoring.shards import load_scores, wait_for_scores
 
-    check_split(dataset)
     split = load_prepared(dataset_dir, dataset, records=False)
     candidates, meta = split.candidates, split.meta
     scores_dir = Path(out_dir) / f"{dataset}.scores"
@@ -238,7 +237,6 @@ def predict_generate(model: str, template: str, dataset_dir: str | os.PathLike, 
     cutoff_len as in predict_constrained; returns None on ranks other than 0."""
     from scoring.scorer import check_scored_lengths
 
-    check_split(dataset)
     split = load_prepared(dataset_dir, dataset)
     candidates, records, meta = split.candidates, split.records, split.meta
     check_scored_lengths(model, template, records, candidates, cutoff_len,

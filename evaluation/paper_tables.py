@@ -67,6 +67,6 @@ TABLE6_THRESHOLD = _rows({
 })
 
 # The paper's sweep tables by their --paper-table name: value -> metric -> the paper's number.
-SWEEP_TABLES = {"aux-ratio": {value: dict(zip(("overall", "head", "medium", "tail"), row))
+SWEEP_TABLES = {"aux-ratio": {value: dict(zip(_COLUMNS[2:], row))
                               for value, row in TABLE5_AUX_RATIO.items()},
                 "threshold": TABLE6_THRESHOLD}

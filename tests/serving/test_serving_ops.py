@@ -93,14 +93,17 @@ def test_drift_gauges_hold_the_training_and_live_shares(server, tiny_run):
         assert _value(m, "behaviorlm_behavior_live_share", behavior=name) == pytest.approx(count / total)
 
 
-def _log_lines(path, want: int, timeout: float = 10.0) -> list[dict]:
-    """The log's lines as JSON once it holds `want` access lines (each written just after its answer)."""
+def _log_lines(path, ids: set[str], timeout: float = 10.0) -> list[dict]:
+    """The log's lines as JSON once the access lines of all `ids` are in it (each is written just after its
+    answer, so the last may land after the client has it; the module's server has earlier tests' lines too)."""
     deadline = time.monotonic() + timeout
     while True:
         text = path.read_text(encoding="utf-8")   # from the first JSON line on: the two startup lines are text
         lines = [json.loads(x) for x in text[text.index("\n{") + 1:].splitlines() if x.strip()]
-        if sum(x["logger"] == "serving.access" for x in lines) >= want or time.monotonic() > deadline:
+        logged = {x.get("request_id") for x in lines if x["logger"] == "serving.access"}
+        if ids <= logged or time.monotonic() > deadline:
             return lines
+        time.sleep(0.05)
 
 
 def test_request_ids_are_echoed_and_logged_in_json_lines(server, valid):
@@ -115,7 +118,7 @@ def test_request_ids_are_echoed_and_logged_in_json_lines(server, valid):
     assert refused.headers["x-request-id"] not in ("has a space", made.headers["x-request-id"])
     assert too_big.status_code == 413 and too_big.headers["x-request-id"] == "big-1"
     ids = {r.headers["x-request-id"] for r in (given, made, refused, too_big)}
-    lines = _log_lines(server["log"], want=4)   # every line is one JSON object
+    lines = _log_lines(server["log"], ids)   # every line is one JSON object
     access = {x["request_id"]: x for x in lines if x["logger"] == "serving.access"}
     assert ids <= set(access)
     line = access["order-7f3a:1"]

@@ -148,6 +148,47 @@ def launcher_env(variables: Variables, recipe: Recipe) -> dict[str, str]:
     return env
 
 
+def extension_build_locks() -> list[Path]:
+    """The lock files of torch's JIT extension builds, where DeepSpeed builds its CPU ops (``shm_comm``, ...) when
+    a ZeRO run starts: ``TORCH_EXTENSIONS_DIR/<op>/lock``, else
+    ``~/.cache/torch_extensions/<python>_<device>/<op>/lock``."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if root:
+        return sorted(Path(root).glob("*/lock"))
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch_extensions"
+    return sorted(cache.glob("*/*/lock"))
+
+
+def held_open(path: Path) -> bool:
+    """Whether a process of this machine holds `path` open: a build keeps its lock's descriptor until it removes
+    the file, so a lock no process holds was left by a killed build. True where /proc cannot tell."""
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        return True
+    target = os.path.realpath(path)
+    for fd in proc.glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) == target:
+                return True
+        except OSError:  # the process ended, or is another user's
+            continue
+    return False
+
+
+def check_build_locks(variables: Variables) -> None:
+    """Refuses to launch a DeepSpeed run beside a stale build lock: torch's FileBaton waits on it forever, at 0 %
+    CPU and with no message. With several nodes a shared home may hold another node's live build: a warning."""
+    stale = [p for p in extension_build_locks() if not held_open(p)]
+    if not stale:
+        return
+    message = (f"{stale[0]} is a stale lock of torch's extension build (no process holds it; a killed DeepSpeed "
+               f"run leaves it), and DeepSpeed would wait on it forever: remove it (rm {shlex.join(map(str, stale))})")
+    if variables.int("NNODES") > 1:
+        print(f"warning: {message}, unless another node is building now", file=sys.stderr, flush=True)
+        return
+    raise UsageError(message)
+
+
 def lf_train_command(variables: Variables, recipe: Recipe, overrides: list[str]) -> list[str]:
     """`llamafactory-cli train <recipe> key=value...`: the stage's overrides, DEEPSPEED, then ARGS."""
     return [str(BIN / "llamafactory-cli"), "train", str(recipe.path), *overrides, *deepspeed_args(variables),

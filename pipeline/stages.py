@@ -109,6 +109,8 @@ def _train(variables: Variables, recipe: launch.Recipe, model: str, data: Path, 
 
     def run():
         fix = _non_empty_datasets(recipe, data, overrides + variables.words("ARGS"))
+        if recipe.deepspeed(variables) is not None:
+            launch.check_build_locks(variables)
         launch.run(cmd + fix, env)
 
     inputs = [recipe.path, *model_inputs, *extra_inputs]

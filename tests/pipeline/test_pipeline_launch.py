@@ -45,3 +45,29 @@ def test_in_process_failure_stops_with_its_exit_code(tmp_path, monkeypatch, caps
     assert stop.value.code == 2
     assert os.getcwd() == str(tmp_path)  # the working directory is given back
     assert "error:" in capsys.readouterr().err
+
+
+def test_a_stale_extension_build_lock_stops_a_deepspeed_run_in_one_line(tmp_path, monkeypatch, capsys):
+    """A killed DeepSpeed run leaves torch's JIT build lock behind, and every later run waits on it forever with no
+    message: the pipeline names the file before it launches; a lock a live build holds open is left alone."""
+    from cli import UsageError
+    from pipeline.settings import Variables
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    launch.check_build_locks(Variables())  # no lock: nothing to say
+    lock = tmp_path / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    assert launch.extension_build_locks() == [lock]
+    with pytest.raises(UsageError, match=r"deepspeed_shm_comm/lock is a stale lock .* \(rm .*lock\)$") as refused:
+        launch.check_build_locks(Variables())
+    assert "\n" not in str(refused.value)
+    launch.check_build_locks(Variables({"NNODES": "2", "MASTER_ADDR": "10.0.0.1"}))  # another node may hold it
+    assert capsys.readouterr().err.startswith(f"warning: {lock} is a stale lock")
+    fd = os.open(lock, os.O_RDONLY)  # as the build that made it holds it until it removes it
+    try:
+        assert launch.held_open(lock)
+        launch.check_build_locks(Variables())
+    finally:
+        os.close(fd)
+    assert not launch.held_open(lock)

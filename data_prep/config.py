@@ -136,6 +136,10 @@ class PrepareConfig:
     anchor_cap: int | None = _option(
         None, "at most this many anchor samples (the A-tune set; budget runs); the auxiliary set is eps x this",
         parse_cap, make="ANCHOR_CAP")
+    anchor_balance: float = _option(
+        0.0, "with ANCHOR_CAP, each anchor's share of the A-tune set is proportional to its training share to the "
+             "power 1 - this: 0 keeps the training distribution (paper 3.2), 0.5 the square root, 1 equal shares",
+        make="ANCHOR_BALANCE")
     p2_per_behavior: int = _option(500, "protocol 2 samples per behavior (paper 4.1.2)", make="P2_PER_BEHAVIOR")
     anchor_threshold: float = _option(0.01, "anchor = training share above this (paper 2.2)", make="ANCHOR_THRESHOLD")
     head_threshold: float = _option(0.05, "head group = training share above this (paper 4.1.2)",
@@ -176,6 +180,10 @@ class PrepareConfig:
                                f"({self.head_threshold}) <= 1")
         if not 0 <= self.anchor_threshold < 1:
             raise PrepareError(f"anchor threshold must be in [0, 1), got {self.anchor_threshold}")
+        if not 0 <= self.anchor_balance <= 1:
+            raise PrepareError(f"anchor-balance must be in [0, 1], got {self.anchor_balance}")
+        if self.anchor_balance and self.anchor_cap is None:
+            raise PrepareError("anchor-balance needs anchor-cap (the size of the rebalanced A-tune set)")
         if self.eps < 0:
             raise PrepareError(f"eps must be >= 0, got {self.eps}")
         if self.aux_max_length_ratio <= 0:

@@ -112,6 +112,10 @@ def write_run(out_dir: Path, config: PrepareConfig, aux_pool, source: dict | Non
         warnings.append(f"{len(info.without_train_samples)} behavior(s) have no training sample; kept as tail "
                         f"candidates: {', '.join(info.without_train_samples)}")
     split_counts, prompt_chars = _write_behavior_splits(write, info, sets, config)
+    if config.anchor_balance and split_counts["anchor"].sum() < config.anchor_cap:
+        short = [n for n, c, q in zip(names, split_counts["anchor"], _anchor_cap(info, config)) if c < q]
+        warnings.append(f"anchor-balance: {int(split_counts['anchor'].sum())} anchor samples of anchor-cap "
+                        f"{config.anchor_cap}: {', '.join(short)} had fewer training samples than their share")
 
     # Algorithm 1 line 5: eps x |anchor samples| general conversations, no longer than the behavior prompts
     median_chars = float(np.median(prompt_chars)) if len(prompt_chars) else 0.0
@@ -175,12 +179,19 @@ def _write_behavior_splits(write, info, sets, config) -> tuple[dict[str, np.ndar
             ("train", {"train_all": every, "anchor": info.is_anchor, "tail_medium": not_head}),
             ("valid", {"valid": every}), ("test_p1", {"test_p1": every}), ("test_p2", {"test_p2": every})):
         targets = getattr(sets, split)
-        caps = {"anchor": config.anchor_cap} if split == "train" and config.anchor_cap else None
+        caps = {"anchor": _anchor_cap(info, config)} if split == "train" and config.anchor_cap else None
         counts, chars = write(split, targets, template_ids(split, len(targets), config.seed), stem_routes, caps)
         split_counts.update(counts)
         if split == "train":
             prompt_chars = chars
     return split_counts, prompt_chars
+
+
+def _anchor_cap(info, config: PrepareConfig):
+    """ANCHOR_CAP as one total, or with ANCHOR_BALANCE one cap per behavior (samples.anchor_quota)."""
+    if not config.anchor_balance:
+        return config.anchor_cap
+    return samples.anchor_quota(info.train_freq, info.is_anchor, config.anchor_cap, config.anchor_balance)
 
 
 def _stats(table, sets, info, split_counts, aux_sel, median_chars, warnings, source, config) -> dict:

@@ -108,8 +108,9 @@ def write_chunks(chunks, total: int, n_labels: int, out_dir: Path, routes: dict[
                 keep = accepts[labels]
                 if stem in remaining:
                     # targets are in seeded random order: the first N accepted are a seeded random subsample
-                    keep &= np.cumsum(keep) <= remaining[stem]
-                    remaining[stem] -= int(keep.sum())
+                    keep &= _within_cap(labels, keep, remaining[stem])
+                    remaining[stem] = remaining[stem] - np.bincount(labels[keep], minlength=n_labels) \
+                        if isinstance(remaining[stem], np.ndarray) else remaining[stem] - int(keep.sum())
                 data, side = handles[stem]
                 if keep.all():
                     data.write("".join(records))
@@ -120,6 +121,18 @@ def write_chunks(chunks, total: int, n_labels: int, out_dir: Path, routes: dict[
                 counts[stem] += np.bincount(labels[keep], minlength=n_labels)
             bar.update(len(labels))
     return counts, (np.concatenate(chars) if chars else np.empty(0, dtype=np.int64))
+
+
+def _within_cap(labels: np.ndarray, keep: np.ndarray, cap) -> np.ndarray:
+    """The accepted samples still under the cap: an int caps the chunk's accepted samples in order, an array
+    of one cap per label caps each label's (data_prep.sampling.samples.anchor_quota)."""
+    if not isinstance(cap, np.ndarray):
+        return np.cumsum(keep) <= cap
+    rank = np.zeros(len(labels), dtype=np.int64)
+    for label in np.unique(labels[keep]):
+        mine = keep & (labels == label)
+        rank[mine] = np.arange(int(mine.sum()))
+    return keep & (rank < cap[labels])
 
 
 @contextlib.contextmanager

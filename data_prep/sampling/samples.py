@@ -133,6 +133,21 @@ def per_class_sample(labels: np.ndarray, per_class: int, n_classes: int,
     return chosen[rng.permutation(len(chosen))]
 
 
+def anchor_quota(train_freq: np.ndarray, is_anchor: np.ndarray, cap: int, balance: float) -> np.ndarray:
+    """Per-behavior caps of the A-tune set: cap x f_b^(1 - balance) / sum over anchors, 0 for non-anchors.
+
+    balance 0 is the training distribution, 1 equal shares. Largest remainders round the shares, so the caps
+    add up to `cap`; an anchor with fewer training samples than its cap gives all it has."""
+    weight = np.where(is_anchor, np.asarray(train_freq, dtype=float) ** (1.0 - balance), 0.0)
+    if weight.sum() == 0:
+        return np.zeros(len(weight), dtype=np.int64)
+    exact = cap * weight / weight.sum()
+    quota = np.floor(exact).astype(np.int64)
+    by_remainder = np.argsort(-(exact - quota), kind="stable")
+    quota[by_remainder[:cap - int(quota.sum())]] += 1
+    return quota
+
+
 def protocol1_size(n_test: int, test_cap: int | None, p2_per_behavior: int, n_behaviors: int) -> int:
     """Protocol 1's size: the test cap, lowered when test samples are scarce so that protocol 2 keeps some.
 

@@ -275,3 +275,48 @@ def test_a_missing_aux_file_fails_before_anything_is_written(tmp_path):
     with pytest.raises(PrepareError, match="not found"):
         prepare(make_table(event_rows()), tmp_path / "o", PrepareConfig(history_len=5, aux_path=str(tmp_path / "x")))
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("balance", [0.5, 1.0])
+def test_anchor_balance_takes_each_anchors_share_of_the_cap_from_its_own_seeded_order(tmp_path, aux_file,
+                                                                                        prepared, balance):
+    full_out, full_stats, table = prepared
+    anchors = [b for b in full_stats["behaviors"] if b["is_anchor"]]
+    weight = {b["name"]: b["train_freq"] ** (1 - balance) for b in anchors}
+    # the largest cap whose every share the uncapped anchor set can fill
+    cap = min(int(b["samples"]["anchor"] * sum(weight.values()) / weight[b["name"]]) for b in anchors)
+    assert cap >= 2 * len(anchors)
+    stats = prepare(table, tmp_path, PrepareConfig(aux_path=str(aux_file), anchor_cap=cap, anchor_balance=balance,
+                                                   **CONFIG), log=lambda *a, **k: None)
+    got = {b["name"]: b["samples"]["anchor"] for b in stats["behaviors"] if b["is_anchor"]}
+    assert sum(got.values()) == stats["samples"]["anchor"] == cap
+    for name, count in got.items():      # largest remainders: within one sample of the exact share
+        assert abs(count - cap * weight[name] / sum(weight.values())) < 1, name
+    head = max(got, key=lambda n: weight[n])
+    assert got[head] < cap * max(b["train_freq"] for b in anchors) / sum(b["train_freq"] for b in anchors)
+    # each behavior's samples are the first of its own in the uncapped set's seeded order
+    full = read_jsonl(full_out / "anchor.meta.jsonl")
+    for name, count in got.items():
+        assert [m["sample_id"] for m in read_jsonl(tmp_path / "anchor.meta.jsonl") if m["label"] == name] == \
+            [m["sample_id"] for m in full if m["label"] == name][:count]
+    assert stats["samples"]["aux"] == math.ceil(CONFIG["eps"] * cap)
+    assert stats["samples"]["train_all"] == full_stats["samples"]["train_all"]
+
+
+def test_anchor_balance_says_when_an_anchor_has_fewer_samples_than_its_share(tmp_path, aux_file, prepared):
+    full_out, full_stats, table = prepared
+    cap = full_stats["samples"]["anchor"]      # equal shares of every anchor sample: the rarest run short
+    stats = prepare(table, tmp_path, PrepareConfig(aux_path=str(aux_file), anchor_cap=cap, anchor_balance=1.0,
+                                                   **CONFIG), log=lambda *a, **k: None)
+    assert stats["samples"]["anchor"] < cap
+    assert any(w.startswith(f"anchor-balance: {stats['samples']['anchor']} anchor samples of anchor-cap {cap}")
+               for w in stats["warnings"])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"anchor_balance": 0.5}, "anchor-balance needs anchor-cap"),
+    ({"anchor_balance": 1.5, "anchor_cap": 10}, "anchor-balance must be in [0, 1], got 1.5"),
+    ({"anchor_balance": -0.1, "anchor_cap": 10}, "anchor-balance must be in [0, 1], got -0.1")])
+def test_anchor_balance_rejects_bad_values_in_one_line(kwargs, message):
+    with pytest.raises(PrepareError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        PrepareConfig(**kwargs)

@@ -45,6 +45,17 @@ def test_bucketed_prepare_writes_the_in_memory_bytes(lake, tmp_path, n_buckets):
     assert stats["samples"]["anchor"] == 40 and not (tmp_path / "run" / outofcore.WORK_DIR).exists()
 
 
+def test_a_balanced_anchor_set_is_the_same_out_of_core(lake, tmp_path):
+    _, root, _ = lake
+    config = PrepareConfig(**{**CONFIG.__dict__, "anchor_balance": 1.0})
+    prepare(sources.load_input(root), tmp_path / "mem", config, log=quiet)
+    stats = outofcore.prepare_input(root, tmp_path / "ooc", config, n_buckets=3, log=quiet)
+    assert digests(tmp_path / "ooc") == digests(tmp_path / "mem")
+    counts = [b["samples"]["anchor"] for b in stats["behaviors"] if b["is_anchor"]]
+    assert max(counts) == -(-40 // len(counts)) and min(counts) == 0    # equal shares; the lake's rarest has none
+    assert any(w.startswith("anchor-balance: ") for w in stats["warnings"])
+
+
 def test_one_file_with_ties_and_duplicates_matches_the_in_memory_run(tmp_path):
     lines = []
     for user in range(12):

@@ -109,8 +109,9 @@ def write_chunks(chunks, total: int, n_labels: int, out_dir: Path, routes: dict[
                 if stem in remaining:
                     # targets are in seeded random order: the first N accepted are a seeded random subsample
                     keep &= _within_cap(labels, keep, remaining[stem])
-                    remaining[stem] = remaining[stem] - np.bincount(labels[keep], minlength=n_labels) \
-                        if isinstance(remaining[stem], np.ndarray) else remaining[stem] - int(keep.sum())
+                    taken = np.bincount(labels[keep], minlength=n_labels)
+                    per_label = isinstance(remaining[stem], np.ndarray)
+                    remaining[stem] = remaining[stem] - (taken if per_label else int(taken.sum()))
                 data, side = handles[stem]
                 if keep.all():
                     data.write("".join(records))
@@ -128,11 +129,14 @@ def _within_cap(labels: np.ndarray, keep: np.ndarray, cap) -> np.ndarray:
     of one cap per label caps each label's (data_prep.sampling.samples.anchor_quota)."""
     if not isinstance(cap, np.ndarray):
         return np.cumsum(keep) <= cap
-    rank = np.zeros(len(labels), dtype=np.int64)
-    for label in np.unique(labels[keep]):
-        mine = keep & (labels == label)
-        rank[mine] = np.arange(int(mine.sum()))
-    return keep & (rank < cap[labels])
+    accepted = np.flatnonzero(keep)
+    label = labels[accepted]
+    order = np.argsort(label, kind="stable")      # grouped by label, chunk order within one (as per_class_sample)
+    rank = np.empty(len(accepted), dtype=np.int64)
+    rank[order] = np.arange(len(order)) - np.searchsorted(label[order], label[order])
+    under = np.zeros(len(labels), dtype=bool)
+    under[accepted[rank < cap[label]]] = True
+    return under
 
 
 @contextlib.contextmanager

@@ -15,6 +15,11 @@ MODES = ("dds", "uniform", "topf")  # dds = Algorithm 1; uniform = w/o DDS; topf
 EQ3_READINGS = tuple(DIFFICULTY)
 
 
+def parse_share(text: str) -> float | None:
+    """A share in [0, 1] from the command line, or None for 'none'."""
+    return None if text.strip().lower() == "none" else float(text)
+
+
 def check_F(F) -> int:
     """F, the samples selected per behavior (Algorithm 1 line 20): the one place it is validated."""
     return check_positive(F, "F")
@@ -38,6 +43,14 @@ class SelectConfig:
         metadata={"choices": EQ3_READINGS, "make": "EQ3",
                   "help": "text: D = lam(1-p) + (1-lam)(1-d_conf); literal: Eq. 3 as printed"},
     )
+    repeat_share: float | None = field(
+        default=None,
+        metadata={"type": parse_share, "make": "REPEAT_SHARE",
+                  "help": "share of each behavior's F taken from the pool samples whose label repeats the history's "
+                          "last behavior, the rest from the others, each part selected by the mode (a part too "
+                          "small to fill its share gives way to the other); none: one selection per behavior "
+                          "(Algorithm 1)"},
+    )
     seed: int = field(default=ScoreConfig.seed, metadata={"make": "SEED",
                                                           "help": "seed of k-means++ and of the uniform mode"})
 
@@ -47,5 +60,7 @@ class SelectConfig:
             raise ValueError(f"unknown selection mode {self.mode!r} (choose from {', '.join(MODES)})")
         if self.eq3 not in EQ3_READINGS:
             raise ValueError(f"unknown Eq. 3 reading {self.eq3!r} (choose from {', '.join(EQ3_READINGS)})")
+        if self.repeat_share is not None and not 0.0 <= self.repeat_share <= 1.0:
+            raise ValueError(f"repeat-share must be in [0, 1] (or 'none'), got {self.repeat_share}")
         if not 0.0 <= self.lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {self.lam}")

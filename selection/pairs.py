@@ -63,6 +63,9 @@ def report_markdown(report: dict) -> str:
             f"mode `{cfg['mode']}`, F = {cfg['F']}, lambda = {cfg['lam']}, Eq. 3 reading `{cfg['eq3']}`, "
             f"seed {cfg['seed']}; pool {report['pool_size']} samples, {report['pairs']} pairs, "
             f"pi_ref accuracy on the pool {_fmt(report['pi_ref_accuracy'])}."
+            + (f" Repeat share {cfg['repeat_share']}." if cfg.get("repeat_share") is not None else "")
+            + (f" Chosen answer = the history's last behavior in {report['pairs_chosen_is_last']} pairs, "
+               f"rejected answer in {report['pairs_rejected_is_last']}." if "pairs_chosen_is_last" in report else "")
         ),
         "",
         "| behavior | anchor | group | pool | pi_ref acc | mean D | mean D selected | selected | pairs |",
@@ -102,6 +105,11 @@ def write_outputs(
         "pi_ref_accuracy": float((pred == label).mean()) if len(label) else None,
         "pairs": len(pairs),
         "pairs_rejected_is_prediction": int((selection["rejected_id"] == selection["pred_id"]).sum()),
+        # how many pairs prefer repeating the history's last behavior, and how many reject it: a set that mostly
+        # rejects it teaches DPO one rule for every prompt ("do not repeat"), whatever the behavior
+        **({"pairs_chosen_is_last": int((selection["label_id"] == selection["last_id"]).sum()),
+            "pairs_rejected_is_last": int((selection["rejected_id"] == selection["last_id"]).sum())}
+           if "last_id" in selection else {}),
         "per_behavior": per_behavior,
         "warnings": notes,
         "selected_index": [int(i) for i in selection["index"]],

@@ -14,9 +14,17 @@ from .difficulty import DIFFICULTY, d_confusion, normalize_within_behavior
 logger = logging.getLogger(__name__)
 
 
-def behavior_seed(seed: int, label_id: int) -> int:
-    """An independent, reproducible seed per behavior."""
-    return int(np.random.SeedSequence([int(seed), int(label_id)]).generate_state(1)[0])
+def behavior_seed(seed: int, label_id: int, *part: int) -> int:
+    """An independent, reproducible seed per behavior (and per part of it, when its selection is split)."""
+    return int(np.random.SeedSequence([int(seed), int(label_id), *map(int, part)]).generate_state(1)[0])
+
+
+def repeat_split(F: int, n_repeat: int, n_other: int, share: float) -> tuple[int, int]:
+    """(from repeats, from the others): round(share x F) half up and F minus it, where a part that has too few
+    samples gives the rest of its count to the other part; a behavior with at most F samples keeps them all."""
+    want = min(int(np.floor(share * F + 0.5)), n_repeat)
+    other = min(F - want, n_other)
+    return min(F - other, n_repeat), other
 
 
 def select_for_behavior(embeddings, weights, F: int, seed: int, mode: str = "dds") -> np.ndarray:
@@ -89,16 +97,19 @@ def rejected_ids(logprobs, label_id, pred_id) -> np.ndarray:
     return np.where(pred_id != label_id, pred_id, logprobs.argmax(axis=1))
 
 
-def select_all(scores: dict, stats: dict, config: SelectConfig) -> tuple[dict, list[dict], list[str]]:
+def select_all(scores: dict, stats: dict, config: SelectConfig, last_id=None) -> tuple[dict, list[dict], list[str]]:
     """Difficulty (Eq. 2/3), per-behavior normalization and selection over a scored pool.
 
     scores: ``shards.load_scores`` output (index, label_id, pred_id, p_true, logprobs, embedding).
+    last_id: per pool row, the candidate id of the history's last behavior (needed by ``repeat_share``; with it
+    the report also counts the pairs whose chosen or rejected answer repeats it).
     Returns (selection, report, warnings): selection holds the chosen rows' ``index`` (line numbers),
-    ``label_id``, ``pred_id``, ``rejected_id``, ``difficulty`` arrays in behavior order; report one dict per
-    behavior of stats["behaviors"] (pool_size, pi_ref_accuracy, mean_difficulty, selected, pairs).
+    ``label_id``, ``pred_id``, ``rejected_id``, ``difficulty`` (and with last_id ``last_id``) arrays in behavior
+    order; report one dict per behavior of stats["behaviors"] (pool_size, pi_ref_accuracy, mean_difficulty,
+    selected, pairs; with last_id pool_repeats and selected_repeats).
     A behavior without pool samples is reported with zeros and a warning.
     """
-    F, mode, seed = config.F, config.mode, config.seed
+    F, mode = config.F, config.mode
     behaviors = stats["behaviors"]
     labels = np.asarray(scores["label_id"], dtype=np.int64)
     if len(labels) == 0:
@@ -111,6 +122,9 @@ def select_all(scores: dict, stats: dict, config: SelectConfig) -> tuple[dict, l
     D = DIFFICULTY[config.eq3](scores["p_true"], d_conf, config.lam)
     weights = normalize_within_behavior(D, labels)
     rejected = rejected_ids(scores["logprobs"], labels, pred)
+    if config.repeat_share is not None and last_id is None:
+        raise ValueError("repeat-share needs the history of each pool sample (the prepared meta's 'history')")
+    repeats = None if last_id is None else np.asarray(last_id) == labels
 
     picked_rows, report, notes = [], [], []
     gather = None
@@ -134,16 +148,18 @@ def select_all(scores: dict, stats: dict, config: SelectConfig) -> tuple[dict, l
             warnings.warn(msg, stacklevel=2)
             notes.append(msg)
         else:
-            emb = gather(rows) if gather is not None and len(rows) > F else None
-            local = select_for_behavior(emb, weights[rows], F, behavior_seed(seed, b["label_id"]), mode)
-            picked_rows.append(rows[local])
+            picked = _select_rows(rows, weights, F, config, b["label_id"], gather,
+                                  None if config.repeat_share is None else repeats)
+            picked_rows.append(picked)
             entry.update(
                 pi_ref_accuracy=float((pred[rows] == labels[rows]).mean()),
                 mean_difficulty=float(D[rows].mean()),
-                mean_selected_difficulty=float(D[rows[local]].mean()),
-                selected=len(local),
-                pairs=len(local),
+                mean_selected_difficulty=float(D[picked].mean()),
+                selected=len(picked),
+                pairs=len(picked),
             )
+            if repeats is not None:
+                entry.update(pool_repeats=int(repeats[rows].sum()), selected_repeats=int(repeats[picked].sum()))
         report.append(entry)
     chosen = np.concatenate(picked_rows) if picked_rows else np.zeros(0, dtype=np.int64)
     selection = {
@@ -153,7 +169,29 @@ def select_all(scores: dict, stats: dict, config: SelectConfig) -> tuple[dict, l
         "rejected_id": rejected[chosen],
         "difficulty": D[chosen],
     }
+    if last_id is not None:
+        selection["last_id"] = np.asarray(last_id)[chosen]
     return selection, report, notes
+
+
+def _select_rows(rows, weights, F: int, config: SelectConfig, label_id: int, gather, repeats=None) -> np.ndarray:
+    """One behavior's selected pool rows: F of them by the mode, or with ``repeats`` (the pool rows whose
+    label repeats the history's last behavior) in two parts, repeats and the others, each selected by the mode
+    (:func:`repeat_split` sizes them)."""
+    if repeats is None or len(rows) <= F:
+        parts = [(rows, F, ())]
+    else:
+        same, other = rows[repeats[rows]], rows[~repeats[rows]]
+        n_same, n_other = repeat_split(F, len(same), len(other), config.repeat_share)
+        parts = [(same, n_same, (1,)), (other, n_other, (0,))]
+    picked = []
+    for part, k, tag in parts:
+        if k == 0:
+            continue
+        emb = gather(part) if gather is not None and len(part) > k else None
+        local = select_for_behavior(emb, weights[part], k, behavior_seed(config.seed, label_id, *tag), config.mode)
+        picked.append(part[local])
+    return np.sort(np.concatenate(picked))
 
 
 def run_selection(scores_dir, dataset_dir, config: SelectConfig, *, out_dir) -> dict:
@@ -176,10 +214,19 @@ def run_selection(scores_dir, dataset_dir, config: SelectConfig, *, out_dir) -> 
     meta_labels = np.array([m["label_id"] for m in data.meta], dtype=np.int64)
     if not np.array_equal(meta_labels[scores["index"]], scores["label_id"]):
         raise ValueError(f"scores in {str(scores_dir)!r} do not match the labels of {data.path.name}")
-    selection, per_behavior, notes = select_all(scores, data.stats, config)
+    selection, per_behavior, notes = select_all(scores, data.stats, config, _last_ids(data, scores["index"]))
     # the report's settings: every field, the dataset as the file read, then the scores read
     settings = {**{k: v for k, v in asdict(config).items() if k != "dataset"}, "dataset": data.path.name,
                 "scores": str(Path(scores_dir).resolve())}
     return write_outputs(
         out_dir, data.records, selection, data.candidates, per_behavior, notes, settings, scores
     )
+
+
+def _last_ids(data, index) -> np.ndarray | None:
+    """Per pool row, the candidate id of its history's last behavior; None when the meta has no history."""
+    ids = {name: i for i, name in enumerate(data.candidates)}
+    meta = [data.meta[int(i)] for i in index]
+    if not all(m.get("history") for m in meta):
+        return None
+    return np.array([ids.get(m["history"][-1], -1) for m in meta], dtype=np.int64)

@@ -279,6 +279,23 @@ def test_cli_score_select_writes_llamafactory_datasets(tiny_model, dataset_dir, 
         in [{k: r[k] for k in ("system", "instruction", "input")} for r in prepared]
         for p in pairs
     )
+    # The report counts the pairs whose chosen / rejected answer is the history's last behavior, from the meta.
+    meta = _jsonl(data_dir / "train_all.meta.jsonl")
+    last = [meta[i]["history"][-1] for i in report["selected_index"]]
+    assert report["pairs_chosen_is_last"] == sum(p["chosen"] == h for p, h in zip(pairs, last))
+    assert report["pairs_rejected_is_last"] == sum(p["rejected"] == h for p, h in zip(pairs, last))
+    assert "Chosen answer = the history's last behavior in" in (selected / "selection_report.md").read_text()
+    # --repeat-share takes a share of each behavior's F from the samples that repeat the last behavior
+    split = tmp_path / "split"
+    assert cli(["select", "--scores", str(scores), "--dataset-dir", str(data_dir), "--F", "2", "--repeat-share", "1",
+                "--out", str(split)]) == 0
+    split_report = json.loads((split / "selection_report.json").read_text(encoding="utf-8"))
+    assert any(0 < b["pool_repeats"] < b["pool_size"] for b in split_report["per_behavior"])  # both kinds exist
+    for b in split_report["per_behavior"]:
+        assert b["selected_repeats"] == min(b["pool_repeats"], b["selected"]), b
+    assert cli(["select", "--scores", str(scores), "--dataset-dir", str(data_dir), "--F", "2", "--repeat-share",
+                "1.5", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
 
     # The registered names load through LLaMA-Factory's own parser and alpaca converter.
     from llamafactory.data.converter import get_dataset_converter

@@ -8,7 +8,7 @@ from scoring.scorer import pool_indices
 from selection.config import SelectConfig
 from selection.difficulty import d_confusion, difficulty_literal, difficulty_text, normalize_within_behavior
 from selection.pairs import build_pairs
-from selection.select import rejected_ids, select_all, select_for_behavior
+from selection.select import rejected_ids, repeat_split, select_all, select_for_behavior
 
 IS_ANCHOR = np.array([True, True, False, False])  # labels 0,1 anchors; 2,3 tails
 
@@ -186,3 +186,38 @@ def test_build_pairs_copies_prompt_and_checks_labels():
     assert sft[0] == {"system": "S", "instruction": "I2", "input": "", "output": "gym"}
     with pytest.raises(ValueError, match="label"):
         build_pairs(records, {**selection, "label_id": np.array([1, 0])}, ["sleep", "work", "gym", "cinema"])
+
+
+def test_repeat_split_sizes_and_gives_way():
+    assert repeat_split(12, 30, 30, 0.5) == (6, 6)
+    assert repeat_split(12, 2, 30, 0.5) == (2, 10)  # too few repeats: the others fill F
+    assert repeat_split(12, 30, 3, 0.5) == (9, 3)  # too few others: repeats fill F
+    assert repeat_split(5, 9, 9, 0.5) == (3, 2)  # 2.5 rounds half up
+    assert repeat_split(12, 30, 30, 0.0) == (0, 12) and repeat_split(12, 30, 30, 1.0) == (12, 0)
+
+
+@pytest.mark.filterwarnings("ignore:behavior .* has no samples")
+@pytest.mark.parametrize("mode", ["dds", "uniform", "topf"])
+def test_repeat_share_splits_each_behavior_by_the_last_behavior(mode):
+    # behavior 0: 20 pool samples, 4 of which repeat the history's last behavior; all hard, the repeats hardest
+    labels = [0] * 20 + [1] * 6
+    last = np.array([0] * 4 + [2] * 16 + [1] * 6)  # behavior 1: every sample repeats
+    preds = [2] * 26
+    scores = _scores(labels, preds, [0.0] * 4 + [0.5] * 16 + [0.0] * 6)
+    cfg = SelectConfig(F=8, mode=mode, seed=3)
+    plain, plain_report, _ = select_all(scores, STATS, cfg, last)
+    sel, report, _ = select_all(scores, STATS, SelectConfig(F=8, mode=mode, seed=3, repeat_share=0.5), last)
+    is_repeat = sel["label_id"] == sel["last_id"]
+    assert (is_repeat[sel["label_id"] == 0]).sum() == 4  # share 4 of 8, all 4 repeats
+    assert (sel["label_id"] == 0).sum() == 8 and (sel["label_id"] == 1).sum() == 6  # F, or the whole pool
+    assert report[0]["pool_repeats"] == 4 and report[0]["selected_repeats"] == 4
+    assert len(set(sel["index"].tolist())) == len(sel["index"])
+    # the same settings give the same rows; without a share the selection does not depend on last_id
+    again, _, _ = select_all(scores, STATS, SelectConfig(F=8, mode=mode, seed=3, repeat_share=0.5), last)
+    assert np.array_equal(sel["index"], again["index"])
+    assert np.array_equal(plain["index"], select_all(scores, STATS, cfg)[0]["index"])
+    assert "selected_repeats" in plain_report[0] and "last_id" not in select_all(scores, STATS, cfg)[0]
+    with pytest.raises(ValueError, match="history"):
+        select_all(scores, STATS, SelectConfig(F=8, repeat_share=0.5))
+    with pytest.raises(ValueError, match="repeat-share"):
+        SelectConfig(repeat_share=1.5)

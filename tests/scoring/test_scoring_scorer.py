@@ -236,26 +236,8 @@ def test_cli_score_select_writes_llamafactory_datasets(tiny_model, dataset_dir, 
     data_dir = tmp_path / "data"
     shutil.copytree(dataset_dir, data_dir)
     scores = tmp_path / "scores"
-    assert (
-        scoring_cli(
-            [
-                "score",
-                "--model",
-                str(tiny_model),
-                "--template",
-                "smollm2",
-                "--dataset-dir",
-                str(data_dir),
-                "--pool-per-behavior",
-                "4",
-                "--batch-size",
-                "8",
-                "--out",
-                str(scores),
-            ]
-        )
-        == 0
-    )
+    assert scoring_cli(["score", "--model", str(tiny_model), "--template", "smollm2", "--dataset-dir", str(data_dir),
+                        "--pool-per-behavior", "4", "--batch-size", "8", "--out", str(scores)]) == 0
     selected = tmp_path / "selection"
     before = {p.name: p.read_bytes() for p in data_dir.iterdir()}
     assert cli(["select", "--scores", str(scores), "--dataset-dir", str(data_dir), "--F", "2"]) == 2  # no --out

@@ -148,8 +148,7 @@ def select_all(scores: dict, stats: dict, config: SelectConfig, last_id=None) ->
             warnings.warn(msg, stacklevel=2)
             notes.append(msg)
         else:
-            picked = _select_rows(rows, weights, F, config, b["label_id"], gather,
-                                  None if config.repeat_share is None else repeats)
+            picked = _select_rows(rows, weights, F, config, b["label_id"], gather, repeats)
             picked_rows.append(picked)
             entry.update(
                 pi_ref_accuracy=float((pred[rows] == labels[rows]).mean()),
@@ -174,11 +173,11 @@ def select_all(scores: dict, stats: dict, config: SelectConfig, last_id=None) ->
     return selection, report, notes
 
 
-def _select_rows(rows, weights, F: int, config: SelectConfig, label_id: int, gather, repeats=None) -> np.ndarray:
-    """One behavior's selected pool rows: F of them by the mode, or with ``repeats`` (the pool rows whose
-    label repeats the history's last behavior) in two parts, repeats and the others, each selected by the mode
-    (:func:`repeat_split` sizes them)."""
-    if repeats is None or len(rows) <= F:
+def _select_rows(rows, weights, F: int, config: SelectConfig, label_id: int, gather, repeats) -> np.ndarray:
+    """One behavior's selected pool rows: F of them by the mode, or with ``config.repeat_share`` in two parts,
+    the rows that ``repeats`` marks (label = the history's last behavior) and the others, each selected by the
+    mode (:func:`repeat_split` sizes them)."""
+    if config.repeat_share is None or len(rows) <= F:
         parts = [(rows, F, ())]
     else:
         same, other = rows[repeats[rows]], rows[~repeats[rows]]

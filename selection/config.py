@@ -20,6 +20,11 @@ def parse_share(text: str) -> float | None:
     return None if text.strip().lower() == "none" else float(text)
 
 
+def parse_count(text: str) -> int | None:
+    """A positive count from the command line, or None for 'none'."""
+    return None if text.strip().lower() == "none" else check_positive(int(text), "max-rejected")
+
+
 def check_F(F) -> int:
     """F, the samples selected per behavior (Algorithm 1 line 20): the one place it is validated."""
     return check_positive(F, "F")
@@ -51,6 +56,13 @@ class SelectConfig:
                           "small to fill its share gives way to the other); none: one selection per behavior "
                           "(Algorithm 1)"},
     )
+    max_rejected: int | None = field(
+        default=None,
+        metadata={"type": parse_count, "make": "MAX_REJECTED",
+                  "help": "at most this many pairs reject one behavior: past it a pair rejects its most probable "
+                          "wrong candidate still under the limit (F keeps each behavior rejected no more often "
+                          "than chosen); none: Algorithm 1's rejected answer for every pair"},
+    )
     seed: int = field(default=ScoreConfig.seed, metadata={"make": "SEED",
                                                           "help": "seed of k-means++ and of the uniform mode"})
 
@@ -62,5 +74,7 @@ class SelectConfig:
             raise ValueError(f"unknown Eq. 3 reading {self.eq3!r} (choose from {', '.join(EQ3_READINGS)})")
         if self.repeat_share is not None and not 0.0 <= self.repeat_share <= 1.0:
             raise ValueError(f"repeat-share must be in [0, 1] (or 'none'), got {self.repeat_share}")
+        if self.max_rejected is not None:
+            check_positive(self.max_rejected, "max-rejected")
         if not 0.0 <= self.lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {self.lam}")

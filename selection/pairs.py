@@ -64,19 +64,20 @@ def report_markdown(report: dict) -> str:
             f"seed {cfg['seed']}; pool {report['pool_size']} samples, {report['pairs']} pairs, "
             f"pi_ref accuracy on the pool {_fmt(report['pi_ref_accuracy'])}."
             + (f" Repeat share {cfg['repeat_share']}." if cfg.get("repeat_share") is not None else "")
+            + (f" At most {cfg['max_rejected']} pairs reject one behavior." if cfg.get("max_rejected") else "")
             + (f" Chosen answer = the history's last behavior in {report['pairs_chosen_is_last']} pairs, "
                f"rejected answer in {report['pairs_rejected_is_last']}." if "pairs_chosen_is_last" in report else "")
         ),
         "",
-        "| behavior | anchor | group | pool | pi_ref acc | mean D | mean D selected | selected | pairs |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| behavior | anchor | group | pool | pi_ref acc | mean D | mean D selected | selected | pairs | rejected in |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for b in report["per_behavior"]:
         lines.append(
             f"| {b['behavior']} | {'yes' if b['is_anchor'] else 'no'} | {b.get('freq_group') or '-'} "
             f"| {b['pool_size']} | {_fmt(b['pi_ref_accuracy'])} | {_fmt(b['mean_difficulty'])} "
             f"| {_fmt(b.get('mean_selected_difficulty'))} "
-            f"| {b['selected']} | {b['pairs']} |"
+            f"| {b['selected']} | {b['pairs']} | {b.get('rejected', '-')} |"
         )
     if report["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]

@@ -97,6 +97,24 @@ def rejected_ids(logprobs, label_id, pred_id) -> np.ndarray:
     return np.where(pred_id != label_id, pred_id, logprobs.argmax(axis=1))
 
 
+def capped_rejected_ids(logprobs, label_id, cap: int) -> np.ndarray:
+    """Algorithm 1 line 26's rejected answer (the most probable wrong candidate: y_hat where pi_ref was wrong)
+    with at most ``cap`` pairs rejecting one behavior. The pairs whose wrong answer is most probable choose
+    first; a pair whose wrong candidates are all at the limit takes the least rejected one. Without a limit
+    pi_ref's favourite head behavior is the rejected answer of most pairs, and DPO lowers it everywhere."""
+    wrong = np.array(logprobs, dtype=np.float64, copy=True)
+    label_id = np.asarray(label_id)
+    wrong[np.arange(len(label_id)), label_id] = -np.inf
+    used = np.zeros(wrong.shape[1], dtype=np.int64)
+    out = np.empty(len(label_id), dtype=np.int64)
+    for row in np.argsort(-wrong.max(axis=1), kind="stable"):
+        ranked = np.argsort(-wrong[row], kind="stable")[:-1]  # every candidate but the label, most probable first
+        free = ranked[used[ranked] < cap]
+        out[row] = free[0] if len(free) else ranked[np.argmin(used[ranked])]
+        used[out[row]] += 1
+    return out
+
+
 def select_all(scores: dict, stats: dict, config: SelectConfig, last_id=None) -> tuple[dict, list[dict], list[str]]:
     """Difficulty (Eq. 2/3), per-behavior normalization and selection over a scored pool.
 
@@ -168,6 +186,11 @@ def select_all(scores: dict, stats: dict, config: SelectConfig, last_id=None) ->
         "rejected_id": rejected[chosen],
         "difficulty": D[chosen],
     }
+    if config.max_rejected is not None:
+        selection["rejected_id"] = capped_rejected_ids(np.asarray(scores["logprobs"])[chosen], labels[chosen],
+                                                       config.max_rejected)
+    for entry in report:  # how many pairs reject each behavior: a label rejected far more often than chosen falls
+        entry["rejected"] = int((selection["rejected_id"] == entry["label_id"]).sum())
     if last_id is not None:
         selection["last_id"] = np.asarray(last_id)[chosen]
     return selection, report, notes

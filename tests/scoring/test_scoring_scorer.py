@@ -267,14 +267,15 @@ def test_cli_score_select_writes_llamafactory_datasets(tiny_model, dataset_dir, 
     assert report["pairs_chosen_is_last"] == sum(p["chosen"] == h for p, h in zip(pairs, last))
     assert report["pairs_rejected_is_last"] == sum(p["rejected"] == h for p, h in zip(pairs, last))
     assert "Chosen answer = the history's last behavior in" in (selected / "selection_report.md").read_text()
-    # --repeat-share takes a share of each behavior's F from the samples that repeat the last behavior
+    # --repeat-share takes a share of each behavior's F from the samples that repeat the last behavior;
+    # --max-rejected 2 lets no behavior be rejected in more than F = 2 pairs
     split = tmp_path / "split"
     assert cli(["select", "--scores", str(scores), "--dataset-dir", str(data_dir), "--F", "2", "--repeat-share", "1",
-                "--out", str(split)]) == 0
+                "--max-rejected", "2", "--out", str(split)]) == 0
     split_report = json.loads((split / "selection_report.json").read_text(encoding="utf-8"))
     assert any(0 < b["pool_repeats"] < b["pool_size"] for b in split_report["per_behavior"])  # both kinds exist
     for b in split_report["per_behavior"]:
-        assert b["selected_repeats"] == min(b["pool_repeats"], b["selected"]), b
+        assert b["selected_repeats"] == min(b["pool_repeats"], b["selected"]) and b["rejected"] <= 2, b
     assert cli(["select", "--scores", str(scores), "--dataset-dir", str(data_dir), "--F", "2", "--repeat-share",
                 "1.5", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()

@@ -8,7 +8,7 @@ from scoring.scorer import pool_indices
 from selection.config import SelectConfig
 from selection.difficulty import d_confusion, difficulty_literal, difficulty_text, normalize_within_behavior
 from selection.pairs import build_pairs
-from selection.select import rejected_ids, repeat_split, select_all, select_for_behavior
+from selection.select import capped_rejected_ids, rejected_ids, repeat_split, select_all, select_for_behavior
 
 IS_ANCHOR = np.array([True, True, False, False])  # labels 0,1 anchors; 2,3 tails
 
@@ -221,3 +221,24 @@ def test_repeat_share_splits_each_behavior_by_the_last_behavior(mode):
         select_all(scores, STATS, SelectConfig(F=8, repeat_share=0.5))
     with pytest.raises(ValueError, match="repeat-share"):
         SelectConfig(repeat_share=1.5)
+
+
+@pytest.mark.filterwarnings("ignore:behavior .* has no samples")
+def test_max_rejected_spreads_the_rejected_answers():
+    # pi_ref answers behavior 0 everywhere: Algorithm 1's pairs reject it in every pair that does not choose it
+    logprobs = np.log(np.tile([0.7, 0.1, 0.15, 0.05], (6, 1)))
+    labels = np.array([1, 1, 2, 2, 3, 3])
+    assert rejected_ids(logprobs, labels, np.zeros(6, dtype=int)).tolist() == [0] * 6
+    capped = capped_rejected_ids(logprobs, labels, 2)
+    assert np.bincount(capped, minlength=4).max() == 2 and not (capped == labels).any()
+    # each pair takes its most probable wrong candidate still under the limit (ties: pool order)
+    assert capped.tolist() == [0, 0, 1, 1, 2, 2]
+    # a limit no pair reaches is Algorithm 1's answer; every candidate full: the least rejected one
+    assert capped_rejected_ids(logprobs, labels, 6).tolist() == [0] * 6
+    assert capped_rejected_ids(logprobs[:4], np.array([1, 1, 1, 1]), 1).tolist() == [0, 2, 3, 0]
+    scores = _scores([0] * 5 + [1] * 5, [2] * 10, [0.1] * 10)
+    sel, report, _ = select_all(scores, STATS, SelectConfig(F=5, mode="topf", max_rejected=3))
+    assert np.bincount(sel["rejected_id"], minlength=4).max() <= 3
+    assert [b["rejected"] for b in report] == np.bincount(sel["rejected_id"], minlength=4).tolist()
+    with pytest.raises(ValueError, match="max-rejected"):
+        SelectConfig(max_rejected=0)

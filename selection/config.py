@@ -20,9 +20,14 @@ def parse_share(text: str) -> float | None:
     return None if text.strip().lower() == "none" else float(text)
 
 
-def parse_count(text: str) -> int | None:
-    """A positive count from the command line, or None for 'none'."""
-    return None if text.strip().lower() == "none" else check_positive(int(text), "max-rejected")
+def parse_max_rejected(text: str) -> int | None:
+    """MAX_REJECTED from the command line: a positive integer, or None for 'none'."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return check_positive(int(text), "max-rejected")
+    except ValueError:
+        raise ValueError(f"max-rejected must be a positive integer or 'none', got {text!r}") from None
 
 
 def check_F(F) -> int:
@@ -58,7 +63,7 @@ class SelectConfig:
     )
     max_rejected: int | None = field(
         default=None,
-        metadata={"type": parse_count, "make": "MAX_REJECTED",
+        metadata={"type": checked(parse_max_rejected, str), "make": "MAX_REJECTED",
                   "help": "at most this many pairs reject one behavior: past it a pair rejects its most probable "
                           "wrong candidate still under the limit (F keeps each behavior rejected no more often "
                           "than chosen); none: Algorithm 1's rejected answer for every pair"},

@@ -111,6 +111,8 @@ def test_a_variable_is_declared_once():
 def test_a_bad_value_is_refused_with_its_variable_before_anything_runs():
     with pytest.raises(pipeline_settings.VariableError, match="F='0': F must be a positive integer"):
         pipeline_settings.Variables({"F": "0"})
+    with pytest.raises(pipeline_settings.VariableError, match="max-rejected must be a positive integer or 'none'"):
+        pipeline_settings.Variables({"MAX_REJECTED": "0"})
     with pytest.raises(pipeline_settings.VariableError, match="NPROC='two'"):
         pipeline_settings.Variables({"NPROC": "two"})
     with pytest.raises(pipeline_settings.VariableError, match="HEAD_THRESHOLD"):

@@ -89,12 +89,17 @@ class Float64Rows:
         return out
 
 
+def wrong_logprobs(logprobs, label_id) -> np.ndarray:
+    """A float64 copy of the log-probabilities with each row's label at -inf: the wrong candidates only."""
+    wrong = np.array(logprobs, dtype=np.float64, copy=True)
+    wrong[np.arange(len(wrong)), np.asarray(label_id)] = -np.inf
+    return wrong
+
+
 def rejected_ids(logprobs, label_id, pred_id) -> np.ndarray:
     """Algorithm 1 line 26: y_l = y_hat; where pi_ref was right, its most probable wrong candidate instead."""
-    logprobs = np.array(logprobs, dtype=np.float64, copy=True)
     label_id, pred_id = np.asarray(label_id), np.asarray(pred_id)
-    logprobs[np.arange(len(label_id)), label_id] = -np.inf
-    return np.where(pred_id != label_id, pred_id, logprobs.argmax(axis=1))
+    return np.where(pred_id != label_id, pred_id, wrong_logprobs(logprobs, label_id).argmax(axis=1))
 
 
 def capped_rejected_ids(logprobs, label_id, cap: int) -> np.ndarray:
@@ -102,11 +107,9 @@ def capped_rejected_ids(logprobs, label_id, cap: int) -> np.ndarray:
     with at most ``cap`` pairs rejecting one behavior. The pairs whose wrong answer is most probable choose
     first; a pair whose wrong candidates are all at the limit takes the least rejected one. Without a limit
     pi_ref's favourite head behavior is the rejected answer of most pairs, and DPO lowers it everywhere."""
-    wrong = np.array(logprobs, dtype=np.float64, copy=True)
-    label_id = np.asarray(label_id)
-    wrong[np.arange(len(label_id)), label_id] = -np.inf
+    wrong = wrong_logprobs(logprobs, label_id)
     used = np.zeros(wrong.shape[1], dtype=np.int64)
-    out = np.empty(len(label_id), dtype=np.int64)
+    out = np.empty(len(wrong), dtype=np.int64)
     for row in np.argsort(-wrong.max(axis=1), kind="stable"):
         ranked = np.argsort(-wrong[row], kind="stable")[:-1]  # every candidate but the label, most probable first
         free = ranked[used[ranked] < cap]

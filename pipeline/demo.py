@@ -62,7 +62,7 @@ STAGES = [  # (stage name, what runs, counted in the budget)
     ("A-tune (LoRA SFT) + merge -> pi_ref", targets.a_tune, True),
     ("score the pool with pi_ref", targets.score, True),
     ("select (difficulty-weighted k-means++) + DPO pairs", targets.select, True),
-    ("B-tune (LoRA DPO from pi_ref)", targets.b_tune, True),
+    ("B-tune (LoRA DPO from pi_ref; each further round scores, selects and trains again)", targets.b_tune, True),
     ("full fine-tuning baseline (all behaviors) + merge", targets.full_ft, True),
     ("evaluation of every model + report", targets.eval_all, True),
 ]

@@ -13,6 +13,8 @@ prepare, so an ablation or a seed repeat reads the run's `data/` directly.
                                                                                  selection.stamp.json
     <RUN_DIR>/btune/           B-tune (DPO) adapter on pi_ref                    btune.stamp.json
     <RUN_DIR>/final/           pi_ref + B-tune adapter merged                    final.stamp.json
+    <RUN_DIR>/round<r>/        B-tune round r > 1 (BTUNE_ROUNDS): scores/, selection/, btune/, final/ as
+                               above, on round r-1's final/ instead of pi_ref/   round<r>/*.stamp.json
     <RUN_DIR>/eval/<name>/     predictions of one model                          eval/<name>.stamp.json
     <RUN_DIR>/report/          report.md, metrics.json, charts                   report.stamp.json
     <RUN_DIR>/ablations/<name>/  the same layout for each ablation, without data/ and token_check/ (it reads
@@ -63,6 +65,16 @@ class Layout:
         if reuse_tuning:
             return own
         return replace(own, atune=stage_dir / "atune", pi_ref=stage_dir / "pi_ref", scores=stage_dir / "scores")
+
+    def btune_rounds(self, rounds: int) -> list[Layout]:
+        """The layout of each B-tune round. Round 1 is Algorithm 1's (pi_ref, scores/, selection/, btune/, final/);
+        round r > 1 lives in round<r>/ and takes round r-1's final/ (its merged model) as the model it scores the
+        pool with, builds its pairs on and trains DPO from, so its reference is round r-1's policy."""
+        layouts = [self]
+        for r in range(2, rounds + 1):
+            stage_dir = self.stage_dir / f"round{r}"
+            layouts.append(replace(self, stage_dir=stage_dir, pi_ref=layouts[-1].final, scores=stage_dir / "scores"))
+        return layouts
 
     def sub_run(self, suffix: str) -> Path:
         return self.run_dir.with_name(f"{self.run_dir.name}-{suffix}")

@@ -46,6 +46,12 @@ def _words(text: str) -> list[str]:
     return shlex.split(text)
 
 
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError("must be a positive integer")
+    return int(text)
+
+
 def _var(group: str, help: str, default: str = "", check=None):
     """A run-level variable: text, as Make passes it; `check` parses a value (int, shell words) to refuse a bad one
     before anything runs."""
@@ -77,6 +83,9 @@ class RunConfig:
     BTUNE_ARGS: str = _var("tuning", "key=value overrides for B-tune only", check=_words)
     ATUNE_RECIPE: str = _var("tuning", "A-tune recipe file (ablations change it)", "atune_lora_sft")
     BTUNE_RECIPE: str = _var("tuning", "B-tune recipe file (ablations change it)", "btune_lora_dpo")
+    BTUNE_ROUNDS: str = _var("tuning", "B-tune rounds: round r > 1 scores the pool again with round r-1's merged "
+                                       "model, selects its pairs and trains DPO on it (on-policy); 1 = Algorithm 1",
+                             "1", _positive_int)
     SCORE_NPROC: str = _var("tuning", "scoring ranks (default NPROC)", check=int)
     EVAL_NAME: str = _var("evaluation", "eval-model: name of the evaluated model")
     EVAL_MODEL: str = _var("evaluation", "eval-model: model directory")

@@ -84,14 +84,28 @@ def select(runner: Runner, variables: Variables, layout: Layout) -> None:
     runner.run(stages.select(variables, layout))
 
 
+def btune_rounds(variables: Variables, layout: Layout) -> list[Layout]:
+    return layout.btune_rounds(variables.int("BTUNE_ROUNDS"))
+
+
+def _in_round(stage: Stage, r: int) -> Stage:
+    return replace(stage, name=f"{stage.name} (round {r})")
+
+
 def b_tune(runner: Runner, variables: Variables, layout: Layout) -> None:
+    """Algorithm 1's B-tune, then each further round (BTUNE_ROUNDS) on the previous round's merged model."""
     select(runner, variables, layout)
     runner.run(stages.btune_train(variables, layout))
+    rounds = btune_rounds(variables, layout)
+    for r, (prev, cur) in enumerate(zip(rounds, rounds[1:]), start=2):
+        runner.run(_in_round(stages.export_final(variables, prev), r - 1))
+        for stage in (stages.score, stages.select, stages.btune_train):
+            runner.run(_in_round(stage(variables, cur), r))
 
 
 def export_final(runner: Runner, variables: Variables, layout: Layout) -> None:
     b_tune(runner, variables, layout)
-    runner.run(stages.export_final(variables, layout))
+    runner.run(stages.export_final(variables, btune_rounds(variables, layout)[-1]))
 
 
 def a_tune_train(runner: Runner, variables: Variables, layout: Layout) -> None:
@@ -102,6 +116,8 @@ def a_tune_train(runner: Runner, variables: Variables, layout: Layout) -> None:
 
 def b_tune_train(runner: Runner, variables: Variables, layout: Layout) -> None:
     check_data(runner, layout)
+    if variables.int("BTUNE_ROUNDS") > 1:
+        raise UsageError("b-tune-train trains round 1 only: several nodes run BTUNE_ROUNDS=1")
     pairs = layout.selection / "dpo_pairs.jsonl"
     if not runner.exists(pairs):
         raise UsageError(f"no {pairs} yet: node 0 runs make select first")
@@ -160,7 +176,8 @@ def eval_all(runner: Runner, variables: Variables, layout: Layout) -> None:
     base = stages.base_model(variables, launch.Recipe(variables, "atune_lora_sft"))
     runner.run(stages.eval_model(variables, layout, "zero-shot", base))
     eval_if(runner, variables, layout, "a-tune", layout.pi_ref, None, layout.pi_ref)
-    eval_if(runner, variables, layout, "behaviorlm", layout.pi_ref, layout.btune, layout.btune)
+    last = btune_rounds(variables, layout)[-1]
+    eval_if(runner, variables, layout, "behaviorlm", last.pi_ref, last.btune, last.btune)
     wo_atune = layout.ablation("wo_atune", False)
     eval_if(runner, variables, layout, "full-ft", wo_atune.pi_ref, None, wo_atune.pi_ref)
     eval_baselines(runner, variables, layout)
@@ -199,7 +216,7 @@ def ablation_report(runner: Runner, variables: Variables, layout: Layout) -> Non
     """Table 4: each finished ablation's final model as abl-<name> in the run report."""
     check_data(runner, layout)
     for a in ABLATIONS:
-        sub = layout.ablation(a, ABLATIONS[a][1])
+        sub = btune_rounds(variables, layout.ablation(a, ABLATIONS[a][1]))[-1]
         eval_if(runner, variables, layout, f"abl-{a}", sub.final, None, sub.final)
     eval_all(runner, variables, layout)
     ablation_table(runner, variables, layout)

@@ -71,8 +71,22 @@ def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
 
 
+def last_round(run_dir: Path) -> tuple[Path, Path, Path]:
+    """(final, base, adapter) of the run's last B-tune round: final/, pi_ref/ and btune/ after one round
+    (Algorithm 1); with BTUNE_ROUNDS > 1, the highest round<r>/ holding an adapter: round<r>/final/, the round
+    before's final/ (the model round r trained on) and round<r>/btune/."""
+    rounds = [int(p.name[len("round"):]) for p in run_dir.glob("round*")
+              if p.name[len("round"):].isdigit() and (p / "btune" / "adapter_config.json").is_file()]
+    if not rounds:
+        return run_dir / "final", run_dir / "pi_ref", run_dir / "btune"
+    r = max(rounds)
+    before = run_dir if r == 2 else run_dir / f"round{r - 1}"
+    return run_dir / f"round{r}" / "final", before / "final", run_dir / f"round{r}" / "btune"
+
+
 def resolve_model(run_dir: Path, model: str | None, adapter: str | None) -> tuple[Path, Path | None]:
-    """--model/--adapter when given, else final/, else pi_ref/ + btune/ (the adapter before export-final)."""
+    """--model/--adapter when given, else the last B-tune round's final/, else the model it trained on + its
+    btune/ adapter (before export-final)."""
     if model:
         path = Path(model)
         if not _is_model_dir(path):
@@ -80,12 +94,13 @@ def resolve_model(run_dir: Path, model: str | None, adapter: str | None) -> tupl
         return path, _adapter(adapter)
     if adapter:
         raise ServingError("--adapter needs --model (the base the adapter was trained on)")
-    final, pi_ref, btune = run_dir / "final", run_dir / "pi_ref", run_dir / "btune"
+    final, pi_ref, btune = last_round(run_dir)
     if _is_model_dir(final):
         return final, None
     if _is_model_dir(pi_ref) and (btune / "adapter_config.json").is_file():
         return pi_ref, btune
-    raise ServingError(f"{run_dir}: no trained model (neither final/ nor pi_ref/ + btune/); run make b-tune "
+    raise ServingError(f"{run_dir}: no trained model (neither {final.relative_to(run_dir)}/ nor "
+                       f"{pi_ref.relative_to(run_dir)}/ + {btune.relative_to(run_dir)}/); run make b-tune "
                        f"export-final, or pass --model")
 
 
@@ -102,11 +117,14 @@ SERVED_EVAL = "behaviorlm"   # the eval name of the run's own model (pipeline: e
 
 
 def is_own_model(run_dir: Path, model_path: Path, adapter_path: Path | None) -> bool:
-    """Whether the model is the one `make eval` evaluates as behaviorlm: final/, or pi_ref/ + btune/."""
+    """Whether the model is the one `make eval` evaluates as behaviorlm: the last round's final/, or the model
+    it trained on + its btune/."""
+    final, base, btune = last_round(run_dir)
+
     def same(a: Path | None, b: Path | None) -> bool:
         return (a is None) == (b is None) and (a is None or a.resolve() == b.resolve())
     return any(same(model_path, m) and same(adapter_path, a)
-               for m, a in ((run_dir / "final", None), (run_dir / "pi_ref", run_dir / "btune")))
+               for m, a in ((final, None), (base, btune)))
 
 
 def served_temperatures(run_dir: Path, own_model: bool, enabled: bool = True) -> tuple[dict[str, float], str | None]:

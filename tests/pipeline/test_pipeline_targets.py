@@ -208,3 +208,40 @@ def test_every_pipeline_target_is_a_make_target():
 
     text = (ROOT / "Makefile").read_text().split("RUN_TARGETS :=")[1].split(".PHONY")[0]
     assert set(ALL_TARGETS) <= set(text.replace("\\", " ").split())
+
+
+def test_a_second_btune_round_scores_selects_and_trains_on_the_first_rounds_merged_model(tmp_path):
+    run = tmp_path / "run"
+    prepared_data(run)
+    out = dry_run(run, "export-final", "BTUNE_ROUNDS=2", f"BASE_MODEL={tmp_path}/base")
+    (merge1,) = lines_with(out, f"export_dir={run}/final")
+    assert f"model_name_or_path={run}/pi_ref adapter_name_or_path={run}/btune " in merge1
+    (score2,) = lines_with(out, f"--out {run}/round2/scores")
+    assert f"--model {run}/final " in score2
+    (select2,) = lines_with(out, f"--out {run}/round2/selection")
+    assert f"--scores {run}/round2/scores " in select2
+    (train2,) = lines_with(out, f"output_dir={run}/round2/btune")
+    assert f"model_name_or_path={run}/final dataset_dir={run}/round2/selection " in train2
+    (merge2,) = lines_with(out, f"export_dir={run}/round2/final")
+    assert f"model_name_or_path={run}/final adapter_name_or_path={run}/round2/btune " in merge2
+    assert [line.split(" (")[0] for line in lines_with(out, "(round ")] == [
+        "would run: export-final", "would run: score", "would run: select", "would run: b-tune: train"]
+    one = dry_run(run, "export-final", f"BASE_MODEL={tmp_path}/base")
+    assert "round2" not in one and len(lines_with(one, "export_dir=")) == 2   # pi_ref and final
+
+
+def test_eval_scores_the_last_btune_round(tmp_path):
+    run = tmp_path / "run"
+    prepared_data(run)
+    (run / "round2").mkdir()
+    for stamp in ("pi_ref.stamp.json", "btune.stamp.json", "round2/btune.stamp.json"):
+        (run / stamp).write_text("{}")
+    out = dry_run(run, "eval", "BTUNE_ROUNDS=2", f"BASE_MODEL={tmp_path}/base")
+    (behaviorlm,) = lines_with(lines_with(out, "-m evaluation predict")[-1], f"{run}/eval/behaviorlm ")
+    assert f"--model {run}/final --adapter {run}/round2/btune " in behaviorlm
+
+
+def test_btune_rounds_must_be_a_positive_integer(tmp_path):
+    for bad in ("0", "two", "-1"):
+        proc = run_pipeline(tmp_path / "run", "b-tune", f"BTUNE_ROUNDS={bad}")
+        assert proc.returncode == 2 and proc.stderr == f"error: BTUNE_ROUNDS='{bad}': must be a positive integer\n"

@@ -84,8 +84,19 @@ def select(runner: Runner, variables: Variables, layout: Layout) -> None:
     runner.run(stages.select(variables, layout))
 
 
+_WARNED: set[Path] = set()   # later round folders already named in this process
+
+
 def btune_rounds(variables: Variables, layout: Layout) -> list[Layout]:
-    return layout.btune_rounds(variables.int("BTUNE_ROUNDS"))
+    """The rounds BTUNE_ROUNDS asks for; says so when the run holds a later round's folder from an earlier
+    setting, which `predict` and `serve` would take for the run's model (they serve the highest round<r>/)."""
+    rounds = layout.btune_rounds(variables.int("BTUNE_ROUNDS"))
+    later = layout.stage_dir / f"round{len(rounds) + 1}"
+    if later.is_dir() and later not in _WARNED:
+        _WARNED.add(later)
+        print(f"warning: {later} is from an earlier BTUNE_ROUNDS above {len(rounds)}; predict and serve use the "
+              f"highest round<r>/ they find: remove it to serve round {len(rounds)}'s model", file=sys.stderr)
+    return rounds
 
 
 def _in_round(stage: Stage, r: int) -> Stage:

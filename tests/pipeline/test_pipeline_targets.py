@@ -226,8 +226,14 @@ def test_a_second_btune_round_scores_selects_and_trains_on_the_first_rounds_merg
     assert f"model_name_or_path={run}/final adapter_name_or_path={run}/round2/btune " in merge2
     assert [line.split(" (")[0] for line in lines_with(out, "(round ")] == [
         "would run: export-final", "would run: score", "would run: select", "would run: b-tune: train"]
+    three = dry_run(run, "export-final", "BTUNE_ROUNDS=3", f"BASE_MODEL={tmp_path}/base")
+    (score3,) = lines_with(three, f"--out {run}/round3/scores")
+    assert f"--model {run}/round2/final " in score3
     one = dry_run(run, "export-final", f"BASE_MODEL={tmp_path}/base")
     assert "round2" not in one and len(lines_with(one, "export_dir=")) == 2   # pi_ref and final
+    (run / "round2").mkdir()
+    proc = run_pipeline(run, "export-final", f"BASE_MODEL={tmp_path}/base")
+    assert proc.returncode == 0 and proc.stderr.count(f"warning: {run}/round2 is from an earlier BTUNE_ROUNDS") == 1
 
 
 def test_eval_scores_the_last_btune_round(tmp_path):

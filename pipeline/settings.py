@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
 
-from cli import UsageError, field_default, flag_of, shown
+from cli import UsageError, check_positive, field_default, flag_of, shown
 from data_prep.config import PrepareConfig, ReaderConfig, ScaleConfig, SourceConfig, SyntheticConfig
 from evaluation.config import PredictConfig
 from scoring.config import ScoreConfig
@@ -47,9 +47,10 @@ def _words(text: str) -> list[str]:
 
 
 def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ValueError("must be a positive integer")
-    return int(text)
+    try:
+        return check_positive(int(text))
+    except ValueError:
+        raise ValueError("must be a positive integer") from None
 
 
 def _var(group: str, help: str, default: str = "", check=None):

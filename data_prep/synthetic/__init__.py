@@ -32,7 +32,8 @@ block of users.
 
 Modules: :mod:`~data_prep.synthetic.catalogue` (behaviors, shares, places, context preferences),
 :mod:`~data_prep.synthetic.routine` (step 1), :mod:`~data_prep.synthetic.generator` (steps 2-4, the
-EventTable), :mod:`~data_prep.synthetic.files` (writing a log file; ``python -m data_prep synthetic``).
+EventTable), :mod:`~data_prep.synthetic.files` (writing a log file; ``python -m data_prep synthetic``),
+:mod:`~data_prep.synthetic.oracle` (step 4's law for a prepared sample: the evaluation's oracle baseline).
 """
 from __future__ import annotations
 

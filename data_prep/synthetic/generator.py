@@ -125,15 +125,21 @@ def spec_for(names: tuple[str, ...]) -> Spec:
 # ------------------------------------------------------------------------------------------ behaviors
 
 
+def draw_habits(rng: np.random.Generator, spec: Spec, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's habit weights w_ub = Gamma(a_b)/a_b (step 3) and repeat rate 0.6 Beta(2, 4) (mean 0.2; step 4)."""
+    weights = rng.gamma(spec.gamma_shape, 1 / spec.gamma_shape, (n_users, len(spec.names)))
+    return weights, 0.6 * rng.beta(2, 4, n_users)
+
+
 def _draw_behaviors(rng: np.random.Generator, spec: Spec, user: np.ndarray, context: np.ndarray,
-                    n_users: int) -> np.ndarray:
+                    habits: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Behavior codes (spec order) of a block's events sorted by (user, time)."""
     n = len(user)
     B = len(spec.names)
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    weights = rng.gamma(spec.gamma_shape, 1 / spec.gamma_shape, (n_users, B))   # personal habits
-    repeat_rate = 0.6 * rng.beta(2, 4, n_users)                                   # mean 0.2
+    weights, repeat_rate = habits
+    n_users = len(repeat_rate)
     mode_u = rng.random(n)
     fresh_u = rng.random(n)
     move_u = rng.random(n)
@@ -176,11 +182,20 @@ def _draw_behaviors(rng: np.random.Generator, spec: Spec, user: np.ndarray, cont
     return behavior
 
 
+def block_state(spec: Spec, seed: int, block: int, n_users: int, n_days: int, start_weekday: int,
+                events_per_day: float):
+    """One block's random stream up to its behaviors: (rng, the timeline's arrays, the users' habits). The
+    oracle (:mod:`data_prep.synthetic.oracle`) replays it for the habits."""
+    rng = np.random.default_rng([int(seed), int(block)])
+    events = timeline(rng, n_users, n_days, start_weekday, events_per_day)
+    return rng, events, draw_habits(rng, spec, n_users)
+
+
 def _block_arrays(spec: Spec, seed: int, block: int, first_user: int, n_users: int, n_days: int,
                   start_weekday: int, events_per_day: float):
-    rng = np.random.default_rng([int(seed), int(block)])
-    user, t, weekend, hour, place = timeline(rng, n_users, n_days, start_weekday, events_per_day)
-    behavior = _draw_behaviors(rng, spec, user, context_index(weekend, hour, place), n_users)
+    rng, (user, t, weekend, hour, place), habits = block_state(spec, seed, block, n_users, n_days, start_weekday,
+                                                               events_per_day)
+    behavior = _draw_behaviors(rng, spec, user, context_index(weekend, hour, place), habits)
     return (user + first_user).astype(np.int64), t, place, behavior
 
 
@@ -191,7 +206,7 @@ def check_sizes(n_users: int, n_days: int, events_per_day: float) -> None:
         raise SyntheticError(f"events_per_day must be positive, got {events_per_day}")
 
 
-def _start_epoch(start: str) -> tuple[int, int]:
+def start_epoch(start: str) -> tuple[int, int]:
     try:
         day = _dt.date.fromisoformat(start)
     except (TypeError, ValueError):
@@ -214,7 +229,7 @@ def iter_event_chunks(n_users: int, n_days: int, seed: int, behaviors=None, star
     ``PLACES``; behavior: codes into ``behavior_names(behaviors)``."""
     check_sizes(n_users, n_days, events_per_day)
     spec = spec_for(resolve_behaviors(behaviors))
-    epoch, start_weekday = _start_epoch(start)
+    epoch, start_weekday = start_epoch(start)
     blocks_per_chunk = max(1, -(-int(chunk_users) // RNG_BLOCK))
     n_blocks = -(-n_users // RNG_BLOCK)
     for first_block in range(0, n_blocks, blocks_per_chunk):

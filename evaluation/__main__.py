@@ -9,7 +9,7 @@ from pathlib import Path
 from cli import Command, add_config, config_from_args, run
 from cli import build_parser as command_parser
 
-from .baselines import KINDS
+from .baselines import KINDS, SYNTHETIC_KINDS
 from .config import PredictConfig
 from .files import TEST_SPLITS
 from .paper_tables import SWEEP_TABLES, TABLE3, TABLE4
@@ -58,7 +58,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _add_baseline(b: argparse.ArgumentParser) -> None:
     b.add_argument("--dataset-dir", required=True)
-    b.add_argument("--kind", required=True, choices=KINDS)
+    b.add_argument("--kind", required=True, choices=KINDS + SYNTHETIC_KINDS)
     b.add_argument("--dataset", required=True, nargs="+", choices=TEST_SPLITS)
     b.add_argument("--out", required=True)
 

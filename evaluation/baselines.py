@@ -1,4 +1,4 @@
-"""Three non-LLM reference predictors computed from the prepared data (no model, no randomness).
+"""Non-LLM reference predictors computed from the prepared data (no model, no randomness).
 
 most-frequent: always the behavior with the largest training count (stats.json ``train_count``).
 
@@ -14,6 +14,11 @@ each training history plus history[-1] -> label; overlapping windows of one user
 per window that holds it). When the global row is empty too, the most-frequent behavior is predicted.
 The ``source`` field of each prediction says which level answered: ``user``, ``global`` or
 ``most_frequent``.
+
+oracle (data prepared from the embedded synthetic log only): the generator's own law p(next | the user's
+habits, the history's last behavior, the next context) (:mod:`data_prep.synthetic.oracle`). It knows each test
+user's habits, which no model sees, so its accuracy is the ceiling of the data; on protocol 2 it shows what a
+model that learned the training distribution perfectly answers.
 
 Distributions (``logprobs``, ``p_label`` and the top-3 probabilities): most-frequent gives every candidate
 its Laplace-smoothed training frequency, prior_c = (train_count_c + 1) / (N + K), so a behavior never seen in
@@ -40,11 +45,13 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep.prepared import candidate_names, load_prepared
+from data_prep.synthetic.oracle import oracle_probabilities
 from data_prep.writing.outputs import iter_jsonl
 
 from .files import distribution_row, first_max, write_predictions
 
 KINDS = ("most-frequent", "last-behavior", "markov")   # the order of make eval and the report
+SYNTHETIC_KINDS = ("oracle",)   # after them, for data prepared from the embedded synthetic log
 
 
 def most_frequent_order(stats: dict) -> list[str]:
@@ -116,8 +123,8 @@ def _row(i: int, meta: dict, probs: np.ndarray, candidates: list[str], **extra) 
 
 def run_baseline(dataset_dir: str | os.PathLike, kind: str, dataset: str, out_dir: str | os.PathLike) -> Path:
     """Predict every sample of ``<dataset_dir>/<dataset>`` with baseline ``kind``; write the predictions file."""
-    if kind not in KINDS:   # the library's own guard: an unknown kind must not fall into the Markov branch
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind not in KINDS + SYNTHETIC_KINDS:   # the library's own guard: an unknown kind must not be Markov's
+        raise ValueError(f"kind must be one of {', '.join(KINDS + SYNTHETIC_KINDS)}, got {kind!r}")
     split = load_prepared(dataset_dir, dataset, records=False)
     stats, candidates, meta = split.stats, split.candidates, split.meta
     rows = []
@@ -128,6 +135,9 @@ def run_baseline(dataset_dir: str | os.PathLike, kind: str, dataset: str, out_di
     elif kind == "last-behavior":
         for i, m in enumerate(meta):
             rows.append(_row(i, m, last_behavior_distribution(list(m["history"]), prior, candidates), candidates))
+    elif kind == "oracle":
+        probs = oracle_probabilities(stats.get("notes", {}).get("synthetic"), candidates, meta)
+        rows = [_row(i, m, p, candidates) for i, (m, p) in enumerate(zip(meta, probs))]
     else:
         # streamed: train_all.meta.jsonl can be far larger than memory allows
         train_meta = iter_jsonl(Path(dataset_dir) / "train_all.meta.jsonl")

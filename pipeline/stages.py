@@ -15,6 +15,7 @@ from data_prep.config import PrepareConfig, ReaderConfig, ScaleConfig, SourceCon
 from data_prep.errors import PrepareError
 from data_prep.reading.sources import is_uri, list_inputs
 from evaluation.baselines import KINDS as BASELINES
+from evaluation.baselines import SYNTHETIC_KINDS
 from evaluation.config import PredictConfig
 from scoring.config import ScoreConfig
 from selection.config import SelectConfig
@@ -248,8 +249,10 @@ def eval_model(variables: Variables, layout: Layout, name: str, model: str, adap
 
 
 def baselines(variables: Variables, layout: Layout) -> list[Stage]:
+    """The reference predictors; the oracle only where the data comes from the embedded synthetic log."""
     stages = []
-    for kind in BASELINES:
+    synthetic = _source(variables)[0] == ["--synthetic"]
+    for kind in (*BASELINES, *(SYNTHETIC_KINDS if synthetic else ())):
         out = layout.eval_dir / kind
         cmd = launch.python_module("evaluation", "baseline", "--dataset-dir", str(layout.data), "--kind", kind,
                                    "--dataset", *TEST_SPLITS, "--out", str(out))
@@ -259,7 +262,7 @@ def baselines(variables: Variables, layout: Layout) -> list[Stage]:
 
 
 # Report rows: these first, in this order (each followed by its generation variant), then the rest alphabetically.
-EVAL_ORDER = [n + g for n in ("zero-shot", "full-ft", "a-tune", "behaviorlm", "sasrec", *BASELINES)
+EVAL_ORDER = [n + g for n in ("zero-shot", "full-ft", "a-tune", "behaviorlm", "sasrec", *BASELINES, *SYNTHETIC_KINDS)
               for g in ("", "-generate")]
 
 

@@ -86,7 +86,7 @@ def test_reduced_demo_runs_every_stage_on_smollm2(tmp_path):
     assert abs(dpo_log["rewards/chosen"]) < 1e-6 and abs(dpo_log["rewards/rejected"]) < 1e-6
 
     report = (run_dir / "report" / "report.md").read_text()
-    for model in ("zero-shot", "full-ft", "a-tune", "behaviorlm", "most-frequent", "last-behavior", "markov"):
+    for model in ("zero-shot", "full-ft", "a-tune", "behaviorlm", "most-frequent", "last-behavior", "markov", "oracle"):
         assert f"| {model} |" in report, model
     for metric in ("Prec_w", "Rec_w", "Overall", "Head", "Medium", "Tail"):
         assert metric in report, metric

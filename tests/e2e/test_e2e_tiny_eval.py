@@ -13,7 +13,8 @@ pytestmark = pytest.mark.e2e
 
 
 # make's order
-REPORTED = ["zero-shot", "a-tune", "a-tune-generate", "behaviorlm", "most-frequent", "last-behavior", "markov"]
+REPORTED = ["zero-shot", "a-tune", "a-tune-generate", "behaviorlm", "most-frequent", "last-behavior", "markov",
+            "oracle"]
 SIX_COLUMNS = ["Prec_w", "Rec_w", "Overall", "Head", "Medium", "Tail"]
 SIX_METRICS = {"prec_w": "test_p1", "rec_w": "test_p1", "overall": "test_p2", "head": "test_p2",
                "medium": "test_p2", "tail": "test_p2"}

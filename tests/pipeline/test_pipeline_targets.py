@@ -56,10 +56,17 @@ def test_eval_evaluates_the_models_that_exist(tmp_path):
     assert f"--model {run}/pi_ref --adapter {run}/btune " in behaviorlm and f"{run}/eval/behaviorlm " in behaviorlm
     assert f"skipping full-ft: no finished {run}/ablations/wo_atune/pi_ref" in out
     baselines = lines_with(out, "-m evaluation baseline")
-    assert [b.split("--kind ")[1].split()[0] for b in baselines] == ["most-frequent", "last-behavior", "markov"]
+    # the synthetic log (no INPUT) also gets the generator's own law as the oracle
+    assert [b.split("--kind ")[1].split()[0] for b in baselines] == ["most-frequent", "last-behavior", "markov",
+                                                                     "oracle"]
     (report,) = lines_with(out, "-m evaluation report")
     assert [p.split("=")[0] for p in pred_args(report)] == ["zero-shot", "a-tune", "behaviorlm", "most-frequent",
-                                                             "last-behavior", "markov"]
+                                                             "last-behavior", "markov", "oracle"]
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,timestamp,behavior\n")
+    out = dry_run(run, "eval", f"BASE_MODEL={tmp_path}/base", f"INPUT={log}")
+    kinds = [b.split("--kind ")[1].split()[0] for b in lines_with(out, "-m evaluation baseline")]
+    assert kinds == ["most-frequent", "last-behavior", "markov"]
 
 
 def test_eval_ranks_default_to_nproc(tmp_path):

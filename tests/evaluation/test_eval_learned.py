@@ -52,3 +52,19 @@ def test_rec_w_equal_to_most_frequent_is_not_flagged(tmp_path):
     # Rec_w 3/5 = most-frequent's; every label answered as often as it occurs
     _, _, report = _report(tmp_path, {"even": (["A", "A", "A", "C", "B"], list(P2_LABELS), "constrained")})
     assert report["warnings"] == []
+
+
+def test_the_oracle_over_answering_a_flagged_split_is_noted_once(tmp_path):
+    # p2 labels A A B B C C: the model and the oracle both answer A for 4 of 6 (+2/6 > the margin); p1 is fine
+    models = {"shifted": (list(P1_LABELS), ["A", "A", "A", "A", "C", "C"], "constrained"),
+              "oracle": (list(P1_LABELS), ["A", "A", "A", "A", "B", "C"], "baseline:oracle")}
+    _, _, report = _report(tmp_path, models)
+    assert report["warnings"] == [
+        "warning: shifted answers A for 4 of 6 test_p2 samples (true share 2 of 6): it may have learned nothing "
+        "from the context",
+        "note: oracle, the data's own law, answers A for 4 of 6 test_p2 samples (true share 2 of 6): on test_p2 a "
+        "model that learned the training distribution exceeds the share bound too"]
+    # no model flagged: no note, though the oracle over-answers
+    (tmp_path / "alone").mkdir()
+    _, _, report = _report(tmp_path / "alone", {"oracle": models["oracle"]})
+    assert report["warnings"] == []

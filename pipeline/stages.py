@@ -248,11 +248,19 @@ def eval_model(variables: Variables, layout: Layout, name: str, model: str, adap
                  + ([out / "temperature.json"] if calibrated else []), clean=[out])
 
 
+def _synthetic_data(variables: Variables, layout: Layout) -> bool:
+    """Whether the run's data come from the embedded synthetic log: its stats.json says so once prepared (a run
+    prepared with INPUT and evaluated without it is not synthetic); before that, the variables."""
+    try:
+        return json.loads((layout.data / "stats.json").read_text(encoding="utf-8"))["source"]["kind"] == "synthetic"
+    except (OSError, ValueError, KeyError, TypeError):
+        return _source(variables)[0] == ["--synthetic"]
+
+
 def baselines(variables: Variables, layout: Layout) -> list[Stage]:
-    """The reference predictors; the oracle only where the data comes from the embedded synthetic log."""
+    """The reference predictors; the oracle only where the data come from the embedded synthetic log."""
     stages = []
-    synthetic = _source(variables)[0] == ["--synthetic"]
-    for kind in (*BASELINES, *(SYNTHETIC_KINDS if synthetic else ())):
+    for kind in (*BASELINES, *(SYNTHETIC_KINDS if _synthetic_data(variables, layout) else ())):
         out = layout.eval_dir / kind
         cmd = launch.python_module("evaluation", "baseline", "--dataset-dir", str(layout.data), "--kind", kind,
                                    "--dataset", *TEST_SPLITS, "--out", str(out))

@@ -67,6 +67,10 @@ def test_eval_evaluates_the_models_that_exist(tmp_path):
     out = dry_run(run, "eval", f"BASE_MODEL={tmp_path}/base", f"INPUT={log}")
     kinds = [b.split("--kind ")[1].split()[0] for b in lines_with(out, "-m evaluation baseline")]
     assert kinds == ["most-frequent", "last-behavior", "markov"]
+    # once prepared, the data decide: a run prepared from a log and evaluated without INPUT gets no oracle
+    (run / "data" / "stats.json").write_text(json.dumps({"source": {"kind": "input"}}))
+    out = dry_run(run, "eval", f"BASE_MODEL={tmp_path}/base")
+    assert "--kind oracle" not in out and "--kind markov" in out
 
 
 def test_eval_ranks_default_to_nproc(tmp_path):

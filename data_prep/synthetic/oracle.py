@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_prep.sampling.samples import WEEKDAYS
 from data_prep.synthetic.catalogue import MAX_DEGREE, METROPOLIS_RATE, PLACES, RNG_BLOCK, context_index
 from data_prep.synthetic.generator import Spec, SyntheticError, block_state, resolve_behaviors, spec_for, start_epoch
 
-WEEKEND = ("Saturday", "Sunday")
+WEEKEND = WEEKDAYS[5:]   # the prompts' names of Saturday and Sunday, the generator's weekend
 
 
 def move_kernel(spec: Spec) -> np.ndarray:
